@@ -1,0 +1,1 @@
+"""I/O adapters: settings, persistence, key store, transports, CLI."""

@@ -1,0 +1,349 @@
+"""The ``partner-ca`` command line (Typer).
+
+Exit codes: 0 success; 1 a rule refused the command (one-line error with its code);
+2 usage error; 3 set-up problem (not initialised, no passphrase, bad configuration).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+from uuid import UUID
+
+import typer
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+from rich.console import Console
+
+from adapters import softtoken
+from adapters.bootstrap import PartnerCa, build
+from adapters.settings import Settings
+from ca_core.ca import CaNotInitialised
+from ca_core.certificate import REVOCATION_REASONS
+from ca_core.errors import DomainError
+from ca_core.portal import CertificateSession
+from ca_core.x509profile import from_pem
+from projections.timeline import TimelineEntry, timeline
+
+EXIT_REFUSED, EXIT_USAGE, EXIT_SETUP = 1, 2, 3
+
+app = typer.Typer(help="Partner CA: an event-sourced certificate authority for a partner portal.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+otp_app = typer.Typer(help="One-time passwords (R1).", no_args_is_help=True)
+partner_app = typer.Typer(help="Portal users and their modules.", no_args_is_help=True)
+client_app = typer.Typer(help="The user's side of the portal, with key files (R2–R9).",
+                         no_args_is_help=True)
+app.add_typer(otp_app, name="otp")
+app.add_typer(partner_app, name="partner")
+app.add_typer(client_app, name="client")
+
+out = Console()
+
+
+def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
+    sys.stderr.write(f"error: {message}\n")
+    raise typer.Exit(code)
+
+
+def _passphrase(confirm: bool = False) -> str | None:
+    """The key passphrase: PARTNER_CA_KEY_PASSPHRASE, else a hidden prompt on a terminal."""
+    value = os.environ.get("PARTNER_CA_KEY_PASSPHRASE")
+    if value:
+        return value
+    if sys.stdin.isatty():
+        return typer.prompt("CA key passphrase", hide_input=True,
+                            confirmation_prompt=confirm)
+    return None
+
+
+@contextmanager
+def system(need_keys: bool = True) -> Iterator[PartnerCa]:
+    """Open the configured system; turn every refusal into a one-line error and an exit code."""
+    try:
+        settings = Settings()
+    except Exception as exc:  # noqa: BLE001 - pydantic reports what is wrong
+        fail(f"bad configuration: {exc}".splitlines()[0], EXIT_SETUP)
+    passphrase = _passphrase() if need_keys else None
+    if need_keys and passphrase is None:
+        fail("no CA key passphrase: set PARTNER_CA_KEY_PASSPHRASE or run on a terminal",
+             EXIT_SETUP)
+    try:
+        built = build(settings, passphrase=passphrase)
+    except Exception as exc:  # noqa: BLE001 - the store may be unreachable
+        fail(f"cannot open the event stores: {exc}".splitlines()[0], EXIT_SETUP)
+    try:
+        yield built
+        built.pump()
+    except CaNotInitialised as exc:
+        fail(f"{exc} [{exc.code}]", EXIT_SETUP)
+    except DomainError as exc:
+        fail(f"{exc} [{exc.code}]")
+    finally:
+        built.close()
+
+
+# -- init and demo ----------------------------------------------------------
+@app.command()
+def init(
+    root_name: Annotated[str | None, typer.Option(help="Root CA common name.")] = None,
+    issuing_name: Annotated[str | None, typer.Option(help="Issuing CA common name.")] = None,
+) -> None:
+    """Create the CA hierarchy (root + issuing CA); keys are stored encrypted with the passphrase."""
+    settings = Settings()
+    with system() as s:
+        authority = s.ca.initialise(root_name or settings.root_name,
+                                    issuing_name or settings.issuing_name)
+        out.print(f"CA initialised: root '{authority.root_name}', "
+                  f"issuing '{authority.issuing_name}' (keys in {settings.data_dir / 'keys'})")
+
+
+@app.command()
+def demo(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event.")] = False,
+) -> None:
+    """Run the manual's whole story on a throw-away embedded system and print its timeline."""
+    from adapters.demo import demo_system, run_story
+
+    started = time.perf_counter()
+    with demo_system() as (s, passphrase):
+        run_story(s, passphrase)
+        entries = timeline(s.portal, s.ca)
+    if as_json:
+        for entry in entries:
+            sys.stdout.write(json.dumps(entry.as_json()) + "\n")
+        return
+    _print_timeline(entries)
+    out.print(f"\n{len(entries)} events in {time.perf_counter() - started:.2f} s")
+
+
+_TERSE_SKIP = {"request_id", "otp_id", "key_fingerprint", "session_expires_at", "not_before"}
+
+
+def _print_timeline(entries: list[TimelineEntry]) -> None:
+    """One line per domain event: time, store, aggregate, event, key facts."""
+    out.print("[bold]Partner CA — the manual's story as domain events[/bold]")
+    for entry in entries:
+        facts = " ".join(f"{k}={v}" for k, v in entry.event.public_fields().items()
+                         if v is not None and k not in _TERSE_SKIP)
+        out.print(f"{entry.event.timestamp:%Y-%m-%d %H:%M:%S}  {entry.store:<6}  "
+                  f"{entry.aggregate:<18} {entry.type:<22} {facts}",
+                  soft_wrap=True, markup=False, highlight=False)
+
+
+# -- ops ----------------------------------------------------------------------
+@partner_app.command("register")
+def partner_register(
+    user_id: Annotated[str, typer.Argument(help="User identifier, e.g. P24-000123.")],
+    email: Annotated[str, typer.Option(help="Where notifications go.")],
+    module: Annotated[list[str], typer.Option(help="Business module (repeatable).")],
+    language: Annotated[str, typer.Option(help="cs or en.")] = "cs",
+) -> None:
+    """Register a portal user in one or more business modules."""
+    with system(need_keys=False) as s:
+        s.portal.register_partner(user_id, email, module, language)
+        out.print(f"registered {user_id} in {', '.join(module)}")
+
+
+@otp_app.command("issue")
+def otp_issue(
+    user_id: Annotated[str, typer.Argument(help="User identifier.")],
+    module: Annotated[str, typer.Option(help="Business module the OTP is for.")],
+    by: Annotated[str, typer.Option("--by", help="The module administrator issuing it.")],
+) -> None:
+    """Issue (or reissue) a one-time password; it is shown once and stored only as a hash (R1)."""
+    with system(need_keys=False) as s:
+        _otp_id, otp = s.portal.issue_otp(user_id, module, issued_by=by)
+        out.print(f"OTP for {user_id} in {module} (valid 21 days, shown once): {otp}")
+
+
+@app.command()
+def revoke(
+    serial: Annotated[str, typer.Argument(help="Serial number, hex.")],
+    reason: Annotated[str, typer.Option(help=f"RFC 5280 reason: {', '.join(REVOCATION_REASONS)}.")],
+    operator: Annotated[str, typer.Option(help="The acting operator (recorded).")],
+) -> None:
+    """Revoke a certificate as ops (R10): lost token, suspected misuse."""
+    with system() as s:
+        changed = s.ca.revoke(serial.upper(), reason, operator)
+        out.print(f"revoked {serial.upper()} ({reason})" if changed
+                  else f"{serial.upper()} was already revoked")
+
+
+@app.command()
+def status(
+    serial: Annotated[str, typer.Argument(help="Serial number, hex.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Current status of a certificate, with its cause."""
+    with system(need_keys=False) as s:
+        answer = s.ca.status(serial.upper())
+        data = {k: (v.isoformat() if hasattr(v, "isoformat") else v)
+                for k, v in answer.__dict__.items()}
+        if as_json:
+            sys.stdout.write(json.dumps(data) + "\n")
+        else:
+            for k, v in data.items():
+                out.print(f"{k:12} {v}")
+
+
+@app.command()
+def expire() -> None:
+    """Record expiries that are due: certificates past not_after, OTPs past 21 days (R11)."""
+    with system(need_keys=False) as s:
+        serials = s.ca.expire_due()
+        otps = s.portal.expire_otps()
+        out.print(f"{len(serials)} certificate(s) and {otps} OTP(s) expired")
+
+
+@app.command()
+def chain(
+    fmt: Annotated[str, typer.Option("--format", help="pem or pkcs7.")] = "pem",
+    output: Annotated[Path | None, typer.Option("--out", help="File to write.")] = None,
+    certificate: Annotated[Path | None, typer.Option(help="Own certificate to include.")] = None,
+) -> None:
+    """Export root, issuing CA (and optionally your own certificate) as PEM or PKCS#7 (R12)."""
+    with system(need_keys=False) as s:
+        a = s.ca.authority()
+        pems = ([certificate.read_text()] if certificate else []) + [
+            a.issuing_certificate_pem, a.root_certificate_pem]
+        if fmt == "pem":
+            data = "".join(pems).encode()
+        elif fmt == "pkcs7":
+            data = pkcs7.serialize_certificates([from_pem(p) for p in pems], Encoding.DER)
+        else:
+            fail("--format must be pem or pkcs7", EXIT_USAGE)
+        if output:
+            output.write_bytes(data)
+        else:
+            sys.stdout.buffer.write(data)
+
+
+# -- the user's side ----------------------------------------------------------
+def _revocation_passwords() -> tuple[str, str]:
+    """Revocation password typed twice (hidden); scripts may use PARTNER_CA_REVOCATION_PASSWORD."""
+    env = os.environ.get("PARTNER_CA_REVOCATION_PASSWORD")
+    if env is not None:
+        again = os.environ.get("PARTNER_CA_REVOCATION_PASSWORD_AGAIN", env)
+        return env, again
+    first = typer.prompt("Revocation password", hide_input=True)
+    second = typer.prompt("Revocation password (again)", hide_input=True)
+    return first, second
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        fail(f"cannot read {what} {path}: {exc.strerror}", EXIT_USAGE)
+
+
+def _report_request(s: PartnerCa, request_id: UUID) -> None:
+    request = s.portal.request(request_id)
+    if request.state == "rejected":
+        fail(f"request {request_id} was rejected by the CA: {request.rejection}")
+    out.print(f"request {request_id}: {request.state}"
+              + (f", serial {request.serial}" if request.serial else ""))
+
+
+@client_app.command("request")
+def client_request(
+    user_id: Annotated[str, typer.Option("--user", help="User identifier.")],
+    csr: Annotated[Path, typer.Option(help="PKCS#10 CSR (PEM) made with the token key.")],
+    otp: Annotated[str | None, typer.Option(help="The OTP (else prompted, hidden).")] = None,
+) -> None:
+    """Log in with the OTP and request a certificate (R2, R3); the CA answers asynchronously (R4)."""
+    csr_pem = _read(csr, "CSR")
+    secret = otp if otp is not None else typer.prompt("One-time password", hide_input=True)
+    first, second = _revocation_passwords()
+    with system() as s:
+        session = s.portal.login_with_otp(user_id, secret)
+        request_id = s.portal.submit_request(session, csr_pem, first, second)
+        s.pump()
+        _report_request(s, request_id)
+
+
+@client_app.command("pickup")
+def client_pickup(
+    request_id: Annotated[UUID, typer.Argument(help="Request id.")],
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write the certificate.")],
+    user_id: Annotated[str | None, typer.Option("--user", help="Logged-in user.")] = None,
+    token: Annotated[str | None, typer.Option(help="Token from the emailed pickup link.")] = None,
+    chain_out: Annotated[Path | None, typer.Option(help="Where to write the chain.")] = None,
+) -> None:
+    """Pick up an issued certificate with its chain (R4)."""
+    if (user_id is None) == (token is None):
+        fail("give exactly one of --user or --token", EXIT_USAGE)
+    with system(need_keys=False) as s:
+        picked = (s.portal.pickup_with_link(request_id, token) if token
+                  else s.portal.pickup(request_id, user_id or ""))
+        out_file.write_text(picked.certificate_pem)
+        if chain_out:
+            chain_out.write_text(picked.chain_pem)
+        out.print(f"certificate {picked.serial} written to {out_file}")
+
+
+def _cert_login(s: PartnerCa, cert: Path, key: Path) -> CertificateSession:
+    certificate_pem = _read(cert, "certificate")
+    try:
+        user_key = softtoken.load_key(_read(key, "key").encode())
+    except (ValueError, TypeError) as exc:
+        fail(f"cannot load key {key}: {exc}", EXIT_USAGE)
+    challenge = s.portal.new_challenge()
+    return s.portal.login_with_certificate(certificate_pem, challenge,
+                                           softtoken.sign_challenge(user_key, challenge))
+
+
+CertOpt = Annotated[Path, typer.Option("--cert", help="Your certificate (PEM).")]
+KeyOpt = Annotated[Path, typer.Option("--key", help="Its private key (PEM).")]
+
+
+@client_app.command("login")
+def client_login(cert: CertOpt, key: KeyOpt) -> None:
+    """Log in with the certificate: sign the portal's challenge with the key (R5)."""
+    with system(need_keys=False) as s:
+        session = _cert_login(s, cert, key)
+        out.print(f"logged in as {session.user_id} ({session.module}) with {session.serial}")
+
+
+@client_app.command("renew")
+def client_renew(
+    cert: CertOpt,
+    key: KeyOpt,
+    csr: Annotated[Path, typer.Option(help="New CSR (PEM) made with a new key.")],
+) -> None:
+    """Renew while the current certificate is valid (R7)."""
+    csr_pem = _read(csr, "CSR")
+    first, second = _revocation_passwords()
+    with system() as s:
+        session = _cert_login(s, cert, key)
+        request_id = s.portal.request_renewal(session, csr_pem, first, second)
+        s.pump()
+        _report_request(s, request_id)
+
+
+@client_app.command("revoke")
+def client_revoke(
+    cert: CertOpt,
+    key: KeyOpt,
+    reason: Annotated[str, typer.Option(help="RFC 5280 reason.")] = "unspecified",
+) -> None:
+    """Revoke your certificate with the revocation password (R9)."""
+    password = os.environ.get("PARTNER_CA_REVOCATION_PASSWORD") or typer.prompt(
+        "Revocation password", hide_input=True)
+    with system() as s:
+        session = _cert_login(s, cert, key)
+        s.portal.revoke(session, password, reason)
+        s.pump()
+        out.print(f"revocation of {session.serial} recorded")
+
+
+Command = Callable[..., None]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,34 @@
+"""Event-store wiring: SQLite files by default, PostgreSQL (psycopg 3) by configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+
+def store_env(database_url: str, data_dir: Path, app_name: str) -> dict[str, str]:
+    """The eventsourcing environment for one application's event store.
+
+    SQLite: one file per application (``<data_dir>/<app>.sqlite``).
+    PostgreSQL: one database, tables prefixed by the application name.
+    """
+    if not database_url:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(data_dir / f"{app_name}.sqlite"),
+            "SQLITE_LOCK_TIMEOUT": "10",
+        }
+    url = urlparse(database_url)
+    if url.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"unsupported database URL scheme {url.scheme!r} (use postgresql://)")
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": url.path.lstrip("/") or "partner_ca",
+        "POSTGRES_HOST": url.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(url.port or 5432),
+        "POSTGRES_USER": unquote(url.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(url.password or ""),
+        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_POOL_SIZE": "4",
+    }

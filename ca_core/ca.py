@@ -1,0 +1,269 @@
+"""The CA application: signs and revokes, taking instructions only from the portal's messages and ops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import singledispatchmethod
+from typing import Any, ClassVar, cast
+from uuid import UUID
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.projection import EventSourcedProjection
+from eventsourcing.utils import EnvType, get_topic
+
+from ca_core.authority import AUTHORITY_ID, Authority
+from ca_core.certificate import (
+    Certificate,
+    PublicKeyRecord,
+    RevocationRefused,
+    SigningRequest,
+    check_revocation_reason,
+    serial_hex,
+)
+from ca_core.clock import Clock, SystemClock
+from ca_core.errors import DomainError, NotFound
+from ca_core.eventmodel import PYDANTIC_ENV, read_log
+from ca_core.keypolicy import checked_csr, spki_fingerprint
+from ca_core.messages import CertificateRequested, Message, RevocationRequested
+from ca_core.policy import IssuancePolicy
+from ca_core.ports import KeyStore
+from ca_core.x509profile import (
+    SigningKey,
+    build_end_entity,
+    build_issuing,
+    build_root,
+    ca_name,
+    end_entity_name,
+    from_pem,
+    new_serial,
+    to_pem,
+)
+
+ROOT_KEY, ISSUING_KEY = "root", "issuing"
+
+
+class CertificateNotFound(NotFound):
+    code = "certificate-unknown"
+
+
+class CaNotInitialised(DomainError):
+    code = "ca-not-initialised"
+
+
+@dataclass(frozen=True)
+class StatusAnswer:
+    """What ops see for one certificate."""
+
+    serial: str
+    status: str
+    user_id: str
+    module: str
+    not_before: datetime
+    not_after: datetime
+    reason: str | None
+    changed_at: datetime | None
+    changed_by: str | None
+
+
+class CertificateAuthority(EventSourcedProjection[UUID]):
+    """Signs certificates (R4), records revocations (R9, R10) and expiries (R11)."""
+
+    name = "ca"
+    env: ClassVar[dict[str, str]] = dict(PYDANTIC_ENV)
+    topics = ()
+
+    def __init__(
+        self,
+        env: EnvType | None = None,
+        *,
+        keys: KeyStore | None = None,
+        clock: Clock | None = None,
+        policy: IssuancePolicy | None = None,
+    ) -> None:
+        super().__init__(env)
+        self.keys = keys
+        self.clock: Clock = clock or SystemClock()
+        self.issuance = policy or IssuancePolicy()
+        self._signer: tuple[SigningKey, Any] | None = None
+
+    # -- hierarchy ------------------------------------------------------
+    def initialise(self, root_name: str = "Partner CA Root",
+                   issuing_name: str = "Partner CA Issuing") -> Authority:
+        """Create the two-tier hierarchy: a root (P-384) and an issuing CA (P-256)."""
+        if AUTHORITY_ID in self.repository:
+            raise DomainError("the CA is already initialised", code="ca-already-initialised")
+        if self.keys is None:
+            raise DomainError("no key store configured", code="no-key-store")
+        now = self.clock.now()
+        root_key = ec.generate_private_key(ec.SECP384R1())
+        issuing_key = ec.generate_private_key(ec.SECP256R1())
+        org, country = self.issuance.organization, self.issuance.country
+        root = build_root(root_key, ca_name(root_name, org, country), now)
+        issuing = build_issuing(root_key, root, issuing_key, ca_name(issuing_name, org, country),
+                                now, self.issuance)
+        self.keys.save(ROOT_KEY, root_key)
+        key_id = self.keys.save(ISSUING_KEY, issuing_key)
+        authority = Authority(
+            root_name=root_name, issuing_name=issuing_name, root_certificate_pem=to_pem(root),
+            issuing_certificate_pem=to_pem(issuing), issuing_key_id=key_id, timestamp=now,
+        )
+        self.save(authority)
+        return authority
+
+    def authority(self) -> Authority:
+        try:
+            return cast(Authority, self.repository.get(AUTHORITY_ID))
+        except AggregateNotFoundError:
+            raise CaNotInitialised("the CA is not initialised: run 'partner-ca init'") from None
+
+    def chain_pem(self) -> str:
+        """Issuing CA then root, PEM (R12)."""
+        a = self.authority()
+        return a.issuing_certificate_pem + a.root_certificate_pem
+
+    def _issuer(self) -> tuple[SigningKey, Any]:
+        if self._signer is None:
+            if self.keys is None:
+                raise DomainError("no key store configured", code="no-key-store")
+            self._signer = (self.keys.load(ISSUING_KEY),
+                            from_pem(self.authority().issuing_certificate_pem))
+        return self._signer
+
+    # -- messages from the portal --------------------------------------
+    @singledispatchmethod
+    def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
+        """Messages of other types are not for the CA."""
+
+    @policy.register
+    def _(self, msg: CertificateRequested, processing_event: ProcessingEvent[UUID]) -> None:
+        processing_event.collect_events(*self.decide_issuance(msg))
+
+    @policy.register
+    def _(self, msg: RevocationRequested, processing_event: ProcessingEvent[UUID]) -> None:
+        try:
+            processing_event.collect_events(
+                *self._revocation(msg.serial, msg.reason, msg.requested_by))
+        except DomainError:
+            # Unknown serial, expired certificate or bad reason: nothing to record.
+            return
+
+    def handle(self, messages: list[tuple[Message, Any]]) -> None:
+        """Process messages, each with its tracking record (transport adapters call this)."""
+        for msg, tracking in messages:
+            self.process_event(cast(Any, msg), tracking)
+
+    def decide_issuance(self, msg: CertificateRequested) -> list[Any]:
+        """R3/R4: check the request again on the CA side, then sign it – exactly once per request."""
+        if SigningRequest.id_for(msg.request_id) in self.repository:
+            return []  # a redelivered request changes nothing
+        now = self.clock.now()
+        try:
+            _csr, key = checked_csr(msg.csr_pem)
+            fingerprint = spki_fingerprint(key)
+            record = self._key_record(fingerprint, now)
+            record.check_key_reusable(msg.user_id)
+            if msg.renews_serial:
+                self._check_renewable(msg.renews_serial, now)
+        except DomainError as exc:
+            return [SigningRequest.rejected(msg.request_id, exc.code, str(exc), now)]
+        issuer_key, issuer = self._issuer()
+        serial = self._unique_serial()
+        cert = build_end_entity(issuer_key, issuer, key,
+                                end_entity_name(msg.user_id, msg.module, self.issuance),
+                                serial, now, self.issuance)
+        hex_serial = serial_hex(serial)
+        certificate = Certificate(
+            serial=hex_serial, request_id=msg.request_id, user_id=msg.user_id, module=msg.module,
+            not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+            key_fingerprint=fingerprint, renews_serial=msg.renews_serial,
+            certificate_pem=to_pem(cert), timestamp=now,
+        )
+        record.certified(user_id=msg.user_id, serial=hex_serial, timestamp=now)
+        return [SigningRequest.accepted(msg.request_id, hex_serial, now), certificate, record]
+
+    def _unique_serial(self) -> int:
+        """A fresh serial, checked against the event store (the stored id derives from it)."""
+        while True:
+            serial = new_serial()
+            if Certificate.id_for(serial_hex(serial)) not in self.repository:
+                return serial
+
+    def _key_record(self, fingerprint: str, now: datetime) -> PublicKeyRecord:
+        try:
+            return cast(PublicKeyRecord,
+                        self.repository.get(PublicKeyRecord.id_for(fingerprint)))
+        except AggregateNotFoundError:
+            return PublicKeyRecord(key_fingerprint=fingerprint, timestamp=now)
+
+    def _check_renewable(self, serial: str, now: datetime) -> None:
+        """R7 on the CA side: the certificate being renewed must still be valid."""
+        old = self.certificate(serial)
+        if old.status != "good" or now > old.not_after:
+            raise RevocationRefused(f"certificate {serial} is {old.status}; renewal not allowed",
+                                    code="renewal-not-allowed")
+
+    # -- revocation and expiry -----------------------------------------
+    def revoke(self, serial: str, reason: str, operator: str) -> bool:
+        """R10: revocation by ops, with an RFC 5280 reason and the acting operator recorded."""
+        check_revocation_reason(reason)
+        if not operator.strip():
+            raise DomainError("the acting operator must be named", code="operator-required")
+        events = self._revocation(serial, reason, f"operator:{operator}")
+        if events:
+            self.save(*events)
+        return bool(events)
+
+    def _revocation(self, serial: str, reason: str, by: str) -> list[Any]:
+        certificate = self.certificate(serial)
+        if not certificate.revoke(reason, by, self.clock.now()):
+            return []
+        events: list[Any] = [certificate]
+        if reason == "keyCompromise":
+            record = cast(PublicKeyRecord, self.repository.get(
+                PublicKeyRecord.id_for(certificate.key_fingerprint)))
+            record.mark_compromised(serial=certificate.serial, timestamp=self.clock.now())
+            events.append(record)
+        return events
+
+    def expire_due(self) -> list[str]:
+        """R11: record an expiry for every good certificate whose not_after has passed."""
+        now = self.clock.now()
+        expired: list[Certificate] = []
+        for _, issued in read_log(self, topics=[get_topic(Certificate.CertificateIssued)]):
+            assert isinstance(issued, Certificate.CertificateIssued)
+            if issued.not_after < now:
+                certificate = cast(Certificate, self.repository.get(issued.originator_id))
+                if certificate.expire_if_due(now):
+                    expired.append(certificate)
+        if expired:
+            self.save(*expired)
+        return [c.serial for c in expired]
+
+    # -- queries ---------------------------------------------------------
+    def certificate(self, serial: str) -> Certificate:
+        try:
+            return cast(Certificate, self.repository.get(Certificate.id_for(serial)))
+        except AggregateNotFoundError:
+            raise CertificateNotFound(f"no certificate with serial {serial}") from None
+
+    def status_of(self, serial: str) -> str:
+        """``good``/``revoked``/``expired``/``unknown`` (the portal's R5 status source)."""
+        try:
+            c = self.certificate(serial)
+        except CertificateNotFound:
+            return "unknown"
+        if c.status == "good" and self.clock.now() > c.not_after:
+            return "expired"
+        return c.status
+
+    def status(self, serial: str) -> StatusAnswer:
+        c = self.certificate(serial)
+        return StatusAnswer(
+            serial=c.serial, status=self.status_of(serial), user_id=c.user_id, module=c.module,
+            not_before=c.not_before, not_after=c.not_after, reason=c.revocation_reason,
+            changed_at=c.revoked_at if c.status == "revoked" else (
+                c.modified_on if c.status == "expired" else None),
+            changed_by=c.revoked_by,
+        )

@@ -1,0 +1,243 @@
+"""CA-side aggregates: Certificate (R9–R11), SigningRequest (idempotent issuance), PublicKeyRecord (R3)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import event
+
+from ca_core.errors import DomainError
+from ca_core.eventmodel import Aggregate
+from ca_core.keypolicy import CsrRejected
+
+#: RFC 5280 reason codes, spelled as the RFC spells them, usable for end-entity certificates.
+REVOCATION_REASONS = (
+    "unspecified",
+    "keyCompromise",
+    "affiliationChanged",
+    "superseded",
+    "cessationOfOperation",
+    "privilegeWithdrawn",
+)
+
+
+class RevocationRefused(DomainError):
+    code = "revocation-refused"
+
+
+def check_revocation_reason(reason: str) -> None:
+    """R10: the reason must be an RFC 5280 reason code allowed for end-entity certificates."""
+    if reason not in REVOCATION_REASONS:
+        raise RevocationRefused(
+            f"unknown revocation reason {reason!r}; use one of: {', '.join(REVOCATION_REASONS)}",
+            code="revocation-reason-invalid",
+        )
+
+
+def serial_hex(serial: int) -> str:
+    return format(serial, "x").upper().rjust(32, "0")
+
+
+class Certificate(Aggregate):
+    """An issued certificate. Its id is derived from the serial, so a serial can exist only once."""
+
+    class CertificateIssued(Aggregate.Created):
+        private_fields: ClassVar[frozenset[str]] = frozenset({"certificate_pem"})
+        serial: str
+        request_id: UUID
+        user_id: str
+        module: str
+        not_before: datetime
+        not_after: datetime
+        key_fingerprint: str
+        renews_serial: str | None
+        certificate_pem: str
+
+    class RevocationRequested(Aggregate.Event):
+        serial: str
+        reason: str
+        requested_by: str
+
+    class CertificateRevoked(Aggregate.Event):
+        serial: str
+        request_id: UUID
+        reason: str
+        revoked_by: str
+        revoked_at: datetime
+
+    class CertificateExpired(Aggregate.Event):
+        serial: str
+        request_id: UUID
+        not_after: datetime
+
+    @staticmethod
+    def create_id(*_: Any, serial: str = "", **__: Any) -> UUID:
+        return Certificate.id_for(serial)
+
+    @staticmethod
+    def id_for(serial: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"partner-ca:certificate:{serial.upper()}")
+
+    @event(CertificateIssued)
+    def __init__(
+        self,
+        serial: str,
+        request_id: UUID,
+        user_id: str,
+        module: str,
+        not_before: datetime,
+        not_after: datetime,
+        key_fingerprint: str,
+        renews_serial: str | None,
+        certificate_pem: str,
+        timestamp: datetime,
+    ) -> None:
+        self.serial = serial
+        self.request_id = request_id
+        self.user_id = user_id
+        self.module = module
+        self.not_before = not_before
+        self.not_after = not_after
+        self.key_fingerprint = key_fingerprint
+        self.renews_serial = renews_serial
+        self.certificate_pem = certificate_pem
+        self.status = "good"
+        self.revocation_reason: str | None = None
+        self.revoked_at: datetime | None = None
+        self.revoked_by: str | None = None
+
+    def revoke(self, reason: str, by: str, now: datetime) -> bool:
+        """R9/R10: record a revocation. Revoking an already revoked certificate changes nothing."""
+        check_revocation_reason(reason)
+        if self.status == "revoked":
+            return False
+        if self.status == "expired":
+            raise RevocationRefused(f"certificate {self.serial} has already expired",
+                                    code="certificate-expired")
+        self._revocation_requested(serial=self.serial, reason=reason, requested_by=by,
+                                   timestamp=now)
+        self._revoked(serial=self.serial, request_id=self.request_id, reason=reason,
+                      revoked_by=by, revoked_at=now, timestamp=now)
+        return True
+
+    def expire_if_due(self, now: datetime) -> bool:
+        """R11: once not_after has passed, an expiry is recorded."""
+        if self.status == "good" and now > self.not_after:
+            self._expired(serial=self.serial, request_id=self.request_id,
+                          not_after=self.not_after, timestamp=now)
+            return True
+        return False
+
+    @event(RevocationRequested)
+    def _revocation_requested(
+        self, serial: str, reason: str, requested_by: str, timestamp: datetime
+    ) -> None:
+        pass
+
+    @event(CertificateRevoked)
+    def _revoked(
+        self,
+        serial: str,
+        request_id: UUID,
+        reason: str,
+        revoked_by: str,
+        revoked_at: datetime,
+        timestamp: datetime,
+    ) -> None:
+        self.status = "revoked"
+        self.revocation_reason = reason
+        self.revoked_at = revoked_at
+        self.revoked_by = revoked_by
+
+    @event(CertificateExpired)
+    def _expired(
+        self, serial: str, request_id: UUID, not_after: datetime, timestamp: datetime
+    ) -> None:
+        self.status = "expired"
+
+
+class SigningRequest(Aggregate):
+    """The CA's record of one portal request, keyed by the request id: issuance happens once."""
+
+    class SigningRequestAccepted(Aggregate.Created):
+        request_id: UUID
+        serial: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.request_id, aggregate.serial, aggregate.rejection = (
+                self.request_id, self.serial, None)
+
+    class SigningRequestRejected(Aggregate.Created):
+        request_id: UUID
+        code: str
+        reason: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.request_id, aggregate.serial, aggregate.rejection = (
+                self.request_id, None, self.reason)
+
+    @staticmethod
+    def create_id(*_: Any, request_id: UUID | None = None, **__: Any) -> UUID:
+        assert request_id is not None
+        return SigningRequest.id_for(request_id)
+
+    @staticmethod
+    def id_for(request_id: UUID) -> UUID:
+        return uuid5(NAMESPACE_URL, f"partner-ca:signing-request:{request_id}")
+
+    @classmethod
+    def accepted(cls, request_id: UUID, serial: str, now: datetime) -> SigningRequest:
+        return cls._create(cls.SigningRequestAccepted, request_id=request_id, serial=serial,
+                           timestamp=now)
+
+    @classmethod
+    def rejected(cls, request_id: UUID, code: str, reason: str, now: datetime) -> SigningRequest:
+        return cls._create(cls.SigningRequestRejected, request_id=request_id, code=code,
+                           reason=reason, timestamp=now)
+
+
+class PublicKeyRecord(Aggregate):
+    """Key registry entry (R3): who a public key was certified to, and whether it is compromised."""
+
+    class PublicKeyCertified(Aggregate.Event):
+        user_id: str
+        serial: str
+
+    class PublicKeyCompromised(Aggregate.Event):
+        serial: str
+
+    class PublicKeyRegistered(Aggregate.Created):
+        key_fingerprint: str
+
+    @staticmethod
+    def create_id(*_: Any, key_fingerprint: str = "", **__: Any) -> UUID:
+        return PublicKeyRecord.id_for(key_fingerprint)
+
+    @staticmethod
+    def id_for(key_fingerprint: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"partner-ca:public-key:{key_fingerprint}")
+
+    @event(PublicKeyRegistered)
+    def __init__(self, key_fingerprint: str, timestamp: datetime) -> None:
+        self.key_fingerprint = key_fingerprint
+        self.user_id: str | None = None
+        self.compromised = False
+
+    def check_key_reusable(self, user_id: str) -> None:
+        """R3: no key already certified to someone else, or revoked for key compromise."""
+        if self.compromised:
+            raise CsrRejected("this public key was revoked for key compromise",
+                              code="key-compromised")
+        if self.user_id is not None and self.user_id != user_id:
+            raise CsrRejected("this public key is already certified to another user",
+                              code="key-already-certified")
+
+    @event(PublicKeyCertified)
+    def certified(self, user_id: str, serial: str, timestamp: datetime) -> None:
+        self.user_id = user_id
+
+    @event(PublicKeyCompromised)
+    def mark_compromised(self, serial: str, timestamp: datetime) -> None:
+        self.compromised = True

@@ -1,0 +1,171 @@
+"""Messages between the Portal (RA) and the CA, whatever carries them (R4, R9).
+
+They are derived from stored domain events, one message per event at most, and
+carry no secret: no OTP, no password, no hash, no private key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from eventsourcing.utils import get_topic
+from pydantic import BaseModel, ConfigDict
+
+from ca_core.certificate import Certificate, SigningRequest
+from ca_core.eventmodel import DomainEvent
+from ca_core.request import CertificateRequest
+
+REQUESTS = "requests"
+CA_EVENTS = "ca-events"
+
+
+class Message(BaseModel):
+    """Base of every message. ``message_id`` names the domain event it comes from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    message_id: str
+    type: str
+    occurred_at: datetime
+
+    @property
+    def key(self) -> str:
+        """Partitioning key: all messages of one request or certificate keep their order."""
+        raise NotImplementedError
+
+
+class CertificateRequested(Message):
+    type: Literal["CertificateRequested"] = "CertificateRequested"
+    request_id: UUID
+    user_id: str
+    module: str
+    csr_pem: str
+    renews_serial: str | None
+
+    @property
+    def key(self) -> str:
+        return str(self.request_id)
+
+
+class RevocationRequested(Message):
+    type: Literal["RevocationRequested"] = "RevocationRequested"
+    serial: str
+    reason: str
+    requested_by: str
+
+    @property
+    def key(self) -> str:
+        return self.serial
+
+
+class CertificateIssued(Message):
+    type: Literal["CertificateIssued"] = "CertificateIssued"
+    request_id: UUID
+    serial: str
+    user_id: str
+    module: str
+    not_before: datetime
+    not_after: datetime
+    certificate_pem: str
+
+    @property
+    def key(self) -> str:
+        return str(self.request_id)
+
+
+class CsrRejected(Message):
+    type: Literal["CsrRejected"] = "CsrRejected"
+    request_id: UUID
+    code: str
+    reason: str
+
+    @property
+    def key(self) -> str:
+        return str(self.request_id)
+
+
+class CertificateRevoked(Message):
+    type: Literal["CertificateRevoked"] = "CertificateRevoked"
+    serial: str
+    reason: str
+    revoked_at: datetime
+    revoked_by: str
+    request_id: UUID
+
+    @property
+    def key(self) -> str:
+        return str(self.request_id)
+
+
+class CertificateExpired(Message):
+    type: Literal["CertificateExpired"] = "CertificateExpired"
+    serial: str
+    not_after: datetime
+    request_id: UUID
+
+    @property
+    def key(self) -> str:
+        return str(self.request_id)
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.model_fields["type"].default: cls
+    for cls in (CertificateRequested, RevocationRequested, CertificateIssued, CsrRejected,
+                CertificateRevoked, CertificateExpired)
+}
+
+
+#: Stored-event topics that become messages (so transports can filter the logs they follow).
+PORTAL_MESSAGE_TOPICS = (
+    get_topic(CertificateRequest.CsrSubmitted),
+    get_topic(CertificateRequest.RevocationSubmitted),
+)
+CA_MESSAGE_TOPICS = (
+    get_topic(Certificate.CertificateIssued),
+    get_topic(SigningRequest.SigningRequestRejected),
+    get_topic(Certificate.CertificateRevoked),
+    get_topic(Certificate.CertificateExpired),
+)
+
+
+def _mid(e: DomainEvent) -> str:
+    return f"{e.originator_id}:{e.originator_version}"
+
+
+def portal_message(e: DomainEvent) -> Message | None:
+    """The message (topic ``requests``) a portal event causes, if any."""
+    if isinstance(e, CertificateRequest.CsrSubmitted):
+        return CertificateRequested(
+            message_id=_mid(e), occurred_at=e.timestamp, request_id=e.originator_id,
+            user_id=e.user_id, module=e.module, csr_pem=e.csr_pem, renews_serial=e.renews_serial,
+        )
+    if isinstance(e, CertificateRequest.RevocationSubmitted):
+        return RevocationRequested(
+            message_id=_mid(e), occurred_at=e.timestamp, serial=e.serial, reason=e.reason,
+            requested_by=e.requested_by,
+        )
+    return None
+
+
+def ca_message(e: DomainEvent) -> Message | None:
+    """The message (topic ``ca-events``) a CA event causes, if any."""
+    if isinstance(e, Certificate.CertificateIssued):
+        return CertificateIssued(
+            message_id=_mid(e), occurred_at=e.timestamp, request_id=e.request_id,
+            serial=e.serial, user_id=e.user_id, module=e.module, not_before=e.not_before,
+            not_after=e.not_after, certificate_pem=e.certificate_pem,
+        )
+    if isinstance(e, SigningRequest.SigningRequestRejected):
+        return CsrRejected(message_id=_mid(e), occurred_at=e.timestamp,
+                           request_id=e.request_id, code=e.code, reason=e.reason)
+    if isinstance(e, Certificate.CertificateRevoked):
+        return CertificateRevoked(
+            message_id=_mid(e), occurred_at=e.timestamp, serial=e.serial, reason=e.reason,
+            revoked_at=e.revoked_at, revoked_by=e.revoked_by, request_id=e.request_id,
+        )
+    if isinstance(e, Certificate.CertificateExpired):
+        return CertificateExpired(message_id=_mid(e), occurred_at=e.timestamp, serial=e.serial,
+                                  not_after=e.not_after, request_id=e.request_id)
+    return None

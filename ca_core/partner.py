@@ -1,0 +1,82 @@
+"""PartnerAccount aggregate: who a user is, which modules they belong to (R1), their OTPs and requests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import event
+
+from ca_core.errors import DomainError
+from ca_core.eventmodel import Aggregate
+
+
+class ModuleRefused(DomainError):
+    """R1: the user is not registered in the module asked through."""
+
+    code = "module-not-registered"
+
+
+class PartnerAccount(Aggregate):
+    """A portal user. Its id is derived from the user identifier."""
+
+    class PartnerRegistered(Aggregate.Created):
+        user_id: str
+        email: str
+        language: str
+        modules: list[str]
+
+    class ModuleGranted(Aggregate.Event):
+        module: str
+
+    class OtpAssigned(Aggregate.Event):
+        module: str
+        otp_id: UUID
+
+    class RequestFiled(Aggregate.Event):
+        request_id: UUID
+
+    @staticmethod
+    def create_id(*_: Any, user_id: str = "", **__: Any) -> UUID:
+        return PartnerAccount.id_for(user_id)
+
+    @staticmethod
+    def id_for(user_id: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"partner-ca:partner:{user_id}")
+
+    @event(PartnerRegistered)
+    def __init__(
+        self, user_id: str, email: str, language: str, modules: list[str], timestamp: datetime
+    ) -> None:
+        self.user_id = user_id
+        self.email = email
+        self.language = language
+        self.modules = list(modules)
+        self.otps: dict[str, UUID] = {}
+        self.otp_history: list[UUID] = []
+        self.requests: list[UUID] = []
+
+    def check_module_registered(self, module: str) -> None:
+        """R1: asking through a module the user is not registered in is refused."""
+        if module not in self.modules:
+            raise ModuleRefused(
+                f"user {self.user_id} is not registered in module {module}; no OTP was generated"
+            )
+
+    def grant_module(self, module: str, now: datetime) -> None:
+        if module not in self.modules:
+            self._module_granted(module=module, timestamp=now)
+
+    @event(ModuleGranted)
+    def _module_granted(self, module: str, timestamp: datetime) -> None:
+        self.modules.append(module)
+
+    @event(OtpAssigned)
+    def assign_otp(self, module: str, otp_id: UUID, timestamp: datetime) -> None:
+        self.otps[module] = otp_id
+        self.otp_history.append(otp_id)
+
+    @event(RequestFiled)
+    def file_request(self, request_id: UUID, timestamp: datetime) -> None:
+        self.requests.append(request_id)

@@ -1,0 +1,434 @@
+"""The Portal (registration authority): OTPs, sessions, requests, pickup, login, renewal, revocation."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import singledispatchmethod
+from typing import Any, ClassVar, cast
+from uuid import UUID
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.projection import EventSourcedProjection
+from eventsourcing.utils import EnvType, get_topic
+
+from ca_core import messages as m
+from ca_core.certificate import check_revocation_reason, serial_hex
+from ca_core.clock import Clock, SystemClock
+from ca_core.credentials import (
+    hash_otp,
+    hash_password,
+    keyed_token,
+    new_otp,
+    same_token,
+)
+from ca_core.errors import DomainError, NotFound
+from ca_core.eventmodel import PYDANTIC_ENV, read_log
+from ca_core.keypolicy import checked_csr
+from ca_core.otp import OneTimePassword, OtpRefused
+from ca_core.partner import PartnerAccount
+from ca_core.policy import PortalPolicy
+from ca_core.ports import StatusSource
+from ca_core.request import (
+    CertificateRequest,
+    RequestRefused,
+    check_revocation_passwords,
+)
+from ca_core.x509profile import subject_identity
+
+_WRONG_OTP = "the user identifier or one-time password is wrong"
+
+
+class LoginRefused(DomainError):
+    """R5: the certificate cannot log in (the code says why)."""
+
+    code = "certificate-login-refused"
+
+
+@dataclass(frozen=True)
+class TrustChain:
+    """The CA certificates the portal trusts and hands out with every certificate (R5, R12)."""
+
+    issuing_pem: str
+    root_pem: str
+
+    @property
+    def issuing(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.issuing_pem.encode())
+
+    @property
+    def chain_pem(self) -> str:
+        return self.issuing_pem + self.root_pem
+
+
+@dataclass(frozen=True)
+class EnrollmentSession:
+    """Opened by an OTP login (R2); allows one certificate request."""
+
+    otp_id: UUID
+    user_id: str
+    module: str
+
+
+@dataclass(frozen=True)
+class CertificateSession:
+    """Opened by a certificate login (R5)."""
+
+    user_id: str
+    module: str
+    serial: str
+    request_id: UUID
+
+
+@dataclass(frozen=True)
+class PickedUpCertificate:
+    """What pickup returns (R4): the certificate and its chain (issuing CA + root)."""
+
+    request_id: UUID
+    serial: str
+    certificate_pem: str
+    chain_pem: str
+
+
+class Portal(EventSourcedProjection[UUID]):
+    """The registration authority. Holds policy; the CA only signs what the portal forwards."""
+
+    name = "portal"
+    env: ClassVar[dict[str, str]] = dict(PYDANTIC_ENV)
+
+    def __init__(
+        self,
+        env: EnvType | None = None,
+        *,
+        clock: Clock | None = None,
+        policy: PortalPolicy | None = None,
+        secret: bytes = b"",
+        trust: Callable[[], TrustChain] | None = None,
+        status_source: StatusSource | None = None,
+    ) -> None:
+        super().__init__(env)
+        self.clock: Clock = clock or SystemClock()
+        self.rules = policy or PortalPolicy()
+        self.secret = secret or secrets.token_bytes(32)
+        self.trust = trust
+        self.status_source = status_source
+
+    # -- partners (ops) ----------------------------------------------------
+    def register_partner(self, user_id: str, email: str, modules: list[str],
+                         language: str = "cs") -> PartnerAccount:
+        if not user_id.strip():
+            raise DomainError("the user identifier must not be empty", code="user-id-invalid")
+        for module in modules:
+            self._check_known_module(module)
+        if PartnerAccount.id_for(user_id) in self.repository:
+            raise DomainError(f"user {user_id} is already registered", code="user-exists")
+        partner = PartnerAccount(user_id=user_id, email=email, language=language,
+                                 modules=list(modules), timestamp=self.clock.now())
+        self.save(partner)
+        return partner
+
+    def grant_module(self, user_id: str, module: str) -> None:
+        self._check_known_module(module)
+        partner = self.partner(user_id)
+        partner.grant_module(module, self.clock.now())
+        self.save(partner)
+
+    def _check_known_module(self, module: str) -> None:
+        if module not in self.rules.modules:
+            raise DomainError(f"unknown module {module!r}; known: {', '.join(self.rules.modules)}",
+                              code="module-unknown")
+
+    def partner(self, user_id: str) -> PartnerAccount:
+        try:
+            return cast(PartnerAccount, self.repository.get(PartnerAccount.id_for(user_id)))
+        except AggregateNotFoundError:
+            raise NotFound(f"no user {user_id}", code="user-unknown") from None
+
+    # -- R1 -------------------------------------------------------------------
+    def issue_otp(self, user_id: str, module: str, issued_by: str) -> tuple[UUID, str]:
+        """R1: a fresh OTP for a user in a module; returns (otp id, the OTP shown once)."""
+        self._check_known_module(module)
+        partner = self.partner(user_id)
+        partner.check_module_registered(module)
+        now = self.clock.now()
+        otp = new_otp()
+        fresh = OneTimePassword(user_id=user_id, module=module, otp_hash=hash_otp(otp),
+                                issued_by=issued_by, expires_at=now + self.rules.otp_validity,
+                                timestamp=now)
+        changed: list[Any] = [fresh, partner]
+        if module in partner.otps:
+            old = self._otp(partner.otps[module])
+            old.supersede(fresh.id, now)
+            changed.append(old)
+        partner.assign_otp(module=module, otp_id=fresh.id, timestamp=now)
+        self.save(*changed)
+        return fresh.id, otp
+
+    def _otp(self, otp_id: UUID) -> OneTimePassword:
+        return cast(OneTimePassword, self.repository.get(otp_id))
+
+    def expire_otps(self) -> int:
+        """R1/R11: unused OTPs expire 21 days after issue."""
+        now = self.clock.now()
+        due: list[OneTimePassword] = []
+        for _, issued in read_log(self, topics=[get_topic(OneTimePassword.OtpIssued)]):
+            assert isinstance(issued, OneTimePassword.OtpIssued)
+            if issued.expires_at <= now:
+                otp = self._otp(issued.originator_id)
+                if otp.expire_if_due(now):
+                    due.append(otp)
+        if due:
+            self.save(*due)
+        return len(due)
+
+    # -- R2 -------------------------------------------------------------------
+    def login_with_otp(self, user_id: str, otp: str) -> EnrollmentSession:
+        """R2: user identifier + OTP open an enrollment session; 5 wrong attempts lock the OTP."""
+        now = self.clock.now()
+        try:
+            partner = self.partner(user_id)
+        except NotFound:
+            raise OtpRefused(_WRONG_OTP, code="otp-wrong") from None
+        history = [self._otp(i) for i in partner.otp_history]
+        for candidate in reversed(history):
+            if candidate.redeem(otp, now, self.rules.session_lifetime):
+                self.save(candidate)
+                return EnrollmentSession(candidate.id, user_id, candidate.module)
+        open_otps = [o for o in history if o.is_open and now < o.expires_at]
+        for o in open_otps:
+            o.record_failed_attempt(now, self.rules.otp_max_attempts)
+        if open_otps:
+            self.save(*open_otps)
+        raise OtpRefused(_WRONG_OTP, code="otp-wrong")
+
+    # -- R3 -------------------------------------------------------------------
+    def submit_request(self, session: EnrollmentSession, csr_pem: str,
+                       revocation_password: str, revocation_password_again: str) -> UUID:
+        """R3: a CSR and the revocation password typed twice, inside an enrollment session."""
+        now = self.clock.now()
+        otp = self._otp(session.otp_id)
+        otp.check_session_open(now)
+        request_id = CertificateRequest.id_for_session(session.otp_id)
+        if request_id in self.repository:
+            raise OtpRefused("this enrollment session has already been used for a request",
+                             code="session-used")
+        return self._file_request(session.user_id, otp.module, csr_pem, revocation_password,
+                                  revocation_password_again, otp_id=session.otp_id)
+
+    def _file_request(self, user_id: str, module: str, csr_pem: str, password: str,
+                      password_again: str, otp_id: UUID | None = None,
+                      renews_serial: str | None = None) -> UUID:
+        check_revocation_passwords(password, password_again)
+        checked_csr(csr_pem)  # the portal refuses bad CSRs before anything is recorded
+        now = self.clock.now()
+        partner = self.partner(user_id)
+        request = CertificateRequest.submit(
+            user_id=user_id, module=module, csr_pem=csr_pem,
+            revocation_password_hash=hash_password(password), now=now, otp_id=otp_id,
+            renews_serial=renews_serial,
+        )
+        partner.file_request(request_id=request.id, timestamp=now)
+        try:
+            self.save(request, partner)
+        except IntegrityError:
+            raise OtpRefused("this enrollment session has already been used for a request",
+                             code="session-used") from None
+        return request.id
+
+    def request(self, request_id: UUID) -> CertificateRequest:
+        try:
+            return cast(CertificateRequest, self.repository.get(request_id))
+        except AggregateNotFoundError:
+            raise NotFound(f"no request {request_id}", code="request-unknown") from None
+
+    # -- R4 -------------------------------------------------------------------
+    def pickup_token(self, request_id: UUID) -> str:
+        """The single-use pickup link's token (recomputed, never stored)."""
+        return keyed_token(self.secret, "pickup", str(request_id))
+
+    def pickup(self, request_id: UUID, user_id: str) -> PickedUpCertificate:
+        """R4: pickup by a logged-in user (enrollment or certificate session)."""
+        request = self.request(request_id)
+        if request.user_id != user_id:
+            raise NotFound(f"no request {request_id}", code="request-unknown")
+        return self._pick_up(request, via="session")
+
+    def pickup_with_link(self, request_id: UUID, token: str) -> PickedUpCertificate:
+        """R4: pickup by the emailed single-use link."""
+        if not same_token(token, self.pickup_token(request_id)):
+            raise RequestRefused("the pickup link is not valid", code="pickup-link-invalid")
+        return self._pick_up(self.request(request_id), via="link")
+
+    def _pick_up(self, request: CertificateRequest, via: str) -> PickedUpCertificate:
+        request.check_pickup_allowed()
+        now = self.clock.now()
+        assert request.serial and request.certificate_pem
+        request.picked_up(serial=request.serial, via=via, timestamp=now)
+        changed: list[Any] = [request]
+        if request.renews_serial:
+            # R7: once the renewed certificate is picked up, the old one is superseded.
+            old = self._request_for_serial(request.user_id, request.renews_serial)
+            if old is not None and old.certificate_status == "good" and not old.revocation_pending:
+                old.submit_revocation(self.rules.renewal_supersede_reason, "portal:renewal", now)
+                changed.append(old)
+        self.save(*changed)
+        return PickedUpCertificate(request.id, request.serial, request.certificate_pem,
+                                   self._trust().chain_pem)
+
+    def _trust(self) -> TrustChain:
+        if self.trust is None:
+            raise DomainError("the portal has no CA chain configured", code="no-trust-anchor")
+        return self.trust()
+
+    def _request_for_serial(self, user_id: str, serial: str) -> CertificateRequest | None:
+        try:
+            partner = self.partner(user_id)
+        except NotFound:
+            return None
+        for request_id in reversed(partner.requests):
+            request = self.request(request_id)
+            if request.serial == serial:
+                return request
+        return None
+
+    # -- R5 -------------------------------------------------------------------
+    def new_challenge(self) -> str:
+        """A fresh, server-authenticated challenge for certificate login (stateless)."""
+        issued = str(int(self.clock.now().timestamp()))
+        nonce = secrets.token_urlsafe(18)
+        return f"{issued}.{nonce}.{keyed_token(self.secret, 'challenge', issued, nonce)}"
+
+    def login_with_certificate(self, certificate_pem: str, challenge: str,
+                               signature: bytes) -> CertificateSession:
+        """R5: chains to this CA, inside validity, not revoked, and the key signed our challenge."""
+        now = self.clock.now()
+        self._check_challenge(challenge, now)
+        try:
+            cert = x509.load_pem_x509_certificate(certificate_pem.encode())
+        except ValueError:
+            raise LoginRefused("the certificate is not valid PEM",
+                               code="certificate-malformed") from None
+        self._check_chains_to_issuer(cert)
+        serial = serial_hex(cert.serial_number)
+        if now < cert.not_valid_before_utc or now > cert.not_valid_after_utc:
+            raise LoginRefused(f"certificate {serial} is outside its validity",
+                               code="certificate-expired")
+        user_id, module = subject_identity(cert)
+        request = self._request_for_serial(user_id, serial)
+        if request is None:
+            raise LoginRefused(f"certificate {serial} is unknown to the portal",
+                               code="certificate-unknown")
+        status = self.status_source.status_of(serial) if self.status_source else "good"
+        if status == "good":
+            status = request.certificate_status or "unknown"
+        if status != "good":
+            raise LoginRefused(f"certificate {serial} is {status}", code=f"certificate-{status}")
+        _verify_signature(cert, challenge.encode(), signature)
+        return CertificateSession(user_id, module, serial, request.id)
+
+    def _check_challenge(self, challenge: str, now: datetime) -> None:
+        try:
+            issued, nonce, mac = challenge.split(".")
+            age = now.timestamp() - int(issued)
+        except ValueError:
+            raise LoginRefused("the challenge is malformed", code="challenge-invalid") from None
+        if not same_token(mac, keyed_token(self.secret, "challenge", issued, nonce)):
+            raise LoginRefused("the challenge was not issued by this portal",
+                               code="challenge-invalid")
+        if age < 0 or age > self.rules.challenge_lifetime.total_seconds():
+            raise LoginRefused("the challenge has expired", code="challenge-expired")
+
+    def _check_chains_to_issuer(self, cert: x509.Certificate) -> None:
+        try:
+            cert.verify_directly_issued_by(self._trust().issuing)
+        except (ValueError, TypeError, InvalidSignature):
+            raise LoginRefused("the certificate was not issued by this CA",
+                               code="certificate-foreign") from None
+
+    # -- R7 -------------------------------------------------------------------
+    def request_renewal(self, session: CertificateSession, csr_pem: str,
+                        revocation_password: str, revocation_password_again: str) -> UUID:
+        """R7: renewal while the current certificate is valid, with a new key."""
+        current = self.request(session.request_id)
+        current.check_renewal_allowed(self.clock.now())
+        return self._file_request(session.user_id, session.module, csr_pem, revocation_password,
+                                  revocation_password_again, renews_serial=session.serial)
+
+    # -- R9 -------------------------------------------------------------------
+    def revoke(self, session: CertificateSession, revocation_password: str,
+               reason: str = "unspecified") -> None:
+        """R9: the logged-in user revokes with the revocation password; the CA is asked."""
+        check_revocation_reason(reason)
+        request = self.request(session.request_id)
+        request.check_revocation_password(revocation_password)
+        request.check_certificate_valid(self.clock.now(), action="revoke")
+        request.submit_revocation(reason, f"user:{session.user_id}", self.clock.now())
+        self.save(request)
+
+    # -- messages from the CA --------------------------------------------------
+    @singledispatchmethod
+    def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
+        """Messages of other types are not for the portal."""
+
+    @policy.register
+    def _(self, msg: m.CertificateIssued, processing_event: ProcessingEvent[UUID]) -> None:
+        request = self._request_or_none(msg.request_id)
+        if request is None or request.state != "submitted":
+            return
+        request.certificate_ready(serial=msg.serial, not_before=msg.not_before,
+                                  not_after=msg.not_after, certificate_pem=msg.certificate_pem,
+                                  timestamp=self.clock.now())
+        processing_event.collect_events(request)
+
+    @policy.register
+    def _(self, msg: m.CsrRejected, processing_event: ProcessingEvent[UUID]) -> None:
+        request = self._request_or_none(msg.request_id)
+        if request is None or request.state != "submitted":
+            return
+        request.reject(code=msg.code, reason=msg.reason, timestamp=self.clock.now())
+        processing_event.collect_events(request)
+
+    @policy.register
+    def _(self, msg: m.CertificateRevoked, processing_event: ProcessingEvent[UUID]) -> None:
+        request = self._request_or_none(msg.request_id)
+        if request is None or request.certificate_status == "revoked":
+            return
+        request.revocation_confirmed(serial=msg.serial, reason=msg.reason,
+                                     revoked_at=msg.revoked_at, timestamp=self.clock.now())
+        processing_event.collect_events(request)
+
+    @policy.register
+    def _(self, msg: m.CertificateExpired, processing_event: ProcessingEvent[UUID]) -> None:
+        request = self._request_or_none(msg.request_id)
+        if request is None or request.certificate_status != "good":
+            return
+        request.expiry_noted(serial=msg.serial, not_after=msg.not_after,
+                             timestamp=self.clock.now())
+        processing_event.collect_events(request)
+
+    def _request_or_none(self, request_id: UUID) -> CertificateRequest | None:
+        try:
+            return self.request(request_id)
+        except NotFound:
+            return None
+
+
+def _verify_signature(cert: x509.Certificate, data: bytes, signature: bytes) -> None:
+    key = cert.public_key()
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            raise LoginRefused("unsupported certificate key", code="certificate-key-unsupported")
+    except InvalidSignature:
+        raise LoginRefused("the challenge signature does not verify with the certificate's key",
+                           code="challenge-signature-invalid") from None

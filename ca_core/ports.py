@@ -1,0 +1,35 @@
+"""Ports: the small protocols the applications need from the outside world."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ca_core.x509profile import SigningKey
+
+
+class KeyStore(Protocol):
+    """Where CA private keys live, encrypted at rest (a file by default, PKCS#11 beside it)."""
+
+    def save(self, name: str, key: SigningKey) -> str:
+        """Store ``key`` under ``name``; returns a key id for the record."""
+        ...
+
+    def load(self, name: str) -> SigningKey: ...
+
+    def exists(self, name: str) -> bool: ...
+
+
+class Transport(Protocol):
+    """Carries messages between the Portal and the CA (in-process by default, Kafka later)."""
+
+    def pump(self) -> int:
+        """Deliver everything pending in both directions; returns how many messages were delivered."""
+        ...
+
+
+class StatusSource(Protocol):
+    """Where the portal asks whether a certificate is good (R5): the CA's status view."""
+
+    def status_of(self, serial: str) -> str:
+        """``good``, ``revoked``, ``expired`` or ``unknown``."""
+        ...

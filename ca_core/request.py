@@ -1,0 +1,213 @@
+"""CertificateRequest aggregate (portal side): R3 request, R4 pickup, R7 renewal, R9 user revocation.
+
+It is also the portal's record of the certificate that answered the request.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+
+from eventsourcing.domain import event
+
+from ca_core.credentials import verify_password
+from ca_core.errors import DomainError
+from ca_core.eventmodel import Aggregate
+
+MIN_REVOCATION_PASSWORD = 8
+
+
+class RequestRefused(DomainError):
+    code = "request-refused"
+
+
+def check_revocation_passwords(first: str, second: str) -> None:
+    """R3: the revocation password is typed twice and both entries must match."""
+    if first != second:
+        raise RequestRefused("the two revocation password entries do not match",
+                             code="revocation-password-mismatch")
+    if len(first) < MIN_REVOCATION_PASSWORD:
+        raise RequestRefused(
+            f"the revocation password must have at least {MIN_REVOCATION_PASSWORD} characters",
+            code="revocation-password-too-short",
+        )
+
+
+class CertificateRequest(Aggregate):
+    """One certificate request and, once answered, the portal's view of its certificate."""
+
+    class CsrSubmitted(Aggregate.Created):
+        private_fields: ClassVar[frozenset[str]] = frozenset(
+            {"csr_pem", "revocation_password_hash"})
+        user_id: str
+        module: str
+        kind: str
+        renews_serial: str | None
+        csr_pem: str
+        revocation_password_hash: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.apply_submitted(self)
+
+    class CsrRejected(Aggregate.Event):
+        code: str
+        reason: str
+
+    class CertificateReady(Aggregate.Event):
+        private_fields: ClassVar[frozenset[str]] = frozenset({"certificate_pem"})
+        serial: str
+        not_before: datetime
+        not_after: datetime
+        certificate_pem: str
+
+    class CertificatePickedUp(Aggregate.Event):
+        serial: str
+        via: str
+
+    class RevocationSubmitted(Aggregate.Event):
+        serial: str
+        reason: str
+        requested_by: str
+
+    class RevocationConfirmed(Aggregate.Event):
+        serial: str
+        reason: str
+        revoked_at: datetime
+
+    class ExpiryNoted(Aggregate.Event):
+        serial: str
+        not_after: datetime
+
+    @staticmethod
+    def create_id(*_: Any, otp_id: UUID | None = None, **__: Any) -> UUID:
+        return CertificateRequest.id_for_session(otp_id) if otp_id else uuid4()
+
+    @staticmethod
+    def id_for_session(otp_id: UUID) -> UUID:
+        """One request per enrollment session: the request id derives from the redeemed OTP."""
+        return uuid5(NAMESPACE_URL, f"partner-ca:request:{otp_id}")
+
+    @classmethod
+    def submit(
+        cls,
+        *,
+        user_id: str,
+        module: str,
+        csr_pem: str,
+        revocation_password_hash: str,
+        now: datetime,
+        otp_id: UUID | None = None,
+        renews_serial: str | None = None,
+    ) -> CertificateRequest:
+        return cls._create(
+            cls.CsrSubmitted,
+            id=cls.create_id(otp_id=otp_id),
+            user_id=user_id,
+            module=module,
+            kind="renewal" if renews_serial else "new",
+            renews_serial=renews_serial,
+            csr_pem=csr_pem,
+            revocation_password_hash=revocation_password_hash,
+            timestamp=now,
+        )
+
+    def apply_submitted(self, e: CsrSubmitted) -> None:
+        self.user_id = e.user_id
+        self.module = e.module
+        self.kind = e.kind
+        self.renews_serial = e.renews_serial
+        self.revocation_password_hash = e.revocation_password_hash
+        self.state = "submitted"
+        self.serial: str | None = None
+        self.not_before: datetime | None = None
+        self.not_after: datetime | None = None
+        self.certificate_pem: str | None = None
+        self.rejection: str | None = None
+        self.certificate_status: str | None = None
+        self.revocation_pending = False
+
+    # R4 ----------------------------------------------------------------
+    def check_pickup_allowed(self) -> None:
+        """R4: a certificate can be picked up once, after it is ready."""
+        if self.state == "submitted":
+            raise RequestRefused("the certificate is not ready yet", code="certificate-not-ready")
+        if self.state == "rejected":
+            raise RequestRefused(f"the request was rejected: {self.rejection}",
+                                 code="request-rejected")
+        if self.state == "picked_up":
+            raise RequestRefused("the certificate has already been picked up",
+                                 code="pickup-used")
+
+    # R7 ----------------------------------------------------------------
+    def check_renewal_allowed(self, now: datetime) -> None:
+        """R7: renewal only while the current certificate is valid (not expired, not revoked)."""
+        self.check_certificate_valid(now, action="renew")
+
+    def check_certificate_valid(self, now: datetime, action: str) -> None:
+        if self.serial is None or self.not_after is None:
+            raise RequestRefused("no certificate was issued for this request",
+                                 code="certificate-unknown")
+        if self.certificate_status == "revoked" or self.revocation_pending:
+            raise RequestRefused(f"cannot {action}: certificate {self.serial} is revoked",
+                                 code="renewal-not-allowed" if action == "renew"
+                                 else "certificate-revoked")
+        if self.certificate_status == "expired" or now > self.not_after:
+            raise RequestRefused(f"cannot {action}: certificate {self.serial} has expired",
+                                 code="renewal-not-allowed" if action == "renew"
+                                 else "certificate-expired")
+
+    # R9 ----------------------------------------------------------------
+    def check_revocation_password(self, password: str) -> None:
+        """R9: the user revokes with the revocation password given at request time."""
+        if not verify_password(password, self.revocation_password_hash):
+            raise RequestRefused("the revocation password is wrong",
+                                 code="revocation-password-wrong")
+
+    def submit_revocation(self, reason: str, requested_by: str, now: datetime) -> None:
+        assert self.serial is not None
+        self._revocation_submitted(serial=self.serial, reason=reason,
+                                   requested_by=requested_by, timestamp=now)
+
+    @event(CsrRejected)
+    def reject(self, code: str, reason: str, timestamp: datetime) -> None:
+        self.state = "rejected"
+        self.rejection = reason
+
+    @event(CertificateReady)
+    def certificate_ready(
+        self,
+        serial: str,
+        not_before: datetime,
+        not_after: datetime,
+        certificate_pem: str,
+        timestamp: datetime,
+    ) -> None:
+        self.state = "ready"
+        self.serial = serial
+        self.not_before = not_before
+        self.not_after = not_after
+        self.certificate_pem = certificate_pem
+        self.certificate_status = "good"
+
+    @event(CertificatePickedUp)
+    def picked_up(self, serial: str, via: str, timestamp: datetime) -> None:
+        self.state = "picked_up"
+
+    @event(RevocationSubmitted)
+    def _revocation_submitted(
+        self, serial: str, reason: str, requested_by: str, timestamp: datetime
+    ) -> None:
+        self.revocation_pending = True
+
+    @event(RevocationConfirmed)
+    def revocation_confirmed(
+        self, serial: str, reason: str, revoked_at: datetime, timestamp: datetime
+    ) -> None:
+        self.revocation_pending = False
+        self.certificate_status = "revoked"
+
+    @event(ExpiryNoted)
+    def expiry_noted(self, serial: str, not_after: datetime, timestamp: datetime) -> None:
+        self.certificate_status = "expired"
+

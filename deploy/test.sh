@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need, starts it, runs the whole suite.
+# Works on a fresh Debian machine as root (CI) or as a developer with the packages present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v openssl >/dev/null || need_apt+=(openssl)
+ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need_apt+=(postgresql)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+fi
+
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e ".[dev]"
+
+PARTNER_CA_TEST_DATABASE_URL="$(bash deploy/postgres/start.sh)"
+export PARTNER_CA_TEST_DATABASE_URL
+echo "PostgreSQL: $PARTNER_CA_TEST_DATABASE_URL"
+
+echo "== ruff"; ruff check .
+echo "== mypy ca_core"; mypy ca_core
+echo "== pytest"; python3 -m pytest "$@"

@@ -1,0 +1,1 @@
+"""Read models fed from the Portal's and the CA's event logs."""

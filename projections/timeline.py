@@ -1,0 +1,49 @@
+"""One timeline across the Portal's and the CA's event logs (the demo's output, the auditor's first view)."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application
+
+from ca_core.eventmodel import DomainEvent, all_events
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One domain event with where it is stored."""
+
+    store: str
+    position: int
+    event: DomainEvent
+
+    @property
+    def type(self) -> str:
+        return type(self.event).__name__
+
+    @property
+    def aggregate(self) -> str:
+        return type(self.event).__qualname__.split(".")[0]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "aggregate": self.aggregate,
+            "aggregate_id": str(self.event.originator_id),
+            "version": self.event.originator_version,
+            "timestamp": self.event.timestamp.isoformat(),
+            "store": self.store,
+            "position": self.position,
+            **self.event.public_fields(),
+        }
+
+
+def timeline(*apps: Application[UUID]) -> list[TimelineEntry]:
+    """Every event of the given applications, merged by timestamp (each log keeps its order)."""
+    logs = [
+        [TimelineEntry(app.name, pos, e) for pos, e in all_events(app)] for app in apps
+    ]
+    return list(heapq.merge(*logs, key=lambda entry: entry.event.timestamp))

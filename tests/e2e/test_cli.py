@@ -1,0 +1,180 @@
+"""The ``partner-ca`` command as a user runs it: the demo, and one-line errors with exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from adapters import softtoken
+from adapters.cli import app
+
+PASSPHRASE = "cli test passphrase"
+
+
+def run(*args: str, env: dict[str, str] | None = None,
+        check: int | None = 0) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(["partner-ca", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+                          timeout=120)
+    if check is not None:
+        assert done.returncode == check, (done.returncode, done.stdout, done.stderr)
+    return done
+
+
+def test_demo_json_tells_the_whole_story_in_order() -> None:
+    done = run("demo", "--json")
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    for e in events:
+        assert {"type", "aggregate_id", "version", "timestamp"} <= set(e)
+    types = [e["type"] for e in events]
+
+    def after(name: str, start: int, **fields: str) -> int:
+        for i in range(start, len(events)):
+            if types[i] == name and all(events[i].get(k) == v for k, v in fields.items()):
+                return i
+        raise AssertionError(f"{name} {fields} not found after position {start}: {types}")
+
+    i = after("OtpIssued", 0)
+    i = after("OtpRedeemed", i)
+    i = after("CsrSubmitted", i, kind="new")
+    i = after("CertificateIssued", i)
+    i = after("CertificatePickedUp", i)
+    i = after("CsrSubmitted", i, kind="renewal")
+    i = after("CertificateRevoked", i, reason="superseded")
+    i = after("CertificateRevoked", i, reason="keyCompromise")
+    after("CertificateExpired", i)
+    timestamps = [e["timestamp"] for e in events]
+    assert timestamps == sorted(timestamps)
+
+
+def test_demo_prints_a_readable_timeline() -> None:
+    done = run("demo")
+    assert "CertificateIssued" in done.stdout and "CertificateExpired" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    env = {"PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
+           "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE}
+    run("init", env=env)
+    run("partner", "register", "P24-000123", "--email", "p@example.com", "--module", "EPAK",
+        env=env)
+    return env
+
+
+def issue_otp(env: dict[str, str]) -> str:
+    done = run("otp", "issue", "P24-000123", "--module", "EPAK", "--by", "admin-epak", env=env)
+    match = re.search(r"([A-Z2-7]{4}-[A-Z2-7]{4}-[A-Z2-7]{4}-[A-Z2-7]{4})", done.stdout)
+    assert match, done.stdout
+    return match.group(1)
+
+
+def csr_file(tmp_path: Path, name: str, kind: str = "p256") -> tuple[Path, Path]:
+    key = softtoken.new_key(kind)
+    (tmp_path / f"{name}.key").write_text(softtoken.key_pem(key))
+    (tmp_path / f"{name}.csr").write_text(softtoken.make_csr(key, "P24-000123"))
+    return tmp_path / f"{name}.key", tmp_path / f"{name}.csr"
+
+
+def refused(done: subprocess.CompletedProcess[str], code: str) -> None:
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert f"[{code}]" in lines[0], lines[0]
+
+
+def request(env: dict[str, str], otp: str, csr: Path, pw: str = "revocation pw 1",
+            again: str | None = None) -> subprocess.CompletedProcess[str]:
+    return run("client", "request", "--user", "P24-000123", "--otp", otp, "--csr", str(csr),
+               env={**env, "PARTNER_CA_REVOCATION_PASSWORD": pw,
+                    "PARTNER_CA_REVOCATION_PASSWORD_AGAIN": again or pw}, check=None)
+
+
+def data_files(env: dict[str, str]) -> dict[str, int]:
+    data = Path(env["PARTNER_CA_DATA_DIR"])
+    return {p.name: p.stat().st_size for p in data.glob("*.sqlite*")}
+
+
+def test_cli_refusals_are_one_line_errors_with_exit_code_1(cli_env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    env = cli_env
+    key, csr = csr_file(tmp_path, "k1")
+    otp = issue_otp(env)
+    refused(request(env, otp, csr, "password one", "password two"),
+            "revocation-password-mismatch")
+    # bad signature: flip a byte of the CSR signature
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    der = bytearray(x509.load_pem_x509_csr(csr.read_bytes()).public_bytes(
+        serialization.Encoding.DER))
+    der[-5] ^= 1
+    bad = tmp_path / "bad.csr"
+    bad.write_bytes(x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM))
+    otp = issue_otp(env)
+    refused(request(env, otp, bad), "csr-bad-signature")
+    _, weak = csr_file(tmp_path, "weak", "rsa1024")
+    otp = issue_otp(env)
+    refused(request(env, otp, weak), "key-size-not-allowed")
+
+    otp = issue_otp(env)
+    done = request(env, otp, csr)
+    assert done.returncode == 0, done.stderr
+    request_id = re.search(r"request ([0-9a-f-]{36})", done.stdout).group(1)  # type: ignore[union-attr]
+    refused(request(env, otp, csr), "otp-used")
+    run("client", "pickup", request_id, "--user", "P24-000123", "--out",
+        str(tmp_path / "cert.pem"), "--chain-out", str(tmp_path / "chain.pem"), env=env)
+    run("client", "login", "--cert", str(tmp_path / "cert.pem"), "--key", str(key), env=env)
+
+    # an expired OTP (the clock moved 22 days on)
+    otp = issue_otp(env)
+    later = {**env, "PARTNER_CA_NOW": "2099-01-01T00:00:00Z"}
+    refused(request(later, otp, csr), "otp-expired")
+
+    # renewal of an expired certificate
+    _key2, csr2 = csr_file(tmp_path, "k2")
+    refused(run("client", "renew", "--cert", str(tmp_path / "cert.pem"), "--key", str(key),
+                "--csr", str(csr2), env={**later, "PARTNER_CA_REVOCATION_PASSWORD": "pw pw pw 1"},
+                check=None), "certificate-expired")
+
+    # renewal of a revoked certificate
+    serial = run("client", "login", "--cert", str(tmp_path / "cert.pem"), "--key", str(key),
+                 env=env).stdout.split()[-1]
+    run("revoke", serial, "--reason", "keyCompromise", "--operator", "ops-anna", env=env)
+    before = data_files(env)
+    refused(run("client", "renew", "--cert", str(tmp_path / "cert.pem"), "--key", str(key),
+                "--csr", str(csr2), env={**env, "PARTNER_CA_REVOCATION_PASSWORD": "pw pw pw 1"},
+                check=None), "certificate-revoked")
+    assert data_files(env) == before
+    status = json.loads(run("status", serial, "--json", env=env).stdout)
+    assert (status["status"], status["reason"], status["changed_by"]) == (
+        "revoked", "keyCompromise", "operator:ops-anna")
+
+
+def test_cli_setup_problems_exit_3(tmp_path: Path) -> None:
+    env = {"PARTNER_CA_DATA_DIR": str(tmp_path / "none"), "PARTNER_CA_KEY_PASSPHRASE": ""}
+    done = run("init", env=env, check=3)
+    assert "PARTNER_CA_KEY_PASSPHRASE" in done.stderr
+    done = run("status", "00AA", env=env, check=1)
+    assert "certificate-unknown" in done.stderr
+    env["PARTNER_CA_KEY_PASSPHRASE"] = PASSPHRASE
+    done = run("revoke", "00AA", "--reason", "keyCompromise", "--operator", "x", env=env,
+               check=1)
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [
+    [], ["init"], ["demo"], ["otp"], ["otp", "issue"], ["partner", "register"], ["status"],
+    ["revoke"], ["expire"], ["chain"], ["client"], ["client", "request"], ["client", "pickup"],
+    ["client", "login"], ["client", "renew"], ["client", "revoke"],
+])
+def test_every_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output

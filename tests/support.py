@@ -1,0 +1,65 @@
+"""Shared test helpers: a system under test and the user's side of the story."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+from adapters import softtoken
+from adapters.bootstrap import PartnerCa, build
+from adapters.settings import Settings
+from ca_core.clock import ManualClock
+from ca_core.portal import CertificateSession, PickedUpCertificate
+
+PASSPHRASE = "test passphrase for keys"
+START = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+USER, MODULE, PASSWORD = "P24-000123", "EPAK", "revocation secret 1"
+
+
+def make_system(data_dir: Path, database_url: str = "", initialise: bool = True) -> PartnerCa:
+    system = build(Settings(data_dir=data_dir, database_url=database_url),
+                   clock=ManualClock(START, step=timedelta(milliseconds=1)),
+                   passphrase=PASSPHRASE)
+    if initialise:
+        system.ca.initialise()
+    return system
+
+
+@dataclass
+class Enrolled:
+    """A user who went through chapter 4: key, request and picked-up certificate."""
+
+    key: softtoken.UserKey
+    request_id: UUID
+    picked: PickedUpCertificate
+
+
+def register(system: PartnerCa, user: str = USER, modules: tuple[str, ...] = (MODULE,)) -> None:
+    system.portal.register_partner(user, f"{user.lower()}@example.com", list(modules))
+
+
+def enroll(system: PartnerCa, user: str = USER, module: str = MODULE,
+           key: softtoken.UserKey | None = None, password: str = PASSWORD) -> Enrolled:
+    """OTP → login → CSR → issuance → pickup."""
+    _, otp = system.portal.issue_otp(user, module, issued_by=f"admin-{module.lower()}")
+    session = system.portal.login_with_otp(user, otp)
+    key = key or softtoken.new_key()
+    request_id = system.portal.submit_request(session, softtoken.make_csr(key, user),
+                                              password, password)
+    system.pump()
+    return Enrolled(key, request_id, system.portal.pickup(request_id, user))
+
+
+def cert_login(system: PartnerCa, certificate_pem: str,
+               key: softtoken.UserKey) -> CertificateSession:
+    challenge = system.portal.new_challenge()
+    return system.portal.login_with_certificate(certificate_pem, challenge,
+                                                softtoken.sign_challenge(key, challenge))
+
+
+def advance(system: PartnerCa, delta: timedelta) -> None:
+    clock = system.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(delta)
