@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,10 +12,10 @@ from adapters.inprocess import InProcessTransport
 from adapters.keystore import FileKeyStore
 from adapters.persistence import store_env
 from adapters.settings import Settings
-from ca_core.ca import CertificateAuthority
+from ca_core.ca import CaNotInitialised, CertificateAuthority
 from ca_core.clock import Clock, ManualClock, SystemClock
 from ca_core.portal import Portal, TrustChain
-from ca_core.ports import Transport
+from ca_core.ports import StatusSource, Transport
 
 
 @dataclass
@@ -31,6 +32,9 @@ class PartnerCa:
         return self.transport.pump()
 
     def close(self) -> None:
+        close_transport = getattr(self.transport, "close", None)
+        if close_transport is not None:
+            close_transport()
         self.portal.close()
         self.ca.close()
 
@@ -56,22 +60,59 @@ def key_store(settings: Settings, passphrase: str | None) -> FileKeyStore | None
     return FileKeyStore(Path(settings.data_dir) / "keys", secret.encode())
 
 
-def build(settings: Settings, clock: Clock | None = None,
-          passphrase: str | None = None) -> PartnerCa:
-    """Build the embedded system (in-process transport) from settings."""
-    clock = clock or (ManualClock(settings.now) if settings.now else SystemClock())
-    ca = CertificateAuthority(
-        store_env(settings.database_url, settings.data_dir, "ca"),
+def build_ca(settings: Settings, clock: Clock, passphrase: str | None = None
+             ) -> CertificateAuthority:
+    return CertificateAuthority(
+        store_env(settings.store_url("ca"), settings.data_dir, "ca"),
         keys=key_store(settings, passphrase), clock=clock, policy=settings.issuance_policy(),
     )
+
+
+def build_portal(settings: Settings, clock: Clock,
+                 trust: Callable[[], TrustChain] | None = None,
+                 status_source: StatusSource | None = None) -> Portal:
+    return Portal(
+        store_env(settings.store_url("portal"), settings.data_dir, "portal"),
+        clock=clock, policy=settings.portal_policy(), secret=portal_secret(settings),
+        trust=trust or (lambda: chain_from_file(settings.chain_path)),
+        status_source=status_source,
+    )
+
+
+def chain_from_file(path: Path) -> TrustChain:
+    """The CA chain the portal trusts, from the PEM file ``init`` writes (issuing, then root)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        raise CaNotInitialised(f"no CA chain at {path}: run 'partner-ca init' or set "
+                               "PARTNER_CA_CHAIN_FILE") from None
+    end = "-----END CERTIFICATE-----"
+    pems = [block.strip() + "\n" + end + "\n" for block in text.split(end) if block.strip()]
+    if len(pems) != 2:
+        raise CaNotInitialised(f"{path} must hold the issuing and the root certificate")
+    return TrustChain(pems[0], pems[1])
+
+
+def make_clock(settings: Settings) -> Clock:
+    return ManualClock(settings.now) if settings.now else SystemClock()
+
+
+def build(settings: Settings, clock: Clock | None = None,
+          passphrase: str | None = None) -> PartnerCa:
+    """Build the embedded system (both applications, in-process transport) from settings."""
+    clock = clock or make_clock(settings)
+    ca = build_ca(settings, clock, passphrase)
 
     def trust() -> TrustChain:
         authority = ca.authority()
         return TrustChain(authority.issuing_certificate_pem, authority.root_certificate_pem)
 
-    portal = Portal(
-        store_env(settings.database_url, settings.data_dir, "portal"),
-        clock=clock, policy=settings.portal_policy(), secret=portal_secret(settings),
-        trust=trust, status_source=ca,
-    )
-    return PartnerCa(portal, ca, InProcessTransport(portal, ca), clock, settings)
+    portal = build_portal(settings, clock, trust=trust, status_source=ca)
+    transport: Transport
+    if settings.kafka_bootstrap:
+        from adapters.kafka_link.transport import KafkaTransport
+
+        transport = KafkaTransport(portal, ca, settings)
+    else:
+        transport = InProcessTransport(portal, ca)
+    return PartnerCa(portal, ca, transport, clock, settings)

@@ -98,6 +98,8 @@ def init(
     with system() as s:
         authority = s.ca.initialise(root_name or settings.root_name,
                                     issuing_name or settings.issuing_name)
+        settings.chain_path.write_text(authority.issuing_certificate_pem
+                                       + authority.root_certificate_pem)
         out.print(f"CA initialised: root '{authority.root_name}', "
                   f"issuing '{authority.issuing_name}' (keys in {settings.data_dir / 'keys'})")
 

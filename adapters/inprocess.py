@@ -8,13 +8,11 @@ restart resumes exactly where it stopped.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, cast
-from uuid import UUID
+from typing import cast
 
 from eventsourcing.persistence import Tracking
-from eventsourcing.projection import EventSourcedProjection
 
-from ca_core.eventmodel import DomainEvent, read_log
+from ca_core.eventmodel import DomainEvent
 from ca_core.messages import (
     CA_MESSAGE_TOPICS,
     PORTAL_MESSAGE_TOPICS,
@@ -22,14 +20,14 @@ from ca_core.messages import (
     ca_message,
     portal_message,
 )
-
-Follower = EventSourcedProjection[UUID]
+from ca_core.processing import MessageDrivenApplication
 
 
 class InProcessTransport:
     """Delivers messages between two applications in one process, synchronously on ``pump()``."""
 
-    def __init__(self, portal: Follower, ca: Follower, page: int = 500) -> None:
+    def __init__(self, portal: MessageDrivenApplication, ca: MessageDrivenApplication,
+                 page: int = 500) -> None:
         self.portal = portal
         self.ca = ca
         self.page = page
@@ -45,16 +43,17 @@ class InProcessTransport:
 
     def _forward(
         self,
-        source: Follower,
-        target: Follower,
+        source: MessageDrivenApplication,
+        target: MessageDrivenApplication,
         topics: Sequence[str],
         to_message: Callable[[DomainEvent], Message | None],
     ) -> int:
+        """Deliver one page of the source's log as one batch, tracked by its last position."""
         start = (target.recorder.max_tracking_id(source.name) or 0) + 1
-        count = 0
-        for position, event in read_log(source, topics=topics, start=start, page=self.page):
-            message = to_message(event)
-            if message is not None:
-                target.process_event(cast(Any, message), Tracking(source.name, position))
-                count += 1
-        return count
+        notifications = source.recorder.select_notifications(start, self.page, topics=topics)
+        if not notifications:
+            return 0
+        messages = [m for n in notifications
+                    if (m := to_message(cast(DomainEvent, source.mapper.to_domain_event(n))))]
+        target.process_batch(messages, Tracking(source.name, notifications[-1].id))
+        return len(messages)

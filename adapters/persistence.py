@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from eventsourcing.persistence import InfrastructureFactory, TrackingRecorder
+from eventsourcing.utils import Environment
+
 
 def store_env(database_url: str, data_dir: Path, app_name: str) -> dict[str, str]:
     """The eventsourcing environment for one application's event store.
@@ -32,3 +35,9 @@ def store_env(database_url: str, data_dir: Path, app_name: str) -> dict[str, str
         "POSTGRES_CONNECT_TIMEOUT": "5",
         "POSTGRES_POOL_SIZE": "4",
     }
+
+
+def position_recorder(database_url: str, data_dir: Path, name: str) -> TrackingRecorder:
+    """A tracking table of its own (``<name>_tracking``), e.g. how far a relay has published."""
+    env = Environment(name, store_env(database_url, data_dir, name))
+    return InfrastructureFactory[TrackingRecorder].construct(env).tracking_recorder()

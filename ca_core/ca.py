@@ -6,11 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import singledispatchmethod
 from typing import Any, ClassVar, cast
-from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
-from eventsourcing.projection import EventSourcedProjection
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.utils import EnvType, get_topic
 
 from ca_core.authority import AUTHORITY_ID, Authority
@@ -26,9 +24,10 @@ from ca_core.clock import Clock, SystemClock
 from ca_core.errors import DomainError, NotFound
 from ca_core.eventmodel import PYDANTIC_ENV, read_log
 from ca_core.keypolicy import checked_csr, spki_fingerprint
-from ca_core.messages import CertificateRequested, Message, RevocationRequested
+from ca_core.messages import CertificateRequested, RevocationRequested
 from ca_core.policy import IssuancePolicy
 from ca_core.ports import KeyStore
+from ca_core.processing import Batch, MessageDrivenApplication
 from ca_core.x509profile import (
     SigningKey,
     build_end_entity,
@@ -67,7 +66,7 @@ class StatusAnswer:
     changed_by: str | None
 
 
-class CertificateAuthority(EventSourcedProjection[UUID]):
+class CertificateAuthority(MessageDrivenApplication):
     """Signs certificates (R4), records revocations (R9, R10) and expiries (R11)."""
 
     name = "ca"
@@ -133,43 +132,37 @@ class CertificateAuthority(EventSourcedProjection[UUID]):
 
     # -- messages from the portal --------------------------------------
     @singledispatchmethod
-    def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
+    def policy(self, domain_event: Any, processing_event: Batch) -> None:
         """Messages of other types are not for the CA."""
 
     @policy.register
-    def _(self, msg: CertificateRequested, processing_event: ProcessingEvent[UUID]) -> None:
-        processing_event.collect_events(*self.decide_issuance(msg))
+    def _(self, msg: CertificateRequested, batch: Batch) -> None:
+        batch.collect_events(*self.decide_issuance(msg, batch))
 
     @policy.register
-    def _(self, msg: RevocationRequested, processing_event: ProcessingEvent[UUID]) -> None:
+    def _(self, msg: RevocationRequested, batch: Batch) -> None:
         try:
-            processing_event.collect_events(
-                *self._revocation(msg.serial, msg.reason, msg.requested_by))
+            batch.collect_events(*self._revocation(msg.serial, msg.reason, msg.requested_by, batch))
         except DomainError:
             # Unknown serial, expired certificate or bad reason: nothing to record.
             return
 
-    def handle(self, messages: list[tuple[Message, Any]]) -> None:
-        """Process messages, each with its tracking record (transport adapters call this)."""
-        for msg, tracking in messages:
-            self.process_event(cast(Any, msg), tracking)
-
-    def decide_issuance(self, msg: CertificateRequested) -> list[Any]:
-        """R3/R4: check the request again on the CA side, then sign it – exactly once per request."""
-        if SigningRequest.id_for(msg.request_id) in self.repository:
+    def decide_issuance(self, msg: CertificateRequested, batch: Batch | None = None) -> list[Any]:
+        """R3/R4: check the request again on the CA side, then sign it – once per request."""
+        if self._exists(SigningRequest.id_for(msg.request_id), batch):
             return []  # a redelivered request changes nothing
         now = self.clock.now()
         try:
             _csr, key = checked_csr(msg.csr_pem)
             fingerprint = spki_fingerprint(key)
-            record = self._key_record(fingerprint, now)
+            record = self._key_record(fingerprint, now, batch)
             record.check_key_reusable(msg.user_id)
             if msg.renews_serial:
-                self._check_renewable(msg.renews_serial, now)
+                self._check_renewable(msg.renews_serial, now, batch)
         except DomainError as exc:
             return [SigningRequest.rejected(msg.request_id, exc.code, str(exc), now)]
         issuer_key, issuer = self._issuer()
-        serial = self._unique_serial()
+        serial = self._unique_serial(batch)
         cert = build_end_entity(issuer_key, issuer, key,
                                 end_entity_name(msg.user_id, msg.module, self.issuance),
                                 serial, now, self.issuance)
@@ -183,23 +176,20 @@ class CertificateAuthority(EventSourcedProjection[UUID]):
         record.certified(user_id=msg.user_id, serial=hex_serial, timestamp=now)
         return [SigningRequest.accepted(msg.request_id, hex_serial, now), certificate, record]
 
-    def _unique_serial(self) -> int:
+    def _unique_serial(self, batch: Batch | None) -> int:
         """A fresh serial, checked against the event store (the stored id derives from it)."""
         while True:
             serial = new_serial()
-            if Certificate.id_for(serial_hex(serial)) not in self.repository:
+            if not self._exists(Certificate.id_for(serial_hex(serial)), batch):
                 return serial
 
-    def _key_record(self, fingerprint: str, now: datetime) -> PublicKeyRecord:
-        try:
-            return cast(PublicKeyRecord,
-                        self.repository.get(PublicKeyRecord.id_for(fingerprint)))
-        except AggregateNotFoundError:
-            return PublicKeyRecord(key_fingerprint=fingerprint, timestamp=now)
+    def _key_record(self, fingerprint: str, now: datetime, batch: Batch | None) -> PublicKeyRecord:
+        found = self._find(PublicKeyRecord.id_for(fingerprint), batch)
+        return found or PublicKeyRecord(key_fingerprint=fingerprint, timestamp=now)
 
-    def _check_renewable(self, serial: str, now: datetime) -> None:
+    def _check_renewable(self, serial: str, now: datetime, batch: Batch | None) -> None:
         """R7 on the CA side: the certificate being renewed must still be valid."""
-        old = self.certificate(serial)
+        old = self.certificate(serial, batch)
         if old.status != "good" or now > old.not_after:
             raise RevocationRefused(f"certificate {serial} is {old.status}; renewal not allowed",
                                     code="renewal-not-allowed")
@@ -215,14 +205,15 @@ class CertificateAuthority(EventSourcedProjection[UUID]):
             self.save(*events)
         return bool(events)
 
-    def _revocation(self, serial: str, reason: str, by: str) -> list[Any]:
-        certificate = self.certificate(serial)
+    def _revocation(self, serial: str, reason: str, by: str,
+                    batch: Batch | None = None) -> list[Any]:
+        certificate = self.certificate(serial, batch)
         if not certificate.revoke(reason, by, self.clock.now()):
             return []
         events: list[Any] = [certificate]
         if reason == "keyCompromise":
-            record = cast(PublicKeyRecord, self.repository.get(
-                PublicKeyRecord.id_for(certificate.key_fingerprint)))
+            record = cast(PublicKeyRecord, self._get(
+                PublicKeyRecord.id_for(certificate.key_fingerprint), batch))
             record.mark_compromised(serial=certificate.serial, timestamp=self.clock.now())
             events.append(record)
         return events
@@ -242,11 +233,11 @@ class CertificateAuthority(EventSourcedProjection[UUID]):
         return [c.serial for c in expired]
 
     # -- queries ---------------------------------------------------------
-    def certificate(self, serial: str) -> Certificate:
-        try:
-            return cast(Certificate, self.repository.get(Certificate.id_for(serial)))
-        except AggregateNotFoundError:
-            raise CertificateNotFound(f"no certificate with serial {serial}") from None
+    def certificate(self, serial: str, batch: Batch | None = None) -> Certificate:
+        found = self._find(Certificate.id_for(serial), batch)
+        if found is None:
+            raise CertificateNotFound(f"no certificate with serial {serial}")
+        return cast(Certificate, found)
 
     def status_of(self, serial: str) -> str:
         """``good``/``revoked``/``expired``/``unknown`` (the portal's R5 status source)."""

@@ -15,10 +15,14 @@ from pydantic import BaseModel, ConfigDict
 
 from ca_core.certificate import Certificate, SigningRequest
 from ca_core.eventmodel import DomainEvent
+from ca_core.otp import OneTimePassword
 from ca_core.request import CertificateRequest
 
 REQUESTS = "requests"
 CA_EVENTS = "ca-events"
+PORTAL_EVENTS = "portal-events"
+TOPICS = (REQUESTS, CA_EVENTS, PORTAL_EVENTS)
+SCHEMA_VERSION = 1
 
 
 class Message(BaseModel):
@@ -110,10 +114,62 @@ class CertificateExpired(Message):
         return str(self.request_id)
 
 
+class OtpIssued(Message):
+    """Public fact: an OTP was issued (never the OTP itself)."""
+
+    type: Literal["OtpIssued"] = "OtpIssued"
+    user_id: str
+    module: str
+    issued_by: str
+    expires_at: datetime
+
+    @property
+    def key(self) -> str:
+        return self.user_id
+
+
+class OtpLocked(Message):
+    type: Literal["OtpLocked"] = "OtpLocked"
+    user_id: str
+    module: str
+    attempts: int
+
+    @property
+    def key(self) -> str:
+        return self.user_id
+
+
+class RequestSubmitted(Message):
+    type: Literal["RequestSubmitted"] = "RequestSubmitted"
+    request_id: UUID
+    user_id: str
+    module: str
+    kind: str
+
+    @property
+    def key(self) -> str:
+        return str(self.request_id)
+
+
+class CertificatePickedUp(Message):
+    type: Literal["CertificatePickedUp"] = "CertificatePickedUp"
+    request_id: UUID
+    serial: str
+    via: str
+
+    @property
+    def key(self) -> str:
+        return str(self.request_id)
+
+
+#: Message types by topic; the JSON Schemas in docs/events/ are generated from these.
+TOPIC_TYPES: dict[str, tuple[type[Message], ...]] = {
+    REQUESTS: (CertificateRequested, RevocationRequested),
+    CA_EVENTS: (CertificateIssued, CsrRejected, CertificateRevoked, CertificateExpired),
+    PORTAL_EVENTS: (OtpIssued, OtpLocked, RequestSubmitted, CertificatePickedUp),
+}
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.model_fields["type"].default: cls
-    for cls in (CertificateRequested, RevocationRequested, CertificateIssued, CsrRejected,
-                CertificateRevoked, CertificateExpired)
+    cls.model_fields["type"].default: cls for types in TOPIC_TYPES.values() for cls in types
 }
 
 
@@ -121,6 +177,12 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 PORTAL_MESSAGE_TOPICS = (
     get_topic(CertificateRequest.CsrSubmitted),
     get_topic(CertificateRequest.RevocationSubmitted),
+)
+PORTAL_OUTBOX_TOPICS = (
+    *PORTAL_MESSAGE_TOPICS,
+    get_topic(OneTimePassword.OtpIssued),
+    get_topic(OneTimePassword.OtpLocked),
+    get_topic(CertificateRequest.CertificatePickedUp),
 )
 CA_MESSAGE_TOPICS = (
     get_topic(Certificate.CertificateIssued),
@@ -169,3 +231,34 @@ def ca_message(e: DomainEvent) -> Message | None:
         return CertificateExpired(message_id=_mid(e), occurred_at=e.timestamp, serial=e.serial,
                                   not_after=e.not_after, request_id=e.request_id)
     return None
+
+
+def portal_outbox(e: DomainEvent) -> list[tuple[str, Message]]:
+    """Everything a portal event publishes: the request to the CA and/or a public fact."""
+    out: list[tuple[str, Message]] = []
+    to_ca = portal_message(e)
+    if to_ca is not None:
+        out.append((REQUESTS, to_ca))
+    fact_id = _mid(e) + ":fact"
+    if isinstance(e, CertificateRequest.CsrSubmitted):
+        out.append((PORTAL_EVENTS, RequestSubmitted(
+            message_id=fact_id, occurred_at=e.timestamp, request_id=e.originator_id,
+            user_id=e.user_id, module=e.module, kind=e.kind)))
+    elif isinstance(e, OneTimePassword.OtpIssued):
+        out.append((PORTAL_EVENTS, OtpIssued(
+            message_id=fact_id, occurred_at=e.timestamp, user_id=e.user_id, module=e.module,
+            issued_by=e.issued_by, expires_at=e.expires_at)))
+    elif isinstance(e, OneTimePassword.OtpLocked):
+        out.append((PORTAL_EVENTS, OtpLocked(
+            message_id=fact_id, occurred_at=e.timestamp, user_id=e.user_id, module=e.module,
+            attempts=e.attempts)))
+    elif isinstance(e, CertificateRequest.CertificatePickedUp):
+        out.append((PORTAL_EVENTS, CertificatePickedUp(
+            message_id=fact_id, occurred_at=e.timestamp, request_id=e.originator_id,
+            serial=e.serial, via=e.via)))
+    return out
+
+
+def ca_outbox(e: DomainEvent) -> list[tuple[str, Message]]:
+    message = ca_message(e)
+    return [(CA_EVENTS, message)] if message is not None else []

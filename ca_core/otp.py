@@ -37,6 +37,8 @@ class OneTimePassword(Aggregate):
         attempts: int
 
     class OtpLocked(Aggregate.Event):
+        user_id: str
+        module: str
         attempts: int
 
     class OtpSuperseded(Aggregate.Event):
@@ -99,7 +101,8 @@ class OneTimePassword(Aggregate):
         attempts = self.attempts + 1
         self._attempt_failed(attempts=attempts, timestamp=now)
         if attempts >= max_attempts:
-            self._locked(attempts=attempts, timestamp=now)
+            self._locked(user_id=self.user_id, module=self.module, attempts=attempts,
+                         timestamp=now)
 
     def check_session_open(self, now: datetime) -> None:
         """An enrollment session lives for a short time after the OTP was redeemed."""
@@ -133,7 +136,7 @@ class OneTimePassword(Aggregate):
         self.attempts = attempts
 
     @event(OtpLocked)
-    def _locked(self, attempts: int, timestamp: datetime) -> None:
+    def _locked(self, user_id: str, module: str, attempts: int, timestamp: datetime) -> None:
         self.state = "locked"
 
     @event(OtpSuperseded)

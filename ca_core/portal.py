@@ -14,9 +14,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
-from eventsourcing.projection import EventSourcedProjection
 from eventsourcing.utils import EnvType, get_topic
 
 from ca_core import messages as m
@@ -36,6 +35,7 @@ from ca_core.otp import OneTimePassword, OtpRefused
 from ca_core.partner import PartnerAccount
 from ca_core.policy import PortalPolicy
 from ca_core.ports import StatusSource
+from ca_core.processing import Batch, MessageDrivenApplication
 from ca_core.request import (
     CertificateRequest,
     RequestRefused,
@@ -97,7 +97,7 @@ class PickedUpCertificate:
     chain_pem: str
 
 
-class Portal(EventSourcedProjection[UUID]):
+class Portal(MessageDrivenApplication):
     """The registration authority. Holds policy; the CA only signs what the portal forwards."""
 
     name = "portal"
@@ -374,50 +374,44 @@ class Portal(EventSourcedProjection[UUID]):
 
     # -- messages from the CA --------------------------------------------------
     @singledispatchmethod
-    def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
+    def policy(self, domain_event: Any, batch: Batch) -> None:
         """Messages of other types are not for the portal."""
 
     @policy.register
-    def _(self, msg: m.CertificateIssued, processing_event: ProcessingEvent[UUID]) -> None:
-        request = self._request_or_none(msg.request_id)
+    def _(self, msg: m.CertificateIssued, batch: Batch) -> None:
+        request = self._find(msg.request_id, batch)
         if request is None or request.state != "submitted":
             return
         request.certificate_ready(serial=msg.serial, not_before=msg.not_before,
                                   not_after=msg.not_after, certificate_pem=msg.certificate_pem,
                                   timestamp=self.clock.now())
-        processing_event.collect_events(request)
+        batch.collect_events(request)
 
     @policy.register
-    def _(self, msg: m.CsrRejected, processing_event: ProcessingEvent[UUID]) -> None:
-        request = self._request_or_none(msg.request_id)
+    def _(self, msg: m.CsrRejected, batch: Batch) -> None:
+        request = self._find(msg.request_id, batch)
         if request is None or request.state != "submitted":
             return
         request.reject(code=msg.code, reason=msg.reason, timestamp=self.clock.now())
-        processing_event.collect_events(request)
+        batch.collect_events(request)
 
     @policy.register
-    def _(self, msg: m.CertificateRevoked, processing_event: ProcessingEvent[UUID]) -> None:
-        request = self._request_or_none(msg.request_id)
+    def _(self, msg: m.CertificateRevoked, batch: Batch) -> None:
+        request = self._find(msg.request_id, batch)
         if request is None or request.certificate_status == "revoked":
             return
         request.revocation_confirmed(serial=msg.serial, reason=msg.reason,
                                      revoked_at=msg.revoked_at, timestamp=self.clock.now())
-        processing_event.collect_events(request)
+        batch.collect_events(request)
 
     @policy.register
-    def _(self, msg: m.CertificateExpired, processing_event: ProcessingEvent[UUID]) -> None:
-        request = self._request_or_none(msg.request_id)
+    def _(self, msg: m.CertificateExpired, batch: Batch) -> None:
+        request = self._find(msg.request_id, batch)
         if request is None or request.certificate_status != "good":
             return
         request.expiry_noted(serial=msg.serial, not_after=msg.not_after,
                              timestamp=self.clock.now())
-        processing_event.collect_events(request)
-
-    def _request_or_none(self, request_id: UUID) -> CertificateRequest | None:
-        try:
-            return self.request(request_id)
-        except NotFound:
-            return None
+        batch.collect_events(request)
 
 
 def _verify_signature(cert: x509.Certificate, data: bytes, signature: bytes) -> None:

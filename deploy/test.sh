@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v openssl >/dev/null || need_apt+=(openssl)
+command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need_apt+=(maven)
 ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
@@ -17,6 +19,9 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
 PARTNER_CA_TEST_DATABASE_URL="$(bash deploy/postgres/start.sh)"
 export PARTNER_CA_TEST_DATABASE_URL
 echo "PostgreSQL: $PARTNER_CA_TEST_DATABASE_URL"
+PARTNER_CA_TEST_KAFKA="$(bash deploy/kafka/start.sh)"
+export PARTNER_CA_TEST_KAFKA
+echo "Kafka: $PARTNER_CA_TEST_KAFKA"
 
 echo "== ruff"; ruff check .
 echo "== mypy ca_core"; mypy ca_core

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from adapters.bootstrap import PartnerCa
 from tests.support import make_system
 
 ROOT = Path(__file__).resolve().parent.parent
-APP_TABLES = ("portal_events", "portal_tracking", "ca_events", "ca_tracking")
+APP_TABLES = ("portal_events", "portal_tracking", "ca_events", "ca_tracking",
+              "portal_relay_tracking", "ca_relay_tracking")
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +37,18 @@ def reset_postgres(url: str) -> None:
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
 
 
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """The test broker; started here (deploy/kafka/start.sh) if the test command did not."""
+    bootstrap = os.environ.get("PARTNER_CA_TEST_KAFKA")
+    if not bootstrap:
+        done = subprocess.run(["bash", str(ROOT / "deploy/kafka/start.sh")],
+                              check=True, capture_output=True, text=True)
+        bootstrap = done.stdout.strip().splitlines()[-1]
+        os.environ["PARTNER_CA_TEST_KAFKA"] = bootstrap
+    return bootstrap
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest) -> str:
     """Each application test runs on the embedded default and on PostgreSQL."""
@@ -45,8 +59,18 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
-@pytest.fixture
-def system(database_url: str, tmp_path: Path) -> Iterator[PartnerCa]:
-    built = make_system(tmp_path, database_url)
+@pytest.fixture(params=["sqlite+in-process", "postgres+in-process", "postgres+kafka"])
+def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PartnerCa]:
+    """The transport contract: every lifecycle test runs over each transport and store."""
+    store, transport = request.param.split("+")
+    url = ""
+    if store == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        reset_postgres(url)
+    bootstrap, prefix = "", ""
+    if transport == "kafka":
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
+        prefix = f"t{uuid.uuid4().hex[:12]}."
+    built = make_system(tmp_path, url, kafka_bootstrap=bootstrap, kafka_prefix=prefix)
     yield built
     built.close()

@@ -18,8 +18,14 @@ START = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 USER, MODULE, PASSWORD = "P24-000123", "EPAK", "revocation secret 1"
 
 
-def make_system(data_dir: Path, database_url: str = "", initialise: bool = True) -> PartnerCa:
-    system = build(Settings(data_dir=data_dir, database_url=database_url),
+def make_system(data_dir: Path, database_url: str = "", initialise: bool = True,
+                kafka_bootstrap: str = "", kafka_prefix: str = "") -> PartnerCa:
+    """The system under test; with ``kafka_bootstrap`` the two applications talk over Kafka."""
+    settings = Settings(data_dir=data_dir, database_url=database_url,
+                        kafka_bootstrap=kafka_bootstrap,
+                        kafka_topic_prefix=kafka_prefix or "partner-ca.",
+                        kafka_group_prefix=kafka_prefix or "partner-ca", kafka_partitions=3)
+    system = build(settings,
                    clock=ManualClock(START, step=timedelta(milliseconds=1)),
                    passphrase=PASSPHRASE)
     if initialise:

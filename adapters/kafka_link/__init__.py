@@ -1,0 +1,1 @@
+"""Apache Kafka between the Portal and the CA (kafka-python): envelope, topics, relay, inbox."""

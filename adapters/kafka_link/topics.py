@@ -1,0 +1,29 @@
+"""Topic names and their creation at start-up (explicit partitions and replication factor)."""
+
+from __future__ import annotations
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from ca_core.messages import TOPICS
+
+
+def topic_names(prefix: str) -> dict[str, str]:
+    """Logical topic (requests, ca-events, portal-events) → Kafka topic name."""
+    return {logical: f"{prefix}{logical}" for logical in TOPICS}
+
+
+def ensure_topics(bootstrap: str, prefix: str, partitions: int, replication: int) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="partner-ca-admin")
+    try:
+        existing = set(admin.list_topics())
+        wanted = [NewTopic(name, partitions, replication)
+                  for name in topic_names(prefix).values() if name not in existing]
+        if wanted:
+            try:
+                admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass  # created concurrently by another process
+    finally:
+        admin.close()

@@ -1,0 +1,89 @@
+"""Message-driven applications: a batch of messages, its events and its tracking in one transaction.
+
+A transport hands an application a batch of messages from one ordered source
+(one partition, one notification log) together with the position after the
+batch. Everything the batch causes is recorded atomically with that position,
+so a redelivered batch is recognised and a crash loses or doubles nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.persistence import Tracking
+from eventsourcing.projection import EventSourcedProjection
+
+from ca_core.clock import Clock, SystemClock
+from ca_core.eventmodel import Aggregate
+from ca_core.messages import Message
+
+Batch = ProcessingEvent[UUID]
+
+
+class RejectedMessage(Aggregate):
+    """A message that could not be understood (bad JSON, unknown type, wrong schema version)."""
+
+    class MessageRejected(Aggregate.Created):
+        source: str
+        position: int
+        reason: str
+        excerpt: str
+
+    @staticmethod
+    def id_for(source: str, position: int) -> UUID:
+        return uuid5(NAMESPACE_URL, f"partner-ca:rejected:{source}:{position}")
+
+    @classmethod
+    def record(cls, source: str, position: int, reason: str, excerpt: str,
+               now: datetime) -> RejectedMessage:
+        return cls._create(cls.MessageRejected, id=cls.id_for(source, position), source=source,
+                           position=position, reason=reason[:500], excerpt=excerpt[:200],
+                           timestamp=now)
+
+
+class MessageDrivenApplication(EventSourcedProjection[UUID]):
+    """An eventsourcing application that also follows messages from the other side."""
+
+    clock: Clock = SystemClock()
+
+    def process_batch(
+        self,
+        messages: Sequence[Message],
+        tracking: Tracking,
+        rejected: Sequence[tuple[int, str, str]] = (),
+    ) -> None:
+        """Apply a batch; record its events, rejections and tracking in one transaction.
+
+        ``rejected`` holds (position, reason, excerpt) for messages that could not be decoded.
+        """
+        batch = Batch(tracking=tracking)
+        for message in messages:
+            self.policy(message, batch)
+        for position, reason, excerpt in rejected:
+            if not self._exists(RejectedMessage.id_for(tracking.application_name, position), batch):
+                batch.collect_events(RejectedMessage.record(
+                    tracking.application_name, position, reason, excerpt, self.clock.now()))
+        recordings = self._record(batch)
+        self._take_snapshots(batch)
+        self.notify(batch.events)
+        self._notify(recordings)
+
+    def _get(self, aggregate_id: UUID, batch: Batch | None = None) -> Any:
+        """An aggregate as this batch sees it (changed earlier in the batch, or stored)."""
+        if batch is not None and aggregate_id in batch.aggregates:
+            return batch.aggregates[aggregate_id]
+        return self.repository.get(aggregate_id)
+
+    def _exists(self, aggregate_id: UUID, batch: Batch | None = None) -> bool:
+        return (batch is not None and aggregate_id in batch.aggregates) or (
+            aggregate_id in self.repository)
+
+    def _find(self, aggregate_id: UUID, batch: Batch | None = None) -> Any | None:
+        try:
+            return self._get(aggregate_id, batch)
+        except AggregateNotFoundError:
+            return None
