@@ -97,9 +97,20 @@ def make_clock(settings: Settings) -> Clock:
     return ManualClock(settings.now) if settings.now else SystemClock()
 
 
-def build(settings: Settings, clock: Clock | None = None,
-          passphrase: str | None = None) -> PartnerCa:
-    """Build the embedded system (both applications, in-process transport) from settings."""
+class NoTransport:
+    """For commands run beside ``serve``: the serve processes move the messages."""
+
+    def pump(self) -> int:
+        return 0
+
+
+def build(settings: Settings, clock: Clock | None = None, passphrase: str | None = None,
+          transport: str | None = "auto") -> PartnerCa:
+    """Both applications from settings, linked in-process (default) or over Kafka.
+
+    ``transport``: ``auto`` (Kafka when configured, else in-process), ``in-process``,
+    ``kafka``, or None (no transport: ``serve`` processes deliver the messages).
+    """
     clock = clock or make_clock(settings)
     ca = build_ca(settings, clock, passphrase)
 
@@ -108,11 +119,13 @@ def build(settings: Settings, clock: Clock | None = None,
         return TrustChain(authority.issuing_certificate_pem, authority.root_certificate_pem)
 
     portal = build_portal(settings, clock, trust=trust, status_source=ca)
-    transport: Transport
-    if settings.kafka_bootstrap:
+    link: Transport
+    if transport is None:
+        link = NoTransport()
+    elif transport == "kafka" or (transport == "auto" and settings.kafka_bootstrap):
         from adapters.kafka_link.transport import KafkaTransport
 
-        transport = KafkaTransport(portal, ca, settings)
+        link = KafkaTransport(portal, ca, settings)
     else:
-        transport = InProcessTransport(portal, ca)
-    return PartnerCa(portal, ca, transport, clock, settings)
+        link = InProcessTransport(portal, ca)
+    return PartnerCa(portal, ca, link, clock, settings)

@@ -73,7 +73,8 @@ def system(need_keys: bool = True) -> Iterator[PartnerCa]:
         fail("no CA key passphrase: set PARTNER_CA_KEY_PASSPHRASE or run on a terminal",
              EXIT_SETUP)
     try:
-        built = build(settings, passphrase=passphrase)
+        built = build(settings, passphrase=passphrase, transport=None if settings.kafka_bootstrap
+                      else "in-process")
     except Exception as exc:  # noqa: BLE001 - the store may be unreachable
         fail(f"cannot open the event stores: {exc}".splitlines()[0], EXIT_SETUP)
     try:
@@ -135,6 +136,37 @@ def _print_timeline(entries: list[TimelineEntry]) -> None:
         out.print(f"{entry.event.timestamp:%Y-%m-%d %H:%M:%S}  {entry.store:<6}  "
                   f"{entry.aggregate:<18} {entry.type:<22} {facts}",
                   soft_wrap=True, markup=False, highlight=False)
+
+
+@app.command()
+def serve(
+    role: Annotated[str, typer.Option(help="portal, ca, all, or one of portal-relay, portal-inbox, "
+                                           "ca-relay, ca-inbox.")] = "all",
+) -> None:
+    """Run the portal's and/or the CA's Kafka relay and inbox until SIGTERM (needs Kafka settings)."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    from adapters.serve import ROLES
+    from adapters.serve import serve as run_role
+
+    if role not in ROLES:
+        fail(f"unknown role {role!r}; use one of {', '.join(ROLES)}", EXIT_USAGE)
+    logging.basicConfig(level=logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    settings = Settings()
+    if not settings.kafka_bootstrap:
+        fail("serve needs PARTNER_CA_KAFKA_BOOTSTRAP (the broker address)", EXIT_SETUP)
+    passphrase = _passphrase() if role in ("ca", "all", "ca-inbox") else None
+    if role in ("ca", "all", "ca-inbox") and passphrase is None:
+        fail("no CA key passphrase: set PARTNER_CA_KEY_PASSPHRASE or run on a terminal",
+             EXIT_SETUP)
+    try:
+        run_role(role, settings, passphrase)
+    except CaNotInitialised as exc:
+        fail(f"{exc} [{exc.code}]", EXIT_SETUP)
 
 
 # -- ops ----------------------------------------------------------------------

@@ -28,16 +28,38 @@ def source_name(topic: str, partition: int) -> str:
     return f"kafka:{topic}:{partition}"
 
 
-class _SeekToTracked(ConsumerRebalanceListener):  # type: ignore[misc]
+class _ForgetPositions(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs on kafka-python's IO thread, so it only drops cached positions (no I/O here)."""
+
     def __init__(self, inbox: KafkaInbox) -> None:
         self.inbox = inbox
 
     def on_partitions_revoked(self, revoked: object) -> None:
-        pass
+        self.inbox.tracked.clear()
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        for tp in assigned:
-            self.inbox.seek_to_tracked(tp)
+        self.inbox.tracked.clear()
+
+
+class _IoLoopNudger(threading.Thread):
+    """Wakes kafka-python's IO loop ten times a second.
+
+    kafka-python 3.0.12 can lose a cross-thread wake-up: its IO thread then sits in
+    select() with no timeout while ``poll()`` waits on it forever (seen here about
+    once in six consumer starts; stack: Fetcher.fetch_records → NetworkSelector.run).
+    A periodic wake-up bounds that wait to 100 ms. Remove when kafka-python fixes it.
+    """
+
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        super().__init__(name="kafka-io-nudger", daemon=True)
+        self.consumer = consumer
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        net = getattr(self.consumer, "_net", None)
+        wakeup = getattr(net, "wakeup", None)
+        while wakeup is not None and not self.stopped.wait(0.1):
+            wakeup()
 
 
 class KafkaInbox:
@@ -48,19 +70,38 @@ class KafkaInbox:
         self.app = app
         self.topic = topic
         self.max_records = max_records
+        self.tracked: dict[TopicPartition, int] = {}
+        self.sought_back: set[TopicPartition] = set()
+        self.last_progress = time.monotonic()
+        self.abandoned = False
         self.consumer = KafkaConsumer(
             bootstrap_servers=bootstrap, group_id=group_id, client_id=f"{group_id}-{app.name}",
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=max_records, fetch_max_wait_ms=50,
+            session_timeout_ms=6000, heartbeat_interval_ms=1500, metadata_max_age_ms=5000,
         )
-        self.consumer.subscribe([topic], listener=_SeekToTracked(self))
+        self._nudger = _IoLoopNudger(self.consumer)
+        self._nudger.start()
+        self._subscribe()
 
-    def seek_to_tracked(self, tp: TopicPartition) -> None:
-        position = self.app.recorder.max_tracking_id(source_name(tp.topic, tp.partition))
-        if position is None:
-            self.consumer.seek_to_beginning(tp)
-        else:
-            self.consumer.seek(tp, position)  # tracking holds the next offset to read
+    def _subscribe(self) -> None:
+        # Join the group only once this client has the topic's metadata: a member that joins
+        # without it gets no partitions and may not rejoin (seen with kafka-python 3.0).
+        deadline = time.monotonic() + 60
+        while not self.consumer.partitions_for_topic(self.topic):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {self.topic} has no partitions")
+            time.sleep(0.2)
+        self.consumer.subscribe([self.topic], listener=_ForgetPositions(self))
+
+    def _tracked(self, tp: TopicPartition) -> int:
+        """The next offset this application has not yet applied (from its own store)."""
+        if tp not in self.tracked:
+            position = self.app.recorder.max_tracking_id(source_name(tp.topic, tp.partition))
+            self.tracked[tp] = position or 0
+            log.info("inbox %s: %s resumes at offset %d", self.app.name,
+                     source_name(tp.topic, tp.partition), self.tracked[tp])
+        return self.tracked[tp]
 
     @property
     def assigned(self) -> bool:
@@ -69,8 +110,26 @@ class KafkaInbox:
     def poll_once(self, timeout_ms: int = 100) -> int:
         """Poll once and apply what arrived; returns the number of records handled."""
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+        self.last_progress = time.monotonic()
+        if self.abandoned:
+            return 0  # a replacement consumer owns the partitions now
         handled = 0
-        for tp, records in polled.items():
+        for tp, fetched in polled.items():
+            tracked = self._tracked(tp)
+            if fetched[0].offset > tracked and tp not in self.sought_back:
+                # the group's committed offset is ahead of what we applied: go back once
+                log.warning("inbox %s: %s fetched from %d but applied only to %d; seeking back",
+                            self.app.name, source_name(tp.topic, tp.partition),
+                            fetched[0].offset, tracked)
+                self.sought_back.add(tp)
+                self.consumer.seek(tp, tracked)
+                continue
+            if fetched[0].offset > tracked and tracked > 0:
+                log.error("inbox %s: offsets %d–%d of %s are gone (retention?)", self.app.name,
+                          tracked, fetched[0].offset - 1, source_name(tp.topic, tp.partition))
+            records = [r for r in fetched if r.offset >= tracked]  # drop what was applied
+            if not records:
+                continue
             messages: list[Message] = []
             rejected: list[tuple[int, str, str]] = []
             for record in records:
@@ -82,6 +141,9 @@ class KafkaInbox:
                     excerpt = (record.value or b"")[:200].decode("utf-8", "replace")
                     rejected.append((record.offset + 1, str(exc), excerpt))
             self._apply(tp, messages, rejected, records[-1].offset + 1)
+            self.tracked[tp] = records[-1].offset + 1
+            log.info("inbox %s: applied %d records from %s (next offset %d)", self.app.name,
+                     len(records), source_name(tp.topic, tp.partition), records[-1].offset + 1)
             handled += len(records)
         if polled:
             self.consumer.commit_async()
@@ -102,14 +164,16 @@ class KafkaInbox:
         raise RuntimeError(f"{source}: could not apply batch ending at {next_offset}")
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
+        while not stop.is_set() and not self.abandoned:
             try:
                 self.poll_once(timeout_ms=200)
             except Exception:
                 log.exception("inbox %s: processing failed; retrying", self.app.name)
                 self.consumer.unsubscribe()
-                self.consumer.subscribe([self.topic], listener=_SeekToTracked(self))
                 stop.wait(1.0)
+                self._subscribe()
 
     def close(self) -> None:
-        self.consumer.close()
+        self._nudger.stopped.set()
+        if not self.abandoned:  # an abandoned consumer may be wedged: leave it to exit
+            self.consumer.close()

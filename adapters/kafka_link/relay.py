@@ -77,6 +77,8 @@ class KafkaRelay:
         for future in futures:
             future.get(timeout=30)  # raises if the broker did not acknowledge
         self.position.insert_tracking(Tracking(self.app.name, notifications[-1].id))
+        log.info("relay %s: published %d records up to position %d", self.app.name,
+                 len(futures), notifications[-1].id)
         return len(futures)
 
     def run(self, stop: threading.Event, idle_wait: float = 0.05) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
@@ -25,5 +27,11 @@ def ensure_topics(bootstrap: str, prefix: str, partitions: int, replication: int
                 admin.create_topics(wanted)
             except TopicAlreadyExistsError:
                 pass  # created concurrently by another process
+        # wait until the broker lists them, so consumers see partitions at once
+        deadline = time.monotonic() + 30
+        while not set(topic_names(prefix).values()) <= set(admin.list_topics()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics with prefix {prefix!r} did not appear")
+            time.sleep(0.1)
     finally:
         admin.close()

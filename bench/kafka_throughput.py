@@ -1,0 +1,181 @@
+"""End-to-end issuance over Kafka + PostgreSQL: from "submitted" in the portal to "issued" seen by the portal.
+
+Usage:
+  python bench/kafka_throughput.py --requests 20000 --rate 1000 --seconds 20 [--ca-workers 1]
+
+Starts `partner-ca serve --role ca` (× ca-workers) and `--role portal` as separate
+processes against the broker of deploy/kafka/start.sh and PostgreSQL of
+deploy/postgres/start.sh, then
+  1. throughput: submits --requests requests at once and measures until the last
+     CertificateReady is recorded in the portal store;
+  2. latency: submits at --rate requests/s for --seconds and reports p50/p99 of
+     (CertificateReady.timestamp − CsrSubmitted.timestamp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from statistics import quantiles
+
+import orjson
+import psycopg
+from rich.console import Console
+from rich.progress import Progress
+
+from adapters.bootstrap import build_portal
+from adapters.settings import Settings
+from bench.workload import make_csrs, submit_requests
+from ca_core.clock import SystemClock
+
+ROOT = Path(__file__).resolve().parents[1]
+console = Console()
+
+
+def fresh_database(admin_url: str, name: str) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def ready_count(portal_url: str) -> int:
+    with psycopg.connect(portal_url) as conn:
+        row = conn.execute("SELECT count(*) FROM portal_events WHERE topic LIKE %s",
+                           ("%CertificateReady",)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def latencies(portal_url: str, since_position: int) -> tuple[list[float], float, float]:
+    """Per-request latency (s), first submit and last ready timestamps, for requests after a position."""
+    with psycopg.connect(portal_url) as conn:
+        rows = conn.execute(
+            "SELECT originator_id, topic, state FROM portal_events WHERE notification_id > %s "
+            "AND (topic LIKE %s OR topic LIKE %s)",
+            (since_position, "%CsrSubmitted", "%CertificateReady")).fetchall()
+    submitted: dict[str, float] = {}
+    ready: dict[str, float] = {}
+    for originator, topic, state in rows:
+        ts = orjson.loads(bytes(state))["timestamp"]
+        moment = _epoch(ts)
+        (submitted if topic.endswith("CsrSubmitted") else ready)[str(originator)] = moment
+    values = [ready[k] - submitted[k] for k in submitted if k in ready]
+    return values, min(submitted.values()), max(ready.values())
+
+
+def _epoch(ts: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def max_position(portal_url: str) -> int:
+    with psycopg.connect(portal_url) as conn:
+        row = conn.execute("SELECT coalesce(max(notification_id), 0) FROM portal_events").fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_ready(portal_url: str, target: int, label: str, timeout: float = 900) -> None:
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(label, total=target)
+        deadline = time.monotonic() + timeout
+        while (done := ready_count(portal_url)) < target:
+            progress.update(task, completed=done)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{label}: {done}/{target} after {timeout} s")
+            time.sleep(0.2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--ca-workers", type=int, default=1)
+    parser.add_argument("--partitions", type=int, default=6)
+    args = parser.parse_args()
+
+    pg = subprocess.run(["bash", str(ROOT / "deploy/postgres/start.sh")], check=True,
+                        capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    kafka = subprocess.run(["bash", str(ROOT / "deploy/kafka/start.sh")], check=True,
+                           capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    tmp = Path(tempfile.mkdtemp(prefix="partner-ca-bench-"))
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    env = {
+        **os.environ,
+        "PARTNER_CA_DATA_DIR": str(tmp),
+        "PARTNER_CA_KEY_PASSPHRASE": "benchmark passphrase",
+        "PARTNER_CA_PORTAL_DATABASE_URL": fresh_database(pg, "bench_portal"),
+        "PARTNER_CA_CA_DATABASE_URL": fresh_database(pg, "bench_ca"),
+        "PARTNER_CA_KAFKA_BOOTSTRAP": kafka,
+        "PARTNER_CA_KAFKA_TOPIC_PREFIX": prefix,
+        "PARTNER_CA_KAFKA_GROUP_PREFIX": prefix.rstrip("."),
+        "PARTNER_CA_KAFKA_PARTITIONS": str(args.partitions),
+    }
+    subprocess.run(["partner-ca", "init"], env=env, check=True, capture_output=True)
+    portal_url = env["PARTNER_CA_PORTAL_DATABASE_URL"]
+    logs = tmp / "logs"
+    logs.mkdir()
+    procs = [subprocess.Popen(["partner-ca", "serve", "--role", role], env=env,
+                              stdout=(logs / f"{role}-{i}.log").open("w"),
+                              stderr=subprocess.STDOUT)
+             for i, role in enumerate(["portal", *["ca"] * args.ca_workers])]
+    settings = Settings(data_dir=tmp, portal_database_url=portal_url,
+                        ca_database_url=env["PARTNER_CA_CA_DATABASE_URL"])
+    portal = build_portal(settings, SystemClock())
+    try:
+        console.print(f"making {args.requests + args.rate * args.seconds + 200} CSRs …")
+        csrs = make_csrs(args.requests + args.rate * args.seconds + 200)
+        # warm-up: processes started, consumers assigned
+        submit_requests(portal, csrs[:200])
+        wait_ready(portal_url, 200, "warm-up")
+
+        start_pos = max_position(portal_url)
+        t0 = time.perf_counter()
+        submit_requests(portal, csrs[200:200 + args.requests], first=200, chunk=1000)
+        submit_s = time.perf_counter() - t0
+        wait_ready(portal_url, 200 + args.requests, "throughput")
+        values, first, last = latencies(portal_url, start_pos)
+        throughput = len(values) / (last - first)
+        console.print(f"[bold]throughput[/bold]: {len(values)} certificates in "
+                      f"{last - first:.2f} s = {throughput:.0f}/s end to end "
+                      f"(submitting took {submit_s:.2f} s); latency p50 "
+                      f"{quantiles(values, n=100)[49] * 1000:.0f} ms, p99 "
+                      f"{quantiles(values, n=100)[98] * 1000:.0f} ms")
+
+        start_pos = max_position(portal_url)
+        base = 200 + args.requests
+        per_tick = max(1, args.rate // 20)
+        sent = 0
+        t0 = time.perf_counter()
+        while sent < args.rate * args.seconds:
+            submit_requests(portal, csrs[base + sent:base + sent + per_tick], first=base + sent)
+            sent += per_tick
+            delay = t0 + sent / args.rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        offered = sent / (time.perf_counter() - t0)
+        wait_ready(portal_url, base + sent, "latency")
+        values, _, _ = latencies(portal_url, start_pos)
+        q = quantiles(values, n=100)
+        console.print(f"[bold]latency at {offered:.0f}/s offered[/bold] ({len(values)} requests): "
+                      f"p50 {q[49] * 1000:.0f} ms, p99 {q[98] * 1000:.0f} ms, "
+                      f"max {max(values) * 1000:.0f} ms")
+    finally:
+        portal.close()
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=60)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

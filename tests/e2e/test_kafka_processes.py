@@ -1,0 +1,329 @@
+"""Portal and CA as separate processes linked only by Kafka, with faults injected.
+
+Each fault test puts a few hundred requests in flight, breaks something
+(SIGKILL the CA, SIGKILL a relay, restart the broker, deliver everything twice)
+and then checks that every request has exactly one certificate, no serial appears
+twice, every revocation reached the CA exactly once and both event stores agree.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from adapters import softtoken
+from adapters.bootstrap import build_ca, build_portal
+from adapters.kafka_link.topics import ensure_topics
+from adapters.settings import Settings
+from bench.workload import make_csrs, submit_requests, submit_revocations
+from ca_core.clock import SystemClock
+from ca_core.eventmodel import all_events
+from ca_core.processing import RejectedMessage
+from ca_core.request import CertificateRequest
+from tests.consistency import check_consistency
+from tests.support import PASSPHRASE
+
+ROOT = Path(__file__).resolve().parents[2]
+IN_FLIGHT = 300
+
+
+class Roles:
+    """``partner-ca serve`` processes of one test."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, role: str) -> None:
+        log = (self.logs / f"{role}.log").open("ab")
+        self.procs[role] = subprocess.Popen(
+            ["partner-ca", "serve", "--role", role], env=self.env, stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def kill(self, role: str) -> None:
+        proc = self.procs.pop(role)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
+
+    def assert_alive(self) -> None:
+        for role, proc in self.procs.items():
+            assert proc.poll() is None, (role, (self.logs / f"{role}.log").read_text()[-3000:])
+
+
+def _database(url: str, name: str) -> str:
+    with psycopg.connect(url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname=%s", (name,)).fetchone()
+        if not exists:
+            conn.execute(f"CREATE DATABASE {name}")
+    db_url = url.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for table in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'"
+                                  ).fetchall():
+            conn.execute(f"DROP TABLE {table[0]} CASCADE")
+    return db_url
+
+
+@pytest.fixture
+def env(tmp_path: Path, postgres_url: str, kafka_bootstrap: str) -> dict[str, str]:
+    prefix = f"p{uuid.uuid4().hex[:10]}."
+    values = {
+        "PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
+        "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE,
+        "PARTNER_CA_PORTAL_DATABASE_URL": _database(postgres_url, "partner_ca_portal"),
+        "PARTNER_CA_CA_DATABASE_URL": _database(postgres_url, "partner_ca_ca"),
+        "PARTNER_CA_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "PARTNER_CA_KAFKA_TOPIC_PREFIX": prefix,
+        "PARTNER_CA_KAFKA_GROUP_PREFIX": prefix.rstrip("."),
+        "PARTNER_CA_KAFKA_PARTITIONS": "4",
+    }
+    full = {**os.environ, **values}
+    done = subprocess.run(["partner-ca", "init"], env=full, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return full
+
+
+@pytest.fixture
+def roles(env: dict[str, str], tmp_path: Path) -> Iterator[Roles]:
+    running = Roles(env, tmp_path)
+    yield running
+    running.stop_all()
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    keys = {k.removeprefix("PARTNER_CA_").lower(): v for k, v in env.items()
+            if k.startswith("PARTNER_CA_") and not k.startswith("PARTNER_CA_TEST")}
+    return Settings.model_validate(keys)
+
+
+@pytest.fixture
+def apps(env: dict[str, str]) -> Iterator[tuple[Any, Any]]:
+    """The test's own view of both stores (the portal's front end and an auditor)."""
+    settings = settings_of(env)
+    portal = build_portal(settings, SystemClock())
+    ca = build_ca(settings, SystemClock())
+    yield portal, ca
+    portal.close()
+    ca.close()
+
+
+def wait_for(what: str, condition: Callable[[], bool], roles: Roles,
+             timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        roles.assert_alive()
+        time.sleep(0.5)
+    logs = {p.name: p.read_text()[-2000:] for p in roles.logs.glob("*.log")}
+    raise AssertionError(f"timed out waiting for {what}; logs: {logs}")
+
+
+def count_of(app: Any, cls: type) -> int:
+    return sum(1 for _, e in all_events(app) if isinstance(e, cls))
+
+
+def all_ready(portal: Any, n: int) -> Callable[[], bool]:
+    return lambda: count_of(portal, CertificateRequest.CertificateReady) >= n
+
+
+def test_the_whole_lifecycle_across_processes(env: dict[str, str], roles: Roles,
+                                              apps: tuple[Any, Any]) -> None:
+    portal, ca = apps
+    roles.start("ca")
+    roles.start("portal")
+    portal.register_partner("P24-000123", "p@example.com", ["EPAK"])
+    _, otp = portal.issue_otp("P24-000123", "EPAK", issued_by="admin-epak")
+    session = portal.login_with_otp("P24-000123", otp)
+    key = softtoken.new_key()
+    rid = portal.submit_request(session, softtoken.make_csr(key, "P24-000123"),
+                                "revocation pw 1", "revocation pw 1")
+    wait_for("issuance", lambda: portal.request(rid).state == "ready", roles)
+    first = portal.pickup(rid, "P24-000123")
+    challenge = portal.new_challenge()
+    cert_session = portal.login_with_certificate(first.certificate_pem, challenge,
+                                                 softtoken.sign_challenge(key, challenge))
+    new_key = softtoken.new_key()
+    renewal = portal.request_renewal(cert_session, softtoken.make_csr(new_key, "P24-000123"),
+                                     "revocation pw 2", "revocation pw 2")
+    wait_for("renewal", lambda: portal.request(renewal).state == "ready", roles)
+    renewed = portal.pickup(renewal, "P24-000123")
+    wait_for("superseded", lambda: portal.request(rid).certificate_status == "revoked", roles)
+    assert ca.status(first.serial).reason == "superseded"
+    challenge = portal.new_challenge()
+    new_session = portal.login_with_certificate(renewed.certificate_pem, challenge,
+                                                softtoken.sign_challenge(new_key, challenge))
+    portal.revoke(new_session, "revocation pw 2", reason="keyCompromise")
+    wait_for("revocation", lambda: portal.request(renewal).certificate_status == "revoked", roles)
+    assert ca.status(renewed.serial).reason == "keyCompromise"
+    # R8 + R11: a new enrollment, then expiry recorded by ops with the clock moved on
+    _, otp2 = portal.issue_otp("P24-000123", "EPAK", issued_by="admin-epak")
+    third = portal.submit_request(portal.login_with_otp("P24-000123", otp2),
+                                  softtoken.make_csr(softtoken.new_key(), "P24-000123"),
+                                  "revocation pw 3", "revocation pw 3")
+    wait_for("third", lambda: portal.request(third).state == "ready", roles)
+    done = subprocess.run(["partner-ca", "expire"], env={**env, "PARTNER_CA_NOW": "2099-01-01T00:00:00Z"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    wait_for("expiry", lambda: portal.request(third).certificate_status == "expired", roles)
+    check_consistency(portal, ca)
+
+
+def _load(portal: Any, n: int = IN_FLIGHT) -> list[Any]:
+    return submit_requests(portal, make_csrs(n))
+
+
+def test_sigkill_the_ca_mid_stream(roles: Roles, apps: tuple[Any, Any]) -> None:
+    portal, ca = apps
+    roles.start("portal")
+    roles.start("ca")
+    ids = _load(portal)
+    wait_for("some issuance", lambda: count_of(portal, CertificateRequest.CertificateReady) > 20,
+             roles)
+    asked = submit_revocations(portal, ids[:50])
+    roles.kill("ca")
+    roles.start("ca")
+    wait_for("all issued", all_ready(portal, len(ids)), roles)
+    asked += submit_revocations(portal, ids[:100])
+    roles.kill("ca")
+    roles.start("ca")
+    wait_for("revocations", lambda: count_of(
+        portal, CertificateRequest.RevocationConfirmed) >= asked, roles)
+    facts = check_consistency(portal, ca)
+    assert facts["certificates"] == len(ids) and facts["revocations"] == asked == 100
+
+
+def test_sigkill_a_relay_mid_stream(roles: Roles, apps: tuple[Any, Any]) -> None:
+    portal, ca = apps
+    for role in ("portal-relay", "portal-inbox", "ca-inbox", "ca-relay"):
+        roles.start(role)
+    ids = _load(portal)
+    wait_for("some issuance", lambda: count_of(portal, CertificateRequest.CertificateReady) > 20,
+             roles)
+    roles.kill("ca-relay")
+    roles.kill("portal-relay")
+    asked = submit_revocations(portal, ids[:60])
+    roles.start("portal-relay")
+    roles.start("ca-relay")
+    wait_for("all issued", all_ready(portal, len(ids)), roles)
+    wait_for("revocations", lambda: count_of(
+        portal, CertificateRequest.RevocationConfirmed) >= asked, roles)
+    check_consistency(portal, ca)
+
+
+def test_restart_the_broker_mid_stream(roles: Roles, apps: tuple[Any, Any],
+                                       kafka_bootstrap: str) -> None:
+    portal, ca = apps
+    roles.start("portal")
+    roles.start("ca")
+    ids = _load(portal)
+    wait_for("some issuance", lambda: count_of(portal, CertificateRequest.CertificateReady) > 20,
+             roles)
+    subprocess.run(["bash", str(ROOT / "deploy/kafka/stop.sh")], check=True, timeout=120)
+    asked = submit_revocations(portal, ids[:40])
+    subprocess.run(["bash", str(ROOT / "deploy/kafka/start.sh")], check=True, timeout=300,
+                   capture_output=True)
+    wait_for("all issued", all_ready(portal, len(ids)), roles, timeout=300)
+    wait_for("revocations", lambda: count_of(
+        portal, CertificateRequest.RevocationConfirmed) >= asked, roles)
+    check_consistency(portal, ca)
+
+
+def _duplicate_topic(bootstrap: str, topic: str) -> int:
+    """Deliver every record of ``topic`` a second time (same key, value and headers)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=3000)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    end = consumer.end_offsets(partitions)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    copied = 0
+    for record in consumer:
+        if record.offset < end[TopicPartition(record.topic, record.partition)]:
+            producer.send(topic, value=record.value, key=record.key, headers=record.headers,
+                          partition=record.partition)
+            copied += 1
+        if all(consumer.position(tp) >= end[tp] for tp in partitions):
+            break
+    producer.flush()
+    producer.close()
+    consumer.close()
+    return copied
+
+
+def test_every_message_delivered_twice(roles: Roles, apps: tuple[Any, Any],
+                                       env: dict[str, str]) -> None:
+    portal, ca = apps
+    roles.start("portal")
+    roles.start("ca")
+    ids = _load(portal)
+    wait_for("all issued", all_ready(portal, len(ids)), roles)
+    asked = submit_revocations(portal, ids[:80])
+    wait_for("revocations", lambda: count_of(
+        portal, CertificateRequest.RevocationConfirmed) >= asked, roles)
+    before = check_consistency(portal, ca)
+    prefix = env["PARTNER_CA_KAFKA_TOPIC_PREFIX"]
+    copied = sum(_duplicate_topic(env["PARTNER_CA_KAFKA_BOOTSTRAP"], prefix + t)
+                 for t in ("requests", "ca-events"))
+    assert copied >= 2 * len(ids)
+    time.sleep(8)  # let both inboxes chew through the copies
+    roles.assert_alive()
+    assert check_consistency(portal, ca) == before
+
+
+def test_malformed_messages_are_rejected_and_the_consumer_goes_on(
+        roles: Roles, apps: tuple[Any, Any], env: dict[str, str]) -> None:
+    portal, ca = apps
+    roles.start("ca")
+    roles.start("portal")
+    topic = env["PARTNER_CA_KAFKA_TOPIC_PREFIX"] + "requests"
+    settings = settings_of(env)
+    ensure_topics(settings.kafka_bootstrap, settings.kafka_topic_prefix,
+                  settings.kafka_partitions, settings.kafka_replication_factor)
+    producer = KafkaProducer(bootstrap_servers=env["PARTNER_CA_KAFKA_BOOTSTRAP"], acks="all")
+    good_type = b"cz.partner-ca.CertificateRequested.v1"
+    bad = [
+        ([("ce_specversion", b"1.0"), ("ce_type", good_type)], b"{not json"),
+        ([("ce_specversion", b"1.0"), ("ce_type", b"cz.partner-ca.Nonsense.v1")], b"{}"),
+        ([("ce_specversion", b"1.0"), ("ce_type", b"cz.partner-ca.CertificateRequested.v9")],
+         b"{}"),
+        ([("ce_specversion", b"1.0"), ("ce_type", good_type), ("ce_time", b"2026-01-01T00:00:00Z"),
+          ("ce_id", b"x")], b'{"request_id": "not-a-uuid"}'),
+        ([], b"no headers at all"),
+        ([("ce_specversion", b"\xff\xfe")], b"\x00\x01"),
+    ]
+    for headers, value in bad:
+        producer.send(topic, value=value, key=b"k", headers=headers, partition=0)
+    producer.flush()
+    ids = _load(portal, 20)
+    wait_for("issuance after garbage", all_ready(portal, len(ids)), roles)
+    wait_for("rejections recorded", lambda: count_of(
+        ca, RejectedMessage.MessageRejected) >= len(bad), roles)
+    reasons = [e.reason for _, e in all_events(ca) if isinstance(e, RejectedMessage.MessageRejected)]
+    assert any("not JSON" in r for r in reasons)
+    assert any("unknown event type" in r for r in reasons)
+    assert any("schema version" in r for r in reasons)
+    assert any("does not match its schema" in r for r in reasons)
+    check_consistency(portal, ca)
