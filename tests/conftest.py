@@ -19,16 +19,21 @@ APP_TABLES = ("portal_events", "portal_tracking", "ca_events", "ca_tracking",
               "portal_relay_tracking", "ca_relay_tracking")
 
 
+def _service(variable: str, start_script: str) -> str:
+    """A service's address: from the test command, or started here by its deploy script."""
+    address = os.environ.get(variable)
+    if not address:
+        done = subprocess.run(["bash", str(ROOT / start_script)],
+                              check=True, capture_output=True, text=True)
+        address = done.stdout.strip().splitlines()[-1]
+        os.environ[variable] = address
+    return address
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    """The test database; the server is started here if the test command did not start it."""
-    url = os.environ.get("PARTNER_CA_TEST_DATABASE_URL")
-    if not url:
-        done = subprocess.run(["bash", str(ROOT / "deploy/postgres/start.sh")],
-                              check=True, capture_output=True, text=True)
-        url = done.stdout.strip().splitlines()[-1]
-        os.environ["PARTNER_CA_TEST_DATABASE_URL"] = url
-    return url
+    """The test database (deploy/postgres/start.sh)."""
+    return _service("PARTNER_CA_TEST_DATABASE_URL", "deploy/postgres/start.sh")
 
 
 def reset_postgres(url: str) -> None:
@@ -39,14 +44,8 @@ def reset_postgres(url: str) -> None:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
-    """The test broker; started here (deploy/kafka/start.sh) if the test command did not."""
-    bootstrap = os.environ.get("PARTNER_CA_TEST_KAFKA")
-    if not bootstrap:
-        done = subprocess.run(["bash", str(ROOT / "deploy/kafka/start.sh")],
-                              check=True, capture_output=True, text=True)
-        bootstrap = done.stdout.strip().splitlines()[-1]
-        os.environ["PARTNER_CA_TEST_KAFKA"] = bootstrap
-    return bootstrap
+    """The test broker (deploy/kafka/start.sh)."""
+    return _service("PARTNER_CA_TEST_KAFKA", "deploy/kafka/start.sh")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
