@@ -8,6 +8,8 @@ from urllib.parse import unquote, urlparse
 from eventsourcing.persistence import InfrastructureFactory, TrackingRecorder
 from eventsourcing.utils import Environment
 
+from projections.status import PostgresStatusView, SQLiteStatusView, StatusView
+
 
 def store_env(database_url: str, data_dir: Path, app_name: str) -> dict[str, str]:
     """The eventsourcing environment for one application's event store.
@@ -41,3 +43,11 @@ def position_recorder(database_url: str, data_dir: Path, name: str) -> TrackingR
     """A tracking table of its own (``<name>_tracking``), e.g. how far a relay has published."""
     env = Environment(name, store_env(database_url, data_dir, name))
     return InfrastructureFactory[TrackingRecorder].construct(env).tracking_recorder()
+
+
+def status_view(database_url: str, data_dir: Path) -> StatusView:
+    """The revocation-status view: its own SQLite file, or the CA's PostgreSQL database."""
+    name = "revocation_status"
+    env = Environment(name, store_env(database_url, data_dir, name))
+    view_class: type[StatusView] = PostgresStatusView if database_url else SQLiteStatusView
+    return InfrastructureFactory[StatusView].construct(env).tracking_recorder(view_class)

@@ -27,7 +27,10 @@ class Settings(BaseSettings):
     kafka_topic_prefix: str = "partner-ca."
     kafka_partitions: int = 6
     kafka_replication_factor: int = 1
-    kafka_group_prefix: str = "partner-ca"
+    kafka_client_prefix: str = "partner-ca"
+    #: Scale-out of the CA inbox: worker k of n takes the partitions p with p mod n = k.
+    kafka_inbox_workers: int = 1
+    kafka_inbox_worker_index: int = 0
     #: PEM file with the issuing and root CA certificates (written by ``init``).
     chain_file: Path | None = None
     #: How often ``serve --role ca`` records due expiries.

@@ -116,17 +116,21 @@ def main() -> None:
         "PARTNER_CA_CA_DATABASE_URL": fresh_database(pg, "bench_ca"),
         "PARTNER_CA_KAFKA_BOOTSTRAP": kafka,
         "PARTNER_CA_KAFKA_TOPIC_PREFIX": prefix,
-        "PARTNER_CA_KAFKA_GROUP_PREFIX": prefix.rstrip("."),
+        "PARTNER_CA_KAFKA_CLIENT_PREFIX": prefix.rstrip("."),
         "PARTNER_CA_KAFKA_PARTITIONS": str(args.partitions),
     }
     subprocess.run(["partner-ca", "init"], env=env, check=True, capture_output=True)
     portal_url = env["PARTNER_CA_PORTAL_DATABASE_URL"]
     logs = tmp / "logs"
     logs.mkdir()
-    procs = [subprocess.Popen(["partner-ca", "serve", "--role", role], env=env,
+    roles = [("portal", {}), ("ca-relay", {})] + [
+        ("ca-inbox", {"PARTNER_CA_KAFKA_INBOX_WORKERS": str(args.ca_workers),
+                      "PARTNER_CA_KAFKA_INBOX_WORKER_INDEX": str(k)})
+        for k in range(args.ca_workers)]
+    procs = [subprocess.Popen(["partner-ca", "serve", "--role", role], env={**env, **extra},
                               stdout=(logs / f"{role}-{i}.log").open("w"),
                               stderr=subprocess.STDOUT)
-             for i, role in enumerate(["portal", *["ca"] * args.ca_workers])]
+             for i, (role, extra) in enumerate(roles)]
     settings = Settings(data_dir=tmp, portal_database_url=portal_url,
                         ca_database_url=env["PARTNER_CA_CA_DATABASE_URL"])
     portal = build_portal(settings, SystemClock())

@@ -66,6 +66,19 @@ class StatusAnswer:
     changed_by: str | None
 
 
+@dataclass(frozen=True)
+class StatusAt:
+    """What the status of a certificate was at a moment, and the event that decided it."""
+
+    serial: str
+    at: datetime
+    status: str
+    reason: str | None
+    decided_by: str | None
+    decided_at: datetime | None
+    event_version: int | None
+
+
 class CertificateAuthority(MessageDrivenApplication):
     """Signs certificates (R4), records revocations (R9, R10) and expiries (R11)."""
 
@@ -248,6 +261,25 @@ class CertificateAuthority(MessageDrivenApplication):
         if c.status == "good" and self.clock.now() > c.not_after:
             return "expired"
         return c.status
+
+    def status_at(self, serial: str, at: datetime) -> StatusAt:
+        """Point-in-time status from the certificate's own history (not from any view)."""
+        status, reason, cause = "unknown", None, None
+        not_after = None
+        for event in self.repository.event_store.get(Certificate.id_for(serial)):
+            if event.timestamp > at:
+                break
+            if isinstance(event, Certificate.CertificateIssued):
+                status, cause, not_after = "good", event, event.not_after
+            elif isinstance(event, Certificate.CertificateRevoked):
+                status, reason, cause = "revoked", event.reason, event
+            elif isinstance(event, Certificate.CertificateExpired):
+                status, cause = "expired", event
+        if status == "good" and not_after is not None and at > not_after:
+            status = "expired"  # by time, before the expiry was recorded
+        return StatusAt(serial, at, status, reason, type(cause).__name__ if cause else None,
+                        cause.timestamp if cause else None,
+                        cause.originator_version if cause else None)
 
     def status(self, serial: str) -> StatusAnswer:
         c = self.certificate(serial)

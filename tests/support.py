@@ -24,7 +24,7 @@ def make_system(data_dir: Path, database_url: str = "", initialise: bool = True,
     settings = Settings(data_dir=data_dir, database_url=database_url,
                         kafka_bootstrap=kafka_bootstrap,
                         kafka_topic_prefix=kafka_prefix or "partner-ca.",
-                        kafka_group_prefix=kafka_prefix or "partner-ca", kafka_partitions=3)
+                        kafka_client_prefix=kafka_prefix or "partner-ca", kafka_partitions=3)
     system = build(settings,
                    clock=ManualClock(START, step=timedelta(milliseconds=1)),
                    passphrase=PASSPHRASE)

@@ -1,10 +1,12 @@
 """The consuming side: Kafka records → one application batch per partition, tracked exactly once.
 
 The Kafka position (topic, partition, next offset) is recorded as eventsourcing
-tracking in the same transaction as the events the batch causes. On assignment
-the consumer seeks to the recorded position, so the group's committed offsets
-are only a hint. Records that cannot be decoded are logged with their offset and
-recorded as ``MessageRejected``; the consumer carries on.
+tracking in the same transaction as the events the batch causes, and the inbox
+starts each partition at that recorded position. Partitions are assigned
+statically (worker k of n takes the partitions p with p mod n = k): no consumer
+group, so no coordinator, rebalances or committed offsets are involved — the
+store alone says where to resume. Records that cannot be decoded are logged with
+their offset and recorded as ``MessageRejected``; the consumer carries on.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import time
 
 from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from adapters.kafka_link.envelope import MalformedMessage, decode
 from ca_core.messages import Message
@@ -26,19 +27,6 @@ log = logging.getLogger(__name__)
 
 def source_name(topic: str, partition: int) -> str:
     return f"kafka:{topic}:{partition}"
-
-
-class _ForgetPositions(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Runs on kafka-python's IO thread, so it only drops cached positions (no I/O here)."""
-
-    def __init__(self, inbox: KafkaInbox) -> None:
-        self.inbox = inbox
-
-    def on_partitions_revoked(self, revoked: object) -> None:
-        self.inbox.tracked.clear()
-
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.inbox.tracked.clear()
 
 
 class _IoLoopNudger(threading.Thread):
@@ -66,33 +54,42 @@ class KafkaInbox:
     """Consumes one topic for one application."""
 
     def __init__(self, app: MessageDrivenApplication, topic: str, bootstrap: str,
-                 group_id: str, max_records: int = 2000) -> None:
+                 client_id: str, worker: tuple[int, int] = (0, 1),
+                 max_records: int = 2000) -> None:
         self.app = app
         self.topic = topic
+        self.worker = worker
         self.max_records = max_records
         self.tracked: dict[TopicPartition, int] = {}
         self.sought_back: set[TopicPartition] = set()
         self.last_progress = time.monotonic()
         self.abandoned = False
         self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=group_id, client_id=f"{group_id}-{app.name}",
+            bootstrap_servers=bootstrap, group_id=None, client_id=client_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=max_records, fetch_max_wait_ms=50,
-            session_timeout_ms=6000, heartbeat_interval_ms=1500, metadata_max_age_ms=5000,
+            max_poll_records=max_records, fetch_max_wait_ms=50, metadata_max_age_ms=5000,
         )
         self._nudger = _IoLoopNudger(self.consumer)
         self._nudger.start()
-        self._subscribe()
+        self._assign()
 
-    def _subscribe(self) -> None:
-        # Join the group only once this client has the topic's metadata: a member that joins
-        # without it gets no partitions and may not rejoin (seen with kafka-python 3.0).
+    def _assign(self) -> None:
+        """Take this worker's partitions and start each at the position recorded in our store."""
         deadline = time.monotonic() + 60
-        while not self.consumer.partitions_for_topic(self.topic):
+        while not (partitions := self.consumer.partitions_for_topic(self.topic)):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"topic {self.topic} has no partitions")
             time.sleep(0.2)
-        self.consumer.subscribe([self.topic], listener=_ForgetPositions(self))
+        index, count = self.worker
+        mine = [TopicPartition(self.topic, p) for p in sorted(partitions) if p % count == index]
+        self.consumer.assign(mine)
+        self.tracked.clear()
+        for tp in mine:
+            position = self._tracked(tp)
+            if position:
+                self.consumer.seek(tp, position)
+            else:
+                self.consumer.seek_to_beginning(tp)
 
     def _tracked(self, tp: TopicPartition) -> int:
         """The next offset this application has not yet applied (from its own store)."""
@@ -145,8 +142,6 @@ class KafkaInbox:
             log.info("inbox %s: applied %d records from %s (next offset %d)", self.app.name,
                      len(records), source_name(tp.topic, tp.partition), records[-1].offset + 1)
             handled += len(records)
-        if polled:
-            self.consumer.commit_async()
         return handled
 
     def _apply(self, tp: TopicPartition, messages: list[Message],
@@ -169,9 +164,8 @@ class KafkaInbox:
                 self.poll_once(timeout_ms=200)
             except Exception:
                 log.exception("inbox %s: processing failed; retrying", self.app.name)
-                self.consumer.unsubscribe()
                 stop.wait(1.0)
-                self._subscribe()
+                self._assign()  # back to the recorded positions
 
     def close(self) -> None:
         self._nudger.stopped.set()

@@ -43,13 +43,14 @@ def ca_relay(ca: CertificateAuthority, settings: Settings) -> KafkaRelay:
 def ca_inbox(ca: CertificateAuthority, settings: Settings) -> KafkaInbox:
     names = topic_names(settings.kafka_topic_prefix)
     return KafkaInbox(ca, names[REQUESTS], settings.kafka_bootstrap,
-                      f"{settings.kafka_group_prefix}-ca")
+                      f"{settings.kafka_client_prefix}-ca-inbox",
+                      (settings.kafka_inbox_worker_index, settings.kafka_inbox_workers))
 
 
 def portal_inbox(portal: Portal, settings: Settings) -> KafkaInbox:
     names = topic_names(settings.kafka_topic_prefix)
     return KafkaInbox(portal, names[CA_EVENTS], settings.kafka_bootstrap,
-                      f"{settings.kafka_group_prefix}-portal")
+                      f"{settings.kafka_client_prefix}-portal-inbox")
 
 
 class KafkaTransport:

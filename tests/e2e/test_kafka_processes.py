@@ -94,7 +94,7 @@ def env(tmp_path: Path, postgres_url: str, kafka_bootstrap: str) -> dict[str, st
         "PARTNER_CA_CA_DATABASE_URL": _database(postgres_url, "partner_ca_ca"),
         "PARTNER_CA_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "PARTNER_CA_KAFKA_TOPIC_PREFIX": prefix,
-        "PARTNER_CA_KAFKA_GROUP_PREFIX": prefix.rstrip("."),
+        "PARTNER_CA_KAFKA_CLIENT_PREFIX": prefix.rstrip("."),
         "PARTNER_CA_KAFKA_PARTITIONS": "4",
     }
     full = {**os.environ, **values}

@@ -1,0 +1,190 @@
+"""Revocation-status view: one row per certificate, fed from the CA's log with tracking.
+
+The same view answers ops (`partner-ca status`), the portal's certificate login
+(R5) and, later, the OCSP responder and the CRL. Every row names the log
+position of the event that decided it (``cause_position``). The view can be
+dropped and rebuilt from position 0; the rebuilt rows equal the live ones.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from datetime import datetime
+from functools import singledispatchmethod
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Tracking, TrackingRecorder
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.projection import Projection
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+from eventsourcing.utils import get_topic
+
+from ca_core.certificate import Certificate
+from ca_core.eventmodel import read_log
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    """The current status of one certificate and its cause."""
+
+    serial: str
+    user_id: str
+    module: str
+    request_id: UUID
+    not_before: datetime
+    not_after: datetime
+    status: str
+    reason: str | None
+    changed_at: datetime | None
+    changed_by: str | None
+    cause_position: int
+
+
+COLUMNS = ("serial", "user_id", "module", "request_id", "not_before", "not_after", "status",
+           "reason", "changed_at", "changed_by", "cause_position")
+
+
+class StatusView(TrackingRecorder, ABC):
+    """Where the rows live (SQLite embedded, PostgreSQL in production)."""
+
+    @abstractmethod
+    def save_row(self, row: StatusRow, tracking: Tracking) -> None:
+        """Write the row and the tracking record in one transaction."""
+
+    @abstractmethod
+    def get(self, serial: str) -> StatusRow | None: ...
+
+    @abstractmethod
+    def for_user(self, user_id: str) -> list[StatusRow]: ...
+
+    @abstractmethod
+    def rows(self) -> list[StatusRow]: ...
+
+
+def _row(values: Any) -> StatusRow:
+    data = dict(zip(COLUMNS, values, strict=True))
+    for key in ("not_before", "not_after", "changed_at"):
+        if isinstance(data[key], str):
+            data[key] = datetime.fromisoformat(data[key])
+    if not isinstance(data["request_id"], UUID):
+        data["request_id"] = UUID(str(data["request_id"]))
+    return StatusRow(**data)
+
+
+def _params(row: StatusRow) -> tuple[Any, ...]:
+    return tuple(getattr(row, c) for c in COLUMNS)
+
+
+class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
+    """The embedded default: a table next to the tracking table in its own SQLite file."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(),
+                "CREATE TABLE IF NOT EXISTS revocation_status (serial TEXT PRIMARY KEY, "
+                "user_id TEXT, module TEXT, request_id TEXT, not_before TEXT, not_after TEXT, "
+                "status TEXT, reason TEXT, changed_at TEXT, changed_by TEXT, "
+                "cause_position INTEGER)",
+                "CREATE INDEX IF NOT EXISTS revocation_status_user_id "
+                "ON revocation_status (user_id)"]
+
+    def save_row(self, row: StatusRow, tracking: Tracking) -> None:
+        values = tuple(v.isoformat() if isinstance(v, datetime) else
+                       (str(v) if isinstance(v, UUID) else v) for v in _params(row))
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"INSERT OR REPLACE INTO revocation_status VALUES ({','.join('?' * 11)})",  # noqa: S608
+                      values)
+            self._insert_tracking(c, tracking)
+
+    def _select(self, where: str, args: tuple[Any, ...]) -> list[StatusRow]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT {', '.join(COLUMNS)} FROM revocation_status {where}", args)  # noqa: S608
+            return [_row(tuple(r)) for r in c.fetchall()]
+
+    def get(self, serial: str) -> StatusRow | None:
+        found = self._select("WHERE serial = ?", (serial,))
+        return found[0] if found else None
+
+    def for_user(self, user_id: str) -> list[StatusRow]:
+        return self._select("WHERE user_id = ? ORDER BY not_before", (user_id,))
+
+    def rows(self) -> list[StatusRow]:
+        return self._select("ORDER BY serial", ())
+
+
+class PostgresStatusView(PostgresTrackingRecorder, StatusView):
+    """Production: the ``revocation_status`` table from migrations/0001 (yoyo)."""
+
+    def save_row(self, row: StatusRow, tracking: Tracking) -> None:
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                f"INSERT INTO revocation_status ({', '.join(COLUMNS)}) "  # noqa: S608 - fixed names
+                f"VALUES ({', '.join(['%s'] * 11)}) ON CONFLICT (serial) DO UPDATE SET {updates}",
+                _params(row), prepare=False)
+            self._insert_tracking(curs, tracking)
+
+    def _select(self, where: str, args: tuple[Any, ...]) -> list[StatusRow]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(f"SELECT {', '.join(COLUMNS)} FROM revocation_status {where}",  # noqa: S608
+                         args, prepare=False)
+            return [_row(tuple(r.values())) for r in curs.fetchall()]
+
+    def get(self, serial: str) -> StatusRow | None:
+        found = self._select("WHERE serial = %s", (serial,))
+        return found[0] if found else None
+
+    def for_user(self, user_id: str) -> list[StatusRow]:
+        return self._select("WHERE user_id = %s ORDER BY not_before", (user_id,))
+
+    def rows(self) -> list[StatusRow]:
+        return self._select("ORDER BY serial", ())
+
+
+class RevocationStatusProjection(Projection[StatusView]):
+    """CertificateIssued / CertificateRevoked / CertificateExpired → one row per serial."""
+
+    name = "revocation_status"
+    topics = (get_topic(Certificate.CertificateIssued), get_topic(Certificate.CertificateRevoked),
+              get_topic(Certificate.CertificateExpired))
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        self.view.insert_tracking(tracking)
+
+    @process_event.register
+    def _(self, e: Certificate.CertificateIssued, tracking: Tracking) -> None:
+        self.view.save_row(StatusRow(
+            serial=e.serial, user_id=e.user_id, module=e.module, request_id=e.request_id,
+            not_before=e.not_before, not_after=e.not_after, status="good", reason=None,
+            changed_at=None, changed_by=None, cause_position=tracking.notification_id), tracking)
+
+    @process_event.register
+    def _(self, e: Certificate.CertificateRevoked, tracking: Tracking) -> None:
+        row = self.view.get(e.serial)
+        if row is None:
+            self.view.insert_tracking(tracking)
+            return
+        self.view.save_row(replace(row, status="revoked", reason=e.reason,
+                                   changed_at=e.revoked_at, changed_by=e.revoked_by,
+                                   cause_position=tracking.notification_id), tracking)
+
+    @process_event.register
+    def _(self, e: Certificate.CertificateExpired, tracking: Tracking) -> None:
+        row = self.view.get(e.serial)
+        if row is None or row.status != "good":
+            self.view.insert_tracking(tracking)
+            return
+        self.view.save_row(replace(row, status="expired", changed_at=e.timestamp,
+                                   cause_position=tracking.notification_id), tracking)
+
+
+def catch_up(projection: RevocationStatusProjection, source: Any) -> int:
+    """Feed the projection everything of ``source`` (the CA app) it has not seen; returns the count."""
+    start = (projection.view.max_tracking_id(source.name) or 0) + 1
+    count = 0
+    for position, event in read_log(source, topics=projection.topics, start=start):
+        projection.process_event(event, Tracking(source.name, position))
+        count += 1
+    return count
