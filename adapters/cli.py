@@ -12,6 +12,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
 from uuid import UUID
@@ -22,12 +24,15 @@ from rich.console import Console
 
 from adapters import softtoken
 from adapters.bootstrap import PartnerCa, build
+from adapters.migrate import apply_migrations
+from adapters.persistence import status_view
 from adapters.settings import Settings
 from ca_core.ca import CaNotInitialised
 from ca_core.certificate import REVOCATION_REASONS
 from ca_core.errors import DomainError
 from ca_core.portal import CertificateSession
 from ca_core.x509profile import from_pem
+from projections.status import RevocationStatusProjection, catch_up
 from projections.timeline import TimelineEntry, timeline
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_SETUP = 1, 2, 3
@@ -101,6 +106,7 @@ def init(
                                     issuing_name or settings.issuing_name)
         settings.chain_path.write_text(authority.issuing_certificate_pem
                                        + authority.root_certificate_pem)
+        apply_migrations(settings.store_url("ca"))
         out.print(f"CA initialised: root '{authority.root_name}', "
                   f"issuing '{authority.issuing_name}' (keys in {settings.data_dir / 'keys'})")
 
@@ -210,19 +216,56 @@ def revoke(
 
 @app.command()
 def status(
-    serial: Annotated[str, typer.Argument(help="Serial number, hex.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    serial: Annotated[str | None, typer.Argument(help="Serial number, hex.")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="All certificates of a user.")] = None,
+    at: Annotated[str | None, typer.Option(help="ISO 8601 instant: the status then, from history.")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
-    """Current status of a certificate, with its cause."""
+    """Status of a certificate (or of a user's certificates) with its cause; --at for the past."""
+    if (serial is None) == (user is None):
+        fail("give a serial or --user", EXIT_USAGE)
+    settings = Settings()
     with system(need_keys=False) as s:
-        answer = s.ca.status(serial.upper())
-        data = {k: (v.isoformat() if hasattr(v, "isoformat") else v)
-                for k, v in answer.__dict__.items()}
+        if at is not None:
+            if serial is None:
+                fail("--at needs a serial", EXIT_USAGE)
+            try:
+                moment = datetime.fromisoformat(at)
+            except ValueError:
+                fail(f"--at {at!r} is not an ISO 8601 instant", EXIT_USAGE)
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            _print_status([asdict(s.ca.status_at(serial.upper(), moment))], as_json)
+            return
+        apply_migrations(settings.store_url("ca"))
+        projection = RevocationStatusProjection(
+            status_view(settings.store_url("ca"), settings.data_dir))
+        catch_up(projection, s.ca)
+        rows = ([projection.view.get(serial.upper())] if serial
+                else projection.view.for_user(user or ""))
+        found = [asdict(r) for r in rows if r is not None]
+        if not found:
+            fail(f"no certificate for {serial or user} [certificate-unknown]")
+        _print_status(found, as_json)
+
+
+def _print_status(rows: list[dict[str, object]], as_json: bool) -> None:
+    for row in rows:
+        data = {k: (v.isoformat() if isinstance(v, datetime) else
+                    (str(v) if isinstance(v, UUID) else v)) for k, v in row.items()}
         if as_json:
             sys.stdout.write(json.dumps(data) + "\n")
         else:
-            for k, v in data.items():
-                out.print(f"{k:12} {v}")
+            out.print("  ".join(f"{k}={v}" for k, v in data.items() if v is not None),
+                      soft_wrap=True, markup=False, highlight=False)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply migrations/ (read-model tables) to the PostgreSQL database; nothing for SQLite."""
+    settings = Settings()
+    ran = apply_migrations(settings.store_url("ca"))
+    out.print(f"{ran} migration(s) applied")
 
 
 @app.command()

@@ -22,7 +22,7 @@ from ca_core.certificate import (
 )
 from ca_core.clock import Clock, SystemClock
 from ca_core.errors import DomainError, NotFound
-from ca_core.eventmodel import PYDANTIC_ENV, read_log
+from ca_core.eventmodel import PYDANTIC_ENV, DomainEvent, read_log
 from ca_core.keypolicy import checked_csr, spki_fingerprint
 from ca_core.messages import CertificateRequested, RevocationRequested
 from ca_core.policy import IssuancePolicy
@@ -264,9 +264,12 @@ class CertificateAuthority(MessageDrivenApplication):
 
     def status_at(self, serial: str, at: datetime) -> StatusAt:
         """Point-in-time status from the certificate's own history (not from any view)."""
-        status, reason, cause = "unknown", None, None
-        not_after = None
-        for event in self.repository.event_store.get(Certificate.id_for(serial)):
+        status: str = "unknown"
+        reason: str | None = None
+        cause: Any = None
+        not_after: datetime | None = None
+        for stored in self.repository.event_store.get(Certificate.id_for(serial)):
+            event = cast(DomainEvent, stored)
             if event.timestamp > at:
                 break
             if isinstance(event, Certificate.CertificateIssued):

@@ -107,7 +107,7 @@ class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
         return found[0] if found else None
 
     def for_user(self, user_id: str) -> list[StatusRow]:
-        return self._select("WHERE user_id = ? ORDER BY not_before", (user_id,))
+        return self._select("WHERE user_id = ? ORDER BY not_before, serial", (user_id,))
 
     def rows(self) -> list[StatusRow]:
         return self._select("ORDER BY serial", ())
@@ -136,7 +136,7 @@ class PostgresStatusView(PostgresTrackingRecorder, StatusView):
         return found[0] if found else None
 
     def for_user(self, user_id: str) -> list[StatusRow]:
-        return self._select("WHERE user_id = %s ORDER BY not_before", (user_id,))
+        return self._select("WHERE user_id = %s ORDER BY not_before, serial", (user_id,))
 
     def rows(self) -> list[StatusRow]:
         return self._select("ORDER BY serial", ())

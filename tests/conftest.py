@@ -12,11 +12,12 @@ import psycopg
 import pytest
 
 from adapters.bootstrap import PartnerCa
+from adapters.migrate import apply_migrations
 from tests.support import make_system
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_TABLES = ("portal_events", "portal_tracking", "ca_events", "ca_tracking",
-              "portal_relay_tracking", "ca_relay_tracking")
+              "portal_relay_tracking", "ca_relay_tracking", "revocation_status_tracking")
 
 
 def _service(variable: str, start_script: str) -> str:
@@ -37,9 +38,11 @@ def postgres_url() -> str:
 
 
 def reset_postgres(url: str) -> None:
+    apply_migrations(url)
     with psycopg.connect(url, autocommit=True) as conn:
         for table in APP_TABLES:
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+        conn.execute("DELETE FROM revocation_status")
 
 
 @pytest.fixture(scope="session")

@@ -156,6 +156,15 @@ def test_cli_refusals_are_one_line_errors_with_exit_code_1(cli_env: dict[str, st
     status = json.loads(run("status", serial, "--json", env=env).stdout)
     assert (status["status"], status["reason"], status["changed_by"]) == (
         "revoked", "keyCompromise", "operator:ops-anna")
+    mine = [json.loads(line) for line in
+            run("status", "--user", "P24-000123", "--json", env=env).stdout.splitlines()]
+    assert [r["serial"] for r in mine] == [serial]
+    then = json.loads(run("status", serial, "--at", "2000-01-01T00:00:00Z", "--json",
+                          env=env).stdout)
+    assert then["status"] == "unknown"
+    now = json.loads(run("status", serial, "--at", "2999-01-01T00:00:00+00:00", "--json",
+                         env=env).stdout)
+    assert (now["status"], now["decided_by"]) == ("revoked", "CertificateRevoked")
 
 
 def test_cli_setup_problems_exit_3(tmp_path: Path) -> None:
@@ -172,7 +181,8 @@ def test_cli_setup_problems_exit_3(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", [
     [], ["init"], ["demo"], ["otp"], ["otp", "issue"], ["partner", "register"], ["status"],
-    ["revoke"], ["expire"], ["chain"], ["client"], ["client", "request"], ["client", "pickup"],
+    ["revoke"], ["expire"], ["chain"], ["migrate"], ["serve"], ["client"],
+    ["client", "request"], ["client", "pickup"],
     ["client", "login"], ["client", "renew"], ["client", "revoke"],
 ])
 def test_every_command_has_help(command: list[str]) -> None:

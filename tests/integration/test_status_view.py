@@ -1,0 +1,139 @@
+"""The revocation-status view (projection with tracking) and point-in-time status from history."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from eventsourcing.projection import ProjectionRunner
+
+from adapters.bootstrap import PartnerCa
+from adapters.migrate import apply_migrations
+from adapters.persistence import status_view, store_env
+from ca_core.ca import CertificateAuthority
+from ca_core.eventmodel import read_log
+from projections.status import (
+    PostgresStatusView,
+    RevocationStatusProjection,
+    StatusView,
+    catch_up,
+)
+from tests.conftest import reset_postgres
+from tests.support import USER, advance, enroll, make_system, register
+
+
+@pytest.fixture
+def store(database_url: str, tmp_path: Path) -> tuple[str, Path]:
+    return database_url, tmp_path
+
+
+@pytest.fixture
+def ca_system(store: tuple[str, Path]) -> Any:
+    url, path = store
+    if url:
+        reset_postgres(url)
+    system = make_system(path, url)
+    register(system)
+    yield system
+    system.close()
+
+
+def scratch_view(url: str, tmp_path: Path) -> StatusView:
+    """An empty view somewhere else: a new SQLite file, or a scratch PostgreSQL database."""
+    if not url:
+        return status_view("", tmp_path / "scratch")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS partner_ca_scratch WITH (FORCE)")
+        conn.execute("CREATE DATABASE partner_ca_scratch")
+    scratch = url.rsplit("/", 1)[0] + "/partner_ca_scratch"
+    apply_migrations(scratch)
+    return status_view(scratch, tmp_path / "scratch")
+
+
+def test_view_agrees_with_the_log_and_a_rebuild_equals_the_live_view(
+        ca_system: PartnerCa, store: tuple[str, Path]) -> None:
+    url, path = store
+    live = RevocationStatusProjection(status_view(url, path))
+    rng = random.Random(7)
+    serials: list[str] = []
+    for step in range(40):
+        action = rng.choice(["issue", "issue", "revoke", "expire"])
+        if action == "issue" or not serials:
+            serials.append(enroll(ca_system).picked.serial)
+        elif action == "revoke":
+            ca_system.ca.revoke(rng.choice(serials), rng.choice(
+                ["keyCompromise", "superseded", "cessationOfOperation"]), operator="ops")
+        else:
+            advance(ca_system, timedelta(days=rng.randint(1, 60)))
+            ca_system.ca.expire_due()
+        if step % 5 == 0:
+            catch_up(live, ca_system.ca)  # the live view follows as it goes
+            for serial in serials:
+                row = live.view.get(serial)
+                assert row is not None and row.status == ca_system.ca.certificate(serial).status
+    catch_up(live, ca_system.ca)
+    for serial in serials:
+        row = live.view.get(serial)
+        certificate = ca_system.ca.certificate(serial)
+        assert row is not None
+        assert (row.status, row.reason) == (certificate.status, certificate.revocation_reason)
+    rebuilt = RevocationStatusProjection(scratch_view(url, path))
+    assert catch_up(rebuilt, ca_system.ca) > 0
+    assert rebuilt.view.rows() == live.view.rows()
+    assert live.view.for_user(USER) == sorted(live.view.rows(), key=lambda r: (r.not_before, r.serial))
+
+
+def test_projection_runner_keeps_the_view_current(tmp_path: Path, postgres_url: str) -> None:
+    """eventsourcing's ProjectionRunner (a thread subscribed to the CA's log) feeds the view.
+
+    Subscriptions need PostgreSQL (the SQLite recorder has none); the embedded
+    default catches up synchronously with ``catch_up`` instead.
+    """
+    reset_postgres(postgres_url)
+    system = make_system(tmp_path, postgres_url)
+    register(system)
+    first = enroll(system)
+    env = store_env(postgres_url, tmp_path, "ca")
+    with ProjectionRunner(application_class=CertificateAuthority,
+                          projection_class=RevocationStatusProjection,
+                          view_class=PostgresStatusView, env=env) as runner:
+        system.ca.revoke(first.picked.serial, "keyCompromise", operator="ops")
+        # the runner tracks the positions of the events it subscribes to
+        position = max(p for p, _ in read_log(system.ca, topics=RevocationStatusProjection.topics))
+        runner.wait(position, timeout=10)
+        row = runner.view.get(first.picked.serial)
+        assert row is not None and (row.status, row.reason) == ("revoked", "keyCompromise")
+    system.close()
+
+
+def test_status_at_answers_for_past_instants(ca_system: PartnerCa) -> None:
+    before = ca_system.clock.now()
+    advance(ca_system, timedelta(hours=1))
+    me = enroll(ca_system)
+    serial = me.picked.serial
+    advance(ca_system, timedelta(days=10))
+    between = ca_system.clock.now()
+    advance(ca_system, timedelta(days=1))
+    ca_system.ca.revoke(serial, "keyCompromise", operator="ops-anna")
+    advance(ca_system, timedelta(days=1))
+    after = ca_system.clock.now()
+    other = enroll(ca_system).picked.serial
+    other_issued = ca_system.clock.now()
+    advance(ca_system, timedelta(days=400))
+    ca_system.ca.expire_due()
+    later = ca_system.clock.now()
+
+    assert ca_system.ca.status_at(serial, before).status == "unknown"
+    at = ca_system.ca.status_at(serial, between)
+    assert (at.status, at.decided_by) == ("good", "CertificateIssued")
+    at = ca_system.ca.status_at(serial, after)
+    assert (at.status, at.reason, at.decided_by) == ("revoked", "keyCompromise",
+                                                     "CertificateRevoked")
+    at = ca_system.ca.status_at(other, later)
+    assert (at.status, at.decided_by) == ("expired", "CertificateExpired")
+    assert ca_system.ca.status_at(other, after).status == "unknown"  # not yet issued
+    assert ca_system.ca.status_at(other, other_issued).status == "good"
