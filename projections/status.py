@@ -53,14 +53,22 @@ class StatusView(TrackingRecorder, ABC):
     def save_row(self, row: StatusRow, tracking: Tracking) -> None:
         """Write the row and the tracking record in one transaction."""
 
-    @abstractmethod
-    def get(self, serial: str) -> StatusRow | None: ...
+    #: The driver's parameter placeholder (sqlite3: ?, psycopg: %s).
+    placeholder = "?"
 
     @abstractmethod
-    def for_user(self, user_id: str) -> list[StatusRow]: ...
+    def _select(self, where: str, args: tuple[Any, ...]) -> list[StatusRow]: ...
 
-    @abstractmethod
-    def rows(self) -> list[StatusRow]: ...
+    def get(self, serial: str) -> StatusRow | None:
+        found = self._select(f"WHERE serial = {self.placeholder}", (serial,))
+        return found[0] if found else None
+
+    def for_user(self, user_id: str) -> list[StatusRow]:
+        return self._select(f"WHERE user_id = {self.placeholder} ORDER BY not_before, serial",
+                            (user_id,))
+
+    def rows(self) -> list[StatusRow]:
+        return self._select("ORDER BY serial", ())
 
 
 def _row(values: Any) -> StatusRow:
@@ -102,19 +110,12 @@ class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
             c.execute(f"SELECT {', '.join(COLUMNS)} FROM revocation_status {where}", args)  # noqa: S608
             return [_row(tuple(r)) for r in c.fetchall()]
 
-    def get(self, serial: str) -> StatusRow | None:
-        found = self._select("WHERE serial = ?", (serial,))
-        return found[0] if found else None
-
-    def for_user(self, user_id: str) -> list[StatusRow]:
-        return self._select("WHERE user_id = ? ORDER BY not_before, serial", (user_id,))
-
-    def rows(self) -> list[StatusRow]:
-        return self._select("ORDER BY serial", ())
 
 
 class PostgresStatusView(PostgresTrackingRecorder, StatusView):
     """Production: the ``revocation_status`` table from migrations/0001 (yoyo)."""
+
+    placeholder = "%s"
 
     def save_row(self, row: StatusRow, tracking: Tracking) -> None:
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
@@ -131,15 +132,6 @@ class PostgresStatusView(PostgresTrackingRecorder, StatusView):
                          args, prepare=False)
             return [_row(tuple(r.values())) for r in curs.fetchall()]
 
-    def get(self, serial: str) -> StatusRow | None:
-        found = self._select("WHERE serial = %s", (serial,))
-        return found[0] if found else None
-
-    def for_user(self, user_id: str) -> list[StatusRow]:
-        return self._select("WHERE user_id = %s ORDER BY not_before, serial", (user_id,))
-
-    def rows(self) -> list[StatusRow]:
-        return self._select("ORDER BY serial", ())
 
 
 class RevocationStatusProjection(Projection[StatusView]):
