@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, NoReturn
 from uuid import UUID
@@ -29,6 +29,7 @@ from adapters.persistence import status_view
 from adapters.settings import Settings
 from ca_core.ca import CaNotInitialised
 from ca_core.certificate import REVOCATION_REASONS
+from ca_core.crl import RevokedEntry
 from ca_core.errors import DomainError
 from ca_core.portal import CertificateSession
 from ca_core.x509profile import from_pem
@@ -258,6 +259,30 @@ def _print_status(rows: list[dict[str, object]], as_json: bool) -> None:
         else:
             out.print("  ".join(f"{k}={v}" for k, v in data.items() if v is not None),
                       soft_wrap=True, markup=False, highlight=False)
+
+
+@app.command()
+def crl(
+    output: Annotated[Path | None, typer.Option("--out", help="DER file to write "
+                                                "(default <data_dir>/crl/issuing.crl).")] = None,
+    hours: Annotated[int, typer.Option(help="Validity (nextUpdate), at most 168 hours.")] = 24,
+) -> None:
+    """Sign the next full CRL from the revocation-status view and record CrlPublished."""
+    settings = Settings()
+    with system() as s:
+        apply_migrations(settings.store_url("ca"))
+        projection = RevocationStatusProjection(
+            status_view(settings.store_url("ca"), settings.data_dir))
+        catch_up(projection, s.ca)
+        entries = [RevokedEntry(r.serial, r.changed_at or r.not_before, r.reason or "unspecified")
+                   for r in projection.view.rows() if r.status == "revoked"]
+        position = projection.view.max_tracking_id(s.ca.name) or 0
+        der = s.ca.publish_crl(entries, position, timedelta(hours=hours))
+        target = output or settings.data_dir / "crl" / "issuing.crl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(der)
+        out.print(f"CRL number {s.ca.authority().crl_number}: {len(entries)} revoked, "
+                  f"reflects CA log position {position}, written to {target}")
 
 
 @app.command()

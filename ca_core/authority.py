@@ -44,3 +44,17 @@ class Authority(Aggregate):
         self.root_certificate_pem = root_certificate_pem
         self.issuing_certificate_pem = issuing_certificate_pem
         self.issuing_key_id = issuing_key_id
+        self.crl_number = 0
+
+    class CrlPublished(Aggregate.Event):
+        crl_number: int
+        this_update: datetime
+        next_update: datetime
+        revoked_count: int
+        log_position: int
+
+    @event(CrlPublished)
+    def crl_published(self, crl_number: int, this_update: datetime, next_update: datetime,
+                      revoked_count: int, log_position: int, timestamp: datetime) -> None:
+        """A full CRL was signed; ``log_position`` is the last CA event it reflects."""
+        self.crl_number = crl_number

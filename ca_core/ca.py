@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import singledispatchmethod
 from typing import Any, ClassVar, cast
 
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.utils import EnvType, get_topic
 
@@ -21,6 +22,7 @@ from ca_core.certificate import (
     serial_hex,
 )
 from ca_core.clock import Clock, SystemClock
+from ca_core.crl import RevokedEntry, build_crl
 from ca_core.errors import DomainError, NotFound
 from ca_core.eventmodel import PYDANTIC_ENV, DomainEvent, read_log
 from ca_core.keypolicy import checked_csr, spki_fingerprint
@@ -134,6 +136,21 @@ class CertificateAuthority(MessageDrivenApplication):
         """Issuing CA then root, PEM (R12)."""
         a = self.authority()
         return a.issuing_certificate_pem + a.root_certificate_pem
+
+    def publish_crl(self, entries: list[RevokedEntry], log_position: int,
+                    validity: timedelta = timedelta(days=1)) -> bytes:
+        """Sign the next full CRL (CRL number + 1) and record CrlPublished; returns DER."""
+        authority = self.authority()
+        issuer_key, issuer = self._issuer()
+        now = self.clock.now()
+        number = authority.crl_number + 1
+        crl = build_crl(issuer_key, issuer, entries, number, now, validity)
+        authority.crl_published(crl_number=number, this_update=crl.last_update_utc,
+                                next_update=crl.next_update_utc or now,
+                                revoked_count=len(entries), log_position=log_position,
+                                timestamp=now)
+        self.save(authority)
+        return crl.public_bytes(Encoding.DER)
 
     def _issuer(self) -> tuple[SigningKey, Any]:
         if self._signer is None:

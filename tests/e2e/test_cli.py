@@ -165,6 +165,12 @@ def test_cli_refusals_are_one_line_errors_with_exit_code_1(cli_env: dict[str, st
     now = json.loads(run("status", serial, "--at", "2999-01-01T00:00:00+00:00", "--json",
                          env=env).stdout)
     assert (now["status"], now["decided_by"]) == ("revoked", "CertificateRevoked")
+    done = run("crl", "--out", str(tmp_path / "issuing.crl"), env=env)
+    assert "CRL number 1: 1 revoked" in done.stdout
+    from cryptography import x509 as _x509
+
+    crl = _x509.load_der_x509_crl((tmp_path / "issuing.crl").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(int(serial, 16)) is not None
 
 
 def test_cli_setup_problems_exit_3(tmp_path: Path) -> None:
@@ -181,7 +187,7 @@ def test_cli_setup_problems_exit_3(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", [
     [], ["init"], ["demo"], ["otp"], ["otp", "issue"], ["partner", "register"], ["status"],
-    ["revoke"], ["expire"], ["chain"], ["migrate"], ["serve"], ["client"],
+    ["revoke"], ["expire"], ["chain"], ["migrate"], ["serve"], ["crl"], ["client"],
     ["client", "request"], ["client", "pickup"],
     ["client", "login"], ["client", "renew"], ["client", "revoke"],
 ])

@@ -1,0 +1,55 @@
+"""The full CRL: signed from the status view, numbered by CrlPublished events, judged by OpenSSL."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+from cryptography import x509
+
+from adapters.persistence import status_view
+from ca_core.authority import Authority
+from ca_core.crl import RevokedEntry
+from ca_core.eventmodel import all_events
+from projections.status import RevocationStatusProjection, catch_up
+from tests.support import START, enroll, make_system, register
+
+
+def openssl_verify(tmp: Path, cert_pem: str, at: int) -> subprocess.CompletedProcess[str]:
+    (tmp / "leaf.pem").write_text(cert_pem)
+    return subprocess.run(
+        ["openssl", "verify", "-crl_check", "-attime", str(at), "-CRLfile", str(tmp / "crl.der"),
+         "-CAfile", str(tmp / "root.pem"), "-untrusted", str(tmp / "issuing.pem"),
+         str(tmp / "leaf.pem")], capture_output=True, text=True)
+
+
+def test_r9_openssl_rejects_a_revoked_certificate_with_our_crl(tmp_path: Path) -> None:
+    system = make_system(tmp_path / "data")
+    register(system)
+    good, bad = enroll(system), enroll(system)
+    system.ca.revoke(bad.picked.serial, "keyCompromise", operator="ops-anna")
+    projection = RevocationStatusProjection(status_view("", tmp_path / "data"))
+    catch_up(projection, system.ca)
+    entries = [RevokedEntry(r.serial, r.changed_at or r.not_before, r.reason or "unspecified")
+               for r in projection.view.rows() if r.status == "revoked"]
+    position = projection.view.max_tracking_id("ca") or 0
+    der = system.ca.publish_crl(entries, position)
+    authority = system.ca.authority()
+    (tmp_path / "root.pem").write_text(authority.root_certificate_pem)
+    (tmp_path / "issuing.pem").write_text(authority.issuing_certificate_pem)
+    (tmp_path / "crl.der").write_bytes(der)
+    crl = x509.load_der_x509_crl(der)
+    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 1
+    assert crl.next_update_utc and crl.next_update_utc - crl.last_update_utc <= timedelta(days=7)
+    at = int((START + timedelta(hours=1)).timestamp())
+    refused = openssl_verify(tmp_path, bad.picked.certificate_pem, at)
+    assert refused.returncode != 0 and "revoked" in (refused.stdout + refused.stderr)
+    accepted = openssl_verify(tmp_path, good.picked.certificate_pem, at)
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    # the next CRL has the next number, and each CrlPublished names the log position it reflects
+    system.ca.publish_crl(entries, position)
+    published = [e for _, e in all_events(system.ca) if isinstance(e, Authority.CrlPublished)]
+    assert [(e.crl_number, e.log_position, e.revoked_count) for e in published] == [
+        (1, position, 1), (2, position, 1)]
+    system.close()
