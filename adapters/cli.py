@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -443,8 +443,6 @@ def client_revoke(
         s.pump()
         out.print(f"revocation of {session.serial} recorded")
 
-
-Command = Callable[..., None]
 
 
 def main() -> None:
