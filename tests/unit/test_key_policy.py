@@ -110,3 +110,29 @@ def test_r3_revocation_password_is_kept_as_salted_scrypt_hash() -> None:
     assert stored != hash_password("same password")  # salted
     assert verify_password("same password", stored)
     assert not verify_password("other password", stored)
+
+
+def _roca_prime(modulus: int, bits: int = 1024) -> int:
+    """A prime of the structure ROCA exploits: k·M + (65537^a mod M)."""
+    while True:
+        a = secrets.randbelow(2**40)
+        spare = bits - modulus.bit_length()
+        k = secrets.randbits(spare) | (1 << (spare - 1))
+        p = k * modulus + pow(65537, a, modulus)
+        if p.bit_length() == bits and gmpy2.is_prime(p):
+            return p
+
+
+def test_r3_roca_vulnerable_key_is_refused() -> None:
+    primorial, count, candidate = 1, 0, 2
+    while count < 126:
+        if gmpy2.is_prime(candidate):
+            primorial *= candidate
+            count += 1
+        candidate += 1
+    n = 0
+    while n.bit_length() != 2048:
+        n = _roca_prime(primorial) * _roca_prime(primorial)
+    with pytest.raises(CsrRejected) as rejected:
+        check_key_policy(rsa.RSAPublicNumbers(65537, n).public_key())
+    assert rejected.value.code == "key-weak" and "roca" in str(rejected.value)
