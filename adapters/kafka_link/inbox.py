@@ -35,7 +35,8 @@ class _IoLoopNudger(threading.Thread):
     kafka-python 3.0.12 can lose a cross-thread wake-up: its IO thread then sits in
     select() with no timeout while ``poll()`` waits on it forever (seen here about
     once in six consumer starts; stack: Fetcher.fetch_records → NetworkSelector.run).
-    A periodic wake-up bounds that wait to 100 ms. Remove when kafka-python fixes it.
+    A periodic wake-up ends most such waits within 100 ms; ``serve`` replaces a
+    consumer that still hangs. Remove both when kafka-python fixes it.
     """
 
     def __init__(self, consumer: KafkaConsumer) -> None:
