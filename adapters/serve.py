@@ -22,6 +22,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from adapters.bootstrap import build_ca, build_portal, make_clock
 from adapters.kafka_link.inbox import KafkaInbox
+from adapters.kafka_link.relay import KafkaRelay
 from adapters.kafka_link.topics import ensure_topics
 from adapters.kafka_link.transport import ca_inbox, ca_relay, portal_inbox, portal_relay
 from adapters.settings import Settings
@@ -56,22 +57,9 @@ def _expiry_loop(ca: CertificateAuthority, interval: float) -> Callable[[threadi
 WEDGED_AFTER_SECONDS = 30.0
 
 
-def _replace_wedged(name: str, inbox: KafkaInbox, stop: threading.Event, portal: Portal | None,
-                    ca: CertificateAuthority | None, settings: Settings) -> KafkaInbox:
-    """Swap a consumer whose poll() stopped returning for a fresh one.
-
-    kafka-python 3.0.12 occasionally wedges a consumer's IO loop (poll() never
-    returns). Positions live in our own store, so a new consumer resumes exactly;
-    the old one is abandoned and ignores anything it might still fetch.
-    """
-    log.error("%s: poll() has not returned for %.0f s (kafka-python IO loop wedged); "
-              "starting a new consumer", name, time.monotonic() - inbox.last_progress)
-    inbox.abandoned = True
-    fresh = portal_inbox(portal, settings) if portal and name == "portal-inbox" else (
-        ca_inbox(ca, settings) if ca else None)
-    assert fresh is not None
-    threading.Thread(target=fresh.run, args=(stop,), name=name, daemon=True).start()
-    return fresh
+def _start_inbox(name: str, inbox: KafkaInbox, stop: threading.Event) -> KafkaInbox:
+    threading.Thread(target=inbox.run, args=(stop,), name=name, daemon=True).start()
+    return inbox
 
 
 def serve(role: str, settings: Settings, passphrase: str | None,
@@ -96,23 +84,16 @@ def serve(role: str, settings: Settings, passphrase: str | None,
     if any(c.startswith("ca") for c in components):
         ca = opening(build_ca, settings, clock, passphrase)
         ca.authority()  # refuse to start before 'partner-ca init'
-    runners: list[tuple[str, Callable[[threading.Event], None], Callable[[], None]]] = []
-    for component in components:
-        if component == "portal-relay" and portal:
-            relay = opening(portal_relay, portal, settings)
-            runners.append((component, relay.run, relay.producer.close))
-        elif component == "portal-inbox" and portal:
-            inbox = portal_inbox(portal, settings)
-            runners.append((component, inbox.run, inbox.close))
-        elif component == "ca-relay" and ca:
-            relay = opening(ca_relay, ca, settings)
-            runners.append((component, relay.run, relay.producer.close))
-        elif component == "ca-inbox" and ca:
-            inbox = ca_inbox(ca, settings)
-            runners.append((component, inbox.run, inbox.close))
-        elif component == "ca-expiry" and ca:
-            runners.append((component, _expiry_loop(ca, settings.expiry_interval_seconds),
-                            lambda: None))
+    new_inbox: dict[str, Callable[[], KafkaInbox]] = {}
+    relays: dict[str, KafkaRelay] = {}
+    if portal is not None:
+        new_inbox["portal-inbox"] = lambda: portal_inbox(portal, settings)
+        if "portal-relay" in components:
+            relays["portal-relay"] = opening(portal_relay, portal, settings)
+    if ca is not None:
+        new_inbox["ca-inbox"] = lambda: ca_inbox(ca, settings)
+        if "ca-relay" in components:
+            relays["ca-relay"] = opening(ca_relay, ca, settings)
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum)
@@ -121,23 +102,37 @@ def serve(role: str, settings: Settings, passphrase: str | None,
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-    threads = [threading.Thread(target=run, args=(stop,), name=name, daemon=True)
-               for name, run, _ in runners]
+    threads: list[threading.Thread] = []
+    for name in components:
+        if name in relays:
+            threads.append(threading.Thread(target=relays[name].run, args=(stop,), name=name,
+                                            daemon=True))
+        elif name == "ca-expiry" and ca is not None:
+            threads.append(threading.Thread(
+                target=_expiry_loop(ca, settings.expiry_interval_seconds), args=(stop,),
+                name=name, daemon=True))
     for thread in threads:
         thread.start()
+    inboxes = {name: _start_inbox(name, new_inbox[name](), stop)
+               for name in components if name in new_inbox}
     log.info("serving %s (%s) on %s", role, ", ".join(components), settings.kafka_bootstrap)
-    inboxes = {name: close.__self__ for name, _, close in runners
-               if isinstance(getattr(close, "__self__", None), KafkaInbox)}
     while not stop.wait(5.0):
         for name, inbox in list(inboxes.items()):
             if time.monotonic() - inbox.last_progress > WEDGED_AFTER_SECONDS:
-                inboxes[name] = _replace_wedged(name, inbox, stop, portal, ca, settings)
+                # kafka-python 3.0.12 occasionally wedges a consumer's IO loop (poll() never
+                # returns). Positions live in our store, so a new consumer resumes exactly;
+                # the old one is abandoned and ignores anything it might still fetch.
+                log.error("%s: poll() has not returned for %.0f s (kafka-python IO loop "
+                          "wedged); starting a new consumer", name,
+                          time.monotonic() - inbox.last_progress)
+                inbox.abandoned = True
+                inboxes[name] = _start_inbox(name, new_inbox[name](), stop)
     for thread in threads:
         thread.join(timeout=10)
-    for _, _, close in runners:
-        close()
     for inbox in inboxes.values():
         inbox.close()
+    for relay in relays.values():
+        relay.producer.close()
     for app in (portal, ca):
         if app is not None:
             app.close()
