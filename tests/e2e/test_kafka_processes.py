@@ -194,13 +194,19 @@ def _load(portal: Any, n: int = IN_FLIGHT) -> list[Any]:
     return submit_requests(portal, make_csrs(n))
 
 
+def _load_until_some_issued(portal: Any, roles: Roles) -> list[Any]:
+    """Put requests in flight and return once the first certificates came back."""
+    ids = _load(portal)
+    wait_for("some issuance", lambda: count_of(portal, CertificateRequest.CertificateReady) > 20,
+             roles)
+    return ids
+
+
 def test_sigkill_the_ca_mid_stream(roles: Roles, apps: tuple[Any, Any]) -> None:
     portal, ca = apps
     roles.start("portal")
     roles.start("ca")
-    ids = _load(portal)
-    wait_for("some issuance", lambda: count_of(portal, CertificateRequest.CertificateReady) > 20,
-             roles)
+    ids = _load_until_some_issued(portal, roles)
     asked = submit_revocations(portal, ids[:50])
     roles.kill("ca")
     roles.start("ca")
@@ -218,9 +224,7 @@ def test_sigkill_a_relay_mid_stream(roles: Roles, apps: tuple[Any, Any]) -> None
     portal, ca = apps
     for role in ("portal-relay", "portal-inbox", "ca-inbox", "ca-relay"):
         roles.start(role)
-    ids = _load(portal)
-    wait_for("some issuance", lambda: count_of(portal, CertificateRequest.CertificateReady) > 20,
-             roles)
+    ids = _load_until_some_issued(portal, roles)
     roles.kill("ca-relay")
     roles.kill("portal-relay")
     asked = submit_revocations(portal, ids[:60])
@@ -237,9 +241,7 @@ def test_restart_the_broker_mid_stream(roles: Roles, apps: tuple[Any, Any],
     portal, ca = apps
     roles.start("portal")
     roles.start("ca")
-    ids = _load(portal)
-    wait_for("some issuance", lambda: count_of(portal, CertificateRequest.CertificateReady) > 20,
-             roles)
+    ids = _load_until_some_issued(portal, roles)
     subprocess.run(["bash", str(ROOT / "deploy/kafka/stop.sh")], check=True, timeout=120)
     asked = submit_revocations(portal, ids[:40])
     subprocess.run(["bash", str(ROOT / "deploy/kafka/start.sh")], check=True, timeout=300,
