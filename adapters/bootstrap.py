@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.bulkread import bulk_reader_for
 from adapters.inprocess import InProcessTransport
 from adapters.keystore import FileKeyStore
 from adapters.persistence import store_env
@@ -62,21 +63,25 @@ def key_store(settings: Settings, passphrase: str | None) -> FileKeyStore | None
 
 def build_ca(settings: Settings, clock: Clock, passphrase: str | None = None
              ) -> CertificateAuthority:
-    return CertificateAuthority(
+    ca = CertificateAuthority(
         store_env(settings.store_url("ca"), settings.data_dir, "ca"),
         keys=key_store(settings, passphrase), clock=clock, policy=settings.issuance_policy(),
     )
+    ca.bulk_reader = bulk_reader_for(ca.recorder)
+    return ca
 
 
 def build_portal(settings: Settings, clock: Clock,
                  trust: Callable[[], TrustChain] | None = None,
                  status_source: StatusSource | None = None) -> Portal:
-    return Portal(
+    portal = Portal(
         store_env(settings.store_url("portal"), settings.data_dir, "portal"),
         clock=clock, policy=settings.portal_policy(), secret=portal_secret(settings),
         trust=trust or (lambda: chain_from_file(settings.chain_path)),
         status_source=status_source,
     )
+    portal.bulk_reader = bulk_reader_for(portal.recorder)
+    return portal
 
 
 def chain_from_file(path: Path) -> TrustChain:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import singledispatchmethod
 from typing import Any, ClassVar, cast
+from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import Tracking
 from eventsourcing.utils import EnvType, get_topic
 
 from ca_core.authority import AUTHORITY_ID, Authority
@@ -25,8 +28,8 @@ from ca_core.clock import Clock, SystemClock
 from ca_core.crl import RevokedEntry, build_crl
 from ca_core.errors import DomainError, NotFound
 from ca_core.eventmodel import PYDANTIC_ENV, DomainEvent, read_log
-from ca_core.keypolicy import checked_csr, spki_fingerprint
-from ca_core.messages import CertificateRequested, RevocationRequested
+from ca_core.keypolicy import checked_csr, csr_fingerprint, spki_fingerprint
+from ca_core.messages import CertificateRequested, Message, RevocationRequested
 from ca_core.policy import IssuancePolicy
 from ca_core.ports import KeyStore
 from ca_core.processing import Batch, MessageDrivenApplication
@@ -101,6 +104,7 @@ class CertificateAuthority(MessageDrivenApplication):
         self.clock: Clock = clock or SystemClock()
         self.issuance = policy or IssuancePolicy()
         self._signer: tuple[SigningKey, Any] | None = None
+        self._serial_candidates: list[int] = []
 
     # -- hierarchy ------------------------------------------------------
     def initialise(self, root_name: str = "Partner CA Root",
@@ -161,6 +165,26 @@ class CertificateAuthority(MessageDrivenApplication):
         return self._signer
 
     # -- messages from the portal --------------------------------------
+    def process_batch(self, messages: Sequence[Message], tracking: Tracking,
+                      rejected: Sequence[tuple[int, str, str]] = ()) -> None:
+        self._serial_candidates.clear()  # candidates are drawn afresh for each batch
+        super().process_batch(messages, tracking, rejected)
+
+    def prefetch_ids(self, message: Any) -> Iterable[UUID]:
+        """What a message will make the CA read, including a fresh serial to check."""
+        if isinstance(message, CertificateRequested):
+            yield SigningRequest.id_for(message.request_id)
+            fingerprint = csr_fingerprint(message.csr_pem)
+            if fingerprint is not None:
+                yield PublicKeyRecord.id_for(fingerprint)
+            if message.renews_serial:
+                yield Certificate.id_for(message.renews_serial)
+            serial = new_serial()
+            self._serial_candidates.append(serial)
+            yield Certificate.id_for(serial_hex(serial))
+        elif isinstance(message, RevocationRequested):
+            yield Certificate.id_for(message.serial)
+
     @singledispatchmethod
     def policy(self, domain_event: Any, processing_event: Batch) -> None:
         """Messages of other types are not for the CA."""
@@ -207,9 +231,12 @@ class CertificateAuthority(MessageDrivenApplication):
         return [SigningRequest.accepted(msg.request_id, hex_serial, now), certificate, record]
 
     def _unique_serial(self, batch: Batch | None) -> int:
-        """A fresh serial, checked against the event store (the stored id derives from it)."""
+        """A fresh serial, checked against the event store (the stored id derives from it).
+
+        Candidates drawn while prefetching a batch were read with the batch.
+        """
         while True:
-            serial = new_serial()
+            serial = self._serial_candidates.pop() if self._serial_candidates else new_serial()
             if not self._exists(Certificate.id_for(serial_hex(serial)), batch):
                 return serial
 

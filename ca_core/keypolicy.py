@@ -12,6 +12,7 @@ from badkeys.checks import checkrsa
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from ca_core.errors import DomainError
 
@@ -92,8 +93,16 @@ def checked_csr(pem: str) -> tuple[x509.CertificateSigningRequest, PublicKey]:
     return csr, checked
 
 
-def spki_fingerprint(key: PublicKey) -> str:
+def spki_fingerprint(key: CertificatePublicKeyTypes) -> str:
     """SHA-256 of the DER SubjectPublicKeyInfo, hex: the key's identity in the key registry."""
     der = key.public_bytes(serialization.Encoding.DER,
                            serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()
+
+
+def csr_fingerprint(pem: str) -> str | None:
+    """The SPKI fingerprint of a CSR's key without any checks, or None if it cannot be read."""
+    try:
+        return spki_fingerprint(x509.load_pem_x509_csr(pem.encode()).public_key())
+    except Exception:  # noqa: BLE001 - only a hint for prefetching; checked_csr judges the CSR
+        return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import singledispatchmethod
@@ -376,6 +376,11 @@ class Portal(MessageDrivenApplication):
     @singledispatchmethod
     def policy(self, domain_event: Any, batch: Batch) -> None:
         """Messages of other types are not for the portal."""
+
+    def prefetch_ids(self, message: m.Message) -> Iterable[UUID]:
+        """Every CA message concerns one certificate request (its id is the request id)."""
+        request_id = getattr(message, "request_id", None)
+        return (request_id,) if isinstance(request_id, UUID) else ()
 
     @policy.register
     def _(self, msg: m.CertificateIssued, batch: Batch) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Protocol
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
 
 from ca_core.x509profile import SigningKey
 
@@ -32,4 +36,12 @@ class StatusSource(Protocol):
 
     def status_of(self, serial: str) -> str:
         """``good``, ``revoked``, ``expired`` or ``unknown``."""
+        ...
+
+
+class BulkReader(Protocol):
+    """Reads the stored events of many aggregates in one query (one round trip per batch)."""
+
+    def __call__(self, ids: Sequence[UUID]) -> Mapping[UUID, Sequence[StoredEvent]]:
+        """Stored events of each id that has any, in version order; absent ids are left out."""
         ...

@@ -8,18 +8,20 @@ so a redelivered batch is recognised and a crash loses or doubles nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent, project_aggregate
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import EventSourcedProjection
+from eventsourcing.utils import EnvType
 
 from ca_core.clock import Clock, SystemClock
 from ca_core.eventmodel import Aggregate
 from ca_core.messages import Message
+from ca_core.ports import BulkReader
 
 Batch = ProcessingEvent[UUID]
 
@@ -49,6 +51,16 @@ class MessageDrivenApplication(EventSourcedProjection[UUID]):
     """An eventsourcing application that also follows messages from the other side."""
 
     clock: Clock = SystemClock()
+    #: set by the adapters for stores that can read many aggregates in one query
+    bulk_reader: BulkReader | None = None
+
+    def __init__(self, env: EnvType | None = None) -> None:
+        super().__init__(env)
+        self._prefetched: dict[UUID, Any | None] = {}
+
+    def prefetch_ids(self, message: Message) -> Iterable[UUID]:
+        """The aggregates handling ``message`` will read (read together before the batch)."""
+        return ()
 
     def process_batch(
         self,
@@ -61,26 +73,54 @@ class MessageDrivenApplication(EventSourcedProjection[UUID]):
         ``rejected`` holds (position, reason, excerpt) for messages that could not be decoded.
         """
         batch = Batch(tracking=tracking)
-        for message in messages:
-            self.policy(message, batch)
-        for position, reason, excerpt in rejected:
-            if not self._exists(RejectedMessage.id_for(tracking.application_name, position), batch):
-                batch.collect_events(RejectedMessage.record(
-                    tracking.application_name, position, reason, excerpt, self.clock.now()))
+        try:
+            self._prefetch([aggregate_id for message in messages
+                            for aggregate_id in self.prefetch_ids(message)]
+                           + [RejectedMessage.id_for(tracking.application_name, position)
+                              for position, _, _ in rejected])
+            for message in messages:
+                self.policy(message, batch)
+            for position, reason, excerpt in rejected:
+                if not self._exists(RejectedMessage.id_for(tracking.application_name, position),
+                                    batch):
+                    batch.collect_events(RejectedMessage.record(
+                        tracking.application_name, position, reason, excerpt, self.clock.now()))
+        finally:
+            self._prefetched = {}  # a retried batch reads everything again
         recordings = self._record(batch)
         self._take_snapshots(batch)
         self.notify(batch.events)
         self._notify(recordings)
 
+    def _prefetch(self, ids: list[UUID]) -> None:
+        """Read the batch's aggregates in one query; absent ones are remembered as absent."""
+        self._prefetched = {}
+        if self.bulk_reader is None or not ids:
+            return
+        unique = list(dict.fromkeys(ids))
+        found = self.bulk_reader(unique)
+        for aggregate_id in unique:
+            stored = found.get(aggregate_id)
+            self._prefetched[aggregate_id] = project_aggregate(
+                None, (self.mapper.to_domain_event(s) for s in stored)) if stored else None
+
     def _get(self, aggregate_id: UUID, batch: Batch | None = None) -> Any:
         """An aggregate as this batch sees it (changed earlier in the batch, or stored)."""
         if batch is not None and aggregate_id in batch.aggregates:
             return batch.aggregates[aggregate_id]
+        if aggregate_id in self._prefetched:
+            aggregate = self._prefetched[aggregate_id]
+            if aggregate is None:
+                raise AggregateNotFoundError(aggregate_id)
+            return aggregate
         return self.repository.get(aggregate_id)
 
     def _exists(self, aggregate_id: UUID, batch: Batch | None = None) -> bool:
-        return (batch is not None and aggregate_id in batch.aggregates) or (
-            aggregate_id in self.repository)
+        if batch is not None and aggregate_id in batch.aggregates:
+            return True
+        if aggregate_id in self._prefetched:
+            return self._prefetched[aggregate_id] is not None
+        return aggregate_id in self.repository
 
     def _find(self, aggregate_id: UUID, batch: Batch | None = None) -> Any | None:
         try:
