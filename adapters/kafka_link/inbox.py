@@ -140,7 +140,7 @@ class KafkaInbox:
                     rejected.append((record.offset + 1, str(exc), excerpt))
             self._apply(tp, messages, rejected, records[-1].offset + 1)
             self.tracked[tp] = records[-1].offset + 1
-            log.info("inbox %s: applied %d records from %s (next offset %d)", self.app.name,
+            log.debug("inbox %s: applied %d records from %s (next offset %d)", self.app.name,
                      len(records), source_name(tp.topic, tp.partition), records[-1].offset + 1)
             handled += len(records)
         return handled

@@ -55,9 +55,12 @@ class KafkaRelay:
         self.topic_names = topic_names
         self.page = page
         self.source = f"/partner-ca/{app.name}"
+        self._published: int | None = None  # read from the store after start and after errors
 
     def published_up_to(self) -> int:
-        return self.position.max_tracking_id(self.app.name) or 0
+        if self._published is None:
+            self._published = self.position.max_tracking_id(self.app.name) or 0
+        return self._published
 
     def run_once(self) -> int:
         """Publish the next page of outbox events; returns how many records were sent."""
@@ -77,7 +80,8 @@ class KafkaRelay:
         for future in futures:
             future.get(timeout=30)  # raises if the broker did not acknowledge
         self.position.insert_tracking(Tracking(self.app.name, notifications[-1].id))
-        log.info("relay %s: published %d records up to position %d", self.app.name,
+        self._published = notifications[-1].id
+        log.debug("relay %s: published %d records up to position %d", self.app.name,
                  len(futures), notifications[-1].id)
         return len(futures)
 
@@ -88,4 +92,5 @@ class KafkaRelay:
                     stop.wait(idle_wait)
             except Exception:
                 log.exception("relay %s: publishing failed; retrying", self.app.name)
+                self._published = None  # e.g. another relay recorded a position: read it again
                 stop.wait(1.0)
