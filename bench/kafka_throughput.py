@@ -100,6 +100,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--ca-workers", type=int, default=1)
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--split-portal", action="store_true",
+                        help="run the portal's relay and inbox as two processes")
     args = parser.parse_args()
 
     pg = subprocess.run(["bash", str(ROOT / "deploy/postgres/start.sh")], check=True,
@@ -123,7 +125,8 @@ def main() -> None:
     portal_url = env["PARTNER_CA_PORTAL_DATABASE_URL"]
     logs = tmp / "logs"
     logs.mkdir()
-    roles = [("portal", {}), ("ca-relay", {})] + [
+    portal_roles = ["portal-relay", "portal-inbox"] if args.split_portal else ["portal"]
+    roles = [(role, {}) for role in portal_roles] + [("ca-relay", {})] + [
         ("ca-inbox", {"PARTNER_CA_KAFKA_INBOX_WORKERS": str(args.ca_workers),
                       "PARTNER_CA_KAFKA_INBOX_WORKER_INDEX": str(k)})
         for k in range(args.ca_workers)]
