@@ -148,26 +148,28 @@ def _print_timeline(entries: list[TimelineEntry]) -> None:
 @app.command()
 def serve(
     role: Annotated[str, typer.Option(help="portal, ca, all, or one of portal-relay, portal-inbox, "
-                                           "ca-relay, ca-inbox.")] = "all",
+                                           "ca-relay, ca-inbox; ocsp (OCSP responder) or crl "
+                                           "(CRL, CA certificate, status over HTTP).")] = "all",
 ) -> None:
-    """Run the portal's and/or the CA's Kafka relay and inbox until SIGTERM (needs Kafka settings)."""
+    """Run a long-lived role until SIGTERM: Kafka relays/inboxes, the OCSP responder or the CRL server."""
     import logging
 
     from rich.logging import RichHandler
 
-    from adapters.serve import ROLES
+    from adapters.serve import HTTP_ROLES, ROLES
     from adapters.serve import serve as run_role
 
-    if role not in ROLES:
-        fail(f"unknown role {role!r}; use one of {', '.join(ROLES)}", EXIT_USAGE)
+    if role not in ROLES and role not in HTTP_ROLES:
+        fail(f"unknown role {role!r}; use one of {', '.join([*ROLES, *HTTP_ROLES])}", EXIT_USAGE)
     logging.basicConfig(level=logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
     logging.getLogger("kafka").setLevel(logging.WARNING)
     settings = Settings()
-    if not settings.kafka_bootstrap:
+    if not settings.kafka_bootstrap and role not in HTTP_ROLES:
         fail("serve needs PARTNER_CA_KAFKA_BOOTSTRAP (the broker address)", EXIT_SETUP)
-    passphrase = _passphrase() if role in ("ca", "all", "ca-inbox") else None
-    if role in ("ca", "all", "ca-inbox") and passphrase is None:
+    signing_roles = ("ca", "all", "ca-inbox", *HTTP_ROLES)
+    passphrase = _passphrase() if role in signing_roles else None
+    if role in signing_roles and passphrase is None:
         fail("no CA key passphrase: set PARTNER_CA_KEY_PASSPHRASE or run on a terminal",
              EXIT_SETUP)
     try:

@@ -8,6 +8,7 @@ from urllib.parse import unquote, urlparse
 from eventsourcing.persistence import InfrastructureFactory, TrackingRecorder
 from eventsourcing.utils import Environment
 
+from projections.ocsp import OcspStore, PostgresOcspStore, SQLiteOcspStore
 from projections.status import PostgresStatusView, SQLiteStatusView, StatusView
 
 
@@ -51,3 +52,11 @@ def status_view(database_url: str, data_dir: Path) -> StatusView:
     env = Environment(name, store_env(database_url, data_dir, name))
     view_class: type[StatusView] = PostgresStatusView if database_url else SQLiteStatusView
     return InfrastructureFactory[StatusView].construct(env).tracking_recorder(view_class)
+
+
+def ocsp_store(database_url: str, data_dir: Path) -> OcspStore:
+    """The pre-signed OCSP responses: their own SQLite file, or the CA's PostgreSQL database."""
+    name = "ocsp_responses"
+    env = Environment(name, store_env(database_url, data_dir, name))
+    store_class: type[OcspStore] = PostgresOcspStore if database_url else SQLiteOcspStore
+    return InfrastructureFactory[OcspStore].construct(env).tracking_recorder(store_class)

@@ -4,7 +4,8 @@
 inbox (ca-events); ``--role ca`` runs the CA inbox (requests), the CA relay
 (ca-events) and the expiry timer; ``--role all`` runs both. Single components
 (``portal-relay``, ``portal-inbox``, ``ca-relay``, ``ca-inbox``) can run as
-processes of their own. SIGTERM or SIGINT stops a role cleanly; SIGKILL loses
+processes of their own. ``--role ocsp`` and ``--role crl`` serve relying parties
+over HTTP (adapters/relying.py) and need no broker. SIGTERM or SIGINT stops a role cleanly; SIGKILL loses
 nothing either (positions are recorded with the effects).
 """
 
@@ -62,9 +63,37 @@ def _start_inbox(name: str, inbox: KafkaInbox, stop: threading.Event) -> KafkaIn
     return inbox
 
 
+#: HTTP roles for relying parties (adapters/relying.py); they need no broker.
+HTTP_ROLES = ("ocsp", "crl")
+
+
+def _on_signals(stop: threading.Event) -> None:
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+
+
 def serve(role: str, settings: Settings, passphrase: str | None,
           stop: threading.Event | None = None) -> None:
     """Run a role until stopped."""
+    if role in HTTP_ROLES:
+        from adapters.migrate import apply_migrations
+        from adapters.relying import serve_relying
+
+        stop = stop or threading.Event()
+        apply_migrations(settings.store_url("ca"))
+        ca = build_ca(settings, make_clock(settings), passphrase)
+        ca.authority()  # refuse to start before 'partner-ca init'
+        _on_signals(stop)
+        try:
+            serve_relying(role, settings, ca, stop)
+        finally:
+            ca.close()
+        return
     if not settings.kafka_bootstrap:
         raise ValueError("serve needs PARTNER_CA_KAFKA_BOOTSTRAP (the broker address)")
     components = ROLES[role]
@@ -95,13 +124,7 @@ def serve(role: str, settings: Settings, passphrase: str | None,
         if "ca-relay" in components:
             relays["ca-relay"] = opening(ca_relay, ca, settings)
 
-    def _stop(signum: int, _frame: object) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
+    _on_signals(stop)
     threads: list[threading.Thread] = []
     for name in components:
         if name in relays:

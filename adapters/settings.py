@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ca_core.policy import DEFAULT_MODULES, IssuancePolicy, PortalPolicy
@@ -40,6 +40,22 @@ class Settings(BaseSettings):
     #: Freeze the clock at this instant (testing and demonstrations only).
     now: datetime | None = None
 
+    #: Where ``serve --role ocsp`` and ``serve --role crl`` listen (host:port).
+    ocsp_listen: str = "127.0.0.1:8080"
+    crl_listen: str = "127.0.0.1:8081"
+    #: OCSP response validity (thisUpdate → nextUpdate), 8 hours to 7 days; responses are
+    #: re-signed at half of it, and at once after a revocation.
+    ocsp_validity_hours: float = Field(default=24.0, ge=8.0, le=168.0)
+    #: Delegated OCSP signer: validity, and how long before its end a new one is issued
+    #: (must exceed the response validity, so no response outlives its signer).
+    ocsp_signer_days: float = Field(default=30.0, gt=1.0)
+    ocsp_signer_renew_days: float = Field(default=10.0, gt=0.0)
+    #: A new CRL at most this long after a revocation, and on schedule at half its validity.
+    crl_delay_seconds: float = Field(default=60.0, ge=0.0)
+    crl_validity_hours: float = Field(default=24.0, gt=0.0, le=168.0)
+    #: How often the ocsp/crl maintainers look at the CA's log.
+    relying_poll_seconds: float = Field(default=1.0, gt=0.0)
+
     root_name: str = "Partner CA Root"
     issuing_name: str = "Partner CA Issuing"
     organization: str = "Partner Portal"
@@ -49,6 +65,15 @@ class Settings(BaseSettings):
     ocsp_url: str = "http://127.0.0.1:8080/ocsp"
     ca_issuers_url: str = "http://127.0.0.1:8081/ca/issuing.cer"
     policy_oid: str = "1.3.6.1.4.1.55555.1.1"
+
+    @model_validator(mode="after")
+    def _signer_outlives_responses(self) -> Settings:
+        if self.ocsp_signer_renew_days * 24 <= self.ocsp_validity_hours:
+            raise ValueError("ocsp_signer_renew_days must exceed ocsp_validity_hours, or a "
+                             "response could outlive its signer")
+        if self.ocsp_signer_renew_days >= self.ocsp_signer_days:
+            raise ValueError("ocsp_signer_renew_days must be shorter than ocsp_signer_days")
+        return self
 
     def store_url(self, app_name: str) -> str:
         specific = {"portal": self.portal_database_url, "ca": self.ca_database_url}.get(app_name)

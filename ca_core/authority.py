@@ -45,6 +45,12 @@ class Authority(Aggregate):
         self.issuing_certificate_pem = issuing_certificate_pem
         self.issuing_key_id = issuing_key_id
         self.crl_number = 0
+        self.crl_log_position = 0
+        self.crl_this_update: datetime | None = None
+        self.crl_next_update: datetime | None = None
+        self.ocsp_signer_pem: str | None = None
+        self.ocsp_signer_key: str | None = None
+        self.ocsp_signer_not_after: datetime | None = None
 
     class CrlPublished(Aggregate.Event):
         crl_number: int
@@ -58,3 +64,21 @@ class Authority(Aggregate):
                       revoked_count: int, log_position: int, timestamp: datetime) -> None:
         """A full CRL was signed; ``log_position`` is the last CA event it reflects."""
         self.crl_number = crl_number
+        self.crl_log_position = log_position
+        self.crl_this_update = this_update
+        self.crl_next_update = next_update
+
+    class OcspSignerIssued(Aggregate.Event):
+        serial: str
+        not_before: datetime
+        not_after: datetime
+        certificate_pem: str
+        key_name: str
+
+    @event(OcspSignerIssued)
+    def ocsp_signer_issued(self, serial: str, not_before: datetime, not_after: datetime,
+                           certificate_pem: str, key_name: str, timestamp: datetime) -> None:
+        """A delegated OCSP signing certificate; its key is in the key store under ``key_name``."""
+        self.ocsp_signer_pem = certificate_pem
+        self.ocsp_signer_key = key_name
+        self.ocsp_signer_not_after = not_after

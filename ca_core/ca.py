@@ -30,6 +30,7 @@ from ca_core.errors import DomainError, NotFound
 from ca_core.eventmodel import PYDANTIC_ENV, DomainEvent, read_log
 from ca_core.keypolicy import checked_csr, csr_fingerprint, spki_fingerprint
 from ca_core.messages import CertificateRequested, Message, RevocationRequested
+from ca_core.ocsp import Signer, build_ocsp_signer
 from ca_core.policy import IssuancePolicy
 from ca_core.ports import KeyStore
 from ca_core.processing import Batch, MessageDrivenApplication
@@ -46,6 +47,10 @@ from ca_core.x509profile import (
 )
 
 ROOT_KEY, ISSUING_KEY = "root", "issuing"
+
+
+def _pem_serial(pem: str) -> str:
+    return serial_hex(from_pem(pem).serial_number)
 
 
 class CertificateNotFound(NotFound):
@@ -105,6 +110,7 @@ class CertificateAuthority(MessageDrivenApplication):
         self.issuance = policy or IssuancePolicy()
         self._signer: tuple[SigningKey, Any] | None = None
         self._serial_candidates: list[int] = []
+        self._ocsp: Signer | None = None
 
     # -- hierarchy ------------------------------------------------------
     def initialise(self, root_name: str = "Partner CA Root",
@@ -155,6 +161,40 @@ class CertificateAuthority(MessageDrivenApplication):
                                 timestamp=now)
         self.save(authority)
         return crl.public_bytes(Encoding.DER)
+
+    def ocsp_signer(self, validity: timedelta = timedelta(days=30),
+                    renew_before: timedelta = timedelta(days=10)) -> Signer:
+        """The delegated OCSP signer; a new one is issued when none exists or the current one
+        expires within ``renew_before`` (which must exceed the longest response validity)."""
+        authority = self.authority()
+        now = self.clock.now()
+        not_after = authority.ocsp_signer_not_after
+        if authority.ocsp_signer_pem is None or not_after is None or not_after - now < renew_before:
+            self._issue_ocsp_signer(authority, now, validity)
+        assert authority.ocsp_signer_pem is not None and authority.ocsp_signer_key is not None
+        if self._ocsp is None or self._ocsp.serial != _pem_serial(authority.ocsp_signer_pem):
+            if self.keys is None:
+                raise DomainError("no key store configured", code="no-key-store")
+            self._ocsp = Signer(self.keys.load(authority.ocsp_signer_key),
+                                from_pem(authority.ocsp_signer_pem), self._issuer()[1])
+        return self._ocsp
+
+    def _issue_ocsp_signer(self, authority: Authority, now: datetime, validity: timedelta) -> None:
+        if self.keys is None:
+            raise DomainError("no key store configured", code="no-key-store")
+        issuer_key, issuer = self._issuer()
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = ca_name(f"{authority.issuing_name} OCSP Responder",
+                          self.issuance.organization, self.issuance.country)
+        cert = build_ocsp_signer(issuer_key, issuer, key, subject, now, validity)
+        serial = serial_hex(cert.serial_number)
+        key_name = f"ocsp-{serial}"
+        self.keys.save(key_name, key)
+        authority.ocsp_signer_issued(serial=serial, not_before=cert.not_valid_before_utc,
+                                     not_after=cert.not_valid_after_utc,
+                                     certificate_pem=to_pem(cert), key_name=key_name,
+                                     timestamp=now)
+        self.save(authority)
 
     def _issuer(self) -> tuple[SigningKey, Any]:
         if self._signer is None:

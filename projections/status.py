@@ -172,7 +172,7 @@ class RevocationStatusProjection(Projection[StatusView]):
                                    cause_position=tracking.notification_id), tracking)
 
 
-def catch_up(projection: RevocationStatusProjection, source: Any) -> int:
+def catch_up(projection: Projection[Any], source: Any) -> int:
     """Feed the projection everything of ``source`` (the CA app) it has not seen; returns the count."""
     start = (projection.view.max_tracking_id(source.name) or 0) + 1
     count = 0

@@ -17,7 +17,8 @@ from tests.support import make_system
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_TABLES = ("portal_events", "portal_tracking", "ca_events", "ca_tracking",
-              "portal_relay_tracking", "ca_relay_tracking", "revocation_status_tracking")
+              "portal_relay_tracking", "ca_relay_tracking", "revocation_status_tracking",
+              "ocsp_responses_tracking")
 
 
 def _service(variable: str, start_script: str) -> str:
@@ -43,6 +44,7 @@ def reset_postgres(url: str) -> None:
         for table in APP_TABLES:
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
         conn.execute("DELETE FROM revocation_status")
+        conn.execute("DELETE FROM ocsp_responses")
 
 
 @pytest.fixture(scope="session")

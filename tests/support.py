@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from adapters import softtoken
@@ -19,14 +20,15 @@ USER, MODULE, PASSWORD = "P24-000123", "EPAK", "revocation secret 1"
 
 
 def make_system(data_dir: Path, database_url: str = "", initialise: bool = True,
-                kafka_bootstrap: str = "", kafka_prefix: str = "") -> PartnerCa:
+                kafka_bootstrap: str = "", kafka_prefix: str = "",
+                start: datetime = START) -> PartnerCa:
     """The system under test; with ``kafka_bootstrap`` the two applications talk over Kafka."""
     settings = Settings(data_dir=data_dir, database_url=database_url,
                         kafka_bootstrap=kafka_bootstrap,
                         kafka_topic_prefix=kafka_prefix or "partner-ca.",
                         kafka_client_prefix=kafka_prefix or "partner-ca", kafka_partitions=3)
     system = build(settings,
-                   clock=ManualClock(START, step=timedelta(milliseconds=1)),
+                   clock=ManualClock(start, step=timedelta(milliseconds=1)),
                    passphrase=PASSPHRASE)
     if initialise:
         system.ca.initialise()
@@ -69,3 +71,28 @@ def advance(system: PartnerCa, delta: timedelta) -> None:
     clock = system.clock
     assert isinstance(clock, ManualClock)
     clock.advance(delta)
+
+
+class HttpServer:
+    """A Starlette app served by uvicorn in a thread on a free port (for real HTTP clients)."""
+
+    def __init__(self, app: Any) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            self.thread.join(0.02)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

@@ -1,0 +1,167 @@
+"""OCSP (RFC 6960, RFC 5019 profile): the delegated signer, request checks and signed answers.
+
+No I/O here: the responder (adapters/ocsp_http.py) and the response store
+(projections/ocsp.py) use these functions. A request is answered from one
+pre-signed response per serial and hash algorithm; only a request carrying a
+nonce gets a freshly signed response that echoes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from ca_core.certificate import REVOCATION_REASONS, serial_hex
+from ca_core.x509profile import SigningKey, _aki, _hash_for, new_serial
+
+#: CertID hash algorithms answered (RFC 5019 requires SHA-1; SHA-256 is what newer clients send).
+HASHES: dict[str, hashes.HashAlgorithm] = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}  # noqa: S303 - OCSP CertID, not a signature
+
+MAX_REQUEST_BYTES = 4096  # a one-certificate request is about 100 bytes; a nonce adds at most 34
+
+
+class OcspRefusal(Exception):
+    """The request gets an unsuccessful OCSP status (malformedRequest, unauthorized, …)."""
+
+    def __init__(self, status: ocsp.OCSPResponseStatus, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Question:
+    """One certificate asked about, in a request this responder can answer."""
+
+    serial: str  # lower-case hex, as in the event log
+    algorithm: str  # key of HASHES
+    nonce: bytes | None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What to say about one serial."""
+
+    serial: str
+    status: str  # good | revoked
+    revoked_at: datetime | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Signer:
+    """The delegated OCSP signer and the CA it speaks for."""
+
+    key: SigningKey
+    certificate: x509.Certificate
+    issuer: x509.Certificate
+
+    @property
+    def serial(self) -> str:
+        return serial_hex(self.certificate.serial_number)
+
+
+def build_ocsp_signer(issuer_key: SigningKey, issuer: x509.Certificate, key: SigningKey,
+                      subject: x509.Name, now: datetime, validity: timedelta) -> x509.Certificate:
+    """RFC 6960 §4.2.2.2: a certificate issued by the CA with id-kp-OCSPSigning and ocsp-nocheck."""
+    public = key.public_key()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.subject)
+        .public_key(public)
+        .serial_number(new_serial())
+        .not_valid_before(now)
+        .not_valid_after(min(now + validity, issuer.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+        .add_extension(x509.OCSPNoCheck(), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(_aki(issuer), critical=False)
+        .sign(issuer_key, _hash_for(issuer_key))
+    )
+
+
+@lru_cache(maxsize=16)
+def issuer_hashes(issuer: x509.Certificate, algorithm: str) -> tuple[bytes, bytes]:
+    """(issuerNameHash, issuerKeyHash) of a CertID for ``issuer`` under ``algorithm``.
+
+    The name hash is over the issuer's DER subject; the key hash (over the
+    subjectPublicKey bits) is computed by cryptography from any CertID naming
+    this issuer's key.
+    """
+    name = hashes.Hash(HASHES[algorithm])
+    name.update(issuer.subject.public_bytes())
+    request = ocsp.OCSPRequestBuilder().add_certificate(issuer, issuer, HASHES[algorithm]).build()
+    return name.finalize(), request.issuer_key_hash
+
+
+def parse_request(der: bytes, issuer: x509.Certificate) -> Question:
+    """Check a DER OCSPRequest; raises OcspRefusal naming what is wrong."""
+    if len(der) > MAX_REQUEST_BYTES:
+        raise OcspRefusal(ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
+                          f"request larger than {MAX_REQUEST_BYTES} bytes")
+    try:
+        request = ocsp.load_der_ocsp_request(der)
+    except ValueError as exc:
+        detail = "request with more than one certificate (RFC 5019: one per request)" if (
+            "OCSP request contains more than one request" in str(exc)) else f"not an OCSP request ({exc})"
+        raise OcspRefusal(ocsp.OCSPResponseStatus.MALFORMED_REQUEST, detail) from None
+    try:
+        algorithm = request.hash_algorithm.name
+        name_hash, key_hash = request.issuer_name_hash, request.issuer_key_hash
+        serial = request.serial_number
+        nonce_ext = [e for e in request.extensions if isinstance(e.value, x509.OCSPNonce)]
+    except Exception as exc:  # noqa: BLE001 - unsupported algorithms and bad extensions raise various types
+        raise OcspRefusal(ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
+                          f"unreadable request ({exc})") from None
+    if algorithm not in HASHES:
+        raise OcspRefusal(ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
+                          f"CertID hash algorithm {algorithm} not supported (sha1, sha256)")
+    if (name_hash, key_hash) != issuer_hashes(issuer, algorithm):
+        raise OcspRefusal(ocsp.OCSPResponseStatus.UNAUTHORIZED, "request for another issuer")
+    if serial < 0:
+        raise OcspRefusal(ocsp.OCSPResponseStatus.MALFORMED_REQUEST, "negative serial number")
+    nonce = nonce_ext[0].value.nonce if nonce_ext else None
+    if nonce is not None and not 1 <= len(nonce) <= 32:
+        raise OcspRefusal(ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
+                          "nonce must be 1 to 32 octets (RFC 8954)")
+    return Question(serial_hex(serial), algorithm, nonce)
+
+
+def sign_response(signer: Signer, answer: Answer, algorithm: str, this_update: datetime,
+                  validity: timedelta, nonce: bytes | None = None) -> bytes:
+    """A successful BasicOCSPResponse for one serial, signed by the delegated signer (DER)."""
+    name_hash, key_hash = issuer_hashes(signer.issuer, algorithm)
+    revoked = answer.status == "revoked"
+    reason = (x509.ReasonFlags(answer.reason)
+              if revoked and answer.reason and answer.reason in REVOCATION_REASONS else None)
+    builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
+        issuer_name_hash=name_hash, issuer_key_hash=key_hash,
+        serial_number=int(answer.serial, 16), algorithm=HASHES[algorithm],
+        cert_status=ocsp.OCSPCertStatus.REVOKED if revoked else ocsp.OCSPCertStatus.GOOD,
+        this_update=this_update,
+        next_update=min(this_update + validity, signer.certificate.not_valid_after_utc),
+        revocation_time=(answer.revoked_at or this_update) if revoked else None,
+        revocation_reason=reason,
+    ).responder_id(ocsp.OCSPResponderEncoding.HASH, signer.certificate)
+    builder = builder.certificates([signer.certificate])
+    if nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+    response = builder.sign(signer.key, hashes.SHA256())
+    return response.public_bytes(serialization.Encoding.DER)
+
+
+def refusal(status: ocsp.OCSPResponseStatus) -> bytes:
+    """An unsuccessful OCSPResponse (unsigned, as RFC 6960 prescribes)."""
+    return ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(
+        serialization.Encoding.DER)

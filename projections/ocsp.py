@@ -1,0 +1,191 @@
+"""OCSP response store: one pre-signed response per serial and CertID hash, fed from the CA's log.
+
+The projection signs a response when a certificate is issued and again the
+moment it is revoked (both in the same transaction as the tracking record);
+``refresh`` re-signs responses that reached half their validity or were
+signed by a retired signer. The responder only reads this table — answering a
+request without a nonce neither signs nor touches the event store. Like the
+status view, the store can be dropped and rebuilt from position 0.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import singledispatchmethod
+from typing import Any
+
+from eventsourcing.persistence import Tracking, TrackingRecorder
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.projection import Projection
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+from eventsourcing.utils import get_topic
+
+from ca_core.certificate import Certificate
+from ca_core.clock import Clock, SystemClock
+from ca_core.ocsp import HASHES, Answer, Signer, sign_response
+
+COLUMNS = ("serial", "status", "reason", "revoked_at", "sha1_der", "sha256_der", "this_update",
+           "next_update", "signer_serial", "cause_position")
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    serial: str
+    status: str
+    reason: str | None
+    revoked_at: datetime | None
+    sha1_der: bytes
+    sha256_der: bytes
+    this_update: datetime
+    next_update: datetime
+    signer_serial: str
+    cause_position: int
+
+    @property
+    def answer(self) -> Answer:
+        return Answer(self.serial, self.status, self.revoked_at, self.reason)
+
+    def der(self, algorithm: str) -> bytes:
+        return self.sha1_der if algorithm == "sha1" else self.sha256_der
+
+
+class OcspStore(TrackingRecorder, ABC):
+    placeholder = "?"
+
+    @abstractmethod
+    def save(self, rows: list[StoredResponse], tracking: Tracking | None) -> None:
+        """Upsert rows (and the tracking record, when given) in one transaction."""
+
+    @abstractmethod
+    def _select(self, where: str, args: tuple[Any, ...]) -> list[StoredResponse]: ...
+
+    def get(self, serial: str) -> StoredResponse | None:
+        found = self._select(f"WHERE serial = {self.placeholder}", (serial,))
+        return found[0] if found else None
+
+    def due(self, signed_before: datetime, signer_serial: str, limit: int) -> list[StoredResponse]:
+        """Rows signed before ``signed_before`` or by another signer than the current one."""
+        p = self.placeholder
+        return self._select(f"WHERE this_update < {p} OR signer_serial <> {p} "
+                            f"ORDER BY this_update LIMIT {int(limit)}",
+                            (self._time(signed_before), signer_serial))
+
+    def rows(self) -> list[StoredResponse]:
+        return self._select("ORDER BY serial", ())
+
+    def _time(self, value: datetime) -> Any:
+        return value
+
+
+def _row(values: Any) -> StoredResponse:
+    data = dict(zip(COLUMNS, values, strict=True))
+    for key in ("revoked_at", "this_update", "next_update"):
+        if isinstance(data[key], str):
+            data[key] = datetime.fromisoformat(data[key])
+    for key in ("sha1_der", "sha256_der"):
+        data[key] = bytes(data[key])
+    return StoredResponse(**data)
+
+
+class SQLiteOcspStore(SQLiteTrackingRecorder, OcspStore):
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(),
+                "CREATE TABLE IF NOT EXISTS ocsp_responses (serial TEXT PRIMARY KEY, status TEXT, "
+                "reason TEXT, revoked_at TEXT, sha1_der BLOB, sha256_der BLOB, this_update TEXT, "
+                "next_update TEXT, signer_serial TEXT, cause_position INTEGER)",
+                "CREATE INDEX IF NOT EXISTS ocsp_responses_this_update "
+                "ON ocsp_responses (this_update)"]
+
+    def _time(self, value: datetime) -> Any:
+        return value.isoformat()
+
+    def save(self, rows: list[StoredResponse], tracking: Tracking | None) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            for row in rows:
+                c.execute(f"INSERT OR REPLACE INTO ocsp_responses VALUES ({','.join('?' * 10)})",  # noqa: S608
+                          tuple(v.isoformat() if isinstance(v, datetime) else v
+                                for v in (getattr(row, k) for k in COLUMNS)))
+            if tracking is not None:
+                self._insert_tracking(c, tracking)
+
+    def _select(self, where: str, args: tuple[Any, ...]) -> list[StoredResponse]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT {', '.join(COLUMNS)} FROM ocsp_responses {where}", args)  # noqa: S608
+            return [_row(tuple(r)) for r in c.fetchall()]
+
+
+class PostgresOcspStore(PostgresTrackingRecorder, OcspStore):
+    """The ``ocsp_responses`` table from migrations/0002 (yoyo)."""
+
+    placeholder = "%s"
+
+    def save(self, rows: list[StoredResponse], tracking: Tracking | None) -> None:
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
+        with self.datastore.transaction(commit=True) as curs:
+            if rows:
+                curs.executemany(
+                    f"INSERT INTO ocsp_responses ({', '.join(COLUMNS)}) "  # noqa: S608 - fixed names
+                    f"VALUES ({', '.join(['%s'] * 10)}) ON CONFLICT (serial) DO UPDATE SET {updates} "
+                    "WHERE ocsp_responses.cause_position <= EXCLUDED.cause_position",
+                    [tuple(getattr(row, k) for k in COLUMNS) for row in rows])
+            if tracking is not None:
+                self._insert_tracking(curs, tracking)
+
+    def _select(self, where: str, args: tuple[Any, ...]) -> list[StoredResponse]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(f"SELECT {', '.join(COLUMNS)} FROM ocsp_responses {where}",  # noqa: S608
+                         args, prepare=False)
+            return [_row(tuple(r.values())) for r in curs.fetchall()]
+
+
+def signed(signer: Signer, answer: Answer, now: datetime, validity: timedelta,
+           cause_position: int) -> StoredResponse:
+    """Both pre-signed variants (SHA-1 and SHA-256 CertID) of one answer."""
+    ders = {alg: sign_response(signer, answer, alg, now, validity) for alg in HASHES}
+    return StoredResponse(
+        serial=answer.serial, status=answer.status, reason=answer.reason,
+        revoked_at=answer.revoked_at, sha1_der=ders["sha1"], sha256_der=ders["sha256"],
+        this_update=now, next_update=min(now + validity, signer.certificate.not_valid_after_utc),
+        signer_serial=signer.serial, cause_position=cause_position)
+
+
+class OcspResponseProjection(Projection[OcspStore]):
+    """CertificateIssued → a ``good`` response; CertificateRevoked → a ``revoked`` one at once."""
+
+    name = "ocsp_responses"
+    topics = (get_topic(Certificate.CertificateIssued), get_topic(Certificate.CertificateRevoked),
+              get_topic(Certificate.CertificateExpired))
+    #: set before use: the current delegated signer, the clock and the response validity
+    signer: Callable[[], Signer]
+    clock: Clock = SystemClock()
+    validity: timedelta = timedelta(hours=24)
+
+    def _save(self, answer: Answer, tracking: Tracking) -> None:
+        self.view.save([signed(self.signer(), answer, self.clock.now(), self.validity,
+                               tracking.notification_id)], tracking)
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        """Expiry changes nothing: an expired certificate keeps its last answer."""
+        self.view.insert_tracking(tracking)
+
+    @process_event.register
+    def _(self, e: Certificate.CertificateIssued, tracking: Tracking) -> None:
+        self._save(Answer(e.serial, "good"), tracking)
+
+    @process_event.register
+    def _(self, e: Certificate.CertificateRevoked, tracking: Tracking) -> None:
+        self._save(Answer(e.serial, "revoked", e.revoked_at, e.reason), tracking)
+
+    def refresh(self, limit: int = 1000) -> int:
+        """Re-sign responses past half their validity or signed by a retired signer."""
+        signer = self.signer()
+        now = self.clock.now()
+        due = self.view.due(now - self.validity / 2, signer.serial, limit)
+        if due:
+            self.view.save([signed(signer, row.answer, now, self.validity, row.cause_position)
+                            for row in due], None)
+        return len(due)
