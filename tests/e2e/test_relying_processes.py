@@ -1,0 +1,107 @@
+"""`partner-ca serve --role ocsp` and `--role crl` as processes: a revocation by `partner-ca revoke`
+reaches `openssl ocsp` and the CRL at the distribution point without anyone calling our code."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+
+from tests.support import PASSPHRASE, enroll, make_system, register
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[tuple[dict[str, str], str, str]]:
+    ocsp_port, crl_port = free_port(), free_port()
+    env = {**os.environ, "PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
+           "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE,
+           "PARTNER_CA_OCSP_LISTEN": f"127.0.0.1:{ocsp_port}",
+           "PARTNER_CA_CRL_LISTEN": f"127.0.0.1:{crl_port}",
+           "PARTNER_CA_CRL_DELAY_SECONDS": "1", "PARTNER_CA_RELYING_POLL_SECONDS": "0.2"}
+    started = [subprocess.Popen(["partner-ca", "serve", "--role", role], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=(tmp_path / f"{role}.log").open("w"))
+               for role in ("ocsp", "crl")]
+    try:
+        yield env, f"http://127.0.0.1:{ocsp_port}", f"http://127.0.0.1:{crl_port}"
+        for proc in started:
+            proc.send_signal(signal.SIGTERM)
+        assert [proc.wait(timeout=30) for proc in started] == [0, 0], "clean exit on SIGTERM"
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def _up(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1)
+    except httpx.TransportError:
+        return False
+    return True
+
+
+def test_revocation_by_cli_reaches_openssl_ocsp_and_the_crl(
+        tmp_path: Path, processes: tuple[dict[str, str], str, str]) -> None:
+    env, ocsp_url, crl_url = processes
+    system = make_system(tmp_path / "data")  # SQLite files shared with the serve processes
+    register(system)
+    me = enroll(system)
+    authority = system.ca.authority()
+    system.close()
+    (tmp_path / "issuing.pem").write_text(authority.issuing_certificate_pem)
+    (tmp_path / "root.pem").write_text(authority.root_certificate_pem)
+    (tmp_path / "chain.pem").write_text(authority.issuing_certificate_pem
+                                        + authority.root_certificate_pem)
+    (tmp_path / "leaf.pem").write_text(me.picked.certificate_pem)
+    until(lambda: _up(ocsp_url + "/ocsp/") and _up(crl_url + "/ca/issuing.cer"), "both servers")
+
+    def openssl_ocsp() -> str:
+        done = subprocess.run(
+            ["openssl", "ocsp", "-issuer", str(tmp_path / "issuing.pem"), "-cert",
+             str(tmp_path / "leaf.pem"), "-CAfile", str(tmp_path / "chain.pem"), "-url",
+             f"{ocsp_url}/ocsp", "-no_nonce"], capture_output=True, text=True)
+        return done.stdout + done.stderr
+
+    def crl_revokes() -> bool:
+        (tmp_path / "crl.der").write_bytes(httpx.get(f"{crl_url}/crl/issuing.crl").content)
+        done = subprocess.run(
+            ["openssl", "verify", "-crl_check", "-CRLfile", str(tmp_path / "crl.der"), "-CAfile",
+             str(tmp_path / "root.pem"), "-untrusted", str(tmp_path / "issuing.pem"),
+             str(tmp_path / "leaf.pem")], capture_output=True, text=True)
+        return done.returncode != 0 and "revoked" in done.stdout + done.stderr
+
+    until(lambda: "leaf.pem: good" in openssl_ocsp(), "OCSP good")
+    until(lambda: httpx.get(f"{crl_url}/crl/issuing.crl").status_code == 200, "first CRL")
+    assert not crl_revokes()
+    done = subprocess.run(["partner-ca", "revoke", me.picked.serial, "--reason", "keyCompromise",
+                           "--operator", "ops-anna"], env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    until(lambda: "leaf.pem: revoked" in openssl_ocsp(), "OCSP revoked", timeout=10)
+    assert "Reason: keyCompromise" in openssl_ocsp()
+    until(crl_revokes, "the CRL lists the revocation", timeout=10)
+    crl = x509.load_der_x509_crl((tmp_path / "crl.der").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(int(me.picked.serial, 16)) is not None

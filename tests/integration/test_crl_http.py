@@ -1,0 +1,121 @@
+"""The CRL server: published within the configured delay after a revocation, served at the CDP URL."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+
+from adapters.bootstrap import PartnerCa
+from adapters.relying import CrlPublisher, crl_app, crl_publisher
+from ca_core.clock import ManualClock
+from tests.support import HttpServer, enroll, make_system, register
+
+NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+
+
+@dataclass
+class CrlService:
+    system: PartnerCa
+    publisher: CrlPublisher
+    server: HttpServer
+    tmp: Path
+
+    @property
+    def clock(self) -> ManualClock:
+        assert isinstance(self.system.clock, ManualClock)
+        return self.system.clock
+
+    def fetch(self) -> Path:
+        """curl the URL written into the certificates' CRL distribution point (its path)."""
+        target = self.tmp / "fetched.crl"
+        subprocess.run(["curl", "-sSf", "-o", str(target), f"{self.server.url}/crl/issuing.crl"],
+                       check=True)
+        return target
+
+    def verify(self, cert_pem: str, crl: Path) -> subprocess.CompletedProcess[str]:
+        authority = self.system.ca.authority()
+        (self.tmp / "root.pem").write_text(authority.root_certificate_pem)
+        (self.tmp / "issuing.pem").write_text(authority.issuing_certificate_pem)
+        (self.tmp / "leaf.pem").write_text(cert_pem)
+        return subprocess.run(
+            ["openssl", "verify", "-crl_check", "-CRLfile", str(crl), "-CAfile",
+             str(self.tmp / "root.pem"), "-untrusted", str(self.tmp / "issuing.pem"),
+             str(self.tmp / "leaf.pem")], capture_output=True, text=True)
+
+
+@pytest.fixture
+def service(tmp_path: Path, database_url: str) -> Iterator[CrlService]:
+    system = make_system(tmp_path / "data", database_url, start=NOW)
+    publisher = crl_publisher(system.ca, system.settings)
+    server = HttpServer(crl_app(system.ca, publisher.target, publisher.status.view))
+    yield CrlService(system, publisher, server, tmp_path)
+    server.close()
+    system.close()
+
+
+def test_crl_follows_revocations_after_the_delay_and_openssl_rejects_the_revoked(
+        service: CrlService) -> None:
+    register(service.system)
+    good, bad = enroll(service.system), enroll(service.system)
+    distribution = x509.load_pem_x509_certificate(good.picked.certificate_pem.encode()).extensions \
+        .get_extension_for_class(x509.CRLDistributionPoints).value[0].full_name
+    assert distribution is not None
+    assert distribution[0].value.endswith("/crl/issuing.crl")
+    assert httpx.get(f"{service.server.url}/crl/issuing.crl").status_code == 404, "not yet"
+    assert service.publisher.tick(), "the first CRL is published at once"
+    first = service.fetch()
+    assert service.verify(bad.picked.certificate_pem, first).returncode == 0
+    service.system.ca.revoke(bad.picked.serial, "keyCompromise", operator="ops-anna")
+    assert not service.publisher.tick(), "the delay (60 s) has not passed"
+    service.clock.advance(timedelta(seconds=61))
+    assert service.publisher.tick(), "published within the delay after the revocation"
+    second = service.fetch()
+    crl = x509.load_der_x509_crl(second.read_bytes())
+    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 2
+    refused = service.verify(bad.picked.certificate_pem, second)
+    assert refused.returncode != 0 and "revoked" in refused.stdout + refused.stderr
+    assert service.verify(good.picked.certificate_pem, second).returncode == 0
+
+
+def test_crl_is_republished_on_schedule_and_served_with_cache_headers(
+        service: CrlService) -> None:
+    service.publisher.tick()
+    reply = httpx.get(f"{service.server.url}/crl/issuing.crl")
+    assert reply.headers["content-type"] == "application/pkix-crl"
+    assert "last-modified" in reply.headers and "etag" in reply.headers
+    assert httpx.get(f"{service.server.url}/crl/issuing.crl",
+                     headers={"If-None-Match": reply.headers["etag"]}).status_code == 304
+    assert not service.publisher.tick()
+    service.clock.advance(timedelta(hours=12, seconds=1))  # half of the 24-hour validity
+    assert service.publisher.tick()
+    assert httpx.get(f"{service.server.url}/crl/issuing.crl").headers["etag"] != \
+        reply.headers["etag"]
+    issuing = httpx.get(f"{service.server.url}/ca/issuing.cer")
+    assert x509.load_der_x509_certificate(issuing.content).subject == \
+        x509.load_pem_x509_certificate(
+            service.system.ca.authority().issuing_certificate_pem.encode()).subject
+
+
+def test_status_endpoint_now_and_at_a_moment(service: CrlService) -> None:
+    register(service.system)
+    me = enroll(service.system)
+    before = service.clock.now()
+    service.system.ca.revoke(me.picked.serial, "superseded", operator="ops-petr")
+    service.publisher.tick()
+    now = httpx.get(f"{service.server.url}/status/{me.picked.serial.lower()}").json()
+    assert (now["status"], now["reason"], now["changed_by"]) == (
+        "revoked", "superseded", "operator:ops-petr")
+    earlier = httpx.get(f"{service.server.url}/status/{me.picked.serial}",
+                        params={"at": before.isoformat()}).json()
+    assert (earlier["status"], earlier["decided_by"]) == ("good", "CertificateIssued")
+    assert httpx.get(f"{service.server.url}/status/ABCDEF").status_code == 404
+    assert httpx.get(f"{service.server.url}/status/not-hex").status_code == 400
+    assert httpx.get(f"{service.server.url}/status/{me.picked.serial}",
+                     params={"at": "yesterday"}).status_code == 400
