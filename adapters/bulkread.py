@@ -66,7 +66,7 @@ def _sqlite_reader(recorder: SQLiteAggregateRecorder) -> BulkReader:
                     f"WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version",
                     chunk)
                 for row in curs.fetchall():
-                    originator = recorder.convert_originator_id(row["originator_id"])
+                    originator = UUID(str(recorder.convert_originator_id(row["originator_id"])))
                     found[originator].append(StoredEvent(
                         originator_id=originator, originator_version=row["originator_version"],
                         topic=row["topic"], state=row["state"]))

@@ -90,7 +90,7 @@ def serve(role: str, settings: Settings, passphrase: str | None,
         ca.authority()  # refuse to start before 'partner-ca init'
         _on_signals(stop)
         try:
-            serve_relying(role, settings, ca, stop)
+            serve_relying(role, settings, ca, stop, passphrase)
         finally:
             ca.close()
         return

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
 
     #: Where ``serve --role ocsp`` and ``serve --role crl`` listen (host:port).
     ocsp_listen: str = "127.0.0.1:8080"
+    #: HTTP worker processes of the OCSP responder (each with its own SO_REUSEPORT socket).
+    ocsp_workers: int = Field(default=2, ge=1, le=64)
     crl_listen: str = "127.0.0.1:8081"
     #: OCSP response validity (thisUpdate → nextUpdate), 8 hours to 7 days; responses are
     #: re-signed at half of it, and at once after a revocation.

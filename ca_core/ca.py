@@ -171,7 +171,14 @@ class CertificateAuthority(MessageDrivenApplication):
         not_after = authority.ocsp_signer_not_after
         if authority.ocsp_signer_pem is None or not_after is None or not_after - now < renew_before:
             self._issue_ocsp_signer(authority, now, validity)
-        assert authority.ocsp_signer_pem is not None and authority.ocsp_signer_key is not None
+        return self.current_ocsp_signer()
+
+    def current_ocsp_signer(self) -> Signer:
+        """The delegated OCSP signer as recorded (never issues one)."""
+        authority = self.authority()
+        if authority.ocsp_signer_pem is None or authority.ocsp_signer_key is None:
+            raise DomainError("no OCSP signer yet: the ocsp role issues one at start",
+                              code="no-ocsp-signer")
         if self._ocsp is None or self._ocsp.serial != _pem_serial(authority.ocsp_signer_pem):
             if self.keys is None:
                 raise DomainError("no key store configured", code="no-key-store")

@@ -76,8 +76,29 @@ class OcspStore(TrackingRecorder, ABC):
     def rows(self) -> list[StoredResponse]:
         return self._select("ORDER BY serial", ())
 
+    @abstractmethod
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
+
+    def newest_change(self) -> datetime | None:
+        """The latest signing time in the store (where a cache starts following changes)."""
+        found = self._query("SELECT max(this_update) FROM ocsp_responses", ())
+        return _moment(found[0][0]) if found and found[0][0] is not None else None
+
+    def changed_since(self, moment: datetime | None) -> list[tuple[str, datetime]]:
+        """(serial, this_update) of rows signed after ``moment`` (all rows if None)."""
+        if moment is None:
+            found = self._query("SELECT serial, this_update FROM ocsp_responses", ())
+        else:
+            found = self._query("SELECT serial, this_update FROM ocsp_responses "  # noqa: S608
+                                f"WHERE this_update > {self.placeholder}", (self._time(moment),))
+        return [(serial, _moment(at)) for serial, at in found]
+
     def _time(self, value: datetime) -> Any:
         return value
+
+
+def _moment(value: Any) -> datetime:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _row(values: Any) -> StoredResponse:
@@ -116,6 +137,11 @@ class SQLiteOcspStore(SQLiteTrackingRecorder, OcspStore):
             c.execute(f"SELECT {', '.join(COLUMNS)} FROM ocsp_responses {where}", args)  # noqa: S608
             return [_row(tuple(r)) for r in c.fetchall()]
 
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(sql, args)
+            return [tuple(r) for r in c.fetchall()]
+
 
 class PostgresOcspStore(PostgresTrackingRecorder, OcspStore):
     """The ``ocsp_responses`` table from migrations/0002 (yoyo)."""
@@ -139,6 +165,11 @@ class PostgresOcspStore(PostgresTrackingRecorder, OcspStore):
             curs.execute(f"SELECT {', '.join(COLUMNS)} FROM ocsp_responses {where}",  # noqa: S608
                          args, prepare=False)
             return [_row(tuple(r.values())) for r in curs.fetchall()]
+
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(sql, args, prepare=False)
+            return [tuple(r.values()) for r in curs.fetchall()]
 
 
 def signed(signer: Signer, answer: Answer, now: datetime, validity: timedelta,

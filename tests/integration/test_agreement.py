@@ -12,7 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from adapters.relying import OcspResponder, crl_publisher, maintain_ocsp, ocsp_responder
+from adapters.ocsp_server import OcspResponder, maintain_ocsp, ocsp_responder
+from adapters.relying import crl_publisher
 from ca_core.certificate import REVOCATION_REASONS
 from ca_core.clock import ManualClock
 from projections.ocsp import StoredResponse
@@ -82,7 +83,7 @@ def test_randomised_history_status_ocsp_and_crl_agree(tmp_path: Path, database_u
     if database_url:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("DELETE FROM ocsp_responses")
-            conn.execute("DELETE FROM ocsp_responses_tracking")
+            conn.execute("DROP TABLE ocsp_responses_tracking")  # eventsourcing recreates it
         rebuilt_responder = ocsp_responder(system.ca, system.settings)
     else:
         system.settings.data_dir = tmp_path / "rebuilt"

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from adapters.bootstrap import PartnerCa
-from adapters.relying import OcspResponder, maintain_ocsp, ocsp_app, ocsp_responder
+from adapters.ocsp_server import OcspAsgi, OcspResponder, maintain_ocsp, ocsp_responder
 from ca_core.authority import Authority
 from ca_core.clock import ManualClock
 from ca_core.eventmodel import all_events
@@ -34,9 +34,13 @@ class Ocsp:
     responder: OcspResponder
     server: HttpServer
     tmp: Path
+    app: OcspAsgi
 
     def maintain(self) -> int:
-        return maintain_ocsp(self.responder, self.system.ca)
+        """What the maintainer and each worker do every poll interval."""
+        done = maintain_ocsp(self.responder, self.system.ca)
+        self.app.sync()
+        return done
 
     def files(self, cert_pem: str) -> tuple[Path, Path, Path]:
         authority = self.system.ca.authority()
@@ -58,8 +62,9 @@ class Ocsp:
 def service(tmp_path: Path, database_url: str) -> Iterator[Ocsp]:
     system = make_system(tmp_path / "data", database_url, start=NOW)
     responder = ocsp_responder(system.ca, system.settings)
-    server = HttpServer(ocsp_app(responder))
-    yield Ocsp(system, responder, server, tmp_path)
+    app = OcspAsgi(responder, poll_seconds=3600)  # the test syncs explicitly
+    server = HttpServer(app)
+    yield Ocsp(system, responder, server, tmp_path, app)
     server.close()
     system.close()
 
@@ -103,6 +108,11 @@ def test_rfc5019_get_with_curl_and_caching_headers(service: Ocsp) -> None:
                 if line.lower().startswith("etag:"))
     again = httpx.get(url, headers={"If-None-Match": etag})
     assert again.status_code == 304
+    # the cached answer for these exact request bytes goes when the serial is re-signed
+    service.system.ca.revoke(me.picked.serial, "superseded", operator="ops")
+    service.maintain()
+    after = ocsp.load_der_ocsp_response(httpx.get(url, headers={"If-None-Match": etag}).content)
+    assert after.certificate_status == ocsp.OCSPCertStatus.REVOKED
 
 
 def _request(cert_pem: str, issuer_pem: str, algorithm: hashes.HashAlgorithm | None = None,
