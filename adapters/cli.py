@@ -29,7 +29,6 @@ from adapters.persistence import status_view
 from adapters.settings import Settings
 from ca_core.ca import CaNotInitialised
 from ca_core.certificate import REVOCATION_REASONS
-from ca_core.crl import RevokedEntry
 from ca_core.errors import DomainError
 from ca_core.portal import CertificateSession
 from ca_core.x509profile import from_pem
@@ -276,8 +275,7 @@ def crl(
         projection = RevocationStatusProjection(
             status_view(settings.store_url("ca"), settings.data_dir))
         catch_up(projection, s.ca)
-        entries = [RevokedEntry(r.serial, r.changed_at or r.not_before, r.reason or "unspecified")
-                   for r in projection.view.rows() if r.status == "revoked"]
+        entries = projection.view.revoked_entries()
         position = projection.view.max_tracking_id(s.ca.name) or 0
         der = s.ca.publish_crl(entries, position, timedelta(hours=hours))
         target = output or settings.data_dir / "crl" / "issuing.crl"

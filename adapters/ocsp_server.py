@@ -57,7 +57,6 @@ from ca_core.ocsp import (
 )
 from ca_core.x509profile import from_pem
 from projections.ocsp import OcspResponseProjection, StoredResponse
-from projections.status import catch_up
 
 log = logging.getLogger("partner_ca.ocsp")
 
@@ -338,7 +337,7 @@ def maintain_ocsp(responder: OcspResponder, ca: CertificateAuthority) -> int:
     signers = responder.projection.signer
     if isinstance(signers, SignerCache):
         signers.rotate()
-    done = catch_up(responder.projection, ca)
+    done = responder.projection.catch_up(ca)
     while (refreshed := responder.projection.refresh()) > 0:
         done += refreshed
     return done

@@ -31,7 +31,6 @@ from adapters.persistence import status_view
 from adapters.settings import Settings
 from ca_core.ca import CertificateAuthority
 from ca_core.certificate import serial_hex
-from ca_core.crl import RevokedEntry
 from ca_core.x509profile import from_pem
 from projections.status import RevocationStatusProjection, StatusView, catch_up
 
@@ -55,9 +54,7 @@ class CrlPublisher:
 
     def publish(self) -> bytes:
         catch_up(self.status, self.ca)
-        rows = self.status.view.rows()
-        entries = [RevokedEntry(r.serial, r.changed_at or r.not_before, r.reason or "unspecified")
-                   for r in rows if r.status == "revoked"]
+        entries = self.status.view.revoked_entries()
         position = self.status.view.max_tracking_id(self.ca.name) or 0
         der = self.ca.publish_crl(entries, position, self.validity)
         tmp = self.target.with_suffix(".tmp")
@@ -78,8 +75,7 @@ class CrlPublisher:
                 now >= authority.crl_this_update + self.validity / 2):
             self.publish()
             return True
-        newest_revocation = max((r.cause_position for r in self.status.view.rows()
-                                 if r.status == "revoked"), default=0)
+        newest_revocation = self.status.view.revoked_position()
         if newest_revocation > authority.crl_log_position:
             self.pending_since = self.pending_since or now
             if now - self.pending_since >= self.delay:

@@ -10,7 +10,6 @@ from typing import Any, ClassVar, cast
 from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import Tracking
 from eventsourcing.utils import EnvType, get_topic
@@ -25,7 +24,7 @@ from ca_core.certificate import (
     serial_hex,
 )
 from ca_core.clock import Clock, SystemClock
-from ca_core.crl import RevokedEntry, build_crl
+from ca_core.crl import MAX_CRL_VALIDITY, RevokedEntry, build_crl
 from ca_core.errors import DomainError, NotFound
 from ca_core.eventmodel import PYDANTIC_ENV, DomainEvent, read_log
 from ca_core.keypolicy import checked_csr, csr_fingerprint, spki_fingerprint
@@ -154,13 +153,14 @@ class CertificateAuthority(MessageDrivenApplication):
         issuer_key, issuer = self._issuer()
         now = self.clock.now()
         number = authority.crl_number + 1
-        crl = build_crl(issuer_key, issuer, entries, number, now, validity)
-        authority.crl_published(crl_number=number, this_update=crl.last_update_utc,
-                                next_update=crl.next_update_utc or now,
+        der = build_crl(issuer_key, issuer, entries, number, now, validity)
+        this_update = now.replace(microsecond=0)
+        authority.crl_published(crl_number=number, this_update=this_update,
+                                next_update=this_update + min(validity, MAX_CRL_VALIDITY),
                                 revoked_count=len(entries), log_position=log_position,
                                 timestamp=now)
         self.save(authority)
-        return crl.public_bytes(Encoding.DER)
+        return der
 
     def ocsp_signer(self, validity: timedelta = timedelta(days=30),
                     renew_before: timedelta = timedelta(days=10)) -> Signer:

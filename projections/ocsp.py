@@ -25,6 +25,7 @@ from eventsourcing.utils import get_topic
 
 from ca_core.certificate import Certificate
 from ca_core.clock import Clock, SystemClock
+from ca_core.eventmodel import read_log
 from ca_core.ocsp import HASHES, Answer, Signer, sign_response
 
 COLUMNS = ("serial", "status", "reason", "revoked_at", "sha1_der", "sha256_der", "this_update",
@@ -183,6 +184,14 @@ def signed(signer: Signer, answer: Answer, now: datetime, validity: timedelta,
         signer_serial=signer.serial, cause_position=cause_position)
 
 
+def _answer(event: Any) -> Answer | None:
+    if isinstance(event, Certificate.CertificateIssued):
+        return Answer(event.serial, "good")
+    if isinstance(event, Certificate.CertificateRevoked):
+        return Answer(event.serial, "revoked", event.revoked_at, event.reason)
+    return None  # expiry changes nothing: an expired certificate keeps its last answer
+
+
 class OcspResponseProjection(Projection[OcspStore]):
     """CertificateIssued → a ``good`` response; CertificateRevoked → a ``revoked`` one at once."""
 
@@ -210,6 +219,25 @@ class OcspResponseProjection(Projection[OcspStore]):
     @process_event.register
     def _(self, e: Certificate.CertificateRevoked, tracking: Tracking) -> None:
         self._save(Answer(e.serial, "revoked", e.revoked_at, e.reason), tracking)
+
+    def catch_up(self, source: Any, batch: int = 500) -> int:
+        """Sign responses for everything of ``source`` (the CA) not yet seen, ``batch`` events per
+        transaction (a rebuild from position 0 signs every certificate once); returns the count."""
+        start = (self.view.max_tracking_id(source.name) or 0) + 1
+        rows: dict[str, StoredResponse] = {}
+        count, last = 0, 0
+        signer, now = self.signer(), self.clock.now()
+        for position, event in read_log(source, topics=self.topics, start=start):
+            answer = _answer(event)
+            if answer is not None:
+                rows[answer.serial] = signed(signer, answer, now, self.validity, position)
+            count, last = count + 1, position
+            if count % batch == 0:
+                self.view.save(list(rows.values()), Tracking(source.name, last))
+                rows, now = {}, self.clock.now()
+        if last and count % batch:
+            self.view.save(list(rows.values()), Tracking(source.name, last))
+        return count
 
     def refresh(self, limit: int = 1000) -> int:
         """Re-sign responses past half their validity or signed by a retired signer."""

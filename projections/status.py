@@ -20,8 +20,10 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import Projection
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import get_topic
+from psycopg.rows import tuple_row
 
 from ca_core.certificate import Certificate
+from ca_core.crl import RevokedEntry
 from ca_core.eventmodel import read_log
 
 
@@ -70,6 +72,16 @@ class StatusView(TrackingRecorder, ABC):
     def rows(self) -> list[StatusRow]:
         return self._select("ORDER BY serial", ())
 
+    @abstractmethod
+    def revoked_entries(self) -> list[RevokedEntry]:
+        """Every revoked certificate as a CRL entry (one query, no row objects: 10^6 rows)."""
+
+    def revoked_position(self) -> int:
+        """The log position of the newest revocation in the view (0 if none)."""
+        return max((r.cause_position for r in self._select(
+            f"WHERE status = {self.placeholder} ORDER BY cause_position DESC LIMIT 1",
+            ("revoked",))), default=0)
+
 
 def _row(values: Any) -> StatusRow:
     data = dict(zip(COLUMNS, values, strict=True))
@@ -110,6 +122,13 @@ class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
             c.execute(f"SELECT {', '.join(COLUMNS)} FROM revocation_status {where}", args)  # noqa: S608
             return [_row(tuple(r)) for r in c.fetchall()]
 
+    def revoked_entries(self) -> list[RevokedEntry]:
+        parse = datetime.fromisoformat
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT serial, coalesce(changed_at, not_before), coalesce(reason, "
+                      "'unspecified') FROM revocation_status WHERE status = 'revoked'")
+            return [RevokedEntry(serial, parse(at), reason) for serial, at, reason in c.fetchall()]
+
 
 
 class PostgresStatusView(PostgresTrackingRecorder, StatusView):
@@ -131,6 +150,13 @@ class PostgresStatusView(PostgresTrackingRecorder, StatusView):
             curs.execute(f"SELECT {', '.join(COLUMNS)} FROM revocation_status {where}",  # noqa: S608
                          args, prepare=False)
             return [_row(tuple(r.values())) for r in curs.fetchall()]
+
+    def revoked_entries(self) -> list[RevokedEntry]:
+        with self.datastore.transaction(commit=False) as curs, curs.connection.cursor(
+                row_factory=tuple_row) as plain:
+            plain.execute("SELECT serial, coalesce(changed_at, not_before), coalesce(reason, "
+                          "'unspecified') FROM revocation_status WHERE status = 'revoked'")
+            return [RevokedEntry(*row) for row in plain.fetchall()]
 
 
 
