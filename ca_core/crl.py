@@ -95,11 +95,11 @@ def _elements(der: bytes) -> list[bytes]:
     return found
 
 
-def _sign(key: SigningKey, data: bytes) -> bytes:
+def _sign(key: SigningKey, data: bytes | bytearray) -> bytes:
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return key.sign(data, ec.ECDSA(_hash_for(key)))
     if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(data, padding.PKCS1v15(), _hash_for(key))
+        return key.sign(bytes(data), padding.PKCS1v15(), _hash_for(key))
     raise TypeError(f"unsupported CRL signing key {type(key).__name__}")
 
 
@@ -116,12 +116,25 @@ def build_crl(issuer_key: SigningKey, issuer: x509.Certificate, entries: Iterabl
             x509.Extension(x509.AuthorityKeyIdentifier.oid, False, _aki(issuer)),
         ],
     ).sign(issuer_key, _hash_for(issuer_key))
-    tbs_fields = _elements(template.tbs_certlist_bytes)
-    revoked = b"".join([_entry(e) for e in entries])
-    if revoked:  # revokedCertificates goes right before crlExtensions [0]
-        at = next(i for i, f in enumerate(tbs_fields) if f[0] == 0xA0)
-        tbs_fields.insert(at, _tlv(0x30, revoked))
-    tbs = _tlv(0x30, b"".join(tbs_fields))
+    fields = _elements(template.tbs_certlist_bytes)
+    revoked = bytearray()  # one growing buffer: a million entries are about 46 MB of DER
+    for entry in entries:
+        revoked += _entry(entry)
+    at = next(i for i, f in enumerate(fields) if f[0] == 0xA0)  # crlExtensions [0]
+    before, after = b"".join(fields[:at]), b"".join(fields[at:])
+    revoked_header = b"\x30" + _length(len(revoked)) if revoked else b""
+    tbs = bytearray(b"\x30" + _length(len(before) + len(revoked_header) + len(revoked)
+                                       + len(after)))
+    tbs += before
+    tbs += revoked_header
+    tbs += revoked
+    del revoked
+    tbs += after
     _, signature_algorithm, _ = _elements(template.public_bytes(Encoding.DER))
-    return _tlv(0x30, tbs + signature_algorithm + _tlv(0x03, b"\x00" + _sign(issuer_key, tbs)))
-
+    signature = _tlv(0x03, b"\x00" + _sign(issuer_key, tbs))
+    der = bytearray(b"\x30" + _length(len(tbs) + len(signature_algorithm) + len(signature)))
+    der += tbs
+    del tbs
+    der += signature_algorithm
+    der += signature
+    return bytes(der)

@@ -127,7 +127,8 @@ class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
         with self.datastore.transaction(commit=False) as c:
             c.execute("SELECT serial, coalesce(changed_at, not_before), coalesce(reason, "
                       "'unspecified') FROM revocation_status WHERE status = 'revoked'")
-            return [RevokedEntry(serial, parse(at), reason) for serial, at, reason in c.fetchall()]
+            rows = iter(c.fetchone, None)  # one row at a time: no list of a million rows
+            return [RevokedEntry(serial, parse(at), reason) for serial, at, reason in rows]
 
 
 
@@ -156,7 +157,7 @@ class PostgresStatusView(PostgresTrackingRecorder, StatusView):
                 row_factory=tuple_row) as plain:
             plain.execute("SELECT serial, coalesce(changed_at, not_before), coalesce(reason, "
                           "'unspecified') FROM revocation_status WHERE status = 'revoked'")
-            return [RevokedEntry(*row) for row in plain.fetchall()]
+            return [RevokedEntry(*row) for row in plain]
 
 
 
