@@ -237,6 +237,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=12,
+                        help="seconds of load before measuring (fills our workers' caches)")
+    parser.add_argument("--skip-openssl", action="store_true", help="only our responder")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/partner-ca-ocsp-bench"))
     args = parser.parse_args()
 
@@ -267,6 +270,8 @@ def main() -> None:
         (f"openssl ocsp -multi {args.workers}", [*openssl, "-multi", str(args.workers)], None,
          tmp / "root-paths.txt", "/", "close"),
     ]
+    if args.skip_openssl:
+        runs = runs[:1]
     table = Table(title=f"OCSP, {args.distinct} distinct requests over {args.certificates} "
                         f"certificates, wrk 1 thread × {args.connections} connections, "
                         f"{args.seconds} s each")
@@ -287,7 +292,7 @@ def main() -> None:
                 base = f"http://127.0.0.1:{port}"
                 wait_http(base + paths.read_text().splitlines()[0])
                 if run_env is not None:  # fill our workers' caches first
-                    wrk(base, script, script_args, 3, args.connections)
+                    wrk(base, script, script_args, args.warmup, args.connections)
                 result = wrk(base, script, script_args, args.seconds, args.connections)
             finally:
                 stop(server, group=run_env is None)
