@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,11 +36,20 @@ from ca_core.x509profile import from_pem
 from projections.status import RevocationStatusProjection, StatusView, catch_up
 
 log = logging.getLogger("partner_ca.relying")
+SHARD_FILE = re.compile(r"shard-\d{1,4}\.crl")
 
 OCSP_RESPONSE = "application/ocsp-response"
 
 
 # -- CRL ------------------------------------------------------------------------------
+def _replace(target: Path, data: bytes) -> None:
+    """Readers see the old or the new file, never half of one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+
+
 class CrlPublisher:
     """Signs the next full CRL when a revocation is pending for ``delay`` or at half validity."""
 
@@ -56,11 +66,11 @@ class CrlPublisher:
         catch_up(self.status, self.ca)
         entries = self.status.view.revoked_entries()
         position = self.status.view.max_tracking_id(self.ca.name) or 0
-        der = self.ca.publish_crl(entries, position, self.validity)
-        tmp = self.target.with_suffix(".tmp")
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(der)
-        os.replace(tmp, self.target)  # readers see the old or the new CRL, never half of one
+        published = self.ca.publish_crls(entries, position, self.validity)
+        for shard, shard_der in published.shards.items():
+            _replace(self.target.with_name(f"shard-{shard}.crl"), shard_der)
+        _replace(self.target, published.full)
+        der = published.full
         self.pending_since = None
         log.info("CRL %d published: %d revoked, CA log position %d",
                  self.ca.authority().crl_number, len(entries), position)
@@ -105,8 +115,12 @@ def _file_reply(path: Path, content_type: str, request: Request,
 
 def crl_app(ca: CertificateAuthority, crl_path: Path, status: StatusView) -> Starlette:
     async def crl(request: Request) -> Response:
+        """The full CRL, or a shard (``shard-<n>.crl``) when sharding is on."""
+        name = request.path_params["name"]
+        if name != crl_path.name and not SHARD_FILE.fullmatch(name):
+            return Response(b"no such CRL\n", status_code=404, media_type="text/plain")
         authority = ca.authority()
-        return _file_reply(crl_path, "application/pkix-crl", request,
+        return _file_reply(crl_path.with_name(name), "application/pkix-crl", request,
                            authority.crl_this_update, authority.crl_next_update)
 
     async def issuing(request: Request) -> Response:
@@ -141,7 +155,7 @@ def crl_app(ca: CertificateAuthority, crl_path: Path, status: StatusView) -> Sta
         return JSONResponse({**data, "status": effective})
 
     return Starlette(routes=[
-        Route("/crl/issuing.crl", crl),
+        Route("/crl/{name}", crl),
         Route("/ca/issuing.cer", issuing),
         Route("/status/{serial}", status_of),
     ])

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     ocsp_url: str = "http://127.0.0.1:8080/ocsp"
     ca_issuers_url: str = "http://127.0.0.1:8081/ca/issuing.cer"
     policy_oid: str = "1.3.6.1.4.1.55555.1.1"
+    #: Sharded CRLs: 0 = off; N shards by serial mod N (see docs/operations.md).
+    crl_shards: int = Field(default=0, ge=0, le=4096)
+    crl_shard_url: str = "http://127.0.0.1:8081/crl/shard-{shard}.crl"
 
     @model_validator(mode="after")
     def _signer_outlives_responses(self) -> Settings:
@@ -89,7 +92,8 @@ class Settings(BaseSettings):
         return IssuancePolicy(
             organization=self.organization, country=self.country, crl_url=self.crl_url,
             ocsp_url=self.ocsp_url, ca_issuers_url=self.ca_issuers_url,
-            policy_oid=self.policy_oid,
+            policy_oid=self.policy_oid, crl_shards=self.crl_shards,
+            crl_shard_url=self.crl_shard_url,
         )
 
     def portal_policy(self) -> PortalPolicy:

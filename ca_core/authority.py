@@ -58,10 +58,12 @@ class Authority(Aggregate):
         next_update: datetime
         revoked_count: int
         log_position: int
+        shards: int = 0  # shard CRLs published beside the full one, same number and times
 
     @event(CrlPublished)
     def crl_published(self, crl_number: int, this_update: datetime, next_update: datetime,
-                      revoked_count: int, log_position: int, timestamp: datetime) -> None:
+                      revoked_count: int, log_position: int, timestamp: datetime,
+                      shards: int = 0) -> None:
         """A full CRL was signed; ``log_position`` is the last CA event it reflects."""
         self.crl_number = crl_number
         self.crl_log_position = log_position

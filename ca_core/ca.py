@@ -76,6 +76,14 @@ class StatusAnswer:
 
 
 @dataclass(frozen=True)
+class PublishedCrls:
+    """DER of the full CRL and of each shard (empty when sharding is off)."""
+
+    full: bytes
+    shards: dict[int, bytes]
+
+
+@dataclass(frozen=True)
 class StatusAt:
     """What the status of a certificate was at a moment, and the event that decided it."""
 
@@ -149,18 +157,33 @@ class CertificateAuthority(MessageDrivenApplication):
     def publish_crl(self, entries: list[RevokedEntry], log_position: int,
                     validity: timedelta = timedelta(days=1)) -> bytes:
         """Sign the next full CRL (CRL number + 1) and record CrlPublished; returns DER."""
+        return self.publish_crls(entries, log_position, validity).full
+
+    def publish_crls(self, entries: list[RevokedEntry], log_position: int,
+                     validity: timedelta = timedelta(days=1)) -> PublishedCrls:
+        """The next full CRL and, when sharding is on, one CRL per shard, all with the next
+        CRL number; one CrlPublished records them and the log position they reflect."""
         authority = self.authority()
         issuer_key, issuer = self._issuer()
         now = self.clock.now()
         number = authority.crl_number + 1
-        der = build_crl(issuer_key, issuer, entries, number, now, validity)
+        full = build_crl(issuer_key, issuer, entries, number, now, validity)
+        shards: dict[int, bytes] = {}
+        if self.issuance.crl_shards:
+            by_shard: dict[int, list[RevokedEntry]] = {
+                k: [] for k in range(self.issuance.crl_shards)}
+            for entry in entries:
+                by_shard[self.issuance.crl_shard(int(entry.serial, 16)) or 0].append(entry)
+            shards = {k: build_crl(issuer_key, issuer, shard, number, now, validity,
+                                   distribution_point=self.issuance.crl_shard_url.format(shard=k))
+                      for k, shard in by_shard.items()}
         this_update = now.replace(microsecond=0)
         authority.crl_published(crl_number=number, this_update=this_update,
                                 next_update=this_update + min(validity, MAX_CRL_VALIDITY),
                                 revoked_count=len(entries), log_position=log_position,
-                                timestamp=now)
+                                timestamp=now, shards=len(shards))
         self.save(authority)
-        return der
+        return PublishedCrls(full, shards)
 
     def ocsp_signer(self, validity: timedelta = timedelta(days=30),
                     renew_before: timedelta = timedelta(days=10)) -> Signer:

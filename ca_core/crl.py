@@ -104,17 +104,25 @@ def _sign(key: SigningKey, data: bytes | bytearray) -> bytes:
 
 
 def build_crl(issuer_key: SigningKey, issuer: x509.Certificate, entries: Iterable[RevokedEntry],
-              number: int, this_update: datetime,
-              validity: timedelta = timedelta(days=1)) -> bytes:
-    """The signed full CRL, DER. ``this_update`` is truncated to the second."""
+              number: int, this_update: datetime, validity: timedelta = timedelta(days=1),
+              distribution_point: str | None = None) -> bytes:
+    """The signed CRL, DER: the full CRL, or with ``distribution_point`` one shard of a
+    partitioned CRL (critical issuingDistributionPoint naming that URL, user certificates
+    only, RFC 5280 §5.2.5). ``this_update`` is truncated to the second."""
     this_update = this_update.replace(microsecond=0)
+    extensions = [
+        x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(number)),
+        x509.Extension(x509.AuthorityKeyIdentifier.oid, False, _aki(issuer)),
+    ]
+    if distribution_point is not None:
+        extensions.append(x509.Extension(x509.IssuingDistributionPoint.oid, True,
+                                         x509.IssuingDistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(distribution_point)], relative_name=None,
+            only_contains_user_certs=True, only_contains_ca_certs=False,
+            only_some_reasons=None, indirect_crl=False, only_contains_attribute_certs=False)))
     template = x509.CertificateRevocationListBuilder(
         issuer_name=issuer.subject, last_update=this_update,
-        next_update=this_update + min(validity, MAX_CRL_VALIDITY),
-        extensions=[
-            x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(number)),
-            x509.Extension(x509.AuthorityKeyIdentifier.oid, False, _aki(issuer)),
-        ],
+        next_update=this_update + min(validity, MAX_CRL_VALIDITY), extensions=extensions,
     ).sign(issuer_key, _hash_for(issuer_key))
     fields = _elements(template.tbs_certlist_bytes)
     revoked = bytearray()  # one growing buffer: a million entries are about 46 MB of DER

@@ -33,3 +33,16 @@ class IssuancePolicy(BaseModel):
     ocsp_url: str = "http://127.0.0.1:8080/ocsp"
     ca_issuers_url: str = "http://127.0.0.1:8081/ca/issuing.cer"
     policy_oid: str = "1.3.6.1.4.1.55555.1.1"
+    #: Sharded CRLs (as Let's Encrypt does them): 0 = off. With N > 0 each certificate's CRL
+    #: distribution point is ``crl_shard_url`` for shard serial mod N, and a small CRL is
+    #: published per shard beside the full one. N must not change while such certificates live.
+    crl_shards: int = 0
+    crl_shard_url: str = "http://127.0.0.1:8081/crl/shard-{shard}.crl"
+
+    def crl_shard(self, serial: int) -> int | None:
+        return serial % self.crl_shards if self.crl_shards else None
+
+    def crl_url_for(self, serial: int) -> str:
+        """The CRL distribution point written into the certificate with this serial."""
+        shard = self.crl_shard(serial)
+        return self.crl_url if shard is None else self.crl_shard_url.format(shard=shard)

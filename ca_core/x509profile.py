@@ -154,7 +154,7 @@ def build_end_entity(
         .add_extension(
             x509.CRLDistributionPoints([
                 x509.DistributionPoint(
-                    full_name=[x509.UniformResourceIdentifier(policy.crl_url)],
+                    full_name=[x509.UniformResourceIdentifier(policy.crl_url_for(serial))],
                     relative_name=None, reasons=None, crl_issuer=None,
                 )
             ]),

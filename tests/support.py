@@ -21,12 +21,13 @@ USER, MODULE, PASSWORD = "P24-000123", "EPAK", "revocation secret 1"
 
 def make_system(data_dir: Path, database_url: str = "", initialise: bool = True,
                 kafka_bootstrap: str = "", kafka_prefix: str = "",
-                start: datetime = START) -> PartnerCa:
+                start: datetime = START, **settings: Any) -> PartnerCa:
     """The system under test; with ``kafka_bootstrap`` the two applications talk over Kafka."""
     settings = Settings(data_dir=data_dir, database_url=database_url,
                         kafka_bootstrap=kafka_bootstrap,
                         kafka_topic_prefix=kafka_prefix or "partner-ca.",
-                        kafka_client_prefix=kafka_prefix or "partner-ca", kafka_partitions=3)
+                        kafka_client_prefix=kafka_prefix or "partner-ca", kafka_partitions=3,
+                        **settings)
     system = build(settings,
                    clock=ManualClock(start, step=timedelta(milliseconds=1)),
                    passphrase=PASSPHRASE)

@@ -119,3 +119,44 @@ def test_status_endpoint_now_and_at_a_moment(service: CrlService) -> None:
     assert httpx.get(f"{service.server.url}/status/not-hex").status_code == 400
     assert httpx.get(f"{service.server.url}/status/{me.picked.serial}",
                      params={"at": "yesterday"}).status_code == 400
+
+
+def test_sharded_crls_each_certificate_names_its_shard_and_openssl_uses_it(
+        tmp_path: Path) -> None:
+    system = make_system(tmp_path / "data", start=NOW, crl_shards=4)
+    publisher = crl_publisher(system.ca, system.settings)
+    server = HttpServer(crl_app(system.ca, publisher.target, publisher.status.view))
+    try:
+        register(system)
+        enrolled = [enroll(system) for _ in range(6)]
+        service = CrlService(system, publisher, server, tmp_path)
+        bad = enrolled[0]
+        system.ca.revoke(bad.picked.serial, "keyCompromise", operator="ops")
+        published = publisher.publish()
+        assert x509.load_der_x509_crl(published).get_revoked_certificate_by_serial_number(
+            int(bad.picked.serial, 16)) is not None, "the full CRL stays complete"
+        for me in enrolled:
+            cert = x509.load_pem_x509_certificate(me.picked.certificate_pem.encode())
+            url = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints) \
+                .value[0].full_name[0].value
+            assert url.endswith(f"/crl/shard-{cert.serial_number % 4}.crl")
+            shard = tmp_path / "shard.crl"
+            reply = httpx.get(server.url + "/crl/" + url.rsplit("/", 1)[1])
+            assert reply.status_code == 200
+            shard.write_bytes(reply.content)
+            crl = x509.load_der_x509_crl(reply.content)
+            idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint)
+            assert idp.critical and idp.value.full_name[0].value == url
+            verdict = service.verify(me.picked.certificate_pem, shard)
+            if me is bad:
+                assert verdict.returncode != 0 and "revoked" in verdict.stdout + verdict.stderr
+            else:
+                assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+        lint = subprocess.run(["lint_crl", "lint", "-s", "ERROR", "-t", "CRL", "-p", "PKIX",
+                               str(tmp_path / "shard.crl")], capture_output=True, text=True)
+        assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr
+        assert httpx.get(server.url + "/crl/shard-99999.crl").status_code == 404
+        assert httpx.get(server.url + "/crl/../keys").status_code == 404
+    finally:
+        server.close()
+        system.close()
