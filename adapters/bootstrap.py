@@ -11,12 +11,13 @@ from pathlib import Path
 from adapters.bulkread import bulk_reader_for
 from adapters.inprocess import InProcessTransport
 from adapters.keystore import FileKeyStore
-from adapters.persistence import store_env
+from adapters.persistence import status_view, store_env
 from adapters.settings import Settings
 from ca_core.ca import CaNotInitialised, CertificateAuthority
 from ca_core.clock import Clock, ManualClock, SystemClock
 from ca_core.portal import Portal, TrustChain
 from ca_core.ports import StatusSource, Transport
+from projections.status import RevocationStatusProjection, ViewStatusSource, catch_up
 
 
 @dataclass
@@ -123,7 +124,10 @@ def build(settings: Settings, clock: Clock | None = None, passphrase: str | None
         authority = ca.authority()
         return TrustChain(authority.issuing_certificate_pem, authority.root_certificate_pem)
 
-    portal = build_portal(settings, clock, trust=trust, status_source=ca)
+    # R5 asks the revocation-status view, caught up from the CA's log before each answer
+    status = RevocationStatusProjection(status_view(settings.store_url("ca"), settings.data_dir))
+    portal = build_portal(settings, clock, trust=trust, status_source=ViewStatusSource(
+        status.view, clock, refresh=lambda: catch_up(status, ca)))
     link: Transport
     if transport is None:
         link = NoTransport()

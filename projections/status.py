@@ -9,6 +9,7 @@ dropped and rebuilt from position 0; the rebuilt rows equal the live ones.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import singledispatchmethod
@@ -23,6 +24,7 @@ from eventsourcing.utils import get_topic
 from psycopg.rows import tuple_row
 
 from ca_core.certificate import Certificate
+from ca_core.clock import Clock
 from ca_core.crl import RevokedEntry
 from ca_core.eventmodel import read_log
 
@@ -197,6 +199,31 @@ class RevocationStatusProjection(Projection[StatusView]):
             return
         self.view.save_row(replace(row, status="expired", changed_at=e.timestamp,
                                    cause_position=tracking.notification_id), tracking)
+
+
+class ViewStatusSource:
+    """The portal's R5 status source: the revocation-status view.
+
+    With ``refresh`` (where the CA's log is at hand) the view is caught up before
+    each answer; otherwise whoever maintains the view (``serve --role crl``) keeps it
+    current.
+    """
+
+    def __init__(self, view: StatusView, clock: Clock,
+                 refresh: Callable[[], object] | None = None) -> None:
+        self.view = view
+        self.clock = clock
+        self.refresh = refresh
+
+    def status_of(self, serial: str) -> str:
+        if self.refresh is not None:
+            self.refresh()
+        row = self.view.get(serial)
+        if row is None:
+            return "unknown"
+        if row.status == "good" and self.clock.now() > row.not_after:
+            return "expired"
+        return row.status
 
 
 def catch_up(projection: Projection[Any], source: Any) -> int:

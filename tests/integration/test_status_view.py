@@ -16,6 +16,7 @@ from adapters.migrate import apply_migrations
 from adapters.persistence import status_view, store_env
 from ca_core.ca import CertificateAuthority
 from ca_core.eventmodel import read_log
+from ca_core.portal import LoginRefused
 from projections.status import (
     PostgresStatusView,
     RevocationStatusProjection,
@@ -23,7 +24,7 @@ from projections.status import (
     catch_up,
 )
 from tests.conftest import reset_postgres
-from tests.support import USER, advance, enroll, make_system, register
+from tests.support import USER, advance, cert_login, enroll, make_system, register
 
 
 @pytest.fixture
@@ -137,3 +138,20 @@ def test_status_at_answers_for_past_instants(ca_system: PartnerCa) -> None:
     assert (at.status, at.decided_by) == ("expired", "CertificateExpired")
     assert ca_system.ca.status_at(other, after).status == "unknown"  # not yet issued
     assert ca_system.ca.status_at(other, other_issued).status == "good"
+
+
+def test_r5_certificate_login_asks_the_status_view(tmp_path: Path, database_url: str) -> None:
+    """The CA's revocation refuses the login before the portal's own request record hears of it
+    (no message delivered yet): the portal's R5 source is the view fed from the CA's log."""
+    system = make_system(tmp_path / "data", database_url)
+    try:
+        register(system)
+        me = enroll(system)
+        cert_login(system, me.picked.certificate_pem, me.key)
+        system.ca.revoke(me.picked.serial, "keyCompromise", operator="ops")  # not pumped
+        assert system.portal.request(me.request_id).certificate_status == "good"
+        with pytest.raises(LoginRefused) as refused:
+            cert_login(system, me.picked.certificate_pem, me.key)
+        assert refused.value.code == "certificate-revoked"
+    finally:
+        system.close()
