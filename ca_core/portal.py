@@ -282,6 +282,10 @@ class Portal(MessageDrivenApplication):
         return PickedUpCertificate(request.id, request.serial, request.certificate_pem,
                                    self._trust().chain_pem)
 
+    def chain(self) -> TrustChain:
+        """The CA chain handed out with certificates (R12)."""
+        return self._trust()
+
     def _trust(self) -> TrustChain:
         if self.trust is None:
             raise DomainError("the portal has no CA chain configured", code="no-trust-anchor")

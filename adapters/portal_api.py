@@ -1,0 +1,332 @@
+"""The portal's HTTP API (FastAPI): the user manual's chapters over HTTP, errors as RFC 9457 problems.
+
+Sessions are stateless bearer tokens signed with the portal secret
+(itsdangerous): an OTP login opens an *enrollment* session (one certificate
+request), a certificate login (R5) a *certificate* session (renewal, revocation,
+pickup). The OpenAPI description is served at ``/openapi.json`` (docs at
+``/docs``). Every refusal is ``application/problem+json`` with a stable ``type``
+(``urn:partner-ca:problem:<code>``) and the rule's ``code``.
+"""
+# No ``from __future__ import annotations`` here: FastAPI reads the dependencies in the
+# endpoints' annotations, which name functions local to ``portal_api``.
+
+
+import base64
+import binascii
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ca_core.errors import DomainError, NotFound
+from ca_core.portal import CertificateSession, EnrollmentSession, Portal
+from ca_core.x509profile import from_pem
+
+PROBLEM = "application/problem+json"
+MAX_BODY = 64 * 1024  # a CSR is about 1 KiB; nothing this API takes is larger
+
+#: HTTP status per rule code; anything else a rule refuses is 422.
+STATUS = {
+    "otp-wrong": 401, "otp-expired": 401, "otp-locked": 401, "otp-used": 401,
+    "otp-superseded": 401, "session-expired": 401, "session-required": 401,
+    "challenge-invalid": 401, "challenge-expired": 401, "challenge-signature-invalid": 401,
+    "certificate-expired": 403, "certificate-revoked": 403, "certificate-unknown": 403,
+    "certificate-foreign": 403, "certificate-malformed": 403, "certificate-key-unsupported": 403,
+    "certificate-login-refused": 403, "revocation-password-wrong": 403,
+    "session-used": 409, "certificate-not-ready": 409, "pickup-used": 409,
+    "renewal-not-allowed": 409, "request-rejected": 409,
+    "request-unknown": 404, "pickup-link-invalid": 404, "not-found": 404,
+    "too-many-attempts": 429, "body-too-large": 413, "no-trust-anchor": 503,
+    "ca-not-initialised": 503,
+}
+TITLES = {401: "Not authenticated", 403: "Refused", 404: "Not found", 409: "Conflict",
+          413: "Request too large", 422: "Refused by a rule", 429: "Too many attempts",
+          503: "Not ready"}
+
+
+def problem(code: str, detail: str, status: int | None = None) -> JSONResponse:
+    status = status or STATUS.get(code, 422)
+    return JSONResponse({"type": f"urn:partner-ca:problem:{code}", "title": TITLES.get(
+        status, "Error"), "status": status, "detail": detail, "code": code},
+        status_code=status, media_type=PROBLEM)
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+
+
+# -- request and response bodies -----------------------------------------------------
+class OtpLogin(BaseModel):
+    user_id: str = Field(min_length=1, max_length=64)
+    otp: str = Field(min_length=1, max_length=64)
+
+
+class CertificateLogin(BaseModel):
+    certificate_pem: str = Field(max_length=16_000)
+    challenge: str = Field(max_length=200)
+    signature_b64: str = Field(max_length=2_000, description="base64 signature over the challenge")
+
+
+class SessionOut(BaseModel):
+    token: str
+    kind: Literal["enrollment", "certificate"]
+    user_id: str
+    module: str
+    expires_in: int
+    serial: str | None = None
+
+
+class CertificateRequestIn(BaseModel):
+    csr_pem: str = Field(max_length=16_000)
+    revocation_password: str = Field(max_length=200)
+    revocation_password_again: str = Field(max_length=200)
+
+
+class RequestAccepted(BaseModel):
+    request_id: UUID
+    status_url: str
+
+
+class RequestStatus(BaseModel):
+    request_id: UUID
+    state: str
+    serial: str | None = None
+    certificate_status: str | None = None
+    rejection: str | None = None
+
+
+class Certificate(BaseModel):
+    request_id: UUID
+    serial: str
+    certificate_pem: str
+    chain_pem: str
+
+
+class RevocationIn(BaseModel):
+    revocation_password: str = Field(max_length=200)
+    reason: Literal["unspecified", "keyCompromise", "affiliationChanged", "superseded",
+                    "cessationOfOperation"] = "unspecified"
+
+
+class Challenge(BaseModel):
+    challenge: str
+
+
+class Accepted(BaseModel):
+    status: str
+
+
+# -- limits -------------------------------------------------------------------------
+class AttemptLimiter:
+    """At most ``limit`` attempts per key in a sliding ``window`` (seconds), in memory."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit, self.window = limit, window
+        self.attempts: dict[str, deque[float]] = defaultdict(deque)
+        self.lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        with self.lock:
+            seen = self.attempts[key]
+            while seen and now - seen[0] > self.window:
+                seen.popleft()
+            if len(seen) >= self.limit:
+                return False
+            seen.append(now)
+            return True
+
+
+class Refused(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+def portal_api(portal: Portal, *, attempts_per_address: int = 20,
+               attempts_window: float = 60.0) -> FastAPI:
+    """The portal API for one Portal application."""
+    sessions = URLSafeTimedSerializer(portal.secret, salt="partner-ca portal session")
+    lifetime = int(portal.rules.session_lifetime.total_seconds())
+    by_address = AttemptLimiter(attempts_per_address, attempts_window)
+    app = FastAPI(title="Partner CA portal API", version="1",
+                  description=(__doc__ or "").split("\n\n", 1)[-1],
+                  responses={400: {"model": Problem}, 401: {"model": Problem},
+                             403: {"model": Problem}, 404: {"model": Problem},
+                             409: {"model": Problem}, 413: {"model": Problem},
+                             422: {"model": Problem}, 429: {"model": Problem}})
+
+    # errors -------------------------------------------------------------------------
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        return problem(exc.code, str(exc), 404 if isinstance(exc, NotFound) else None)
+
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused) -> JSONResponse:
+        return problem(exc.code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return problem("request-invalid", f"{where}: {first.get('msg', 'invalid')}", 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem("not-found" if exc.status_code == 404 else "http-error", str(exc.detail),
+                       exc.status_code)
+
+    @app.middleware("http")
+    async def _limit_body(request: Request,
+                          call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return problem("body-too-large", f"request bodies are limited to {MAX_BODY} bytes")
+        return await call_next(request)
+
+    # sessions -------------------------------------------------------------------------
+    def session(authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise Refused("session-required", "log in first (Authorization: Bearer <token>)")
+        try:
+            data: dict[str, Any] = sessions.loads(authorization[7:], max_age=lifetime)
+        except SignatureExpired:
+            raise Refused("session-expired", "the session has expired; log in again") from None
+        except BadSignature:
+            raise Refused("session-required", "the session token is not valid") from None
+        return data
+
+    def enrollment(data: Annotated[dict[str, Any], Depends(session)]) -> EnrollmentSession:
+        if data.get("k") != "enrollment":
+            raise Refused("session-required", "this needs an OTP login (enrollment session)")
+        return EnrollmentSession(UUID(data["o"]), data["u"], data["m"])
+
+    def certificate(data: Annotated[dict[str, Any], Depends(session)]) -> CertificateSession:
+        if data.get("k") != "certificate":
+            raise Refused("session-required", "this needs a certificate login")
+        return CertificateSession(data["u"], data["m"], data["s"], UUID(data["r"]))
+
+    def check_address(request: Request) -> None:
+        address = request.client.host if request.client else "unknown"
+        if not by_address.allow(address):
+            raise Refused("too-many-attempts", "too many attempts from this address; wait a minute")
+
+    # chapter 3: OTP login -----------------------------------------------------------------
+    @app.post("/v1/sessions/otp", response_model=SessionOut, status_code=201, tags=["login"],
+              dependencies=[Depends(check_address)])
+    def login_with_otp(body: OtpLogin) -> SessionOut:
+        """R2: user identifier + one-time password → an enrollment session (one request)."""
+        found = portal.login_with_otp(body.user_id, body.otp)
+        token = sessions.dumps({"k": "enrollment", "u": found.user_id, "m": found.module,
+                                "o": str(found.otp_id)})
+        return SessionOut(token=token, kind="enrollment", user_id=found.user_id,
+                          module=found.module, expires_in=lifetime)
+
+    # chapter 4: certificate request, status, pickup ----------------------------------
+    @app.post("/v1/requests", response_model=RequestAccepted, status_code=202, tags=["request"])
+    def submit_request(body: CertificateRequestIn,
+                       who: Annotated[EnrollmentSession, Depends(enrollment)]) -> RequestAccepted:
+        """R3: the CSR and the revocation password twice; issuance is asynchronous."""
+        request_id = portal.submit_request(who, body.csr_pem, body.revocation_password,
+                                           body.revocation_password_again)
+        return RequestAccepted(request_id=request_id, status_url=f"/v1/requests/{request_id}")
+
+    def owned(request_id: UUID, user_id: str) -> Any:
+        request = portal.request(request_id)
+        if request.user_id != user_id:
+            raise NotFound(f"no request {request_id}", code="request-unknown")
+        return request
+
+    @app.get("/v1/requests/{request_id}", response_model=RequestStatus, tags=["request"])
+    def request_status(request_id: UUID,
+                       data: Annotated[dict[str, Any], Depends(session)]) -> RequestStatus:
+        """Where the request is (submitted, issued, rejected, picked up); poll while waiting."""
+        request = owned(request_id, data["u"])
+        return RequestStatus(request_id=request_id, state=request.state, serial=request.serial,
+                             certificate_status=request.certificate_status,
+                             rejection=getattr(request, "rejection", None))
+
+    @app.get("/v1/requests/{request_id}/certificate", response_model=Certificate,
+             tags=["request"])
+    def pickup(request_id: UUID,
+               data: Annotated[dict[str, Any], Depends(session)]) -> Certificate:
+        """R4: pickup while logged in (either session of the same user)."""
+        picked = portal.pickup(request_id, data["u"])
+        return Certificate(request_id=picked.request_id, serial=picked.serial,
+                           certificate_pem=picked.certificate_pem, chain_pem=picked.chain_pem)
+
+    @app.get("/v1/pickup/{request_id}", response_model=Certificate, tags=["request"],
+             dependencies=[Depends(check_address)])
+    def pickup_with_link(request_id: UUID, token: str) -> Certificate:
+        """R4: the single-use link from the email."""
+        picked = portal.pickup_with_link(request_id, token)
+        return Certificate(request_id=picked.request_id, serial=picked.serial,
+                           certificate_pem=picked.certificate_pem, chain_pem=picked.chain_pem)
+
+    # chapter 5: certificate login ----------------------------------------------------------
+    @app.get("/v1/challenge", response_model=Challenge, tags=["login"])
+    def challenge() -> Challenge:
+        """A fresh challenge to sign with the token key (valid 5 minutes)."""
+        return Challenge(challenge=portal.new_challenge())
+
+    @app.post("/v1/sessions/certificate", response_model=SessionOut, status_code=201,
+              tags=["login"], dependencies=[Depends(check_address)])
+    def login_with_certificate(body: CertificateLogin) -> SessionOut:
+        """R5: the certificate, and the challenge signed by its key; status checked (view)."""
+        try:
+            signature = base64.b64decode(body.signature_b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise Refused("challenge-signature-invalid", "signature_b64 is not base64") from None
+        found = portal.login_with_certificate(body.certificate_pem, body.challenge, signature)
+        token = sessions.dumps({"k": "certificate", "u": found.user_id, "m": found.module,
+                                "s": found.serial, "r": str(found.request_id)})
+        return SessionOut(token=token, kind="certificate", user_id=found.user_id,
+                          module=found.module, expires_in=lifetime, serial=found.serial)
+
+    # chapters 7, 8: renewal and revocation ---------------------------------------------------
+    @app.post("/v1/renewals", response_model=RequestAccepted, status_code=202, tags=["renewal"])
+    def renew(body: CertificateRequestIn,
+              who: Annotated[CertificateSession, Depends(certificate)]) -> RequestAccepted:
+        """R7: a new request while the current certificate is still valid."""
+        request_id = portal.request_renewal(who, body.csr_pem, body.revocation_password,
+                                            body.revocation_password_again)
+        return RequestAccepted(request_id=request_id, status_url=f"/v1/requests/{request_id}")
+
+    @app.post("/v1/revocations", response_model=Accepted, status_code=202, tags=["revocation"])
+    def revoke(body: RevocationIn,
+               who: Annotated[CertificateSession, Depends(certificate)]) -> Accepted:
+        """R9: revoke the logged-in certificate with its revocation password."""
+        portal.revoke(who, body.revocation_password, body.reason)
+        return Accepted(status="revocation requested")
+
+    # R12: the chain ------------------------------------------------------------------------
+    @app.get("/v1/chain.pem", tags=["chain"], response_class=Response,
+             responses={200: {"content": {"application/pem-certificate-chain": {}}}})
+    def chain_pem() -> Response:
+        """Issuing CA then root, PEM."""
+        return Response(portal.chain().chain_pem, media_type="application/pem-certificate-chain")
+
+    @app.get("/v1/chain.p7b", tags=["chain"], response_class=Response,
+             responses={200: {"content": {"application/pkcs7-mime": {}}}})
+    def chain_pkcs7() -> Response:
+        """Issuing CA and root as a degenerate PKCS#7 (certs-only), DER."""
+        trust = portal.chain()
+        der = pkcs7.serialize_certificates([from_pem(trust.issuing_pem),
+                                            from_pem(trust.root_pem)], Encoding.DER)
+        return Response(der, media_type="application/pkcs7-mime")
+
+    return app

@@ -1,0 +1,163 @@
+"""The portal's HTTP API: the manual's chapters over HTTP, refusals as RFC 9457 problems."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.serialization import pkcs7
+from fastapi.testclient import TestClient
+
+from adapters import softtoken
+from adapters.bootstrap import PartnerCa
+from adapters.portal_api import portal_api
+from tests.support import MODULE, PASSWORD, USER, make_system, register
+
+
+@pytest.fixture
+def api(tmp_path: Path, database_url: str) -> Iterator[tuple[PartnerCa, TestClient]]:
+    system = make_system(tmp_path / "data", database_url)
+    register(system)
+    with TestClient(portal_api(system.portal)) as client:
+        yield system, client
+    system.close()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def problem(reply: Any, status: int, code: str) -> None:
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"] == "application/problem+json"
+    body = reply.json()
+    assert body["type"] == f"urn:partner-ca:problem:{code}" and body["code"] == code, body
+    assert body["status"] == status and body["detail"]
+
+
+def otp_login(system: PartnerCa, client: TestClient, user: str = USER) -> str:
+    _, otp = system.portal.issue_otp(user, MODULE, issued_by="admin-epak")
+    reply = client.post("/v1/sessions/otp", json={"user_id": user, "otp": otp})
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["token"])
+
+
+def request_certificate(system: PartnerCa, client: TestClient, token: str,
+                        key: softtoken.UserKey, user: str = USER) -> str:
+    reply = client.post("/v1/requests", headers=bearer(token), json={
+        "csr_pem": softtoken.make_csr(key, user), "revocation_password": PASSWORD,
+        "revocation_password_again": PASSWORD})
+    assert reply.status_code == 202, reply.text
+    request_id = str(reply.json()["request_id"])
+    assert client.get(f"/v1/requests/{request_id}", headers=bearer(token)).json()["state"] \
+        == "submitted"
+    system.pump()  # the CA signs (asynchronously in production)
+    return request_id
+
+
+def cert_login(client: TestClient, cert_pem: str, key: softtoken.UserKey) -> Any:
+    challenge = client.get("/v1/challenge").json()["challenge"]
+    signature = base64.b64encode(softtoken.sign_challenge(key, challenge)).decode()
+    return client.post("/v1/sessions/certificate", json={
+        "certificate_pem": cert_pem, "challenge": challenge, "signature_b64": signature})
+
+
+def test_manual_chapters_over_http(api: tuple[PartnerCa, TestClient]) -> None:
+    system, client = api
+    key = softtoken.new_key()
+    token = otp_login(system, client)
+    request_id = request_certificate(system, client, token, key)
+    status = client.get(f"/v1/requests/{request_id}", headers=bearer(token)).json()
+    assert status["state"] == "ready" and status["serial"]
+    picked = client.get(f"/v1/requests/{request_id}/certificate", headers=bearer(token)).json()
+    assert picked["certificate_pem"].startswith("-----BEGIN CERTIFICATE-----")
+    assert picked["chain_pem"].count("BEGIN CERTIFICATE") == 2
+    login = cert_login(client, picked["certificate_pem"], key)
+    assert login.status_code == 201, login.text
+    session = login.json()["token"]
+    # renewal while valid
+    new_key = softtoken.new_key()
+    renewed = client.post("/v1/renewals", headers=bearer(session), json={
+        "csr_pem": softtoken.make_csr(new_key, USER), "revocation_password": PASSWORD,
+        "revocation_password_again": PASSWORD})
+    assert renewed.status_code == 202, renewed.text
+    system.pump()
+    renewed_id = renewed.json()["request_id"]
+    link = system.portal.pickup_token(renewed_id)
+    by_link = client.get(f"/v1/pickup/{renewed_id}", params={"token": link})
+    assert by_link.status_code == 200, by_link.text
+    new_cert = by_link.json()["certificate_pem"]
+    system.pump()  # the old certificate is superseded
+    problem(cert_login(client, picked["certificate_pem"], key), 403, "certificate-revoked")
+    # revocation with the revocation password
+    session = cert_login(client, new_cert, new_key).json()["token"]
+    problem(client.post("/v1/revocations", headers=bearer(session),
+                        json={"revocation_password": "wrong password 1"}),
+            403, "revocation-password-wrong")
+    assert client.post("/v1/revocations", headers=bearer(session), json={
+        "revocation_password": PASSWORD, "reason": "keyCompromise"}).status_code == 202
+    system.pump()
+    problem(cert_login(client, new_cert, new_key), 403, "certificate-revoked")
+    # chain (R12)
+    assert client.get("/v1/chain.pem").text.count("BEGIN CERTIFICATE") == 2
+    assert len(pkcs7.load_der_pkcs7_certificates(client.get("/v1/chain.p7b").content)) == 2
+
+
+def test_refusals_are_problems_and_leak_nothing(api: tuple[PartnerCa, TestClient]) -> None:
+    system, client = api
+    unknown = client.post("/v1/sessions/otp", json={"user_id": "P24-NOBODY", "otp": "AAAA"})
+    wrong = client.post("/v1/sessions/otp", json={"user_id": USER, "otp": "AAAA"})
+    problem(unknown, 401, "otp-wrong")
+    problem(wrong, 401, "otp-wrong")
+    assert unknown.json()["detail"] == wrong.json()["detail"], "no hint whether the user exists"
+    problem(client.post("/v1/requests", json={}), 401, "session-required")  # auth first
+    problem(client.post("/v1/requests", json={"csr_pem": "x", "revocation_password": "a",
+                                              "revocation_password_again": "a"}),
+            401, "session-required")
+    problem(client.post("/v1/requests", headers=bearer("forged.token.value"), json={
+        "csr_pem": "x", "revocation_password": "a", "revocation_password_again": "a"}),
+        401, "session-required")
+    token = otp_login(system, client)
+    problem(client.post("/v1/requests", headers=bearer(token), json={}), 400, "request-invalid")
+    problem(client.post("/v1/requests", headers=bearer(token), content=b"{not json"),
+            400, "request-invalid")
+    problem(client.post("/v1/requests", headers=bearer(token), json={
+        "csr_pem": softtoken.make_csr(softtoken.new_key(), USER),
+        "revocation_password": PASSWORD, "revocation_password_again": PASSWORD + "x"}),
+        422, "revocation-password-mismatch")
+    problem(client.post("/v1/requests", headers=bearer(token), json={
+        "csr_pem": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----",
+        "revocation_password": PASSWORD, "revocation_password_again": PASSWORD}),
+        422, "csr-malformed")
+    problem(client.get("/v1/pickup/00000000-0000-0000-0000-000000000000",
+                       params={"token": "guess"}), 404, "pickup-link-invalid")
+    problem(client.post("/v1/renewals", headers=bearer(token), json={
+        "csr_pem": "x", "revocation_password": "a", "revocation_password_again": "a"}),
+        401, "session-required")
+    problem(client.post("/v1/requests", headers={**bearer(token), "Content-Length": "999999"},
+                        content=b"x" * 10), 413, "body-too-large")
+    problem(client.get("/v1/nothing-here"), 404, "not-found")
+
+
+def test_otp_attempts_per_address_are_limited(tmp_path: Path) -> None:
+    system = make_system(tmp_path / "data")
+    register(system)
+    with TestClient(portal_api(system.portal, attempts_per_address=3)) as client:
+        for _ in range(3):
+            problem(client.post("/v1/sessions/otp", json={"user_id": USER, "otp": "AAAA"}),
+                    401, "otp-wrong")
+        problem(client.post("/v1/sessions/otp", json={"user_id": USER, "otp": "AAAA"}),
+                429, "too-many-attempts")
+    system.close()
+
+
+def test_openapi_description_names_every_endpoint(api: tuple[PartnerCa, TestClient]) -> None:
+    _, client = api
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/sessions/otp", "/v1/requests", "/v1/requests/{request_id}",
+            "/v1/requests/{request_id}/certificate", "/v1/pickup/{request_id}",
+            "/v1/challenge", "/v1/sessions/certificate", "/v1/renewals", "/v1/revocations",
+            "/v1/chain.pem", "/v1/chain.p7b"} <= set(paths)
