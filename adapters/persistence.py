@@ -8,6 +8,7 @@ from urllib.parse import unquote, urlparse
 from eventsourcing.persistence import InfrastructureFactory, TrackingRecorder
 from eventsourcing.utils import Environment
 
+from projections.notifications import MailOutbox, PostgresMailOutbox, SQLiteMailOutbox
 from projections.ocsp import OcspStore, PostgresOcspStore, SQLiteOcspStore
 from projections.status import PostgresStatusView, SQLiteStatusView, StatusView
 
@@ -60,3 +61,11 @@ def ocsp_store(database_url: str, data_dir: Path) -> OcspStore:
     env = Environment(name, store_env(database_url, data_dir, name))
     store_class: type[OcspStore] = PostgresOcspStore if database_url else SQLiteOcspStore
     return InfrastructureFactory[OcspStore].construct(env).tracking_recorder(store_class)
+
+
+def mail_outbox(database_url: str, data_dir: Path) -> MailOutbox:
+    """The email outbox: its own SQLite file, or the portal's PostgreSQL database."""
+    name = "mail_outbox"
+    env = Environment(name, store_env(database_url, data_dir, name))
+    outbox_class: type[MailOutbox] = PostgresMailOutbox if database_url else SQLiteMailOutbox
+    return InfrastructureFactory[MailOutbox].construct(env).tracking_recorder(outbox_class)

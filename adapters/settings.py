@@ -58,6 +58,19 @@ class Settings(BaseSettings):
     #: How often the ocsp/crl maintainers look at the CA's log.
     relying_poll_seconds: float = Field(default=1.0, gt=0.0)
 
+    #: ``serve --role portal`` HTTP API, and the base URL written into pickup links.
+    portal_listen: str = "127.0.0.1:8000"
+    portal_public_url: str = "http://127.0.0.1:8000"
+    #: Email: SMTP when ``smtp_host`` is set, else a maildir in ``<data_dir>/mail``.
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password: SecretStr | None = None
+    mail_from: str = "Partner CA <partner-ca@localhost>"
+    #: Attempts per mail before it is marked failed (back-off doubles from 10 s, max 1 h).
+    mail_max_attempts: int = Field(default=8, ge=1)
+
     root_name: str = "Partner CA Root"
     issuing_name: str = "Partner CA Issuing"
     organization: str = "Partner Portal"

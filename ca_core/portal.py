@@ -27,6 +27,7 @@ from ca_core.credentials import (
     keyed_token,
     new_otp,
     same_token,
+    verify_otp,
 )
 from ca_core.errors import DomainError, NotFound
 from ca_core.eventmodel import PYDANTIC_ENV, read_log
@@ -198,7 +199,10 @@ class Portal(MessageDrivenApplication):
             raise OtpRefused(_WRONG_OTP, code="otp-wrong") from None
         history = [self._otp(i) for i in partner.otp_history]
         for candidate in reversed(history):
-            if candidate.redeem(otp, now, self.rules.session_lifetime):
+            # Only the OTP that matches says why it cannot be used (expired, used, locked);
+            # any other answer would tell a guesser about the user's other OTPs.
+            if verify_otp(otp, candidate.otp_hash) and candidate.redeem(
+                    otp, now, self.rules.session_lifetime):
                 self.save(candidate)
                 return EnrollmentSession(candidate.id, user_id, candidate.module)
         open_otps = [o for o in history if o.is_open and now < o.expires_at]

@@ -18,7 +18,7 @@ from tests.support import make_system
 ROOT = Path(__file__).resolve().parent.parent
 APP_TABLES = ("portal_events", "portal_tracking", "ca_events", "ca_tracking",
               "portal_relay_tracking", "ca_relay_tracking", "revocation_status_tracking",
-              "ocsp_responses_tracking")
+              "ocsp_responses_tracking", "mail_outbox_tracking")
 
 
 def _service(variable: str, start_script: str) -> str:
@@ -45,6 +45,7 @@ def reset_postgres(url: str) -> None:
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
         conn.execute("DELETE FROM revocation_status")
         conn.execute("DELETE FROM ocsp_responses")
+        conn.execute("DELETE FROM mail_outbox")
 
 
 @pytest.fixture(scope="session")

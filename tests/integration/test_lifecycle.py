@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from ca_core.certificate import Certificate
 from ca_core.errors import DomainError
 from ca_core.eventmodel import all_events
 from ca_core.messages import CertificateRequested, RevocationRequested
+from ca_core.otp import OneTimePassword, OtpRefused
 from ca_core.partner import ModuleRefused
 from ca_core.x509profile import from_pem
 from tests.support import (
@@ -318,3 +320,24 @@ def test_replaying_the_whole_log_gives_the_same_state(system: PartnerCa) -> None
                 assert vars(app.repository.get(aggregate_id)) == live[aggregate_id]
     finally:
         reopened.close()
+
+
+def test_r2_wrong_attempts_lock_the_open_otp_even_with_used_ones_in_history(
+        tmp_path: Path) -> None:
+    """Regression: an older, used OTP made every wrong attempt answer 'otp-used' before the
+    attempt was counted — no lockout, and a hint that the user exists."""
+    system = make_system(tmp_path / "data")
+    register(system)
+    enroll(system)  # redeems a first OTP
+    _, otp = system.portal.issue_otp(USER, MODULE, issued_by="admin-epak")
+    codes = []
+    for _ in range(system.portal.rules.otp_max_attempts):
+        with pytest.raises(OtpRefused) as refused:
+            system.portal.login_with_otp(USER, "WRONG-WRONG-WRONG-WRONG")
+        codes.append(refused.value.code)
+    assert set(codes) == {"otp-wrong"}
+    assert any(isinstance(e, OneTimePassword.OtpLocked) for _, e in all_events(system.portal))
+    with pytest.raises(OtpRefused) as refused:
+        system.portal.login_with_otp(USER, otp)
+    assert refused.value.code == "otp-locked"
+    system.close()
