@@ -146,9 +146,12 @@ def _print_timeline(entries: list[TimelineEntry]) -> None:
 
 @app.command()
 def serve(
-    role: Annotated[str, typer.Option(help="portal, ca, all, or one of portal-relay, portal-inbox, "
-                                           "ca-relay, ca-inbox; ocsp (OCSP responder) or crl "
-                                           "(CRL, CA certificate, status over HTTP).")] = "all",
+    role: Annotated[str, typer.Option(help="portal (API, notifier, Kafka relay and inbox), ca, "
+                                           "all, or one of portal-api, notifier, portal-relay, "
+                                           "portal-inbox, ca-relay, ca-inbox; ocsp (OCSP "
+                                           "responder) or crl (CRL, CA certificate, status over "
+                                           "HTTP). Without Kafka settings, portal/all/portal-api "
+                                           "run both applications in-process.")] = "all",
 ) -> None:
     """Run a long-lived role until SIGTERM: Kafka relays/inboxes, the OCSP responder or the CRL server."""
     import logging
@@ -164,9 +167,11 @@ def serve(
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
     logging.getLogger("kafka").setLevel(logging.WARNING)
     settings = Settings()
-    if not settings.kafka_bootstrap and role not in HTTP_ROLES:
-        fail("serve needs PARTNER_CA_KAFKA_BOOTSTRAP (the broker address)", EXIT_SETUP)
-    signing_roles = ("ca", "all", "ca-inbox", *HTTP_ROLES)
+    embedded = ("portal", "all", "portal-api", "notifier")
+    if not settings.kafka_bootstrap and role not in (*HTTP_ROLES, *embedded):
+        fail(f"--role {role} needs PARTNER_CA_KAFKA_BOOTSTRAP (the broker address)", EXIT_SETUP)
+    signing_roles = ("ca", "all", "ca-inbox", *HTTP_ROLES,
+                     *(embedded if not settings.kafka_bootstrap else ()))
     passphrase = _passphrase() if role in signing_roles else None
     if role in signing_roles and passphrase is None:
         fail("no CA key passphrase: set PARTNER_CA_KEY_PASSPHRASE or run on a terminal",

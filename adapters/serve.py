@@ -26,6 +26,7 @@ from adapters.kafka_link.inbox import KafkaInbox
 from adapters.kafka_link.relay import KafkaRelay
 from adapters.kafka_link.topics import ensure_topics
 from adapters.kafka_link.transport import ca_inbox, ca_relay, portal_inbox, portal_relay
+from adapters.migrate import apply_migrations
 from adapters.settings import Settings
 from ca_core.ca import CertificateAuthority
 from ca_core.portal import Portal
@@ -33,11 +34,14 @@ from ca_core.portal import Portal
 log = logging.getLogger("partner_ca.serve")
 
 ROLES: dict[str, tuple[str, ...]] = {
-    "portal": ("portal-relay", "portal-inbox"),
+    "portal": ("portal-relay", "portal-inbox", "portal-api", "notifier"),
     "ca": ("ca-inbox", "ca-relay", "ca-expiry"),
-    "all": ("portal-relay", "portal-inbox", "ca-inbox", "ca-relay", "ca-expiry"),
+    "all": ("portal-relay", "portal-inbox", "portal-api", "notifier", "ca-inbox", "ca-relay",
+            "ca-expiry"),
     "portal-relay": ("portal-relay",),
     "portal-inbox": ("portal-inbox",),
+    "portal-api": ("portal-api",),
+    "notifier": ("notifier",),
     "ca-relay": ("ca-relay",),
     "ca-inbox": ("ca-inbox", "ca-expiry"),
 }
@@ -77,25 +81,96 @@ def _on_signals(stop: threading.Event) -> None:
         signal.signal(signal.SIGINT, _stop)
 
 
+def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Settings,
+                    stop: threading.Event) -> list[threading.Thread]:
+    """The portal's HTTP API and the notifier, when the role has them."""
+    threads = []
+    if "portal-api" in components and settings.portal_listen:
+        import uvicorn
+
+        from adapters.portal_api import portal_api
+
+        host, _, port = settings.portal_listen.rpartition(":")
+        server = uvicorn.Server(uvicorn.Config(portal_api(portal), host=host or "127.0.0.1",
+                                               port=int(port), log_level="warning"))
+
+        def run_api(stop: threading.Event) -> None:
+            web = threading.Thread(target=server.run, name="portal-api-http", daemon=True)
+            web.start()
+            log.info("portal API on http://%s", settings.portal_listen)
+            stop.wait()
+            server.should_exit = True
+            web.join(timeout=10)
+
+        threads.append(threading.Thread(target=run_api, args=(stop,), name="portal-api",
+                                        daemon=True))
+    if "notifier" in components and (settings.notifier_in_portal or components == ("notifier",)):
+        from adapters.mailer import run_notifier
+
+        threads.append(threading.Thread(target=run_notifier, args=(portal, settings, stop),
+                                        name="notifier", daemon=True))
+    return threads
+
+
+def _serve_embedded(role: str, settings: Settings, passphrase: str | None,
+                    stop: threading.Event) -> None:
+    """Without a broker: both applications in this process, linked in-process; the portal's
+    API and notifier serve, the transport is pumped and expiries recorded in the background."""
+    from adapters.bootstrap import build
+
+    if role not in ("portal", "all", "portal-api", "notifier"):
+        raise ValueError(f"--role {role} needs PARTNER_CA_KAFKA_BOOTSTRAP (the broker address)")
+    apply_migrations(settings.store_url("ca"))
+    if settings.store_url("portal") != settings.store_url("ca"):
+        apply_migrations(settings.store_url("portal"))
+    system = build(settings, make_clock(settings), passphrase, transport="in-process")
+    system.ca.authority()  # refuse to start before 'partner-ca init'
+    _on_signals(stop)
+
+    def pump(stop: threading.Event) -> None:
+        while not stop.wait(0.2):
+            try:
+                system.pump()
+            except Exception:
+                log.exception("in-process delivery failed; will try again")
+
+    components = ("portal-api", "notifier") if role in ("portal", "all") else ROLES[role]
+    threads = [threading.Thread(target=pump, args=(stop,), name="pump", daemon=True),
+               threading.Thread(target=_expiry_loop(system.ca, settings.expiry_interval_seconds),
+                                args=(stop,), name="ca-expiry", daemon=True),
+               *_portal_threads(components, system.portal, settings, stop)]
+    for thread in threads:
+        thread.start()
+    log.info("serving %s (embedded: %s, in-process transport)", role, ", ".join(components))
+    stop.wait()
+    for thread in threads:
+        thread.join(timeout=10)
+    system.close()
+
+
+def _serve_relying(role: str, settings: Settings, passphrase: str | None,
+                   stop: threading.Event) -> None:
+    from adapters.relying import serve_relying
+
+    apply_migrations(settings.store_url("ca"))
+    ca = build_ca(settings, make_clock(settings), passphrase)
+    ca.authority()  # refuse to start before 'partner-ca init'
+    _on_signals(stop)
+    try:
+        serve_relying(role, settings, ca, stop, passphrase)
+    finally:
+        ca.close()
+
+
 def serve(role: str, settings: Settings, passphrase: str | None,
           stop: threading.Event | None = None) -> None:
     """Run a role until stopped."""
     if role in HTTP_ROLES:
-        from adapters.migrate import apply_migrations
-        from adapters.relying import serve_relying
-
-        stop = stop or threading.Event()
-        apply_migrations(settings.store_url("ca"))
-        ca = build_ca(settings, make_clock(settings), passphrase)
-        ca.authority()  # refuse to start before 'partner-ca init'
-        _on_signals(stop)
-        try:
-            serve_relying(role, settings, ca, stop, passphrase)
-        finally:
-            ca.close()
+        _serve_relying(role, settings, passphrase, stop or threading.Event())
         return
     if not settings.kafka_bootstrap:
-        raise ValueError("serve needs PARTNER_CA_KAFKA_BOOTSTRAP (the broker address)")
+        _serve_embedded(role, settings, passphrase, stop or threading.Event())
+        return
     components = ROLES[role]
     stop = stop or threading.Event()
     ensure_topics(settings.kafka_bootstrap, settings.kafka_topic_prefix,
@@ -108,7 +183,8 @@ def serve(role: str, settings: Settings, passphrase: str | None,
     opening = Retrying(stop=stop_after_attempt(5), wait=wait_random(0.2, 1.0),
                        retry=retry_if_exception_type((psycopg.Error, PersistenceError)),
                        reraise=True)
-    if any(c.startswith("portal") for c in components):
+    if any(c.startswith("portal") or c == "notifier" for c in components):
+        apply_migrations(settings.store_url("portal"))  # the mail outbox table
         portal = opening(build_portal, settings, clock)
     if any(c.startswith("ca") for c in components):
         ca = opening(build_ca, settings, clock, passphrase)
@@ -134,6 +210,8 @@ def serve(role: str, settings: Settings, passphrase: str | None,
             threads.append(threading.Thread(
                 target=_expiry_loop(ca, settings.expiry_interval_seconds), args=(stop,),
                 name=name, daemon=True))
+    if portal is not None:
+        threads.extend(_portal_threads(components, portal, settings, stop))
     for thread in threads:
         thread.start()
     inboxes = {name: _start_inbox(name, new_inbox[name](), stop)

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     smtp_username: str = ""
     smtp_password: SecretStr | None = None
     mail_from: str = "Partner CA <partner-ca@localhost>"
+    #: ``serve --role portal``/``all`` run the notifier too (set false to run it elsewhere).
+    notifier_in_portal: bool = True
     #: Attempts per mail before it is marked failed (back-off doubles from 10 s, max 1 h).
     mail_max_attempts: int = Field(default=8, ge=1)
 

@@ -120,6 +120,8 @@ def main() -> None:
         "PARTNER_CA_KAFKA_TOPIC_PREFIX": prefix,
         "PARTNER_CA_KAFKA_CLIENT_PREFIX": prefix.rstrip("."),
         "PARTNER_CA_KAFKA_PARTITIONS": str(args.partitions),
+        "PARTNER_CA_PORTAL_LISTEN": "",  # the portal API is not part of this benchmark
+        "PARTNER_CA_NOTIFIER_IN_PORTAL": "false",
     }
     subprocess.run(["partner-ca", "init"], env=env, check=True, capture_output=True)
     portal_url = env["PARTNER_CA_PORTAL_DATABASE_URL"]

@@ -96,6 +96,8 @@ def env(tmp_path: Path, postgres_url: str, kafka_bootstrap: str) -> dict[str, st
         "PARTNER_CA_KAFKA_TOPIC_PREFIX": prefix,
         "PARTNER_CA_KAFKA_CLIENT_PREFIX": prefix.rstrip("."),
         "PARTNER_CA_KAFKA_PARTITIONS": "4",
+        "PARTNER_CA_PORTAL_LISTEN": "",  # no HTTP API in these processes
+        "PARTNER_CA_NOTIFIER_IN_PORTAL": "false",
     }
     full = {**os.environ, **values}
     done = subprocess.run(["partner-ca", "init"], env=full, capture_output=True, text=True,
