@@ -46,6 +46,9 @@ client_app = typer.Typer(help="The user's side of the portal, with key files (R2
 app.add_typer(otp_app, name="otp")
 app.add_typer(partner_app, name="partner")
 app.add_typer(client_app, name="client")
+ops_app = typer.Typer(help="Ops API tokens (module administrators, operators).",
+                      no_args_is_help=True)
+app.add_typer(ops_app, name="ops")
 
 out = Console()
 
@@ -183,6 +186,23 @@ def serve(
 
 
 # -- ops ----------------------------------------------------------------------
+@ops_app.command("token")
+def ops_token(
+    name: Annotated[str, typer.Option(help="Who acts with this token (recorded on every action).")],
+    role: Annotated[list[str], typer.Option(help="admin:<MODULE> or operator (repeatable).")],
+) -> None:
+    """Create (or replace) the ops API token of NAME; printed once, only its hash is kept."""
+    from adapters.ops_auth import OpsTokens
+
+    settings = Settings()
+    try:
+        token = OpsTokens(settings.data_dir / "ops-tokens.json").create(name, role)
+    except DomainError as exc:
+        fail(f"{exc} [{exc.code}]")
+    out.print(f"ops token for {name} ({', '.join(sorted(role))}), shown once:")
+    out.print(token, markup=False, highlight=False)
+
+
 @partner_app.command("register")
 def partner_register(
     user_id: Annotated[str, typer.Argument(help="User identifier, e.g. P24-000123.")],
@@ -192,7 +212,7 @@ def partner_register(
 ) -> None:
     """Register a portal user in one or more business modules."""
     with system(need_keys=False) as s:
-        s.portal.register_partner(user_id, email, module, language)
+        s.portal.register_partner(user_id, email, module, language, registered_by="cli")
         out.print(f"registered {user_id} in {', '.join(module)}")
 
 

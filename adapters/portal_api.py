@@ -28,6 +28,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.ops_auth import OpsIdentity, OpsTokens
 from ca_core.errors import DomainError, NotFound
 from ca_core.portal import CertificateSession, EnrollmentSession, Portal
 from ca_core.x509profile import from_pem
@@ -46,8 +47,9 @@ STATUS = {
     "session-used": 409, "certificate-not-ready": 409, "pickup-used": 409,
     "renewal-not-allowed": 409, "request-rejected": 409,
     "request-unknown": 404, "pickup-link-invalid": 404, "not-found": 404,
-    "too-many-attempts": 429, "body-too-large": 413, "no-trust-anchor": 503,
-    "ca-not-initialised": 503,
+    "too-many-attempts": 429, "ops-token-required": 401, "ops-forbidden": 403,
+    "module-not-registered": 403, "user-exists": 409, "user-unknown": 404,
+    "body-too-large": 413, "no-trust-anchor": 503, "ca-not-initialised": 503,
 }
 TITLES = {401: "Not authenticated", 403: "Refused", 404: "Not found", 409: "Conflict",
           413: "Request too large", 422: "Refused by a rule", 429: "Too many attempts",
@@ -122,6 +124,44 @@ class RevocationIn(BaseModel):
                     "cessationOfOperation"] = "unspecified"
 
 
+class PartnerIn(BaseModel):
+    user_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+    modules: list[str] = Field(min_length=1, max_length=20)
+    language: Literal["cs", "en"] = "cs"
+
+
+class PartnerOut(BaseModel):
+    user_id: str
+    modules: list[str]
+    registered_by: str
+
+
+class OtpIn(BaseModel):
+    module: str = Field(min_length=1, max_length=32)
+
+
+class OtpOut(BaseModel):
+    user_id: str
+    module: str
+    otp: str = Field(description="shown once; only its hash is stored")
+    issued_by: str
+
+
+class OpsRevocationIn(BaseModel):
+    reason: Literal["unspecified", "keyCompromise", "affiliationChanged", "superseded",
+                    "cessationOfOperation", "privilegeWithdrawn"]
+
+
+class CertificateStatusOut(BaseModel):
+    serial: str
+    user_id: str
+    module: str
+    status: str
+    revocation_pending: bool
+    not_after: str | None
+
+
 class Challenge(BaseModel):
     challenge: str
 
@@ -157,9 +197,9 @@ class Refused(Exception):
         self.code = code
 
 
-def portal_api(portal: Portal, *, attempts_per_address: int = 20,
-               attempts_window: float = 60.0) -> FastAPI:
-    """The portal API for one Portal application."""
+def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
+               attempts_per_address: int = 20, attempts_window: float = 60.0) -> FastAPI:
+    """The portal API for one Portal application (ops endpoints when ``ops_tokens`` is given)."""
     sessions = URLSafeTimedSerializer(portal.secret, salt="partner-ca portal session")
     lifetime = int(portal.rules.session_lifetime.total_seconds())
     by_address = AttemptLimiter(attempts_per_address, attempts_window)
@@ -328,5 +368,55 @@ def portal_api(portal: Portal, *, attempts_per_address: int = 20,
         der = pkcs7.serialize_certificates([from_pem(trust.issuing_pem),
                                             from_pem(trust.root_pem)], Encoding.DER)
         return Response(der, media_type="application/pkcs7-mime")
+
+    # ops: module administrators and operators (API tokens) ---------------------------
+    def ops(authorization: Annotated[str | None, Header()] = None) -> OpsIdentity:
+        found = None
+        if ops_tokens is not None and authorization and authorization.startswith("Bearer "):
+            found = ops_tokens.authenticate(authorization[7:])
+        if found is None:
+            raise Refused("ops-token-required", "an ops API token is required")
+        return found
+
+    @app.post("/v1/ops/partners", response_model=PartnerOut, status_code=201, tags=["ops"])
+    def register_partner(body: PartnerIn,
+                         who: Annotated[OpsIdentity, Depends(ops)]) -> PartnerOut:
+        """Register a user in modules (an administrator of each module, or an operator)."""
+        for module in body.modules:
+            who.check_module(module)
+        partner = portal.register_partner(body.user_id, body.email, body.modules, body.language,
+                                          registered_by=f"ops:{who.name}")
+        return PartnerOut(user_id=partner.user_id, modules=partner.modules,
+                          registered_by=f"ops:{who.name}")
+
+    @app.post("/v1/ops/partners/{user_id}/otps", response_model=OtpOut, status_code=201,
+              tags=["ops"])
+    def issue_otp(user_id: str, body: OtpIn,
+                  who: Annotated[OpsIdentity, Depends(ops)]) -> OtpOut:
+        """R1: issue or reissue the OTP of a user in a module (shown once)."""
+        who.check_module(body.module)
+        _, otp = portal.issue_otp(user_id, body.module, issued_by=f"ops:{who.name}")
+        return OtpOut(user_id=user_id, module=body.module, otp=otp, issued_by=f"ops:{who.name}")
+
+    @app.get("/v1/ops/certificates/{serial}", response_model=CertificateStatusOut, tags=["ops"])
+    def certificate_status(serial: str,
+                           who: Annotated[OpsIdentity, Depends(ops)]) -> CertificateStatusOut:
+        """A certificate as the portal knows it (the CRL server's /status has the CA's view)."""
+        who.check_operator()
+        request = portal.request_for_serial(serial.upper())
+        return CertificateStatusOut(
+            serial=request.serial, user_id=request.user_id, module=request.module,
+            status=request.certificate_status or "unknown",
+            revocation_pending=request.revocation_pending,
+            not_after=request.not_after.isoformat() if request.not_after else None)
+
+    @app.post("/v1/ops/certificates/{serial}/revocation", response_model=Accepted,
+              status_code=202, tags=["ops"])
+    def revoke_as_operator(serial: str, body: OpsRevocationIn,
+                           who: Annotated[OpsIdentity, Depends(ops)]) -> Accepted:
+        """R10: revoke with an RFC 5280 reason; the operator is recorded by the CA."""
+        who.check_operator()
+        portal.revoke_as_operator(serial.upper(), body.reason, who.name)
+        return Accepted(status="revocation requested")
 
     return app

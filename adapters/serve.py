@@ -88,10 +88,12 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
     if "portal-api" in components and settings.portal_listen:
         import uvicorn
 
+        from adapters.ops_auth import OpsTokens
         from adapters.portal_api import portal_api
 
         host, _, port = settings.portal_listen.rpartition(":")
-        server = uvicorn.Server(uvicorn.Config(portal_api(portal), host=host or "127.0.0.1",
+        api = portal_api(portal, ops_tokens=OpsTokens(settings.data_dir / "ops-tokens.json"))
+        server = uvicorn.Server(uvicorn.Config(api, host=host or "127.0.0.1",
                                                port=int(port), log_level="warning"))
 
         def run_api(stop: threading.Event) -> None:

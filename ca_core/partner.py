@@ -26,9 +26,11 @@ class PartnerAccount(Aggregate):
         email: str
         language: str
         modules: list[str]
+        registered_by: str = ""  # the acting administrator (empty in events before it existed)
 
     class ModuleGranted(Aggregate.Event):
         module: str
+        granted_by: str = ""
 
     class OtpAssigned(Aggregate.Event):
         module: str
@@ -47,7 +49,8 @@ class PartnerAccount(Aggregate):
 
     @event(PartnerRegistered)
     def __init__(
-        self, user_id: str, email: str, language: str, modules: list[str], timestamp: datetime
+        self, user_id: str, email: str, language: str, modules: list[str], timestamp: datetime,
+        registered_by: str = "",
     ) -> None:
         self.user_id = user_id
         self.email = email
@@ -64,12 +67,12 @@ class PartnerAccount(Aggregate):
                 f"user {self.user_id} is not registered in module {module}; no OTP was generated"
             )
 
-    def grant_module(self, module: str, now: datetime) -> None:
+    def grant_module(self, module: str, now: datetime, granted_by: str = "") -> None:
         if module not in self.modules:
-            self._module_granted(module=module, timestamp=now)
+            self._module_granted(module=module, timestamp=now, granted_by=granted_by)
 
     @event(ModuleGranted)
-    def _module_granted(self, module: str, timestamp: datetime) -> None:
+    def _module_granted(self, module: str, timestamp: datetime, granted_by: str) -> None:
         self.modules.append(module)
 
     @event(OtpAssigned)

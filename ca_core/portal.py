@@ -123,7 +123,7 @@ class Portal(MessageDrivenApplication):
 
     # -- partners (ops) ----------------------------------------------------
     def register_partner(self, user_id: str, email: str, modules: list[str],
-                         language: str = "cs") -> PartnerAccount:
+                         language: str = "cs", registered_by: str = "") -> PartnerAccount:
         if not user_id.strip():
             raise DomainError("the user identifier must not be empty", code="user-id-invalid")
         for module in modules:
@@ -131,15 +131,35 @@ class Portal(MessageDrivenApplication):
         if PartnerAccount.id_for(user_id) in self.repository:
             raise DomainError(f"user {user_id} is already registered", code="user-exists")
         partner = PartnerAccount(user_id=user_id, email=email, language=language,
-                                 modules=list(modules), timestamp=self.clock.now())
+                                 modules=list(modules), timestamp=self.clock.now(),
+                                 registered_by=registered_by)
         self.save(partner)
         return partner
 
-    def grant_module(self, user_id: str, module: str) -> None:
+    def grant_module(self, user_id: str, module: str, granted_by: str = "") -> None:
         self._check_known_module(module)
         partner = self.partner(user_id)
-        partner.grant_module(module, self.clock.now())
+        partner.grant_module(module, self.clock.now(), granted_by)
         self.save(partner)
+
+    # -- ops on certificates (R10) -------------------------------------------------
+    def request_for_serial(self, serial: str) -> CertificateRequest:
+        """The request a certificate of this portal came from (ops look-ups; reads the log)."""
+        for _, ready in read_log(self, topics=[get_topic(CertificateRequest.CertificateReady)]):
+            assert isinstance(ready, CertificateRequest.CertificateReady)
+            if ready.serial == serial:
+                return self.request(ready.originator_id)
+        raise NotFound(f"no certificate with serial {serial}", code="certificate-unknown")
+
+    def revoke_as_operator(self, serial: str, reason: str, operator: str) -> None:
+        """R10: ops revoke with an RFC 5280 reason; the CA records the operator."""
+        check_revocation_reason(reason)
+        if not operator.strip():
+            raise DomainError("the acting operator must be named", code="operator-required")
+        request = self.request_for_serial(serial)
+        request.check_certificate_valid(self.clock.now(), action="revoke")
+        request.submit_revocation(reason, f"operator:{operator}", self.clock.now())
+        self.save(request)
 
     def _check_known_module(self, module: str) -> None:
         if module not in self.rules.modules:

@@ -189,8 +189,20 @@ def test_cli_setup_problems_exit_3(tmp_path: Path) -> None:
     [], ["init"], ["demo"], ["otp"], ["otp", "issue"], ["partner", "register"], ["status"],
     ["revoke"], ["expire"], ["chain"], ["migrate"], ["serve"], ["crl"], ["client"],
     ["client", "request"], ["client", "pickup"],
-    ["client", "login"], ["client", "renew"], ["client", "revoke"],
+    ["client", "login"], ["client", "renew"], ["client", "revoke"], ["ops"], ["ops", "token"],
 ])
 def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_ops_token_is_shown_once_and_stored_as_a_hash(tmp_path: Path) -> None:
+    env = {"PARTNER_CA_DATA_DIR": str(tmp_path / "data")}
+    done = run("ops", "token", "--name", "anna", "--role", "admin:EPAK", env=env)
+    token = done.stdout.strip().splitlines()[-1]
+    assert token.startswith("pca_")
+    stored = (tmp_path / "data" / "ops-tokens.json").read_text()
+    assert token not in stored and "admin:EPAK" in stored
+    assert oct((tmp_path / "data" / "ops-tokens.json").stat().st_mode & 0o777) == "0o600"
+    refused = run("ops", "token", "--name", "x", "--role", "king", env=env, check=1)
+    assert "role-unknown" in refused.stderr and "Traceback" not in refused.stderr

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from adapters import softtoken
 from adapters.bootstrap import PartnerCa
+from adapters.ops_auth import OpsTokens
 from adapters.portal_api import portal_api
 from tests.support import MODULE, PASSWORD, USER, make_system, register
 
@@ -161,3 +162,61 @@ def test_openapi_description_names_every_endpoint(api: tuple[PartnerCa, TestClie
             "/v1/requests/{request_id}/certificate", "/v1/pickup/{request_id}",
             "/v1/challenge", "/v1/sessions/certificate", "/v1/renewals", "/v1/revocations",
             "/v1/chain.pem", "/v1/chain.p7b"} <= set(paths)
+
+
+@pytest.fixture
+def ops(tmp_path: Path, database_url: str) -> Iterator[tuple[PartnerCa, TestClient, dict[str, str]]]:
+    system = make_system(tmp_path / "data", database_url)
+    tokens = OpsTokens(tmp_path / "ops-tokens.json")
+    issued = {"epak": tokens.create("anna", ["admin:EPAK"]),
+              "rev": tokens.create("petr", ["admin:REV"]),
+              "operator": tokens.create("olga", ["operator"])}
+    with TestClient(portal_api(system.portal, ops_tokens=tokens)) as client:
+        yield system, client, issued
+    system.close()
+
+
+def test_ops_register_issue_otp_revoke_with_roles_per_module_and_who_did_it(
+        ops: tuple[PartnerCa, TestClient, dict[str, str]]) -> None:
+    system, client, token = ops
+    problem(client.post("/v1/ops/partners", json={"user_id": USER, "email": "p@example.com",
+                                                  "modules": ["EPAK"]}),
+            401, "ops-token-required")
+    problem(client.post("/v1/ops/partners", headers=bearer(token["rev"]), json={
+        "user_id": USER, "email": "p@example.com", "modules": ["EPAK"]}), 403, "ops-forbidden")
+    created = client.post("/v1/ops/partners", headers=bearer(token["epak"]), json={
+        "user_id": USER, "email": "p@example.com", "modules": ["EPAK"]})
+    assert created.status_code == 201, created.text
+    assert created.json()["registered_by"] == "ops:anna"
+    # R1: an administrator of another module is refused; a module the user is not in is refused
+    problem(client.post(f"/v1/ops/partners/{USER}/otps", headers=bearer(token["rev"]),
+                        json={"module": "EPAK"}), 403, "ops-forbidden")
+    problem(client.post(f"/v1/ops/partners/{USER}/otps", headers=bearer(token["operator"]),
+                        json={"module": "REV"}), 403, "module-not-registered")
+    issued = client.post(f"/v1/ops/partners/{USER}/otps", headers=bearer(token["epak"]),
+                         json={"module": "EPAK"})
+    assert issued.status_code == 201 and issued.json()["issued_by"] == "ops:anna"
+    # the user enrols with it over the API
+    login = client.post("/v1/sessions/otp", json={"user_id": USER, "otp": issued.json()["otp"]})
+    key = softtoken.new_key()
+    request_id = request_certificate(system, client, login.json()["token"], key)
+    serial = client.get(f"/v1/requests/{request_id}",
+                        headers=bearer(login.json()["token"])).json()["serial"]
+    # R10: only an operator revokes, with a reason; the CA records who
+    problem(client.post(f"/v1/ops/certificates/{serial}/revocation",
+                        headers=bearer(token["epak"]), json={"reason": "keyCompromise"}),
+            403, "ops-forbidden")
+    problem(client.post(f"/v1/ops/certificates/{serial}/revocation",
+                        headers=bearer(token["operator"]), json={"reason": "bogus"}),
+            400, "request-invalid")
+    assert client.post(f"/v1/ops/certificates/{serial}/revocation",
+                       headers=bearer(token["operator"]),
+                       json={"reason": "privilegeWithdrawn"}).status_code == 202
+    system.pump()
+    status = client.get(f"/v1/ops/certificates/{serial}", headers=bearer(token["operator"]))
+    assert status.json()["status"] == "revoked"
+    certificate = system.ca.certificate(serial)
+    assert (certificate.revocation_reason, certificate.revoked_by) == (
+        "privilegeWithdrawn", "operator:olga")
+    problem(client.get("/v1/ops/certificates/ABCDEF", headers=bearer(token["operator"])),
+            404, "certificate-unknown")
