@@ -51,7 +51,8 @@ STATUS = {
     "module-not-registered": 403, "user-exists": 409, "user-unknown": 404,
     "body-too-large": 413, "no-trust-anchor": 503, "ca-not-initialised": 503,
 }
-TITLES = {401: "Not authenticated", 403: "Refused", 404: "Not found", 409: "Conflict",
+TITLES = {400: "Malformed request", 401: "Not authenticated", 403: "Refused",
+          404: "Not found", 405: "Method not allowed", 409: "Conflict",
           413: "Request too large", 422: "Refused by a rule", 429: "Too many attempts",
           503: "Not ready"}
 
@@ -205,10 +206,9 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
     by_address = AttemptLimiter(attempts_per_address, attempts_window)
     app = FastAPI(title="Partner CA portal API", version="1",
                   description=(__doc__ or "").split("\n\n", 1)[-1],
-                  responses={400: {"model": Problem}, 401: {"model": Problem},
-                             403: {"model": Problem}, 404: {"model": Problem},
-                             409: {"model": Problem}, 413: {"model": Problem},
-                             422: {"model": Problem}, 429: {"model": Problem}})
+                  responses={code: {"description": TITLES.get(code, "Error"), "content": {
+                      PROBLEM: {"schema": Problem.model_json_schema()}}}
+                      for code in (400, 401, 403, 404, 405, 409, 413, 422, 429, 503)})
 
     # errors -------------------------------------------------------------------------
     @app.exception_handler(DomainError)
