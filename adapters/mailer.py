@@ -15,6 +15,7 @@ import html
 import logging
 import mailbox
 import smtplib
+import ssl
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -94,9 +95,12 @@ class SmtpTransport:
     def deliver(self, message: EmailMessage) -> None:
         if self.connection is None:
             s = self.settings
-            self.connection = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=30)
-            if s.smtp_starttls:
-                self.connection.starttls()
+            context = ssl.create_default_context()
+            self.connection = (smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, timeout=30,
+                                                context=context) if s.smtp_ssl
+                               else smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=30))
+            if s.smtp_starttls and not s.smtp_ssl:
+                self.connection.starttls(context=context)
             if s.smtp_username:
                 password = s.smtp_password.get_secret_value() if s.smtp_password else ""
                 self.connection.login(s.smtp_username, password)

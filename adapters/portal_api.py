@@ -16,7 +16,6 @@ import binascii
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -192,6 +191,48 @@ class AttemptLimiter:
             return True
 
 
+class BodyLimit:
+    """ASGI middleware: bodies over ``limit`` bytes get 413, whether announced by Content-Length
+    or streamed in chunks (the chunks are counted as they arrive)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = problem("body-too-large", f"request bodies are limited to {self.limit} bytes")
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await too_large(scope, receive, send)
+            return
+        # read the whole (small) body first, counting; the app then gets it replayed
+        chunks, seen = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                await too_large(scope, receive, send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
 class Refused(Exception):
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
@@ -230,13 +271,7 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
         return problem("not-found" if exc.status_code == 404 else "http-error", str(exc.detail),
                        exc.status_code)
 
-    @app.middleware("http")
-    async def _limit_body(request: Request,
-                          call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return problem("body-too-large", f"request bodies are limited to {MAX_BODY} bytes")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
 
     # sessions -------------------------------------------------------------------------
     def session(authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:

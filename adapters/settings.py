@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_starttls: bool = False
+    #: implicit TLS (SMTPS, usually port 465) instead of STARTTLS
+    smtp_ssl: bool = False
     smtp_username: str = ""
     smtp_password: SecretStr | None = None
     mail_from: str = "Partner CA <partner-ca@localhost>"

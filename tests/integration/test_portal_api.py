@@ -140,6 +140,9 @@ def test_refusals_are_problems_and_leak_nothing(api: tuple[PartnerCa, TestClient
         401, "session-required")
     problem(client.post("/v1/requests", headers={**bearer(token), "Content-Length": "999999"},
                         content=b"x" * 10), 413, "body-too-large")
+    chunks = iter([b"x" * 40_000, b"x" * 40_000])  # streamed: no Content-Length to check
+    problem(client.post("/v1/requests", headers=bearer(token), content=chunks),
+            413, "body-too-large")
     problem(client.get("/v1/nothing-here"), 404, "not-found")
 
 
