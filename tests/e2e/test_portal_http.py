@@ -10,12 +10,14 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
+from cryptography import x509
 
 from adapters import softtoken
 from tests.e2e.test_kafka_processes import _database
@@ -34,46 +36,64 @@ def until(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
     return found
 
 
-@pytest.fixture
-def portal(tmp_path: Path, postgres_url: str) -> Iterator[tuple[httpx.Client, Inbox,
-                                                              dict[str, str]]]:
+def installation(tmp_path: Path, postgres_url: str, database: str
+                 ) -> tuple[dict[str, str], Inbox, Controller]:
+    """An initialised installation on PostgreSQL with one registered user, mail to aiosmtpd."""
     inbox, smtp_port, api_port = Inbox(), free_port(), free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
     controller.start()
     env = {**os.environ, "PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
            "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE,
-           "PARTNER_CA_DATABASE_URL": _database(postgres_url, "partner_ca_http"),
+           "PARTNER_CA_DATABASE_URL": _database(postgres_url, database),
            "PARTNER_CA_PORTAL_LISTEN": f"127.0.0.1:{api_port}",
            "PARTNER_CA_PORTAL_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
            "PARTNER_CA_SMTP_HOST": "127.0.0.1", "PARTNER_CA_SMTP_PORT": str(smtp_port),
-           "PARTNER_CA_RELYING_POLL_SECONDS": "0.2"}
+           "PARTNER_CA_RELYING_POLL_SECONDS": "0.2", "PARTNER_CA_EXPIRY_INTERVAL_SECONDS": "0.5"}
     env.pop("PARTNER_CA_KAFKA_BOOTSTRAP", None)
     for command in (["init"], ["partner", "register", USER, "--email", "p@example.com",
                                "--module", "EPAK"]):
         done = subprocess.run(["partner-ca", *command], env=env, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL)
         assert done.returncode == 0, done.stderr
-    process = subprocess.Popen(["partner-ca", "serve", "--role", "portal"], env=env,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=(tmp_path / "serve.log").open("w"))
-    client = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10)
+    return env, inbox, controller
 
-    def up() -> bool:
-        try:
-            return client.get("/v1/challenge").status_code == 200
-        except httpx.TransportError:
-            return False
 
+@pytest.fixture
+def portal(tmp_path: Path, postgres_url: str) -> Iterator[tuple[httpx.Client, Inbox,
+                                                              dict[str, str]]]:
+    env, inbox, controller = installation(tmp_path, postgres_url, "partner_ca_http")
+    process, client = start_serve(env, tmp_path / "serve.log")
     try:
-        until(up, "the portal API")
         yield client, inbox, env
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0, (tmp_path / "serve.log").read_text()
+        stop_serve(process, tmp_path / "serve.log")
     finally:
         if process.poll() is None:
             process.kill()
         client.close()
         controller.stop()
+
+
+def start_serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], httpx.Client]:
+    process = subprocess.Popen(["partner-ca", "serve", "--role", "portal"], env=env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=log.open("a"))
+    client = httpx.Client(base_url=env["PARTNER_CA_PORTAL_PUBLIC_URL"], timeout=10)
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(log.read_text())
+        try:
+            return client.get("/v1/challenge").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    until(up, "the portal API")
+    return process, client
+
+
+def stop_serve(process: subprocess.Popen[bytes], log: Path) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0, log.read_text()
 
 
 def otp(env: dict[str, str]) -> str:
@@ -149,3 +169,39 @@ def test_chapters_2_to_9_over_http_with_emails(
           "the revocation email")
     ids = [str(m["Message-ID"]) for m in inbox.messages]
     assert len(ids) == len(set(ids)), "no email twice"
+
+
+def test_expiry_reminder_and_expiry_emails_from_serve(tmp_path: Path,
+                                                      postgres_url: str) -> None:
+    """R11 by email: the installation restarted with its clock 10 days before the certificate's
+    end (reminder), then one day after it (expiry recorded by the CA, notice sent)."""
+    env, inbox, controller = installation(tmp_path, postgres_url, "partner_ca_http_expiry")
+    log = tmp_path / "serve.log"
+    try:
+        process, client = start_serve(env, log)
+        token = client.post("/v1/sessions/otp", json={"user_id": USER, "otp": otp(env)}).json()[
+            "token"]
+        accepted = client.post("/v1/requests", headers=bearer(token), json={
+            "csr_pem": softtoken.make_csr(softtoken.new_key(), USER),
+            "revocation_password": PASSWORD, "revocation_password_again": PASSWORD}).json()
+        until(lambda: client.get(accepted["status_url"], headers=bearer(token)).json()["state"]
+              == "ready", "issuance")
+        until(lambda: inbox.messages[:1], "the pickup-link email")
+        pem = client.get(accepted["status_url"] + "/certificate", headers=bearer(token)).json()[
+            "certificate_pem"]
+        not_after = x509.load_pem_x509_certificate(pem.encode()).not_valid_after_utc
+        stop_serve(process, log)
+        client.close()
+        for moment, subject in ((not_after - timedelta(days=10), "brzy vyprší"),
+                                (not_after + timedelta(days=1), "skončila")):
+            process, client = start_serve({**env, "PARTNER_CA_NOW": moment.isoformat()}, log)
+            try:
+                until(lambda s=subject: any(s in str(m["Subject"]) for m in inbox.messages),
+                      f"the '{subject}' email")
+            finally:
+                stop_serve(process, log)
+                client.close()
+        ids = [str(m["Message-ID"]) for m in inbox.messages]
+        assert len(ids) == len(set(ids)) == 3, [str(m["Subject"]) for m in inbox.messages]
+    finally:
+        controller.stop()
