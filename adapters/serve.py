@@ -94,7 +94,8 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
         host, _, port = settings.portal_listen.rpartition(":")
         api = portal_api(portal, ops_tokens=OpsTokens(settings.data_dir / "ops-tokens.json"))
         server = uvicorn.Server(uvicorn.Config(api, host=host or "127.0.0.1",
-                                               port=int(port), log_level="warning"))
+                                               port=int(port), log_level="warning",
+                                               access_log=False))  # URLs carry pickup tokens
 
         def run_api(stop: threading.Event) -> None:
             web = threading.Thread(target=server.run, name="portal-api-http", daemon=True)
