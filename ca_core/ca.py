@@ -11,7 +11,7 @@ from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import EnvType, get_topic
 
 from ca_core.authority import AUTHORITY_ID, Authority
@@ -162,7 +162,20 @@ class CertificateAuthority(MessageDrivenApplication):
     def publish_crls(self, entries: list[RevokedEntry], log_position: int,
                      validity: timedelta = timedelta(days=1)) -> PublishedCrls:
         """The next full CRL and, when sharding is on, one CRL per shard, all with the next
-        CRL number; one CrlPublished records them and the log position they reflect."""
+        CRL number; one CrlPublished records them and the log position they reflect.
+
+        The Authority is shared (the OCSP role records its signers there): when another
+        process recorded first, the CRL is signed again with the number after theirs."""
+        for attempt in range(5):
+            try:
+                return self._publish_crls(entries, log_position, validity)
+            except IntegrityError:
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _publish_crls(self, entries: list[RevokedEntry], log_position: int,
+                      validity: timedelta) -> PublishedCrls:
         authority = self.authority()
         issuer_key, issuer = self._issuer()
         now = self.clock.now()
@@ -189,11 +202,19 @@ class CertificateAuthority(MessageDrivenApplication):
                     renew_before: timedelta = timedelta(days=10)) -> Signer:
         """The delegated OCSP signer; a new one is issued when none exists or the current one
         expires within ``renew_before`` (which must exceed the longest response validity)."""
-        authority = self.authority()
-        now = self.clock.now()
-        not_after = authority.ocsp_signer_not_after
-        if authority.ocsp_signer_pem is None or not_after is None or not_after - now < renew_before:
-            self._issue_ocsp_signer(authority, now, validity)
+        for attempt in range(5):
+            authority = self.authority()
+            now = self.clock.now()
+            not_after = authority.ocsp_signer_not_after
+            if authority.ocsp_signer_pem is not None and not_after is not None and (
+                    not_after - now >= renew_before):
+                break
+            try:
+                self._issue_ocsp_signer(authority, now, validity)
+                break
+            except IntegrityError:  # another process changed the Authority first: look again
+                if attempt == 4:
+                    raise
         return self.current_ocsp_signer()
 
     def current_ocsp_signer(self) -> Signer:

@@ -53,3 +53,40 @@ def test_r9_openssl_rejects_a_revoked_certificate_with_our_crl(tmp_path: Path) -
     assert [(e.crl_number, e.log_position, e.revoked_count) for e in published] == [
         (1, position, 1), (2, position, 1)]
     system.close()
+
+
+def test_crl_publishers_and_ocsp_signer_rotation_in_several_processes_share_the_authority(
+        tmp_path: Path) -> None:
+    """The CRL role and the OCSP role both record on the Authority: a conflict is re-read and
+    retried (seen when both roles start at once), so every CRL number is used exactly once."""
+    import threading
+    from datetime import UTC, datetime
+
+    from adapters.bootstrap import build_ca
+    from ca_core.clock import SystemClock
+
+    system = make_system(tmp_path / "data", start=datetime.now(UTC))
+    system.close()
+    cas = [build_ca(system.settings, SystemClock(), "test passphrase for keys") for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def work(ca: object, signer: bool) -> None:
+        try:
+            for _ in range(8):
+                if signer:
+                    ca.ocsp_signer(renew_before=timedelta(days=29, hours=23, minutes=59))  # type: ignore[attr-defined]
+                else:
+                    ca.publish_crl([], 0)  # type: ignore[attr-defined]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(ca, i == 0)) for i, ca in enumerate(cas)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    numbers = [e.crl_number for _, e in all_events(cas[1]) if isinstance(e, Authority.CrlPublished)]
+    assert sorted(numbers) == list(range(1, 17))
+    for ca in cas:
+        ca.close()
