@@ -97,3 +97,10 @@ class HttpServer:
     def close(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+def request_body(key: softtoken.UserKey, user: str = USER,
+                 password: str = PASSWORD) -> dict[str, str]:
+    """The JSON of a certificate request or renewal over the portal API."""
+    return {"csr_pem": softtoken.make_csr(key, user), "revocation_password": password,
+            "revocation_password_again": password}

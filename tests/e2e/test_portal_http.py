@@ -22,6 +22,7 @@ from cryptography import x509
 from adapters import softtoken
 from tests.e2e.test_kafka_processes import _database
 from tests.integration.test_notifications import Inbox, free_port, text_of
+from tests.support import request_body
 
 PASSPHRASE = "portal http test passphrase"
 USER, PASSWORD = "P24-000321", "revocation secret 9"
@@ -118,9 +119,7 @@ def test_chapters_2_to_9_over_http_with_emails(
     token = session.json()["token"]
     # ch. 4: request with the revocation password twice; wait like the manual's screen does
     key = softtoken.new_key()
-    accepted = client.post("/v1/requests", headers=bearer(token), json={
-        "csr_pem": softtoken.make_csr(key, USER), "revocation_password": PASSWORD,
-        "revocation_password_again": PASSWORD})
+    accepted = client.post("/v1/requests", headers=bearer(token), json=request_body(key, USER, PASSWORD))
     assert accepted.status_code == 202, accepted.text
     status_url = accepted.json()["status_url"]
     until(lambda: client.get(status_url, headers=bearer(token)).json()["state"] == "ready",
@@ -147,9 +146,8 @@ def test_chapters_2_to_9_over_http_with_emails(
     assert login.status_code == 201, login.text
     # ch. 7: renewal while valid; pickup while logged in; the old certificate is superseded
     new_key = softtoken.new_key()
-    renewal = client.post("/v1/renewals", headers=bearer(login.json()["token"]), json={
-        "csr_pem": softtoken.make_csr(new_key, USER), "revocation_password": PASSWORD,
-        "revocation_password_again": PASSWORD})
+    renewal = client.post("/v1/renewals", headers=bearer(login.json()["token"]),
+                          json=request_body(new_key, USER, PASSWORD))
     assert renewal.status_code == 202, renewal.text
     renewed_url = renewal.json()["status_url"]
     cert_token = login.json()["token"]
@@ -181,9 +179,8 @@ def test_expiry_reminder_and_expiry_emails_from_serve(tmp_path: Path,
         process, client = start_serve(env, log)
         token = client.post("/v1/sessions/otp", json={"user_id": USER, "otp": otp(env)}).json()[
             "token"]
-        accepted = client.post("/v1/requests", headers=bearer(token), json={
-            "csr_pem": softtoken.make_csr(softtoken.new_key(), USER),
-            "revocation_password": PASSWORD, "revocation_password_again": PASSWORD}).json()
+        accepted = client.post("/v1/requests", headers=bearer(token),
+                               json=request_body(softtoken.new_key(), USER, PASSWORD)).json()
         until(lambda: client.get(accepted["status_url"], headers=bearer(token)).json()["state"]
               == "ready", "issuance")
         until(lambda: inbox.messages[:1], "the pickup-link email")

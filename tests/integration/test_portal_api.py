@@ -15,7 +15,7 @@ from adapters import softtoken
 from adapters.bootstrap import PartnerCa
 from adapters.ops_auth import OpsTokens
 from adapters.portal_api import portal_api
-from tests.support import MODULE, PASSWORD, USER, make_system, register
+from tests.support import MODULE, PASSWORD, USER, make_system, register, request_body
 
 
 @pytest.fixture
@@ -48,9 +48,7 @@ def otp_login(system: PartnerCa, client: TestClient, user: str = USER) -> str:
 
 def request_certificate(system: PartnerCa, client: TestClient, token: str,
                         key: softtoken.UserKey, user: str = USER) -> str:
-    reply = client.post("/v1/requests", headers=bearer(token), json={
-        "csr_pem": softtoken.make_csr(key, user), "revocation_password": PASSWORD,
-        "revocation_password_again": PASSWORD})
+    reply = client.post("/v1/requests", headers=bearer(token), json=request_body(key, user))
     assert reply.status_code == 202, reply.text
     request_id = str(reply.json()["request_id"])
     assert client.get(f"/v1/requests/{request_id}", headers=bearer(token)).json()["state"] \
@@ -81,9 +79,8 @@ def test_manual_chapters_over_http(api: tuple[PartnerCa, TestClient]) -> None:
     session = login.json()["token"]
     # renewal while valid
     new_key = softtoken.new_key()
-    renewed = client.post("/v1/renewals", headers=bearer(session), json={
-        "csr_pem": softtoken.make_csr(new_key, USER), "revocation_password": PASSWORD,
-        "revocation_password_again": PASSWORD})
+    renewed = client.post("/v1/renewals", headers=bearer(session),
+                          json=request_body(new_key, USER))
     assert renewed.status_code == 202, renewed.text
     system.pump()
     renewed_id = renewed.json()["request_id"]
