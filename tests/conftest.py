@@ -6,6 +6,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -79,3 +80,44 @@ def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PartnerCa
     built = make_system(tmp_path, url, kafka_bootstrap=bootstrap, kafka_prefix=prefix)
     yield built
     built.close()
+
+
+@dataclass(frozen=True)
+class SoftToken:
+    """A fresh SoftHSM2 token (its own label) in the session's SoftHSM2 directory."""
+
+    module: str
+    label: str
+    pin: str
+    conf: str
+
+
+_SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+@pytest.fixture(scope="session")
+def softhsm_pool(tmp_path_factory: pytest.TempPathFactory) -> list[SoftToken]:
+    """SoftHSM2 tokens made once per session: the library reads its slots once per process,
+    so tokens initialised later would not be seen. Each test takes a fresh one."""
+    if not Path(_SOFTHSM_MODULE).exists():
+        pytest.fail("SoftHSM2 is not installed: run deploy/test.sh (apt-get install softhsm2)")
+    base = tmp_path_factory.mktemp("softhsm")
+    (base / "tokens").mkdir()
+    conf = base / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {base / 'tokens'}\nobjectstore.backend = file\n"
+                    "log.level = ERROR\n")
+    os.environ["SOFTHSM2_CONF"] = str(conf)  # for python-pkcs11 here and child processes
+    pool = []
+    for _ in range(16):
+        label = f"t{uuid.uuid4().hex[:10]}"
+        subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label, "--pin",
+                        "123456", "--so-pin", "87654321"], check=True, capture_output=True)
+        pool.append(SoftToken(_SOFTHSM_MODULE, label, "123456", str(conf)))
+    return pool
+
+
+@pytest.fixture
+def soft_token(softhsm_pool: list[SoftToken]) -> SoftToken:
+    if not softhsm_pool:
+        pytest.fail("the session's SoftHSM2 token pool is used up: make it larger")
+    return softhsm_pool.pop()
