@@ -46,6 +46,9 @@ client_app = typer.Typer(help="The user's side of the portal, with key files (R2
 app.add_typer(otp_app, name="otp")
 app.add_typer(partner_app, name="partner")
 app.add_typer(client_app, name="client")
+from adapters.token_cli import token_app  # noqa: E402 - after the app it extends
+
+app.add_typer(token_app, name="token")
 ops_app = typer.Typer(help="Ops API tokens (module administrators, operators).",
                       no_args_is_help=True)
 app.add_typer(ops_app, name="ops")
@@ -377,13 +380,33 @@ def _report_request(s: PartnerCa, request_id: UUID) -> None:
               + (f", serial {request.serial}" if request.serial else ""))
 
 
+TokenOpt = Annotated[str | None, typer.Option(
+    "--token", help="Token label: the key lives on this PKCS#11 token and the client talks to "
+                    "the portal API (PARTNER_CA_PORTAL_URL).")]
+KeyLabel = Annotated[str, typer.Option("--key-label", help="Label of the key on the token.")]
+PortalUrl = Annotated[str | None, typer.Option("--portal", help="Portal API base URL.")]
+PinFd = Annotated[int | None, typer.Option("--pin-fd", help="Read the token PIN from this fd.")]
+
+
 @client_app.command("request")
 def client_request(
     user_id: Annotated[str, typer.Option("--user", help="User identifier.")],
-    csr: Annotated[Path, typer.Option(help="PKCS#10 CSR (PEM) made with the token key.")],
+    csr: Annotated[Path | None, typer.Option(help="PKCS#10 CSR (PEM), without --token.")] = None,
     otp: Annotated[str | None, typer.Option(help="The OTP (else prompted, hidden).")] = None,
+    token: TokenOpt = None, key_label: KeyLabel = "partner-ca", portal: PortalUrl = None,
+    pin_fd: PinFd = None,
 ) -> None:
-    """Log in with the OTP and request a certificate (R2, R3); the CA answers asynchronously (R4)."""
+    """Log in with the OTP and request a certificate (R2, R3); the CA answers asynchronously (R4).
+
+    With --token: the key pair is generated on the token, the CSR signed there, and the
+    client waits for issuance, picks the certificate up and puts it on the token."""
+    if token is not None:
+        from adapters.token_cli import client_request_with_token
+
+        client_request_with_token(user_id, otp, token, key_label, portal, pin_fd)
+        return
+    if csr is None:
+        fail("give --csr (key file) or --token (PKCS#11 token)", EXIT_USAGE)
     csr_pem = _read(csr, "CSR")
     secret = otp if otp is not None else typer.prompt("One-time password", hide_input=True)
     first, second = _revocation_passwords()
@@ -394,6 +417,18 @@ def client_request(
         _report_request(s, request_id)
 
 
+@client_app.command("pickup-link")
+def client_pickup_link(
+    link: Annotated[str, typer.Argument(help="The link from the email.")],
+    token: Annotated[str, typer.Option("--token", help="Token label to put it on.")],
+    key_label: KeyLabel = "partner-ca", portal: PortalUrl = None, pin_fd: PinFd = None,
+) -> None:
+    """Follow the emailed single-use link and put the certificate and chain on the token (R4)."""
+    from adapters.token_cli import client_pickup_link_with_token
+
+    client_pickup_link_with_token(link, token, key_label, portal, pin_fd)
+
+
 @client_app.command("pickup")
 def client_pickup(
     request_id: Annotated[UUID, typer.Argument(help="Request id.")],
@@ -402,7 +437,7 @@ def client_pickup(
     token: Annotated[str | None, typer.Option(help="Token from the emailed pickup link.")] = None,
     chain_out: Annotated[Path | None, typer.Option(help="Where to write the chain.")] = None,
 ) -> None:
-    """Pick up an issued certificate with its chain (R4)."""
+    """Pick up an issued certificate with its chain (R4), from the local store."""
     if (user_id is None) == (token is None):
         fail("give exactly one of --user or --token", EXIT_USAGE)
     with system(need_keys=False) as s:
@@ -429,9 +464,27 @@ CertOpt = Annotated[Path, typer.Option("--cert", help="Your certificate (PEM).")
 KeyOpt = Annotated[Path, typer.Option("--key", help="Its private key (PEM).")]
 
 
+CertOptional = Annotated[Path | None, typer.Option("--cert", help="Your certificate (PEM).")]
+KeyOptional = Annotated[Path | None, typer.Option("--key", help="Its private key (PEM).")]
+
+
+def _files(cert: Path | None, key: Path | None) -> tuple[Path, Path]:
+    if cert is None or key is None:
+        fail("give --cert and --key (files) or --token (PKCS#11 token)", EXIT_USAGE)
+    return cert, key
+
+
 @client_app.command("login")
-def client_login(cert: CertOpt, key: KeyOpt) -> None:
+def client_login(cert: CertOptional = None, key: KeyOptional = None, token: TokenOpt = None,
+                 key_label: KeyLabel = "partner-ca", portal: PortalUrl = None,
+                 pin_fd: PinFd = None) -> None:
     """Log in with the certificate: sign the portal's challenge with the key (R5)."""
+    if token is not None:
+        from adapters.token_cli import client_login_with_token
+
+        client_login_with_token(token, key_label, portal, pin_fd)
+        return
+    cert, key = _files(cert, key)
     with system(need_keys=False) as s:
         session = _cert_login(s, cert, key)
         out.print(f"logged in as {session.user_id} ({session.module}) with {session.serial}")
@@ -439,11 +492,23 @@ def client_login(cert: CertOpt, key: KeyOpt) -> None:
 
 @client_app.command("renew")
 def client_renew(
-    cert: CertOpt,
-    key: KeyOpt,
-    csr: Annotated[Path, typer.Option(help="New CSR (PEM) made with a new key.")],
+    cert: CertOptional = None,
+    key: KeyOptional = None,
+    csr: Annotated[Path | None, typer.Option(help="New CSR (PEM) made with a new key.")] = None,
+    token: TokenOpt = None, key_label: KeyLabel = "partner-ca",
+    new_key_label: Annotated[str, typer.Option(help="Label of the new key on the token.")]
+    = "partner-ca-renewed",
+    portal: PortalUrl = None, pin_fd: PinFd = None,
 ) -> None:
-    """Renew while the current certificate is valid (R7)."""
+    """Renew while the current certificate is valid (R7); with --token a new key is made on it."""
+    if token is not None:
+        from adapters.token_cli import client_renew_with_token
+
+        client_renew_with_token(token, key_label, new_key_label, portal, pin_fd)
+        return
+    cert, key = _files(cert, key)
+    if csr is None:
+        fail("give --csr with --cert/--key", EXIT_USAGE)
     csr_pem = _read(csr, "CSR")
     first, second = _revocation_passwords()
     with system() as s:
@@ -455,11 +520,19 @@ def client_renew(
 
 @client_app.command("revoke")
 def client_revoke(
-    cert: CertOpt,
-    key: KeyOpt,
+    cert: CertOptional = None,
+    key: KeyOptional = None,
     reason: Annotated[str, typer.Option(help="RFC 5280 reason.")] = "unspecified",
+    token: TokenOpt = None, key_label: KeyLabel = "partner-ca", portal: PortalUrl = None,
+    pin_fd: PinFd = None,
 ) -> None:
     """Revoke your certificate with the revocation password (R9)."""
+    if token is not None:
+        from adapters.token_cli import client_revoke_with_token
+
+        client_revoke_with_token(token, key_label, reason, portal, pin_fd)
+        return
+    cert, key = _files(cert, key)
     password = os.environ.get("PARTNER_CA_REVOCATION_PASSWORD") or typer.prompt(
         "Revocation password", hide_input=True)
     with system() as s:

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     #: How often the ocsp/crl maintainers look at the CA's log.
     relying_poll_seconds: float = Field(default=1.0, gt=0.0)
 
+    #: The user's side: PKCS#11 module of the token, and the portal API the client talks to.
+    pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    portal_url: str = "http://127.0.0.1:8000"
     #: ``serve --role portal`` HTTP API, and the base URL written into pickup links.
     portal_listen: str = "127.0.0.1:8000"
     portal_public_url: str = "http://127.0.0.1:8000"

@@ -1,0 +1,300 @@
+"""`partner-ca token …` and the token-based `partner-ca client …` flows (over the portal API).
+
+PINs: ``PARTNER_CA_TOKEN_PIN`` (and ``PARTNER_CA_TOKEN_NEW_PIN`` for change-pin), or
+``--pin-fd N`` (a line read from file descriptor N), else a hidden prompt on a
+terminal. A PIN is never echoed, logged, or sent to the service.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import httpx
+import typer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import AuthorityInformationAccessOID
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from adapters.portal_client import PortalClient, PortalRefused
+from adapters.settings import Settings
+from adapters.token import Token, TokenError, list_tokens
+from ca_core.errors import DomainError
+
+EXIT_REFUSED, EXIT_USAGE, EXIT_SETUP = 1, 2, 3
+out = Console()
+token_app = typer.Typer(help="The hardware token over PKCS#11 (what 'Správce karty' does).",
+                        no_args_is_help=True)
+
+TokenOpt = Annotated[str, typer.Option("--token", help="Token label.")]
+KeyLabelOpt = Annotated[str, typer.Option("--key-label", help="Label of the key on the token.")]
+PinFdOpt = Annotated[int | None, typer.Option("--pin-fd", help="Read the PIN from this file "
+                                                               "descriptor (scripts).")]
+PortalOpt = Annotated[str | None, typer.Option("--portal", help="Portal API base URL (default "
+                                                                "PARTNER_CA_PORTAL_URL).")]
+
+
+def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
+    sys.stderr.write(f"error: {message}\n")
+    raise typer.Exit(code)
+
+
+def _secret(env: str, prompt: str, fd: int | None = None) -> str:
+    if fd is not None:
+        with os.fdopen(os.dup(fd)) as source:
+            return source.readline().rstrip("\n")
+    if os.environ.get(env):
+        return os.environ[env]
+    if not sys.stdin.isatty():
+        fail(f"no {prompt.lower()}: set {env}, use --pin-fd, or run on a terminal", EXIT_SETUP)
+    return str(typer.prompt(prompt, hide_input=True))
+
+
+def open_token(label: str, pin_fd: int | None) -> Token:
+    return Token(label, _secret("PARTNER_CA_TOKEN_PIN", "Token PIN", pin_fd),
+                 Settings().pkcs11_module)
+
+
+def _run(step: Callable[[], None]) -> None:
+    """Token, portal and rule refusals become one-line errors (exit 1; 3 for set-up)."""
+    try:
+        step()
+    except (TokenError, PortalRefused, DomainError) as exc:
+        fail(f"{exc} [{exc.code}]", EXIT_SETUP if exc.code in (
+            "token-module", "portal-unreachable") else EXIT_REFUSED)
+
+
+# -- token ---------------------------------------------------------------------------
+@token_app.command("list")
+def token_list() -> None:
+    """Tokens present in the PKCS#11 module (PARTNER_CA_PKCS11_MODULE)."""
+    def step() -> None:
+        table = Table("slot", "label", "serial", "manufacturer", "model")
+        for t in list_tokens(Settings().pkcs11_module):
+            table.add_row(str(t.slot), t.label, t.serial, t.manufacturer, t.model)
+        out.print(table)
+    _run(step)
+
+
+@token_app.command("objects")
+def token_objects(token: TokenOpt, pin_fd: PinFdOpt = None) -> None:
+    """Keys and certificates on the token (private keys: extractable? sensitive?)."""
+    def step() -> None:
+        table = Table("kind", "label", "id", "extractable", "sensitive")
+        for o in open_token(token, pin_fd).objects():
+            table.add_row(o.kind, o.label, o.id_hex, _yes_no(o.extractable), _yes_no(o.sensitive))
+        out.print(table)
+    _run(step)
+
+
+def _yes_no(value: bool | None) -> str:
+    return "" if value is None else ("yes" if value else "no")
+
+
+@token_app.command("keygen")
+def token_keygen(token: TokenOpt, key_label: KeyLabelOpt = "partner-ca",
+                 pin_fd: PinFdOpt = None) -> None:
+    """Generate an EC P-256 key pair on the token (private key non-extractable)."""
+    def step() -> None:
+        key_id = open_token(token, pin_fd).generate_key(key_label)
+        out.print(f"key {key_label} (id {key_id}) generated on token {token}")
+    _run(step)
+
+
+@token_app.command("csr")
+def token_csr(token: TokenOpt, user: Annotated[str, typer.Option("--user")],
+              out_file: Annotated[Path, typer.Option("--out")],
+              key_label: KeyLabelOpt = "partner-ca", pin_fd: PinFdOpt = None) -> None:
+    """A PKCS#10 request for the token key, signed on the token."""
+    def step() -> None:
+        out_file.write_text(open_token(token, pin_fd).csr(key_label, user))
+        out.print(f"CSR written to {out_file}")
+    _run(step)
+
+
+@token_app.command("import")
+def token_import(token: TokenOpt, cert: Annotated[Path, typer.Option("--cert")],
+                 chain: Annotated[Path | None, typer.Option("--chain")] = None,
+                 key_label: KeyLabelOpt = "partner-ca", pin_fd: PinFdOpt = None) -> None:
+    """Put the issued certificate (and its chain) on the token, beside its key."""
+    def step() -> None:
+        pems = [cert.read_text(), *(_split(chain.read_text()) if chain else [])]
+        open_token(token, pin_fd).import_certificates(key_label, pems)
+        out.print(f"{len(pems)} certificate(s) imported onto {token}")
+    _run(step)
+
+
+def _split(pem: str) -> list[str]:
+    end = "-----END CERTIFICATE-----"
+    return [b.strip() + "\n" + end + "\n" for b in pem.split(end) if b.strip()]
+
+
+@token_app.command("show")
+def token_show(token: TokenOpt, pin_fd: PinFdOpt = None) -> None:
+    """Certificates on the token with their validity and status (asks the OCSP responder)."""
+    def step() -> None:
+        certs = open_token(token, pin_fd).certificates()
+        by_subject = {c.subject: c for _, c in certs}
+        table = Table("label", "subject", "serial", "valid until", "status")
+        for label, cert in certs:
+            issuer = by_subject.get(cert.issuer)
+            status = _ocsp_status(cert, issuer) if issuer is not None and issuer != cert else "-"
+            table.add_row(label, cert.subject.rfc4514_string(), format(cert.serial_number, "X"),
+                          cert.not_valid_after_utc.isoformat(), status)
+        out.print(table)
+    _run(step)
+
+
+def _ocsp_status(cert: x509.Certificate, issuer: x509.Certificate) -> str:
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+        url = next(d.access_location.value for d in aia
+                   if d.access_method == AuthorityInformationAccessOID.OCSP)
+    except (x509.ExtensionNotFound, StopIteration):
+        return "no OCSP URL"
+    request = ocsp.OCSPRequestBuilder().add_certificate(
+        cert, issuer, hashes.SHA1()).build()  # noqa: S303 - RFC 5019 CertID, not a signature
+    try:
+        reply = httpx.post(url, content=request.public_bytes(serialization.Encoding.DER),
+                           headers={"Content-Type": "application/ocsp-request"}, timeout=10)
+        answer = ocsp.load_der_ocsp_response(reply.content)
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"OCSP unavailable ({type(exc).__name__})"
+    if answer.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+        return f"OCSP: {answer.response_status.name.lower()}"
+    return answer.certificate_status.name.lower()
+
+
+@token_app.command("change-pin")
+def token_change_pin(token: TokenOpt, pin_fd: PinFdOpt = None) -> None:
+    """R6: change the token PIN — old PIN once, new PIN twice; nothing goes to the service."""
+    def step() -> None:
+        old = _secret("PARTNER_CA_TOKEN_PIN", "Current PIN", pin_fd)
+        new = _secret("PARTNER_CA_TOKEN_NEW_PIN", "New PIN")
+        again = os.environ.get("PARTNER_CA_TOKEN_NEW_PIN") or _secret(
+            "PARTNER_CA_TOKEN_NEW_PIN_AGAIN", "New PIN again")
+        if new != again:
+            fail("the two new PINs differ [token-pin-mismatch]")
+        Token(token, old, Settings().pkcs11_module).change_pin(old, new)
+        out.print(f"PIN of token {token} changed")
+    _run(step)
+
+
+@token_app.command("export-chain")
+def token_export_chain(token: TokenOpt, out_file: Annotated[Path, typer.Option("--out")],
+                       pin_fd: PinFdOpt = None) -> None:
+    """R12: the CA chain from the token, PEM, for registering in the operating system."""
+    def step() -> None:
+        chain = [c for label, c in open_token(token, pin_fd).certificates()
+                 if "-chain-" in label]
+        out_file.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM)
+                                      for c in chain))
+        out.print(f"{len(chain)} CA certificate(s) written to {out_file}")
+    _run(step)
+
+
+# -- client flows with the token, over the portal API --------------------------------------
+def _portal(url: str | None) -> PortalClient:
+    return PortalClient(url or Settings().portal_url)
+
+
+def _passwords() -> tuple[str, str]:
+    first = _secret("PARTNER_CA_REVOCATION_PASSWORD", "Revocation password")
+    second = os.environ.get("PARTNER_CA_REVOCATION_PASSWORD_AGAIN") or (
+        first if os.environ.get("PARTNER_CA_REVOCATION_PASSWORD") else
+        str(typer.prompt("Revocation password again", hide_input=True)))
+    return first, second
+
+
+def _wait_and_import(client: PortalClient, session: str, request_id: str, token: Token,
+                     key_label: str) -> None:
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=out, transient=True) as progress:
+        task = progress.add_task("waiting for the CA …")
+        found = client.wait(session, request_id,
+                            tick=lambda state: progress.update(task, description=f"request "
+                                                               f"{request_id}: {state}"))
+    if found["state"] == "rejected":
+        fail(f"the CA rejected request {request_id}: {found.get('rejection')} [request-rejected]")
+    picked = client.pickup(session, request_id)
+    token.import_certificates(key_label, [picked["certificate_pem"],
+                                          *_split(picked["chain_pem"])])
+    out.print(f"request {request_id}: certificate {picked['serial']} is on token "
+              f"{token.label} ({key_label})")
+
+
+def client_request_with_token(user_id: str, otp: str | None, token_label: str, key_label: str,
+                              portal: str | None, pin_fd: int | None) -> None:
+    def step() -> None:
+        token = open_token(token_label, pin_fd)
+        secret = otp or _secret("PARTNER_CA_OTP", "One-time password")
+        first, second = _passwords()
+        client = _portal(portal)
+        session = client.login_with_otp(user_id, secret)
+        token.generate_key(key_label)
+        request_id = client.submit(session, token.csr(key_label, user_id), first, second)
+        out.print(f"request {request_id} submitted")
+        _wait_and_import(client, session, request_id, token, key_label)
+    _run(step)
+
+
+def client_pickup_link_with_token(link: str, token_label: str, key_label: str,
+                                  portal: str | None, pin_fd: int | None) -> None:
+    def step() -> None:
+        token = open_token(token_label, pin_fd)
+        picked = _portal(portal).pickup_link(link)
+        token.import_certificates(key_label, [picked["certificate_pem"],
+                                              *_split(picked["chain_pem"])])
+        out.print(f"certificate {picked['serial']} is on token {token_label} ({key_label})")
+    _run(step)
+
+
+def _login(client: PortalClient, token: Token, key_label: str) -> dict[str, object]:
+    mine = [c for label, c in token.certificates() if label == key_label]
+    if not mine:
+        fail(f"no certificate labelled {key_label!r} on token {token.label} [token-no-cert]")
+    pem = mine[0].public_bytes(serialization.Encoding.PEM).decode()
+    return client.login_with_certificate(pem, lambda data: token.sign(key_label, data))
+
+
+def client_login_with_token(token_label: str, key_label: str, portal: str | None,
+                            pin_fd: int | None) -> None:
+    def step() -> None:
+        found = _login(_portal(portal), open_token(token_label, pin_fd), key_label)
+        out.print(f"logged in as {found['user_id']} ({found['module']}) with {found['serial']}")
+    _run(step)
+
+
+def client_renew_with_token(token_label: str, key_label: str, new_key_label: str,
+                            portal: str | None, pin_fd: int | None) -> None:
+    def step() -> None:
+        token = open_token(token_label, pin_fd)
+        client = _portal(portal)
+        found = _login(client, token, key_label)
+        session = str(found["token"])
+        first, second = _passwords()
+        token.generate_key(new_key_label)
+        request_id = client.renew(session, token.csr(new_key_label, str(found["user_id"])),
+                                  first, second)
+        out.print(f"renewal request {request_id} submitted")
+        _wait_and_import(client, session, request_id, token, new_key_label)
+    _run(step)
+
+
+def client_revoke_with_token(token_label: str, key_label: str, reason: str, portal: str | None,
+                             pin_fd: int | None) -> None:
+    def step() -> None:
+        token = open_token(token_label, pin_fd)
+        client = _portal(portal)
+        found = _login(client, token, key_label)
+        password = _secret("PARTNER_CA_REVOCATION_PASSWORD", "Revocation password")
+        client.revoke(str(found["token"]), password, reason)
+        out.print(f"revocation of {found['serial']} requested")
+    _run(step)

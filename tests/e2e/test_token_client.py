@@ -1,0 +1,119 @@
+"""The manual chapter by chapter with a SoftHSM2 token: `partner-ca client`/`token` against
+`serve` (portal and CA as separate processes on PostgreSQL + Kafka) and a real SMTP server."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiosmtpd.controller import Controller
+
+from tests.conftest import SoftToken
+from tests.e2e import test_kafka_processes as kafka_processes
+from tests.e2e.test_kafka_processes import Roles
+from tests.integration.test_notifications import Inbox, free_port, text_of
+
+USER, PASSWORD = "P24-000555", "revocation secret 5"
+
+
+env = kafka_processes.env  # the same fixtures: fresh databases and topics, serve processes
+roles = kafka_processes.roles
+
+
+def until(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+    return found
+
+
+def cli(env: dict[str, str], *args: str, check: int | None = 0,
+        **extra: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(["partner-ca", *args], env={**env, **extra}, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=180)
+    if check is not None:
+        assert done.returncode == check, (args, done.stdout, done.stderr)
+    return done
+
+
+def test_manual_with_a_token_against_serve_on_postgres_and_kafka(
+        env: dict[str, str], roles: Roles, soft_token: SoftToken, tmp_path: Path) -> None:
+    inbox, smtp_port, api_port, ocsp_port = Inbox(), free_port(), free_port(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    env = {**env, "PARTNER_CA_PORTAL_LISTEN": f"127.0.0.1:{api_port}",
+           "PARTNER_CA_PORTAL_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
+           "PARTNER_CA_PORTAL_URL": f"http://127.0.0.1:{api_port}",
+           "PARTNER_CA_NOTIFIER_IN_PORTAL": "true", "PARTNER_CA_SMTP_HOST": "127.0.0.1",
+           "PARTNER_CA_SMTP_PORT": str(smtp_port), "PARTNER_CA_RELYING_POLL_SECONDS": "0.3",
+           "SOFTHSM2_CONF": soft_token.conf, "PARTNER_CA_PKCS11_MODULE": soft_token.module,
+           "PARTNER_CA_OCSP_LISTEN": f"127.0.0.1:{ocsp_port}", "PARTNER_CA_OCSP_WORKERS": "1",
+           "PARTNER_CA_OCSP_URL": f"http://127.0.0.1:{ocsp_port}/ocsp", "COLUMNS": "250"}
+    roles.env = env
+    try:
+        for role in ("ca", "portal", "ocsp"):
+            roles.start(role)
+        until(lambda: _up(f"http://127.0.0.1:{api_port}/v1/challenge"), "the portal API")
+        pin = {"PARTNER_CA_TOKEN_PIN": soft_token.pin}
+        token = ["--token", soft_token.label]
+        # ch. 2: the module administrator registers the user and issues the OTP
+        cli(env, "partner", "register", USER, "--email", "user@example.com", "--module", "EPAK")
+        issued = cli(env, "otp", "issue", USER, "--module", "EPAK", "--by", "admin-epak")
+        otp = re.search(r"([A-Z2-7]{4}(?:-[A-Z2-7]{4}){3})", issued.stdout)
+        assert otp is not None
+        # ch. 3–4: OTP login, key generated on the token, request, wait, certificate on the token
+        done = cli(env, "client", "request", "--user", USER, "--otp", otp.group(1), *token,
+                   **pin, PARTNER_CA_REVOCATION_PASSWORD=PASSWORD)
+        assert "is on token" in done.stdout, done.stdout
+        objects = cli(env, "token", "objects", *token, **pin).stdout
+        assert re.search(r"private-key\s+│\s*partner-ca\s+│\s*\w+\s+│\s*no\s+│\s*yes", objects), \
+            objects
+        # the emailed pickup link is there too (already used by the client's pickup)
+        mail = until(lambda: inbox.messages[:1], "the pickup-link email")[0]
+        assert "/v1/pickup/" in text_of(mail)
+        # ch. 5: login with the certificate on the token
+        assert "logged in as " + USER in cli(env, "client", "login", *token, **pin).stdout
+        shown = until(lambda: "good" in (r := cli(env, "token", "show", *token, **pin).stdout)
+                      and r, "OCSP says good")
+        assert "P24-000555" in shown
+        # ch. 6: PIN change — the old PIN then fails, the new one works
+        cli(env, "token", "change-pin", *token, **pin, PARTNER_CA_TOKEN_NEW_PIN="654321")
+        wrong = cli(env, "client", "login", *token, **pin, check=1)
+        assert "[token-pin-wrong]" in wrong.stderr
+        new_pin = {"PARTNER_CA_TOKEN_PIN": "654321"}
+        cli(env, "client", "login", *token, **new_pin)
+        # ch. 7: renewal while valid, a new key on the token
+        done = cli(env, "client", "renew", *token, **new_pin,
+                   PARTNER_CA_REVOCATION_PASSWORD=PASSWORD)
+        assert "is on token" in done.stdout, done.stdout
+        renewed = ["--key-label", "partner-ca-renewed"]
+        until(lambda: "certificate-revoked" in cli(env, "client", "login", *token, **new_pin,
+                                                   check=None).stderr, "the old one superseded")
+        # ch. 8: revocation with the revocation password; then login is refused
+        cli(env, "client", "revoke", *token, *renewed, "--reason", "keyCompromise", **new_pin,
+            PARTNER_CA_REVOCATION_PASSWORD=PASSWORD)
+        refused = until(lambda: (r := cli(env, "client", "login", *token, *renewed, **new_pin,
+                                          check=None)).returncode == 1
+                        and "[certificate-revoked]" in r.stderr and r, "login refused")
+        assert refused.stderr.count("\n") == 1, "a one-line error"
+        until(lambda: any("zneplatněn" in str(m["Subject"]) for m in inbox.messages),
+              "the revocation email")
+        roles.assert_alive()
+    finally:
+        controller.stop()
+        assert os.environ.get("PARTNER_CA_TOKEN_PIN") is None
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
