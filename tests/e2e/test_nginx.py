@@ -1,0 +1,104 @@
+"""The certificate on the token logs in to nginx (ssl_verify_client on, ssl_ocsp on pointed at our
+OCSP responder), the key used on the token through OpenSSL's PKCS#11 engine by curl; after the
+revocation nginx refuses it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapters.token import Token
+from tests.conftest import SoftToken
+from tests.integration.test_notifications import free_port
+from tests.support import MODULE, PASSPHRASE, USER, make_system, register
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def ocsp(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
+    port = free_port()
+    env = {**os.environ, "PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
+           "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE, "PARTNER_CA_OCSP_WORKERS": "1",
+           "PARTNER_CA_OCSP_LISTEN": f"127.0.0.1:{port}", "PARTNER_CA_RELYING_POLL_SECONDS": "0.2",
+           "PARTNER_CA_OCSP_URL": f"http://127.0.0.1:{port}/ocsp"}
+    yield env, f"http://127.0.0.1:{port}/ocsp"
+
+
+def curl(url: str, token: SoftToken, cert: Path) -> subprocess.CompletedProcess[str]:
+    key = f"pkcs11:token={token.label};object=partner-ca;type=private;pin-value={token.pin}"
+    return subprocess.run(
+        ["curl", "-s", "-k", "-o", "-", "-w", "\n%{http_code}", "--engine", "pkcs11",
+         "--key-type", "ENG", "--key", key, "--cert", str(cert), url],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PKCS11_MODULE_PATH": token.module, "SOFTHSM2_CONF": token.conf})
+
+
+def test_token_certificate_logs_in_to_nginx_until_revoked(
+        tmp_path: Path, soft_token: SoftToken, ocsp: tuple[dict[str, str], str]) -> None:
+    env, ocsp_url = ocsp
+    # a certificate for a key generated on the token (an OTP session on the embedded store)
+    system = make_system(tmp_path / "data", start=datetime.now(UTC) - timedelta(minutes=5),
+                         ocsp_url=ocsp_url)
+    register(system)
+    token = Token(soft_token.label, soft_token.pin, soft_token.module)
+    token.generate_key("partner-ca")
+    _, otp = system.portal.issue_otp(USER, MODULE, issued_by="admin-epak")
+    session = system.portal.login_with_otp(USER, otp)
+    request_id = system.portal.submit_request(session, token.csr("partner-ca", USER),
+                                              "revocation pw 1", "revocation pw 1")
+    system.pump()
+    picked = system.portal.pickup(request_id, USER)
+    system.close()
+    (tmp_path / "client.pem").write_text(picked.certificate_pem)
+    (tmp_path / "chain.pem").write_text(picked.chain_pem)
+    responder = subprocess.Popen(["partner-ca", "serve", "--role", "ocsp"], env=env,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=(tmp_path / "ocsp.log").open("w"))
+    run = tmp_path / "nginx"
+    listen = f"127.0.0.1:{free_port()}"
+    try:
+        _wait_for(lambda: _answers(ocsp_url), "the OCSP responder")
+        started = subprocess.run(["bash", str(ROOT / "deploy/nginx/start.sh"), str(run), listen,
+                                  str(tmp_path / "chain.pem"), ocsp_url],
+                                 capture_output=True, text=True)
+        assert started.returncode == 0, started.stderr
+        url = started.stdout.strip().splitlines()[-1] + "/"
+        allowed = curl(url, soft_token, tmp_path / "client.pem")
+        assert allowed.stdout.endswith("\n200"), (allowed.stdout, allowed.stderr)
+        assert f"CN={USER}" in allowed.stdout
+        revoked = subprocess.run(["partner-ca", "revoke", picked.serial, "--reason",
+                                  "keyCompromise", "--operator", "ops-anna"], env=env,
+                                 capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        assert revoked.returncode == 0, revoked.stderr
+        _wait_for(lambda: curl(url, soft_token, tmp_path / "client.pem").stdout.endswith("\n400"),
+                  "nginx refusing the revoked certificate")
+        assert "revoked" in (run / "error.log").read_text()
+    finally:
+        subprocess.run(["bash", str(ROOT / "deploy/nginx/stop.sh"), str(run)],
+                       capture_output=True)
+        responder.send_signal(signal.SIGTERM)
+        responder.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.post(url, content=b"").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _wait_for(check: object, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
