@@ -189,7 +189,10 @@ def test_cli_setup_problems_exit_3(tmp_path: Path) -> None:
     [], ["init"], ["demo"], ["otp"], ["otp", "issue"], ["partner", "register"], ["status"],
     ["revoke"], ["expire"], ["chain"], ["migrate"], ["serve"], ["crl"], ["client"],
     ["client", "request"], ["client", "pickup"],
-    ["client", "login"], ["client", "renew"], ["client", "revoke"], ["ops"], ["ops", "token"],
+    ["client", "login"], ["client", "renew"], ["client", "revoke"], ["client", "pickup-link"],
+    ["ops"], ["ops", "token"], ["token"], ["token", "list"], ["token", "objects"],
+    ["token", "keygen"], ["token", "csr"], ["token", "import"], ["token", "show"],
+    ["token", "change-pin"], ["token", "export-chain"],
 ])
 def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"])
