@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,6 +48,15 @@ from ca_core.x509profile import (
 )
 
 ROOT_KEY, ISSUING_KEY = "root", "issuing"
+
+
+#: How often an Authority update is tried again when another process recorded first.
+CONFLICT_ATTEMPTS = 30
+
+
+def _back_off(attempt: int) -> None:
+    """A short random pause, so that processes colliding on the Authority drift apart."""
+    time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
 
 
 def _pem_serial(pem: str) -> str:
@@ -166,12 +177,13 @@ class CertificateAuthority(MessageDrivenApplication):
 
         The Authority is shared (the OCSP role records its signers there): when another
         process recorded first, the CRL is signed again with the number after theirs."""
-        for attempt in range(5):
+        for attempt in range(CONFLICT_ATTEMPTS):
             try:
                 return self._publish_crls(entries, log_position, validity)
             except IntegrityError:
-                if attempt == 4:
+                if attempt == CONFLICT_ATTEMPTS - 1:
                     raise
+                _back_off(attempt)
         raise AssertionError("unreachable")
 
     def _publish_crls(self, entries: list[RevokedEntry], log_position: int,
@@ -202,7 +214,7 @@ class CertificateAuthority(MessageDrivenApplication):
                     renew_before: timedelta = timedelta(days=10)) -> Signer:
         """The delegated OCSP signer; a new one is issued when none exists or the current one
         expires within ``renew_before`` (which must exceed the longest response validity)."""
-        for attempt in range(5):
+        for attempt in range(CONFLICT_ATTEMPTS):
             authority = self.authority()
             now = self.clock.now()
             not_after = authority.ocsp_signer_not_after
@@ -213,8 +225,9 @@ class CertificateAuthority(MessageDrivenApplication):
                 self._issue_ocsp_signer(authority, now, validity)
                 break
             except IntegrityError:  # another process changed the Authority first: look again
-                if attempt == 4:
+                if attempt == CONFLICT_ATTEMPTS - 1:
                     raise
+                _back_off(attempt)
         return self.current_ocsp_signer()
 
     def current_ocsp_signer(self) -> Signer:
