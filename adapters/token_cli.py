@@ -192,8 +192,9 @@ def token_export_chain(token: TokenOpt, out_file: Annotated[Path, typer.Option("
                        pin_fd: PinFdOpt = None) -> None:
     """R12: the CA chain from the token, PEM, for registering in the operating system."""
     def step() -> None:
-        chain = [c for label, c in open_token(token, pin_fd).certificates()
-                 if "-chain-" in label]
+        chain = [c for label, c in sorted(open_token(token, pin_fd).certificates(),
+                                          key=lambda found: found[0])
+                 if "-chain-" in label]  # -chain-1 (issuing CA), then -chain-2 (root)
         out_file.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM)
                                       for c in chain))
         out.print(f"{len(chain)} CA certificate(s) written to {out_file}")
