@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 from uuid import UUID
 
 import typer
@@ -49,6 +49,9 @@ app.add_typer(client_app, name="client")
 from adapters.token_cli import token_app  # noqa: E402 - after the app it extends
 
 app.add_typer(token_app, name="token")
+audit_app = typer.Typer(help="Auditors: tamper evidence for the event stores.",
+                        no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 ops_app = typer.Typer(help="Ops API tokens (module administrators, operators).",
                       no_args_is_help=True)
 app.add_typer(ops_app, name="ops")
@@ -189,6 +192,62 @@ def serve(
 
 
 # -- ops ----------------------------------------------------------------------
+AppOpt = Annotated[str, typer.Option("--app", help="ca, portal or all.")]
+
+
+def _apps(s: PartnerCa, which: str) -> list[Any]:
+    if which not in ("ca", "portal", "all"):
+        fail(f"--app must be ca, portal or all, not {which!r}", EXIT_USAGE)
+    return [a for a in (s.ca, s.portal) if which in ("all", a.name)]
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(which: AppOpt = "all") -> None:
+    """Sign a tree head over each log (RFC 6962 Merkle root); a copy goes to <data_dir>/audit."""
+    from adapters.audit import audit_key, checkpoint
+
+    settings = Settings()
+    with system() as s:
+        if s.ca.keys is None:
+            fail("no key store configured", EXIT_SETUP)
+        key = audit_key(s.ca.keys, settings.data_dir / "keys" / "audit.pub.pem")
+        for application in _apps(s, which):
+            size = checkpoint(application, key, published=settings.data_dir / "audit" /
+                              "heads.jsonl")
+            out.print(f"{application.name}: signed tree head over {size} events")
+
+
+@audit_app.command("verify")
+def audit_verify(which: AppOpt = "all") -> None:
+    """Recompute every leaf and check every signed tree head; exit 1 naming what differs."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from adapters.audit import verify
+
+    settings = Settings()
+    public_file = settings.data_dir / "keys" / "audit.pub.pem"
+    try:
+        public = load_pem_public_key(public_file.read_bytes())
+    except OSError:
+        fail(f"no audit public key at {public_file}: run 'partner-ca audit checkpoint' first",
+             EXIT_SETUP)
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        fail(f"{public_file} is not an EC public key", EXIT_SETUP)
+    bad = 0
+    with system(need_keys=False) as s:
+        for application in _apps(s, which):
+            size, heads, findings = verify(application, public,
+                                           settings.data_dir / "audit" / "heads.jsonl")
+            for finding in findings:
+                sys.stderr.write(f"error: {application.name}: {finding}\n")
+            bad += len(findings)
+            out.print(f"{application.name}: {size} events, {heads} signed tree heads, "
+                      f"{'intact' if not findings else f'{len(findings)} finding(s)'}")
+    if bad:
+        raise typer.Exit(EXIT_REFUSED)
+
+
 @ops_app.command("token")
 def ops_token(
     name: Annotated[str, typer.Option(help="Who acts with this token (recorded on every action).")],

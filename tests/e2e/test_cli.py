@@ -192,7 +192,8 @@ def test_cli_setup_problems_exit_3(tmp_path: Path) -> None:
     ["client", "login"], ["client", "renew"], ["client", "revoke"], ["client", "pickup-link"],
     ["ops"], ["ops", "token"], ["token"], ["token", "list"], ["token", "objects"],
     ["token", "keygen"], ["token", "csr"], ["token", "import"], ["token", "show"],
-    ["token", "change-pin"], ["token", "export-chain"],
+    ["token", "change-pin"], ["token", "export-chain"], ["audit"], ["audit", "checkpoint"],
+    ["audit", "verify"],
 ])
 def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"])
@@ -209,3 +210,18 @@ def test_ops_token_is_shown_once_and_stored_as_a_hash(tmp_path: Path) -> None:
     assert oct((tmp_path / "data" / "ops-tokens.json").stat().st_mode & 0o777) == "0o600"
     refused = run("ops", "token", "--name", "x", "--role", "king", env=env, check=1)
     assert "role-unknown" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_audit_checkpoint_and_verify_from_the_command_line(cli_env: dict[str, str]) -> None:
+    issue_otp(cli_env)
+    done = run("audit", "checkpoint", env=cli_env)
+    assert "ca: signed tree head over" in done.stdout and "portal: signed tree head" in done.stdout
+    assert "intact" in run("audit", "verify", env=cli_env).stdout
+    import sqlite3
+
+    db = sqlite3.connect(Path(cli_env["PARTNER_CA_DATA_DIR"]) / "portal.sqlite")
+    with db:
+        db.execute("UPDATE stored_events SET topic = topic || ' ' WHERE rowid = 2")
+    db.close()
+    refused = run("audit", "verify", env=cli_env, check=1)
+    assert "error: portal: position 2: differs from the signed tree head" in refused.stderr
