@@ -201,6 +201,102 @@ def _apps(s: PartnerCa, which: str) -> list[Any]:
     return [a for a in (s.ca, s.portal) if which in ("all", a.name)]
 
 
+def _parse_at(text: str) -> datetime:
+    """An ISO 8601 instant (UTC when no offset is given), or exit 2."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{text!r} is not an ISO 8601 instant", EXIT_USAGE)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@audit_app.command("history")
+def audit_history(
+    user_id: Annotated[str | None, typer.Option("--user", help="User identifier.")] = None,
+    serial: Annotated[str | None, typer.Option("--serial", help="Certificate serial (hex).")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False,
+) -> None:
+    """One timeline across the portal's and the CA's logs for a user or a certificate,
+    with the emails sent about it."""
+    import json as jsonlib
+
+    from projections.timeline import history
+
+    if (user_id is None) == (serial is None):
+        fail("give exactly one of --user or --serial", EXIT_USAGE)
+    settings = Settings()
+    with system(need_keys=False) as s:
+        entries = history(timeline(s.portal, s.ca), user_id,
+                          serial.upper() if serial else None)
+        mails = [m for m in _mails(settings)
+                 if (user_id and m.params.get("user_id") == user_id)
+                 or (serial and m.params.get("serial") == serial.upper())]
+    if as_json:
+        for entry in entries:
+            out.print(jsonlib.dumps(entry.as_json(), default=str), soft_wrap=True,
+                      markup=False, highlight=False)
+        for mail in mails:
+            out.print(jsonlib.dumps({"type": "MailSent" if mail.state == "sent" else "MailPending",
+                                     "kind": mail.kind, "to": mail.recipient,
+                                     "sent_at": mail.sent_at, "id": mail.id}, default=str),
+                      soft_wrap=True, markup=False, highlight=False)
+        return
+    _print_timeline(entries)
+    for mail in mails:
+        out.print(f"{mail.sent_at or '(pending)'}  mail  {mail.kind} to {mail.recipient}",
+                  markup=False, highlight=False)
+
+
+def _mails(settings: Settings) -> list[Any]:
+    from adapters.persistence import mail_outbox
+
+    try:
+        return mail_outbox(settings.store_url("portal"), settings.data_dir).all()
+    except Exception:  # noqa: BLE001 - no outbox yet (no notifier has run): no mails
+        return []
+
+
+@audit_app.command("at")
+def audit_at(
+    moment: Annotated[str, typer.Argument(help="ISO 8601 instant, e.g. 2027-03-01T12:00:00Z.")],
+    serial: Annotated[str, typer.Option("--serial", help="Certificate serial (hex).")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON.")] = False,
+) -> None:
+    """Status of a certificate at a past instant, the event that decided it, and the CRL and
+    OCSP signer that were current then."""
+    import json as jsonlib
+
+    from ca_core.authority import Authority
+    from ca_core.eventmodel import all_events
+
+    at = _parse_at(moment)
+    with system(need_keys=False) as s:
+        found = s.ca.status_at(serial.upper(), at)
+        crl = None
+        signer = None
+        for _, event in all_events(s.ca):
+            if event.timestamp > at:
+                break
+            if isinstance(event, Authority.CrlPublished):
+                crl = event
+            elif isinstance(event, Authority.OcspSignerIssued):
+                signer = event
+    data = {"serial": found.serial, "at": at.isoformat(), "status": found.status,
+            "reason": found.reason, "decided_by": found.decided_by,
+            "decided_at": found.decided_at.isoformat() if found.decided_at else None,
+            "event_version": found.event_version,
+            "crl_number": crl.crl_number if crl else None,
+            "crl_this_update": crl.this_update.isoformat() if crl else None,
+            "crl_log_position": crl.log_position if crl else None,
+            "ocsp_signer_serial": signer.serial if signer else None}
+    if as_json:
+        out.print(jsonlib.dumps(data), soft_wrap=True, markup=False, highlight=False)
+        return
+    for key, value in data.items():
+        out.print(f"{key:<20} {value}", markup=False, highlight=False)
+
+
 @audit_app.command("checkpoint")
 def audit_checkpoint(which: AppOpt = "all") -> None:
     """Sign a tree head over each log (RFC 6962 Merkle root); a copy goes to <data_dir>/audit."""
@@ -319,11 +415,7 @@ def status(
         if at is not None:
             if serial is None:
                 fail("--at needs a serial", EXIT_USAGE)
-            try:
-                moment = datetime.fromisoformat(at)
-            except ValueError:
-                fail(f"--at {at!r} is not an ISO 8601 instant", EXIT_USAGE)
-            moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            moment = _parse_at(at)
             _print_status([asdict(s.ca.status_at(serial.upper(), moment))], as_json)
             return
         apply_migrations(settings.store_url("ca"))

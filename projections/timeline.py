@@ -47,3 +47,28 @@ def timeline(*apps: Application[UUID]) -> list[TimelineEntry]:
         [TimelineEntry(app.name, pos, e) for pos, e in all_events(app)] for app in apps
     ]
     return list(heapq.merge(*logs, key=lambda entry: entry.event.timestamp))
+
+
+def history(entries: list[TimelineEntry], user_id: str | None = None,
+            serial: str | None = None) -> list[TimelineEntry]:
+    """The part of a timeline about one user or one certificate (auditors).
+
+    Events carry a user or serial field, or belong to an aggregate that one such event
+    tied to the user or certificate (its OTPs, requests, signing requests, key records)."""
+    ids: set[UUID] = set()
+    wanted_requests: set[UUID] = set()
+    for entry in entries:
+        fields = entry.event.public_fields()
+        if (user_id is not None and fields.get("user_id") == user_id) or (
+                serial is not None and fields.get("serial") == serial):
+            ids.add(entry.event.originator_id)
+            for key in ("request_id", "otp_id"):
+                if isinstance(fields.get(key), UUID):
+                    wanted_requests.add(fields[key])
+    from ca_core.certificate import SigningRequest
+    from ca_core.partner import PartnerAccount
+
+    if user_id is not None:
+        ids.add(PartnerAccount.id_for(user_id))
+    ids |= wanted_requests | {SigningRequest.id_for(r) for r in wanted_requests}
+    return [e for e in entries if e.event.originator_id in ids]

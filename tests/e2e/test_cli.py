@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -193,7 +194,7 @@ def test_cli_setup_problems_exit_3(tmp_path: Path) -> None:
     ["ops"], ["ops", "token"], ["token"], ["token", "list"], ["token", "objects"],
     ["token", "keygen"], ["token", "csr"], ["token", "import"], ["token", "show"],
     ["token", "change-pin"], ["token", "export-chain"], ["audit"], ["audit", "checkpoint"],
-    ["audit", "verify"],
+    ["audit", "verify"], ["audit", "history"], ["audit", "at"],
 ])
 def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"])
@@ -225,3 +226,50 @@ def test_audit_checkpoint_and_verify_from_the_command_line(cli_env: dict[str, st
     db.close()
     refused = run("audit", "verify", env=cli_env, check=1)
     assert "error: portal: position 2: differs from the signed tree head" in refused.stderr
+
+
+def test_audit_history_and_at_for_a_certificate(tmp_path: Path) -> None:
+    """`audit at` before issuance, between issuance and revocation, after revocation and
+    after expiry; `audit history` of the user and of the certificate."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.support import enroll, make_system, register
+
+    env = {"PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
+           "PARTNER_CA_KEY_PASSPHRASE": "test passphrase for keys"}
+    system = make_system(tmp_path / "data")
+    register(system)
+    me = enroll(system)
+    issued_at = system.ca.certificate(me.picked.serial).modified_on
+    system.clock.advance(timedelta(days=10))  # type: ignore[attr-defined]
+    system.ca.revoke(me.picked.serial, "keyCompromise", operator="ops-anna")
+    system.ca.publish_crl([], 0)
+    other = enroll(system)
+    system.clock.advance(timedelta(days=400))  # type: ignore[attr-defined]
+    system.ca.expire_due()
+    system.close()
+
+    def at(moment: datetime, serial: str) -> dict[str, Any]:
+        return json.loads(run("audit", "at", moment.isoformat(), "--serial", serial, "--json",
+                              env=env).stdout)
+
+    assert at(issued_at - timedelta(seconds=1), me.picked.serial)["status"] == "unknown"
+    between = at(issued_at + timedelta(days=1), me.picked.serial)
+    assert (between["status"], between["decided_by"]) == ("good", "CertificateIssued")
+    after = at(issued_at + timedelta(days=11), me.picked.serial)
+    assert (after["status"], after["reason"], after["crl_number"]) == (
+        "revoked", "keyCompromise", 1)
+    expired = at(datetime(2099, 1, 1, tzinfo=UTC), other.picked.serial)
+    assert (expired["status"], expired["decided_by"]) == ("expired", "CertificateExpired")
+    mine = [json.loads(line) for line in run("audit", "history", "--user", "P24-000123",
+                                             "--json", env=env).stdout.splitlines()]
+    kinds = [e["type"] for e in mine]
+    for kind in ("PartnerRegistered", "OtpIssued", "OtpRedeemed", "CsrSubmitted",
+                 "CertificateIssued", "CertificateReady", "CertificatePickedUp",
+                 "CertificateRevoked", "CertificateExpired"):
+        assert kind in kinds, kind
+    cert = [json.loads(line) for line in run("audit", "history", "--serial", me.picked.serial,
+                                             "--json", env=env).stdout.splitlines()]
+    assert {e["type"] for e in cert} >= {"CertificateIssued", "CertificateRevoked",
+                                         "SigningRequestAccepted", "CsrSubmitted"}
+    assert all(e.get("serial", me.picked.serial) == me.picked.serial for e in cert)
