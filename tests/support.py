@@ -104,3 +104,15 @@ def request_body(key: softtoken.UserKey, user: str = USER,
     """The JSON of a certificate request or renewal over the portal API."""
     return {"csr_pem": softtoken.make_csr(key, user), "revocation_password": password,
             "revocation_password_again": password}
+
+
+def until(check: Any, what: str, timeout: float = 60) -> Any:
+    """Poll ``check`` until it returns something truthy (returned), or fail naming ``what``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+    return found

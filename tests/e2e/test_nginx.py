@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from adapters.token import Token
 from tests.conftest import SoftToken
 from tests.integration.test_notifications import free_port
-from tests.support import MODULE, PASSPHRASE, USER, make_system, register
+from tests.support import MODULE, PASSPHRASE, USER, make_system, register, until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,7 +65,7 @@ def test_token_certificate_logs_in_to_nginx_until_revoked(
     run = tmp_path / "nginx"
     listen = f"127.0.0.1:{free_port()}"
     try:
-        _wait_for(lambda: _answers(ocsp_url), "the OCSP responder")
+        until(lambda: _answers(ocsp_url), "the OCSP responder")
         started = subprocess.run(["bash", str(ROOT / "deploy/nginx/start.sh"), str(run), listen,
                                   str(tmp_path / "chain.pem"), ocsp_url],
                                  capture_output=True, text=True)
@@ -79,7 +78,7 @@ def test_token_certificate_logs_in_to_nginx_until_revoked(
                                   "keyCompromise", "--operator", "ops-anna"], env=env,
                                  capture_output=True, text=True, stdin=subprocess.DEVNULL)
         assert revoked.returncode == 0, revoked.stderr
-        _wait_for(lambda: curl(url, soft_token, tmp_path / "client.pem").stdout.endswith("\n400"),
+        until(lambda: curl(url, soft_token, tmp_path / "client.pem").stdout.endswith("\n400"),
                   "nginx refusing the revoked certificate")
         assert "revoked" in (run / "error.log").read_text()
     finally:
@@ -96,9 +95,3 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _wait_for(check: object, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)

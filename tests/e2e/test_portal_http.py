@@ -8,11 +8,9 @@ import os
 import re
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -22,19 +20,12 @@ from cryptography import x509
 from adapters import softtoken
 from tests.e2e.test_kafka_processes import _database
 from tests.integration.test_notifications import Inbox, free_port, text_of
-from tests.support import request_body
+from tests.support import request_body, until
 
 PASSPHRASE = "portal http test passphrase"
 USER, PASSWORD = "P24-000321", "revocation secret 9"
 
 
-def until(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-    return found
 
 
 def installation(tmp_path: Path, postgres_url: str, database: str

@@ -7,15 +7,14 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from cryptography import x509
 
-from tests.support import PASSPHRASE, enroll, make_system, register
+from tests.support import PASSPHRASE, enroll, make_system, register, until
 
 
 def free_port() -> int:
@@ -24,12 +23,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture

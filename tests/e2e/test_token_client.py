@@ -6,10 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 from aiosmtpd.controller import Controller
@@ -18,6 +15,7 @@ from tests.conftest import SoftToken
 from tests.e2e import test_kafka_processes as kafka_processes
 from tests.e2e.test_kafka_processes import Roles
 from tests.integration.test_notifications import Inbox, free_port, text_of
+from tests.support import until
 
 USER, PASSWORD = "P24-000555", "revocation secret 5"
 
@@ -26,13 +24,6 @@ env = kafka_processes.env  # the same fixtures: fresh databases and topics, serv
 roles = kafka_processes.roles
 
 
-def until(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
-    return found
 
 
 def cli(env: dict[str, str], *args: str, check: int | None = 0,
