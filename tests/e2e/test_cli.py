@@ -194,7 +194,7 @@ def test_cli_setup_problems_exit_3(tmp_path: Path) -> None:
     ["ops"], ["ops", "token"], ["token"], ["token", "list"], ["token", "objects"],
     ["token", "keygen"], ["token", "csr"], ["token", "import"], ["token", "show"],
     ["token", "change-pin"], ["token", "export-chain"], ["audit"], ["audit", "checkpoint"],
-    ["audit", "verify"], ["audit", "history"], ["audit", "at"],
+    ["audit", "verify"], ["audit", "history"], ["audit", "at"], ["audit", "replay"],
 ])
 def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"])
@@ -226,6 +226,8 @@ def test_audit_checkpoint_and_verify_from_the_command_line(cli_env: dict[str, st
     db.close()
     refused = run("audit", "verify", env=cli_env, check=1)
     assert "error: portal: position 2: differs from the signed tree head" in refused.stderr
+    replayed = run("audit", "replay", env=cli_env)
+    assert "0 difference(s)" in replayed.stdout
 
 
 def test_audit_history_and_at_for_a_certificate(tmp_path: Path) -> None:
