@@ -17,6 +17,7 @@ from ca_core.ca import CaNotInitialised, CertificateAuthority
 from ca_core.clock import Clock, ManualClock, SystemClock
 from ca_core.portal import Portal, TrustChain
 from ca_core.ports import StatusSource, Transport
+from ca_core.x509profile import split_pems
 from projections.status import RevocationStatusProjection, ViewStatusSource, catch_up
 
 
@@ -92,8 +93,7 @@ def chain_from_file(path: Path) -> TrustChain:
     except OSError:
         raise CaNotInitialised(f"no CA chain at {path}: run 'partner-ca init' or set "
                                "PARTNER_CA_CHAIN_FILE") from None
-    end = "-----END CERTIFICATE-----"
-    pems = [block.strip() + "\n" + end + "\n" for block in text.split(end) if block.strip()]
+    pems = split_pems(text)
     if len(pems) != 2:
         raise CaNotInitialised(f"{path} must hold the issuing and the root certificate")
     return TrustChain(pems[0], pems[1])

@@ -27,6 +27,7 @@ from adapters.portal_client import PortalClient, PortalRefused
 from adapters.settings import Settings
 from adapters.token import Token, TokenError, list_tokens
 from ca_core.errors import DomainError
+from ca_core.x509profile import split_pems
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_SETUP = 1, 2, 3
 out = Console()
@@ -125,15 +126,11 @@ def token_import(token: TokenOpt, cert: Annotated[Path, typer.Option("--cert")],
                  key_label: KeyLabelOpt = "partner-ca", pin_fd: PinFdOpt = None) -> None:
     """Put the issued certificate (and its chain) on the token, beside its key."""
     def step() -> None:
-        pems = [cert.read_text(), *(_split(chain.read_text()) if chain else [])]
+        pems = [cert.read_text(), *(split_pems(chain.read_text()) if chain else [])]
         open_token(token, pin_fd).import_certificates(key_label, pems)
         out.print(f"{len(pems)} certificate(s) imported onto {token}")
     _run(step)
 
-
-def _split(pem: str) -> list[str]:
-    end = "-----END CERTIFICATE-----"
-    return [b.strip() + "\n" + end + "\n" for b in pem.split(end) if b.strip()]
 
 
 @token_app.command("show")
@@ -226,7 +223,7 @@ def _wait_and_import(client: PortalClient, session: str, request_id: str, token:
         fail(f"the CA rejected request {request_id}: {found.get('rejection')} [request-rejected]")
     picked = client.pickup(session, request_id)
     token.import_certificates(key_label, [picked["certificate_pem"],
-                                          *_split(picked["chain_pem"])])
+                                          *split_pems(picked["chain_pem"])])
     out.print(f"request {request_id}: certificate {picked['serial']} is on token "
               f"{token.label} ({key_label})")
 
@@ -252,7 +249,7 @@ def client_pickup_link_with_token(link: str, token_label: str, key_label: str,
         token = open_token(token_label, pin_fd)
         picked = _portal(portal).pickup_link(link)
         token.import_certificates(key_label, [picked["certificate_pem"],
-                                              *_split(picked["chain_pem"])])
+                                              *split_pems(picked["chain_pem"])])
         out.print(f"certificate {picked['serial']} is on token {token_label} ({key_label})")
     _run(step)
 

@@ -196,5 +196,11 @@ def to_pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
+def split_pems(text: str) -> list[str]:
+    """The PEM certificates of a chain file, each ending in a newline, in file order."""
+    end = "-----END CERTIFICATE-----"
+    return [block.strip() + "\n" + end + "\n" for block in text.split(end) if block.strip()]
+
+
 def from_pem(pem: str) -> x509.Certificate:
     return x509.load_pem_x509_certificate(pem.encode())

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters import softtoken
 from adapters.token import Token, TokenError, list_tokens
+from ca_core.x509profile import split_pems
 from tests.conftest import SoftToken
-from tests.support import MODULE, USER, cert_login, make_system, register
+from tests.support import MODULE, USER, make_system, register
 
 
 def test_key_generated_on_the_token_is_not_extractable_and_signs_the_csr(
@@ -41,7 +41,7 @@ def test_certificate_on_the_token_logs_in_and_pin_change_r6(soft_token: SoftToke
                                               "pw pw pw 1")
     system.pump()
     picked = system.portal.pickup(request_id, USER)
-    chain = [picked.certificate_pem, *softtoken_chain(picked.chain_pem)]
+    chain = [picked.certificate_pem, *split_pems(picked.chain_pem)]
     token.import_certificates("portal", chain)
     on_token = dict(token.certificates())  # label → certificate; the token keeps no order
     assert set(on_token) == {"portal", "portal-chain-1", "portal-chain-2"}
@@ -62,10 +62,6 @@ def test_certificate_on_the_token_logs_in_and_pin_change_r6(soft_token: SoftToke
     system.close()
 
 
-def softtoken_chain(chain_pem: str) -> list[str]:
-    end = "-----END CERTIFICATE-----"
-    return [b.strip() + "\n" + end + "\n" for b in chain_pem.split(end) if b.strip()]
-
 
 def test_unknown_token_and_module_are_clear_errors(soft_token: SoftToken) -> None:
     with pytest.raises(TokenError) as missing:
@@ -74,4 +70,3 @@ def test_unknown_token_and_module_are_clear_errors(soft_token: SoftToken) -> Non
     with pytest.raises(TokenError) as module:
         list_tokens("/nonexistent/libpkcs11.so")
     assert module.value.code == "token-module"
-    _ = softtoken, cert_login  # the file-key path is tested elsewhere
