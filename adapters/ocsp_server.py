@@ -45,6 +45,7 @@ from cryptography.x509 import ocsp
 from adapters.persistence import ocsp_store
 from adapters.settings import Settings
 from ca_core.ca import CertificateAuthority
+from ca_core.certificate import serial_hex
 from ca_core.clock import Clock
 from ca_core.ocsp import (
     MAX_REQUEST_BYTES,
@@ -56,7 +57,7 @@ from ca_core.ocsp import (
     sign_response,
 )
 from ca_core.x509profile import from_pem
-from projections.ocsp import OcspResponseProjection, StoredResponse
+from projections.ocsp import CA_PREFIX, OcspResponseProjection, StoredResponse
 
 log = logging.getLogger("partner_ca.ocsp")
 
@@ -81,16 +82,18 @@ class OcspReply:
 class OcspResponder:
     """Answers OCSP requests from the response store; signs only for requests with a nonce."""
 
-    def __init__(self, projection: OcspResponseProjection, issuer_pem: str, clock: Clock) -> None:
+    def __init__(self, projection: OcspResponseProjection, issuer_pem: str, clock: Clock,
+                 root_pem: str | None = None) -> None:
         self.projection = projection
         self.store = projection.view
         self.issuer = from_pem(issuer_pem)
+        self.root = from_pem(root_pem) if root_pem else None
         self.clock = clock
         self.fresh_signatures = 0  # responses signed for nonce requests (tests and metrics)
 
     def _lookup(self, der: bytes) -> tuple[Question, StoredResponse]:
-        question = parse_request(der, self.issuer)
-        row = self.store.get(question.serial)
+        question = parse_request(der, self.issuer, self.root)
+        row = self.store.get(CA_PREFIX + question.serial if question.of_root else question.serial)
         if row is None:  # never issued here: never "good"
             raise OcspRefusal(ocsp.OCSPResponseStatus.UNAUTHORIZED,
                               f"serial {question.serial} was not issued by this CA")
@@ -100,7 +103,7 @@ class OcspResponder:
         no_store = {"Content-Type": OCSP_RESPONSE, "Cache-Control": "no-store"}
         try:
             question, row = self._lookup(der)
-            if question.nonce is not None:
+            if question.nonce is not None and not question.of_root:  # the root key is not in the workers
                 self.fresh_signatures += 1
                 return OcspReply(sign_response(
                     self.projection.signer(), row.answer, question.algorithm, self.clock.now(),
@@ -329,7 +332,9 @@ def ocsp_responder(ca: CertificateAuthority, settings: Settings) -> OcspResponde
     projection.clock = ca.clock
     projection.validity = timedelta(hours=settings.ocsp_validity_hours)
     projection.signer = SignerCache(ca, settings)
-    return OcspResponder(projection, ca.authority().issuing_certificate_pem, ca.clock)
+    authority = ca.authority()
+    return OcspResponder(projection, authority.issuing_certificate_pem, ca.clock,
+                         authority.root_certificate_pem)
 
 
 def maintain_ocsp(responder: OcspResponder, ca: CertificateAuthority) -> int:
@@ -338,6 +343,8 @@ def maintain_ocsp(responder: OcspResponder, ca: CertificateAuthority) -> int:
     if isinstance(signers, SignerCache):
         signers.rotate()
     done = responder.projection.catch_up(ca)
+    done += responder.projection.refresh_issuing_ca(
+        serial_hex(responder.issuer.serial_number), ca.root_signer)
     while (refreshed := responder.projection.refresh()) > 0:
         done += refreshed
     return done

@@ -230,6 +230,14 @@ class CertificateAuthority(MessageDrivenApplication):
                 _back_off(attempt)
         return self.current_ocsp_signer()
 
+    def root_signer(self) -> Signer:
+        """The root itself as the OCSP signer for the issuing CA certificate it issued
+        (RFC 6960 §2.6: the CA that issued the certificate may sign the response)."""
+        if self.keys is None:
+            raise DomainError("no key store configured", code="no-key-store")
+        root = from_pem(self.authority().root_certificate_pem)
+        return Signer(self.keys.load(ROOT_KEY), root, root)
+
     def current_ocsp_signer(self) -> Signer:
         """The delegated OCSP signer as recorded (never issues one)."""
         authority = self.authority()

@@ -41,6 +41,8 @@ class Question:
     serial: str  # lower-case hex, as in the event log
     algorithm: str  # key of HASHES
     nonce: bytes | None
+    #: asked of the root (about the issuing CA certificate), not of the issuing CA
+    of_root: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,10 @@ def issuer_hashes(issuer: x509.Certificate, algorithm: str) -> tuple[bytes, byte
     return name.finalize(), request.issuer_key_hash
 
 
-def parse_request(der: bytes, issuer: x509.Certificate) -> Question:
-    """Check a DER OCSPRequest; raises OcspRefusal naming what is wrong."""
+def parse_request(der: bytes, issuer: x509.Certificate,
+                  root: x509.Certificate | None = None) -> Question:
+    """Check a DER OCSPRequest; raises OcspRefusal naming what is wrong. A CertID naming
+    ``root`` as the issuer is accepted too (``Question.of_root``)."""
     if len(der) > MAX_REQUEST_BYTES:
         raise OcspRefusal(ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
                           f"request larger than {MAX_REQUEST_BYTES} bytes")
@@ -127,7 +131,8 @@ def parse_request(der: bytes, issuer: x509.Certificate) -> Question:
     if algorithm not in HASHES:
         raise OcspRefusal(ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
                           f"CertID hash algorithm {algorithm} not supported (sha1, sha256)")
-    if (name_hash, key_hash) != issuer_hashes(issuer, algorithm):
+    of_root = root is not None and (name_hash, key_hash) == issuer_hashes(root, algorithm)
+    if not of_root and (name_hash, key_hash) != issuer_hashes(issuer, algorithm):
         raise OcspRefusal(ocsp.OCSPResponseStatus.UNAUTHORIZED, "request for another issuer")
     if serial < 0:
         raise OcspRefusal(ocsp.OCSPResponseStatus.MALFORMED_REQUEST, "negative serial number")
@@ -135,7 +140,7 @@ def parse_request(der: bytes, issuer: x509.Certificate) -> Question:
     if nonce is not None and not 1 <= len(nonce) <= 32:
         raise OcspRefusal(ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
                           "nonce must be 1 to 32 octets (RFC 8954)")
-    return Question(serial_hex(serial), algorithm, nonce)
+    return Question(serial_hex(serial), algorithm, nonce, of_root)
 
 
 def sign_response(signer: Signer, answer: Answer, algorithm: str, this_update: datetime,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import singledispatchmethod
 from typing import Any
@@ -53,6 +53,11 @@ class StoredResponse:
         return self.sha1_der if algorithm == "sha1" else self.sha256_der
 
 
+#: Row key prefix of the root-signed answer about the issuing CA certificate (not a projection
+#: of the CA's log: the maintainer keeps it fresh, see ``refresh_issuing_ca``).
+CA_PREFIX = "ca:"
+
+
 class OcspStore(TrackingRecorder, ABC):
     placeholder = "?"
 
@@ -70,12 +75,14 @@ class OcspStore(TrackingRecorder, ABC):
     def due(self, signed_before: datetime, signer_serial: str, limit: int) -> list[StoredResponse]:
         """Rows signed before ``signed_before`` or by another signer than the current one."""
         p = self.placeholder
-        return self._select(f"WHERE this_update < {p} OR signer_serial <> {p} "
-                            f"ORDER BY this_update LIMIT {int(limit)}",
-                            (self._time(signed_before), signer_serial))
+        return self._select(f"WHERE (this_update < {p} OR signer_serial <> {p}) "
+                            f"AND serial NOT LIKE {p} ORDER BY this_update LIMIT {int(limit)}",
+                            (self._time(signed_before), signer_serial, CA_PREFIX + "%"))
 
     def rows(self) -> list[StoredResponse]:
-        return self._select("ORDER BY serial", ())
+        """The end-entity rows (the projection of the CA's log), by serial."""
+        return self._select(f"WHERE serial NOT LIKE {self.placeholder} ORDER BY serial",
+                            (CA_PREFIX + "%",))
 
     @abstractmethod
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
@@ -238,6 +245,19 @@ class OcspResponseProjection(Projection[OcspStore]):
         if last and count % batch:
             self.view.save(list(rows.values()), Tracking(source.name, last))
         return count
+
+    def refresh_issuing_ca(self, issuing_serial: str, root: Callable[[], Signer]) -> bool:
+        """Re-sign the root's ``good`` answer about the issuing CA certificate when it is
+        missing or past half its validity (so that relying parties checking the whole chain,
+        such as nginx with ``ssl_ocsp on``, get an answer); ``root`` is called only then."""
+        key = CA_PREFIX + issuing_serial
+        now = self.clock.now()
+        row = self.view.get(key)
+        if row is not None and row.this_update > now - self.validity / 2:
+            return False
+        fresh = signed(root(), Answer(issuing_serial, "good"), now, self.validity, 0)
+        self.view.save([replace(fresh, serial=key)], None)
+        return True
 
     def refresh(self, limit: int = 1000) -> int:
         """Re-sign responses past half their validity or signed by a retired signer."""

@@ -1,6 +1,6 @@
-"""The certificate on the token logs in to nginx (ssl_verify_client on, ssl_ocsp on pointed at our
-OCSP responder), the key used on the token through OpenSSL's PKCS#11 engine by curl; after the
-revocation nginx refuses it."""
+"""The certificate on the token logs in to nginx (ssl_verify_client on, ssl_ocsp on — the whole
+chain: the client certificate and the issuing CA — pointed at our OCSP responder), the key used
+on the token through OpenSSL's PKCS#11 engine by curl; after the revocation nginx refuses it."""
 
 from __future__ import annotations
 

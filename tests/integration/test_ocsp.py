@@ -16,7 +16,9 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
+from cryptography.x509.oid import NameOID
 
 from adapters.bootstrap import PartnerCa
 from adapters.ocsp_server import OcspAsgi, OcspResponder, maintain_ocsp, ocsp_responder
@@ -153,9 +155,8 @@ def test_other_issuer_unauthorized_unknown_serial_never_good(service: Ocsp) -> N
     register(service.system)
     me = enroll(service.system)
     service.maintain()
-    authority = service.system.ca.authority()
-    other = _post(service, _request(authority.issuing_certificate_pem,
-                                    authority.root_certificate_pem))
+    foreign = _self_signed("Some Other CA")
+    other = _post(service, _request(foreign, foreign))
     assert other.response_status == ocsp.OCSPResponseStatus.UNAUTHORIZED
     issuing, chain, _ = service.files(me.picked.certificate_pem)
     unknown = subprocess.run(["openssl", "ocsp", "-issuer", str(issuing), "-serial", "0x1234abcd",
@@ -163,6 +164,49 @@ def test_other_issuer_unauthorized_unknown_serial_never_good(service: Ocsp) -> N
                              capture_output=True, text=True)
     assert "good" not in unknown.stdout
     assert "unauthorized" in (unknown.stdout + unknown.stderr)
+
+
+def _self_signed(name: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW).not_valid_after(NOW + timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_the_root_answers_for_the_issuing_ca_so_whole_chains_can_be_checked(
+        service: Ocsp) -> None:
+    """nginx's ``ssl_ocsp on`` asks about every certificate of the chain but the root: the
+    root-signed answer about the issuing CA is pre-signed by the maintainer and kept fresh."""
+    service.maintain()
+    authority = service.system.ca.authority()
+    (service.tmp / "root.pem").write_text(authority.root_certificate_pem)
+    (service.tmp / "issuing.pem").write_text(authority.issuing_certificate_pem)
+    for algorithm in ("-sha1", "-sha256"):
+        done = subprocess.run(
+            ["openssl", "ocsp", "-issuer", str(service.tmp / "root.pem"), algorithm,
+             "-cert", str(service.tmp / "issuing.pem"), "-CAfile", str(service.tmp / "root.pem"),
+             "-url", f"{service.server.url}/ocsp", "-no_nonce", "-respout",
+             str(service.tmp / "ca.der")], capture_output=True, text=True, timeout=30)
+        assert "Response verify OK" in done.stderr, done.stderr
+        assert "issuing.pem: good" in done.stdout, done.stdout
+    lint = subprocess.run(["lint_ocsp_response", "lint", "-s", "ERROR",
+                           str(service.tmp / "ca.der")], capture_output=True, text=True)
+    assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr
+    first = ocsp.load_der_ocsp_response((service.tmp / "ca.der").read_bytes())
+    assert first.responder_key_hash == x509.SubjectKeyIdentifier.from_public_key(
+        x509.load_pem_x509_certificate(authority.root_certificate_pem.encode()).public_key()
+    ).digest
+    clock = service.system.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(timedelta(hours=13))  # past half of the default 24 h validity
+    service.maintain()
+    again = _post(service, _request(authority.issuing_certificate_pem,
+                                    authority.root_certificate_pem))
+    assert again.certificate_status == ocsp.OCSPCertStatus.GOOD
+    assert again.this_update_utc > first.this_update_utc
 
 
 def test_fuzzed_requests_never_get_a_5xx_or_stop_the_responder(service: Ocsp) -> None:
