@@ -563,6 +563,7 @@ TokenOpt = Annotated[str | None, typer.Option(
 KeyLabel = Annotated[str, typer.Option("--key-label", help="Label of the key on the token.")]
 PortalUrl = Annotated[str | None, typer.Option("--portal", help="Portal API base URL.")]
 PinFd = Annotated[int | None, typer.Option("--pin-fd", help="Read the token PIN from this fd.")]
+WaitTimeout = Annotated[float, typer.Option(help="Seconds to wait for the CA's answer.")]
 
 
 @client_app.command("request")
@@ -572,15 +573,19 @@ def client_request(
     otp: Annotated[str | None, typer.Option(help="The OTP (else prompted, hidden).")] = None,
     token: TokenOpt = None, key_label: KeyLabel = "partner-ca", portal: PortalUrl = None,
     pin_fd: PinFd = None,
+    wait: Annotated[bool, typer.Option(help="With --token: wait for issuance and put the "
+                                            "certificate on the token.")] = True,
+    timeout: WaitTimeout = 300.0,
 ) -> None:
     """Log in with the OTP and request a certificate (R2, R3); the CA answers asynchronously (R4).
 
     With --token: the key pair is generated on the token, the CSR signed there, and the
-    client waits for issuance, picks the certificate up and puts it on the token."""
+    client waits for issuance, picks the certificate up and puts it on the token. With
+    --no-wait it stops after the submission; `client wait <request-id>` resumes."""
     if token is not None:
         from adapters.token_cli import client_request_with_token
 
-        client_request_with_token(user_id, otp, token, key_label, portal, pin_fd)
+        client_request_with_token(user_id, otp, token, key_label, portal, pin_fd, wait, timeout)
         return
     if csr is None:
         fail("give --csr (key file) or --token (PKCS#11 token)", EXIT_USAGE)
@@ -606,19 +611,47 @@ def client_pickup_link(
     client_pickup_link_with_token(link, token, key_label, portal, pin_fd)
 
 
+@client_app.command("wait")
+def client_wait(
+    request_id: Annotated[UUID, typer.Argument(help="Request id (from `client request`).")],
+    token: Annotated[str | None, typer.Option(
+        "--token", help="Token label (default: the one the request was made with).")] = None,
+    timeout: WaitTimeout = 300.0, pin_fd: PinFd = None,
+) -> None:
+    """Wait for a request made with `client request --token` (progress shown), then pick the
+    certificate up and put it with its chain on the token (R4)."""
+    from adapters.token_cli import client_wait_with_token
+
+    client_wait_with_token(str(request_id), token, pin_fd, timeout)
+
+
 @client_app.command("pickup")
 def client_pickup(
     request_id: Annotated[UUID, typer.Argument(help="Request id.")],
-    out_file: Annotated[Path, typer.Option("--out", help="Where to write the certificate.")],
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="Where to write the certificate (local store).")] = None,
     user_id: Annotated[str | None, typer.Option("--user", help="Logged-in user.")] = None,
-    token: Annotated[str | None, typer.Option(help="Token from the emailed pickup link.")] = None,
+    link_token: Annotated[str | None, typer.Option(
+        help="Token from the emailed pickup link (local store).")] = None,
     chain_out: Annotated[Path | None, typer.Option(help="Where to write the chain.")] = None,
+    token: Annotated[str | None, typer.Option(
+        "--token", help="PKCS#11 token label: pick a request made with `client request "
+                        "--token` up over the portal API and put it on the token.")] = None,
+    pin_fd: PinFd = None,
 ) -> None:
-    """Pick up an issued certificate with its chain (R4), from the local store."""
-    if (user_id is None) == (token is None):
-        fail("give exactly one of --user or --token", EXIT_USAGE)
+    """Pick up an issued certificate with its chain (R4): onto the token over the portal API
+    (--token), or from the local store into files (--out with --user or --link-token)."""
+    if token is not None:
+        from adapters.token_cli import client_wait_with_token
+
+        client_wait_with_token(str(request_id), token, pin_fd, 0.0, wait=False)
+        return
+    if out_file is None:
+        fail("give --token (PKCS#11 token) or --out with --user or --link-token", EXIT_USAGE)
+    if (user_id is None) == (link_token is None):
+        fail("give exactly one of --user or --link-token", EXIT_USAGE)
     with system(need_keys=False) as s:
-        picked = (s.portal.pickup_with_link(request_id, token) if token
+        picked = (s.portal.pickup_with_link(request_id, link_token) if link_token
                   else s.portal.pickup(request_id, user_id or ""))
         out_file.write_text(picked.certificate_pem)
         if chain_out:

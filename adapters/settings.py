@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     #: The user's side: PKCS#11 module of the token, and the portal API the client talks to.
     pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
     portal_url: str = "http://127.0.0.1:8000"
+    #: Where ``client request --token`` remembers requests until they are picked up
+    #: (``client wait`` / ``client pickup --token``); files are private to the user (0600).
+    client_state_dir: Path = Path.home() / ".local" / "state" / "partner-ca"
     #: ``serve --role portal`` HTTP API, and the base URL written into pickup links.
     portal_listen: str = "127.0.0.1:8000"
     portal_public_url: str = "http://127.0.0.1:8000"

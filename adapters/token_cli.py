@@ -7,9 +7,11 @@ terminal. A PIN is never echoed, logged, or sent to the service.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -211,25 +213,86 @@ def _passwords() -> tuple[str, str]:
     return first, second
 
 
-def _wait_and_import(client: PortalClient, session: str, request_id: str, token: Token,
-                     key_label: str) -> None:
+@dataclass
+class PendingRequest:
+    """A submitted request the client has not picked up yet: enough to wait for it and pick it
+    up later (``client wait`` / ``client pickup --token``), in another shell or after Ctrl-C.
+    ``session`` is the portal session bearer token (valid for the portal's session lifetime);
+    the file is readable by its owner only and removed after the pickup."""
+
+    request_id: str
+    user_id: str
+    token_label: str
+    key_label: str
+    portal_url: str
+    session: str
+
+    @staticmethod
+    def _path(request_id: str) -> Path:
+        return Settings().client_state_dir / "requests" / f"{request_id}.json"
+
+    def save(self) -> Path:
+        path = self._path(self.request_id)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(asdict(self), file)
+        return path
+
+    @classmethod
+    def load(cls, request_id: str) -> PendingRequest:
+        path = cls._path(request_id)
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            fail(f"no pending request {request_id} in {path.parent} (submitted from another "
+                 "machine or account? use the emailed link: partner-ca client pickup-link) "
+                 "[request-unknown]")
+        except (ValueError, TypeError) as exc:
+            fail(f"{path} is damaged ({exc}); use the emailed link [request-unknown]")
+
+    def forget(self) -> None:
+        self._path(self.request_id).unlink(missing_ok=True)
+
+
+def _wait(client: PortalClient, pending: PendingRequest, timeout: float) -> None:
+    """Until the CA has answered; a rejection is a clear error."""
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=out, transient=True) as progress:
         task = progress.add_task("waiting for the CA …")
-        found = client.wait(session, request_id,
-                            tick=lambda state: progress.update(task, description=f"request "
-                                                               f"{request_id}: {state}"))
+        found = client.wait(pending.session, pending.request_id, timeout, tick=lambda state:
+                            progress.update(task, description=f"request {pending.request_id}: "
+                                                              f"{state}"))
     if found["state"] == "rejected":
-        fail(f"the CA rejected request {request_id}: {found.get('rejection')} [request-rejected]")
-    picked = client.pickup(session, request_id)
-    token.import_certificates(key_label, [picked["certificate_pem"],
-                                          *split_pems(picked["chain_pem"])])
-    out.print(f"request {request_id}: certificate {picked['serial']} is on token "
-              f"{token.label} ({key_label})")
+        pending.forget()
+        fail(f"the CA rejected request {pending.request_id}: {found.get('rejection')} "
+             "[request-rejected]")
+
+
+def _import(client: PortalClient, pending: PendingRequest, token: Token) -> None:
+    picked = client.pickup(pending.session, pending.request_id)
+    token.import_certificates(pending.key_label, [picked["certificate_pem"],
+                                                  *split_pems(picked["chain_pem"])])
+    pending.forget()
+    out.print(f"request {pending.request_id}: certificate {picked['serial']} is on token "
+              f"{token.label} ({pending.key_label})")
+
+
+def _submitted(pending: PendingRequest, token: Token, client: PortalClient, wait: bool,
+               timeout: float) -> None:
+    where = pending.save()
+    out.print(f"request {pending.request_id} submitted")
+    if not wait:
+        out.print(f"remembered in {where}; when the email arrives: partner-ca client wait "
+                  f"{pending.request_id}")
+        return
+    _wait(client, pending, timeout)
+    _import(client, pending, token)
 
 
 def client_request_with_token(user_id: str, otp: str | None, token_label: str, key_label: str,
-                              portal: str | None, pin_fd: int | None) -> None:
+                              portal: str | None, pin_fd: int | None, wait: bool = True,
+                              timeout: float = 300.0) -> None:
     def step() -> None:
         token = open_token(token_label, pin_fd)
         secret = otp or _secret("PARTNER_CA_OTP", "One-time password")
@@ -238,8 +301,23 @@ def client_request_with_token(user_id: str, otp: str | None, token_label: str, k
         session = client.login_with_otp(user_id, secret)
         token.generate_key(key_label)
         request_id = client.submit(session, token.csr(key_label, user_id), first, second)
-        out.print(f"request {request_id} submitted")
-        _wait_and_import(client, session, request_id, token, key_label)
+        _submitted(PendingRequest(request_id, user_id, token_label, key_label,
+                                  str(client.http.base_url), session), token, client, wait,
+                   timeout)
+    _run(step)
+
+
+def client_wait_with_token(request_id: str, token_label: str | None, pin_fd: int | None,
+                           timeout: float, wait: bool = True) -> None:
+    """``client wait`` (until issued, then pick up) and ``client pickup --token`` (now or
+    never: an unanswered request is ``certificate-not-ready``)."""
+    def step() -> None:
+        pending = PendingRequest.load(request_id)
+        token = open_token(token_label or pending.token_label, pin_fd)
+        client = _portal(pending.portal_url)
+        if wait:
+            _wait(client, pending, timeout)
+        _import(client, pending, token)
     _run(step)
 
 
@@ -281,8 +359,9 @@ def client_renew_with_token(token_label: str, key_label: str, new_key_label: str
         token.generate_key(new_key_label)
         request_id = client.renew(session, token.csr(new_key_label, str(found["user_id"])),
                                   first, second)
-        out.print(f"renewal request {request_id} submitted")
-        _wait_and_import(client, session, request_id, token, new_key_label)
+        _submitted(PendingRequest(request_id, str(found["user_id"]), token_label, new_key_label,
+                                  str(client.http.base_url), session), token, client, True,
+                   300.0)
     _run(step)
 
 

@@ -14,6 +14,13 @@ Usage:
    ``--connections`` connections), on the same ``--distinct`` requests (GET
    paths per RFC 5019, and POST bodies), for ``--seconds`` each, and prints
    requests/s and p50/p99 latency. wrk comes from Debian (``apt-get install wrk``).
+4. Then the same with ``h2load`` (Debian ``nghttp2-client``; ``--h1``, a fixed number of
+   requests per connection count, per-request times from its ``--log-file``) for our
+   responder, OpenSSL's responder in its default single-process mode and with ``-multi``,
+   and — as the ceiling of this machine — nginx returning one pre-signed response as a
+   static file. wrk cannot drive OpenSSL's single-process responder: wrk opens a probe
+   connection that sends nothing and closes, and OpenSSL 3.0's responder then spins on
+   that closed connection for good (100 % CPU, no further accept). h2load opens none.
 """
 
 from __future__ import annotations
@@ -202,6 +209,45 @@ def wrk(url: str, script: Path, args: list[str], seconds: int, connections: int)
     return {k: (m.group(1) if m else "-") for k, m in found.items()}
 
 
+def h2load(uris: Path, connections: int, total: int, body: Path | None = None
+           ) -> dict[str, str]:
+    """``total`` requests over ``connections`` HTTP/1.1 connections, one thread; a count,
+    not a duration, so that no connection is cut mid-request at the end (which would
+    wedge OpenSSL's single-process responder)."""
+    log = uris.with_suffix(".h2log")
+    log.unlink(missing_ok=True)
+    command = ["h2load", "--h1", "-t1", f"-c{connections}", f"-n{total}", "-i", str(uris),
+               f"--log-file={log}"]
+    if body is not None:
+        command += ["-d", str(body), "-H", "Content-Type: application/ocsp-request"]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
+    rps = re.search(r"finished in [^,]+, ([\d.]+) req/s", done.stdout)
+    statuses = re.search(r"status codes: (\d+) 2xx", done.stdout)
+    times = sorted(int(line.split("\t")[2]) for line in log.read_text().splitlines() if line)
+    if not times:
+        return {"rps": "-", "p50": "-", "p99": "-", "ok": "0"}
+    return {"rps": rps.group(1) if rps else "-",
+            "p50": f"{times[len(times) // 2] / 1000:.2f}ms",
+            "p99": f"{times[int(len(times) * 0.99)] / 1000:.2f}ms",
+            "ok": statuses.group(1) if statuses else "-"}
+
+
+def nginx_ceiling(tmp: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+    """nginx (Debian) serving one pre-signed OCSP response as a static file: what any
+    HTTP server on this machine can do at best with the same load generator."""
+    root = tmp / "nginx"
+    (root / "html").mkdir(parents=True, exist_ok=True)
+    (root / "html" / "r").write_bytes(os.urandom(900))  # the size of one of our responses
+    (root / "nginx.conf").write_text(
+        f"worker_processes {workers};\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n"
+        "daemon off;\nevents { worker_connections 4096; }\n"
+        f"http {{ access_log off; server {{ listen 127.0.0.1:{port}; root {root}/html;"
+        " keepalive_requests 10000000; location / { try_files /r =404; } } }\n")
+    return subprocess.Popen(["nginx", "-c", str(root / "nginx.conf"), "-p", str(root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
 def stop(server: subprocess.Popen[bytes], group: bool) -> None:
     def kill(sig: int) -> None:
         if group:
@@ -240,6 +286,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=12,
                         help="seconds of load before measuring (fills our workers' caches)")
     parser.add_argument("--skip-openssl", action="store_true", help="only our responder")
+    parser.add_argument("--skip-h2load", action="store_true", help="only the wrk runs")
+    parser.add_argument("--h2load-requests", type=int, default=400_000,
+                        help="requests per h2load run against our responder and nginx "
+                             "(OpenSSL's responders get a quarter)")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/partner-ca-ocsp-bench"))
     args = parser.parse_args()
 
@@ -300,7 +350,68 @@ def main() -> None:
                           result["errors"], result["socket"])
             console.print(f"{name} {method}: {result}")
     console.print(table)
+    if not args.skip_h2load:
+        h2load_runs(args, env, ours, tmp, openssl)
     console.print(f"measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+
+
+def h2load_runs(args: argparse.Namespace, env: dict[str, str], ours: int, tmp: Path,
+                openssl: list[str]) -> None:
+    """Everything with h2load, including OpenSSL's single-process responder."""
+    table = Table(title=f"h2load --h1, 1 thread × {args.connections} connections")
+    for column in ("server", "method", "requests", "requests/s", "p50", "p99", "2xx"):
+        table.add_column(column)
+    paths = (tmp / "paths.txt").read_text().splitlines()
+    first_body = tmp / "first-body.der"
+    blob = (tmp / "bodies.bin").read_bytes()
+    first_body.write_bytes(blob[2:2 + int.from_bytes(blob[:2], "big")])
+    servers: list[tuple[str, int]] = [("partner-ca", args.h2load_requests),
+                                      ("openssl ocsp (single process)", args.h2load_requests // 4),
+                                      (f"openssl ocsp -multi {args.workers}",
+                                       args.h2load_requests // 4),
+                                      ("nginx static file (ceiling)", args.h2load_requests)]
+    for name, total in servers:
+        for method in ("GET", "POST"):
+            if name.startswith("nginx") and method == "POST":
+                continue
+            port = ours if name == "partner-ca" else free_port()
+            if name == "partner-ca":
+                server = subprocess.Popen(["partner-ca", "serve", "--role", "ocsp"], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                prefix, post_path = "/ocsp", "/ocsp"
+            elif name.startswith("nginx"):
+                server = nginx_ceiling(tmp, port, args.workers)
+                prefix, post_path = "/r", "/r"
+            else:
+                multi = ["-multi", str(args.workers)] if "multi" in name else []
+                server = subprocess.Popen([*openssl, *multi, "-port", str(port)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=not multi)
+                prefix, post_path = "", "/"
+            base = f"http://127.0.0.1:{port}"
+            uris = tmp / "uris.txt"
+            if method == "GET":
+                uris.write_text("".join(
+                    base + (prefix if prefix == "/r" else prefix + p.removeprefix("/ocsp")) + "\n"
+                    for p in paths))
+            else:
+                uris.write_text(base + post_path + "\n")
+            try:
+                if name.startswith("nginx"):
+                    wait_http(base + "/r")
+                else:
+                    wait_http(base + prefix + paths[0].removeprefix("/ocsp"))
+                if name == "partner-ca":  # the same warm cache as in the wrk runs
+                    h2load(uris, args.connections, total // 2,
+                           first_body if method == "POST" else None)
+                result = h2load(uris, args.connections, total,
+                                first_body if method == "POST" else None)
+            finally:
+                stop(server, group=name != "partner-ca")
+            table.add_row(name, method, str(total), result["rps"], result["p50"], result["p99"],
+                          result["ok"])
+            console.print(f"{name} {method} (h2load): {result}")
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ def test_manual_with_a_token_against_serve_on_postgres_and_kafka(
            "PARTNER_CA_SMTP_PORT": str(smtp_port), "PARTNER_CA_RELYING_POLL_SECONDS": "0.3",
            "SOFTHSM2_CONF": soft_token.conf, "PARTNER_CA_PKCS11_MODULE": soft_token.module,
            "PARTNER_CA_OCSP_LISTEN": f"127.0.0.1:{ocsp_port}", "PARTNER_CA_OCSP_WORKERS": "1",
-           "PARTNER_CA_OCSP_URL": f"http://127.0.0.1:{ocsp_port}/ocsp", "COLUMNS": "250"}
+           "PARTNER_CA_OCSP_URL": f"http://127.0.0.1:{ocsp_port}/ocsp", "COLUMNS": "250",
+           "PARTNER_CA_CLIENT_STATE_DIR": str(tmp_path / "client-state")}
     roles.env = env
     try:
         for role in ("ca", "portal", "ocsp"):
@@ -60,9 +61,13 @@ def test_manual_with_a_token_against_serve_on_postgres_and_kafka(
         issued = cli(env, "otp", "issue", USER, "--module", "EPAK", "--by", "admin-epak")
         otp = re.search(r"([A-Z2-7]{4}(?:-[A-Z2-7]{4}){3})", issued.stdout)
         assert otp is not None
-        # ch. 3–4: OTP login, key generated on the token, request, wait, certificate on the token
+        # ch. 3–4: OTP login, key generated on the token, request; later: wait, pickup, the
+        # certificate on the token
         done = cli(env, "client", "request", "--user", USER, "--otp", otp.group(1), *token,
-                   **pin, PARTNER_CA_REVOCATION_PASSWORD=PASSWORD)
+                   "--no-wait", **pin, PARTNER_CA_REVOCATION_PASSWORD=PASSWORD)
+        request_id = re.search(r"request (\S+) submitted", done.stdout)
+        assert request_id is not None, done.stdout
+        done = cli(env, "client", "wait", request_id.group(1), **pin)
         assert "is on token" in done.stdout, done.stdout
         objects = cli(env, "token", "objects", *token, **pin).stdout
         assert re.search(r"private-key\s+│\s*partner-ca\s+│\s*\w+\s+│\s*no\s+│\s*yes", objects), \
