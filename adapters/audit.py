@@ -1,6 +1,6 @@
 """Tamper evidence for the event stores: signed Merkle tree heads and their verification.
 
-``checkpoint`` reads an application's whole log (pages of 1,000), computes the
+``checkpoint`` reads an application's whole log (pages of 10,000), computes the
 RFC 6962 tree over it and records a ``TreeHeadSigned`` event, signed with the
 audit key (EC P-256 in the key store, encrypted like the CA keys; its public
 half in ``keys/audit.pub.pem`` for verifiers). ``verify`` recomputes every leaf
@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -23,14 +26,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from eventsourcing.application import AggregateNotFoundError
 
+from adapters.logreader import originator_bytes, records
 from ca_core import merkle
 from ca_core.clock import Clock, SystemClock
 from ca_core.eventmodel import read_log
 from ca_core.ports import KeyStore
-from ca_core.treehead import PREFIX_BYTES, TreeHeads, head_id, signed_bytes
+from ca_core.treehead import PREFIX_BYTES, TreeHeads, head_bytes, head_id, signed_bytes
 
 AUDIT_KEY = "audit"
-PAGE = 1000
+log = logging.getLogger("partner_ca.audit")
 
 
 @dataclass(frozen=True)
@@ -42,23 +46,24 @@ class Finding:
         return f"position {self.position}: {self.what}" if self.position else self.what
 
 
-def leaf_hashes(app: Any, findings: list[Finding] | None = None) -> list[bytes]:
-    """Leaf hashes of the stored records in position order; gaps and disorder go to findings."""
-    leaves: list[bytes] = []
-    start = 1
-    while True:
-        page = app.recorder.select_notifications(start, PAGE)
-        for n in page:
-            expected = len(leaves) + 1
-            if n.id != expected and findings is not None:
-                findings.append(Finding(expected, f"missing (the next stored position is {n.id})"))
-                while len(leaves) + 1 < n.id:  # keep positions aligned with the log
-                    leaves.append(b"\x00" * 32)
-            leaves.append(merkle.leaf_hash(merkle.leaf_data(
-                n.id, n.originator_id, n.originator_version, n.topic, n.state)))
-        if len(page) < PAGE:
-            return leaves
-        start = page[-1].id + 1
+def extend_leaves(app: Any, leaves: list[bytes]) -> list[bytes]:
+    """Append the leaf hashes of the records after ``len(leaves)`` (in place; returned).
+
+    Leaf ``p`` is the hash of the record at position ``p``; a position the log does not
+    hold (a sequence number taken by a transaction that rolled back) gets the absent leaf,
+    so the tree commits to the gap and a row deleted later shows."""
+    for record in records(app, start=len(leaves) + 1):
+        while len(leaves) + 1 < record.position:
+            leaves.append(merkle.absent_leaf(len(leaves) + 1))
+        leaves.append(merkle.leaf_hash(merkle.leaf_data(
+            record.position, originator_bytes(record), record.originator_version, record.topic,
+            record.state)))
+    return leaves
+
+
+def leaf_hashes(app: Any) -> list[bytes]:
+    """Leaf hashes of the whole log, position 1 first."""
+    return extend_leaves(app, [])
 
 
 def _fingerprint(public: ec.EllipticCurvePublicKey) -> str:
@@ -87,14 +92,16 @@ def _heads(app: Any) -> TreeHeads | None:
 
 
 def checkpoint(app: Any, key: ec.EllipticCurvePrivateKey, clock: Clock | None = None,
-               published: Path | None = None) -> int:
+               published: Path | None = None, leaves: list[bytes] | None = None) -> int:
     """Sign the tree over the whole log as it is now; returns the tree size.
 
     ``published``: a JSON-lines file outside the database that gets a copy of each head —
-    whoever can rewrite the store can also drop heads from it, not from copies elsewhere."""
+    whoever can rewrite the store can also drop heads from it, not from copies elsewhere
+    (the relay also publishes each head on Kafka). ``leaves``: the leaf hashes a
+    long-running process already holds (extended in place), else the whole log is read."""
     now = (clock or SystemClock()).now()
     heads = _heads(app) or TreeHeads(application=app.name, timestamp=now)
-    leaves = leaf_hashes(app)
+    leaves = extend_leaves(app, leaves if leaves is not None else [])
     size = len(leaves)
     if size == heads.tree_size:
         return size
@@ -113,6 +120,7 @@ def checkpoint(app: Any, key: ec.EllipticCurvePrivateKey, clock: Clock | None = 
             copy.write(json.dumps({"application": app.name, "tree_size": size,
                                    "previous_size": previous, "root_hash": top.hex(),
                                    "leaf_prefixes": prefixes.hex(),
+                                   "leaf_prefixes_sha256": hashlib.sha256(prefixes).hexdigest(),
                                    "key_fingerprint": _fingerprint(key.public_key()),
                                    "signature": signature.hex()}) + "\n")
     return size
@@ -120,42 +128,66 @@ def checkpoint(app: Any, key: ec.EllipticCurvePrivateKey, clock: Clock | None = 
 
 @dataclass(frozen=True)
 class Head:
+    """A signed tree head; copies outside the database may carry only the prefixes' digest."""
+
     tree_size: int
     previous_size: int
     root_hash: str
-    leaf_prefixes: str
+    leaf_prefixes: str | None
+    prefixes_sha256: str
     signature: str
+
+    def signed(self, application: str) -> bytes:
+        return head_bytes(application, self.tree_size, bytes.fromhex(self.root_hash),
+                          self.previous_size, bytes.fromhex(self.prefixes_sha256))
+
+
+def _head(data: dict[str, Any]) -> Head:
+    prefixes = data.get("leaf_prefixes")
+    digest = data.get("leaf_prefixes_sha256") or hashlib.sha256(
+        bytes.fromhex(prefixes or "")).hexdigest()
+    return Head(int(data["tree_size"]), int(data["previous_size"]), data["root_hash"], prefixes,
+                digest, data["signature"])
+
+
+def published_heads(files: Sequence[Path], application: str) -> dict[int, Head]:
+    """Heads of ``application`` from JSON-lines copies (``heads.jsonl``, ``audit fetch-heads``)."""
+    found: dict[int, Head] = {}
+    for file in files:
+        if not file.exists():
+            continue
+        for line in file.read_text().splitlines():
+            data = json.loads(line)
+            if data.get("application") == application:
+                head = _head(data)
+                found.setdefault(head.tree_size, head)
+    return found
 
 
 def verify(app: Any, public: ec.EllipticCurvePublicKey,
-           published: Path | None = None) -> tuple[int, int, list[Finding]]:
+           published: Path | Sequence[Path] | None = None) -> tuple[int, int, list[Finding]]:
     """(events checked, heads checked, findings); no findings means the log is intact.
 
-    Heads come from the log and from the published copy; a head in the copy that the log
+    Heads come from the log and from the published copies; a head in a copy that the log
     no longer holds is itself a finding (and is checked all the same)."""
     findings: list[Finding] = []
-    leaves = leaf_hashes(app, findings)
-    in_log = {e.tree_size: Head(e.tree_size, e.previous_size, e.root_hash, e.leaf_prefixes,
-                                e.signature) for _, e in read_log(app, topics=[_topic()])}
-    copied: dict[int, Head] = {}
-    if published is not None and published.exists():
-        for line in published.read_text().splitlines():
-            data = json.loads(line)
-            if data.get("application") == app.name:
-                copied[int(data["tree_size"])] = Head(
-                    int(data["tree_size"]), int(data["previous_size"]), data["root_hash"],
-                    data["leaf_prefixes"], data["signature"])
+    leaves = leaf_hashes(app)
+    in_log = {e.tree_size: _head(e.model_dump()) for _, e in read_log(app, topics=[_topic()])}
+    files = [published] if isinstance(published, Path) else list(published or [])
+    copied = published_heads(files, app.name)
     for size in sorted(set(copied) - set(in_log)):
         findings.append(Finding(None, f"the signed tree head of size {size} is missing from "
                                       "the log (it is in the published copy)"))
+    for size in sorted(set(copied) & set(in_log)):
+        if copied[size].root_hash != in_log[size].root_hash:
+            findings.append(Finding(None, f"the tree head of size {size} in the log differs "
+                                          "from its published copy"))
     heads = [({**copied, **in_log})[size] for size in sorted({**copied, **in_log})]
     for head in heads:
         size, previous = head.tree_size, head.previous_size
-        prefixes = bytes.fromhex(head.leaf_prefixes)
         root = bytes.fromhex(head.root_hash)
         try:
-            public.verify(bytes.fromhex(head.signature),
-                          signed_bytes(app.name, size, root, previous, prefixes),
+            public.verify(bytes.fromhex(head.signature), head.signed(app.name),
                           ec.ECDSA(hashes.SHA256()))
         except (InvalidSignature, ValueError):
             findings.append(Finding(None, f"the tree head of size {size} has a bad signature"))
@@ -164,19 +196,85 @@ def verify(app: Any, public: ec.EllipticCurvePublicKey,
             findings.append(Finding(len(leaves) + 1, f"missing: the log ends at {len(leaves)} "
                                                      f"but a signed head covers {size}"))
             continue
-        for offset in range(size - previous):
-            position = previous + offset + 1
-            stored = prefixes[offset * PREFIX_BYTES:(offset + 1) * PREFIX_BYTES]
-            if leaves[position - 1][:PREFIX_BYTES] != stored:
-                findings.append(Finding(position, f"differs from the signed tree head of "
-                                                  f"size {size}"))
-                break
-        else:
-            if merkle.root(leaves[:size]) != root:
-                findings.append(Finding(None, f"the tree of size {size} does not match its "
-                                              "signed root"))
+        if head.leaf_prefixes is not None:
+            prefixes = bytes.fromhex(head.leaf_prefixes)
+            first = next((previous + offset + 1 for offset in range(size - previous)
+                          if leaves[previous + offset][:PREFIX_BYTES]
+                          != prefixes[offset * PREFIX_BYTES:(offset + 1) * PREFIX_BYTES]), None)
+            if first is not None:
+                findings.append(Finding(first, f"differs from the signed tree head of size "
+                                               f"{size}"))
+                continue
+        if merkle.root(leaves[:size]) != root:
+            findings.append(Finding(None, f"the tree of size {size} does not match its "
+                                          "signed root"))
     unique = sorted(set(findings), key=lambda f: (f.position or float("inf"), f.what))
     return len(leaves), len(heads), unique
+
+
+# -- proofs --------------------------------------------------------------------------------
+def signed_head(app: Any, size: int | None = None) -> Head:
+    """The signed head of ``size`` (default: the latest) from the log."""
+    found = {e.tree_size: _head(e.model_dump()) for _, e in read_log(app, topics=[_topic()])}
+    if not found:
+        raise ValueError(f"{app.name}: no signed tree head yet (partner-ca audit checkpoint)")
+    if size is None:
+        return found[max(found)]
+    if size not in found:
+        raise ValueError(f"{app.name}: no signed tree head of size {size} "
+                         f"(there are: {', '.join(map(str, sorted(found)))})")
+    return found[size]
+
+
+def inclusion(app: Any, position: int, size: int | None = None) -> dict[str, Any]:
+    """An RFC 6962 audit path for the stored event at ``position`` in the signed tree of
+    ``size`` leaves, with the record it commits to and the head (all hex)."""
+    head = signed_head(app, size)
+    if not 1 <= position <= head.tree_size:
+        raise ValueError(f"position {position} is not in the signed tree of "
+                         f"{head.tree_size} events")
+    leaves = leaf_hashes(app)[:head.tree_size]
+    record = next(iter(records(app, start=position, stop=position)), None)
+    proof = merkle.inclusion_proof(position - 1, leaves)
+    return {"application": app.name, "position": position, "leaf_index": position - 1,
+            "leaf_data": None if record is None or record.position != position else
+            merkle.leaf_data(position, originator_bytes(record), record.originator_version,
+                             record.topic, record.state).hex(),
+            "leaf_hash": leaves[position - 1].hex(), "audit_path": [h.hex() for h in proof],
+            **_head_json(head)}
+
+
+def consistency(app: Any, old_size: int, new_size: int | None = None) -> dict[str, Any]:
+    """An RFC 6962 consistency proof between two signed heads of ``app``."""
+    new = signed_head(app, new_size)
+    old = signed_head(app, old_size)
+    leaves = leaf_hashes(app)[:new.tree_size]
+    proof = merkle.consistency_proof(old.tree_size, leaves)
+    return {"application": app.name, "old": _head_json(old), "new": _head_json(new),
+            "proof": [h.hex() for h in proof]}
+
+
+def _head_json(head: Head) -> dict[str, Any]:
+    return {"tree_size": head.tree_size, "previous_size": head.previous_size,
+            "root_hash": head.root_hash, "leaf_prefixes_sha256": head.prefixes_sha256,
+            "signature": head.signature}
+
+
+def run_checkpoints(app: Any, keys: KeyStore, data_dir: Path, interval: float,
+                    stop: threading.Event) -> None:
+    """``serve``: sign a tree head over ``app``'s log every ``interval`` seconds when it has
+    grown (the relay then publishes it on Kafka; a copy goes to heads.jsonl). The leaf
+    hashes are kept between runs, so each run reads only the new records."""
+    key = audit_key(keys, data_dir / "keys" / "audit.pub.pem")
+    leaves: list[bytes] = []
+    while not stop.wait(interval):
+        try:
+            size = checkpoint(app, key, published=data_dir / "audit" / "heads.jsonl",
+                              leaves=leaves)
+            log.debug("%s: tree head over %d events", app.name, size)
+        except Exception:
+            log.exception("%s: tree head not signed; will try again", app.name)
+            leaves = []  # start over from the store
 
 
 def _topic() -> str:

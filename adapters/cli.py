@@ -298,26 +298,30 @@ def audit_at(
 
 
 @audit_app.command("replay")
-def audit_replay() -> None:
+def audit_replay(
+    scratch: Annotated[Path | None, typer.Option(
+        help="Directory for the rebuilt views (SQLite), kept for inspection "
+             "(default: a temporary directory).")] = None,
+) -> None:
     """Rebuild every projection from position 0 into a scratch store and compare it row by
     row with the live one (status view, OCSP responses, email outbox); exit 1 on differences."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from adapters.replay import replay
+    from adapters.replay import replay, total_records
 
     settings = Settings()
     with system(need_keys=False) as s:
-        total = sum((a.recorder.max_notification_id() or 0) for a in (s.ca, s.ca, s.portal))
         with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(),
-                      console=out, transient=True) as progress:
-            task = progress.add_task("replay", total=total)
-            report = replay(s.ca, s.portal, settings,
+                      TextColumn("events"), console=out, transient=True) as progress:
+            task = progress.add_task("replay", total=total_records(s.ca, s.portal))
+            report = replay(s.ca, s.portal, settings, scratch,
                             tick=lambda n: progress.advance(task, n))
     for difference in report.differences:
         sys.stderr.write(f"error: {difference}\n")
     rate = report.events / report.seconds if report.seconds else 0.0
-    out.print(f"{report.events} events replayed in {report.seconds:.1f} s ({rate:,.0f}/s); "
-              + ", ".join(f"{view}: {n} rows" for view, n in report.compared.items())
+    out.print(f"{report.events:,} events read in {report.seconds:.1f} s ({rate:,.0f}/s), "
+              f"{report.decoded:,} of them decoded and replayed; "
+              + ", ".join(f"{view}: {n:,} rows" for view, n in report.compared.items())
               + f"; {len(report.differences)} difference(s)")
     if report.differences:
         raise typer.Exit(EXIT_REFUSED)
@@ -339,8 +343,13 @@ def audit_checkpoint(which: AppOpt = "all") -> None:
             out.print(f"{application.name}: signed tree head over {size} events")
 
 
+HeadsOpt = Annotated[list[Path] | None, typer.Option(
+    "--heads", help="More copies of the signed heads (JSON lines, e.g. from `audit fetch-heads`"
+                    "); repeatable. <data_dir>/audit/heads.jsonl is always read.")]
+
+
 @audit_app.command("verify")
-def audit_verify(which: AppOpt = "all") -> None:
+def audit_verify(which: AppOpt = "all", heads_files: HeadsOpt = None) -> None:
     """Recompute every leaf and check every signed tree head; exit 1 naming what differs."""
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -359,8 +368,9 @@ def audit_verify(which: AppOpt = "all") -> None:
     bad = 0
     with system(need_keys=False) as s:
         for application in _apps(s, which):
-            size, heads, findings = verify(application, public,
-                                           settings.data_dir / "audit" / "heads.jsonl")
+            size, heads, findings = verify(
+                application, public, [settings.data_dir / "audit" / "heads.jsonl",
+                                      *(heads_files or [])])
             for finding in findings:
                 sys.stderr.write(f"error: {application.name}: {finding}\n")
             bad += len(findings)
@@ -368,6 +378,70 @@ def audit_verify(which: AppOpt = "all") -> None:
                       f"{'intact' if not findings else f'{len(findings)} finding(s)'}")
     if bad:
         raise typer.Exit(EXIT_REFUSED)
+
+
+def _one_app(s: PartnerCa, which: str) -> Any:
+    if which not in ("ca", "portal"):
+        fail(f"--app must be ca or portal, not {which!r}", EXIT_USAGE)
+    return s.ca if which == "ca" else s.portal
+
+
+@audit_app.command("prove")
+def audit_prove(
+    position: Annotated[int, typer.Argument(help="Log position (notification id) of the event.")],
+    which: Annotated[str, typer.Option("--app", help="ca or portal.")] = "ca",
+    size: Annotated[int | None, typer.Option(
+        help="Tree size of the signed head to prove against (default: the latest).")] = None,
+) -> None:
+    """Inclusion proof (RFC 6962 audit path) of one stored event in a signed tree head, as
+    JSON: the leaf data, its hash, the path and the head (docs/audit.md shows how to check
+    it without this program)."""
+    from adapters.audit import inclusion
+
+    with system(need_keys=False) as s:
+        try:
+            proof = inclusion(_one_app(s, which), position, size)
+        except ValueError as exc:
+            fail(str(exc), EXIT_USAGE)
+    sys.stdout.write(json.dumps(proof, indent=2) + "\n")
+
+
+@audit_app.command("consistency")
+def audit_consistency(
+    old_size: Annotated[int, typer.Option("--from", help="Tree size of the older signed head.")],
+    new_size: Annotated[int | None, typer.Option(
+        "--to", help="Tree size of the newer signed head (default: the latest).")] = None,
+    which: Annotated[str, typer.Option("--app", help="ca or portal.")] = "ca",
+) -> None:
+    """Consistency proof (RFC 6962) that the older signed tree is a prefix of the newer one:
+    nothing covered by the older head was changed, removed or reordered. JSON."""
+    from adapters.audit import consistency
+
+    with system(need_keys=False) as s:
+        try:
+            proof = consistency(_one_app(s, which), old_size, new_size)
+        except ValueError as exc:
+            fail(str(exc), EXIT_USAGE)
+    sys.stdout.write(json.dumps(proof, indent=2) + "\n")
+
+
+@audit_app.command("fetch-heads")
+def audit_fetch_heads(
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write them (JSON lines).")],
+) -> None:
+    """Copy every signed tree head published on Kafka (ca-events, portal-events) into a file
+    for `audit verify --heads` — copies the database's administrators cannot rewrite."""
+    from adapters.kafka_link.heads import fetch_heads, write_heads
+
+    settings = Settings()
+    if not settings.kafka_bootstrap:
+        fail("PARTNER_CA_KAFKA_BOOTSTRAP is not set", EXIT_SETUP)
+    try:
+        heads = fetch_heads(settings.kafka_bootstrap, settings.kafka_topic_prefix)
+    except Exception as exc:  # noqa: BLE001 - broker trouble of any kind is one set-up error
+        fail(f"cannot read the tree heads from Kafka: {exc}", EXIT_SETUP)
+    write_heads(heads, out_file)
+    out.print(f"{len(heads)} signed tree head(s) written to {out_file}")
 
 
 @ops_app.command("token")

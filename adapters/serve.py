@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
@@ -81,6 +82,24 @@ def _on_signals(stop: threading.Event) -> None:
         signal.signal(signal.SIGINT, _stop)
 
 
+def _checkpoint_thread(app: Any, settings: Settings, passphrase: str | None,
+                       stop: threading.Event) -> list[threading.Thread]:
+    """Periodic signed tree heads over ``app``'s log (needs the key passphrase)."""
+    if settings.audit_checkpoint_seconds <= 0:
+        return []
+    from adapters.audit import run_checkpoints
+    from adapters.bootstrap import key_store
+
+    keys = key_store(settings, passphrase)
+    if keys is None:
+        log.warning("%s: no key passphrase, so no signed tree heads from this process",
+                    app.name)
+        return []
+    return [threading.Thread(target=run_checkpoints, name=f"{app.name}-checkpoint", daemon=True,
+                             args=(app, keys, settings.data_dir,
+                                   settings.audit_checkpoint_seconds, stop))]
+
+
 def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Settings,
                     stop: threading.Event) -> list[threading.Thread]:
     """The portal's HTTP API and the notifier, when the role has them."""
@@ -141,7 +160,9 @@ def _serve_embedded(role: str, settings: Settings, passphrase: str | None,
     threads = [threading.Thread(target=pump, args=(stop,), name="pump", daemon=True),
                threading.Thread(target=_expiry_loop(system.ca, settings.expiry_interval_seconds),
                                 args=(stop,), name="ca-expiry", daemon=True),
-               *_portal_threads(components, system.portal, settings, stop)]
+               *_portal_threads(components, system.portal, settings, stop),
+               *_checkpoint_thread(system.ca, settings, passphrase, stop),
+               *_checkpoint_thread(system.portal, settings, passphrase, stop)]
     for thread in threads:
         thread.start()
     log.info("serving %s (embedded: %s, in-process transport)", role, ", ".join(components))
@@ -215,6 +236,10 @@ def serve(role: str, settings: Settings, passphrase: str | None,
                 name=name, daemon=True))
     if portal is not None:
         threads.extend(_portal_threads(components, portal, settings, stop))
+    if portal is not None and "portal-relay" in components:
+        threads.extend(_checkpoint_thread(portal, settings, passphrase, stop))
+    if ca is not None and "ca-relay" in components:
+        threads.extend(_checkpoint_thread(ca, settings, passphrase, stop))
     for thread in threads:
         thread.start()
     inboxes = {name: _start_inbox(name, new_inbox[name](), stop)

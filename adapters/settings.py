@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     chain_file: Path | None = None
     #: How often ``serve --role ca`` records due expiries.
     expiry_interval_seconds: float = 60.0
+    #: ``serve`` signs a tree head over each log it writes this often (0: never;
+    #: ``partner-ca audit checkpoint`` still works). See docs/audit.md.
+    audit_checkpoint_seconds: float = Field(default=3600.0, ge=0.0)
     key_passphrase: SecretStr | None = None
     portal_secret: SecretStr | None = None
     #: Freeze the clock at this instant (testing and demonstrations only).

@@ -16,15 +16,24 @@ from uuid import UUID
 
 LEAF_PREFIX, NODE_PREFIX = b"\x00", b"\x01"
 LEAF_VERSION = b"partner-ca/event-leaf/v1"
+ABSENT_VERSION = b"partner-ca/absent-leaf/v1"
 
 
-def leaf_data(position: int, originator_id: UUID, originator_version: int, topic: str,
+def leaf_data(position: int, originator_id: UUID | bytes, originator_version: int, topic: str,
               state: bytes) -> bytes:
-    """The bytes a leaf commits to: one stored event record, including its log position."""
+    """The bytes a leaf commits to: one stored event record, including its log position
+    (``originator_id`` as a UUID or its 16 bytes)."""
     encoded_topic = topic.encode()
-    return b"".join((LEAF_VERSION, struct.pack(">QQ", position, originator_version),
-                     originator_id.bytes, struct.pack(">I", len(encoded_topic)), encoded_topic,
+    raw_id = originator_id if isinstance(originator_id, bytes) else originator_id.bytes
+    return b"".join((LEAF_VERSION, struct.pack(">QQ", position, originator_version), raw_id,
+                     struct.pack(">I", len(encoded_topic)), encoded_topic,
                      struct.pack(">I", len(state)), state))
+
+
+def absent_leaf(position: int) -> bytes:
+    """The leaf hash of a position the log does not hold (a sequence number a rolled-back
+    transaction used): the tree commits to its absence, so a row deleted later shows."""
+    return leaf_hash(ABSENT_VERSION + struct.pack(">Q", position))
 
 
 def leaf_hash(data: bytes) -> bytes:

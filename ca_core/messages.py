@@ -6,6 +6,7 @@ carry no secret: no OTP, no password, no hash, no private key.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Literal
 from uuid import UUID
@@ -17,6 +18,7 @@ from ca_core.certificate import Certificate, SigningRequest
 from ca_core.eventmodel import DomainEvent
 from ca_core.otp import OneTimePassword
 from ca_core.request import CertificateRequest
+from ca_core.treehead import TreeHeads
 
 REQUESTS = "requests"
 CA_EVENTS = "ca-events"
@@ -162,11 +164,31 @@ class CertificatePickedUp(Message):
         return str(self.request_id)
 
 
+class TreeHeadSigned(Message):
+    """A signed tree head of one application's log (docs/audit.md): copies outside the
+    database. The leaf prefixes themselves stay in the store; their SHA-256 is signed."""
+
+    type: Literal["TreeHeadSigned"] = "TreeHeadSigned"
+    application: str
+    tree_size: int
+    previous_size: int
+    root_hash: str
+    leaf_prefixes_sha256: str
+    key_fingerprint: str
+    signature: str
+
+    @property
+    def key(self) -> str:
+        return self.application
+
+
 #: Message types by topic; the JSON Schemas in docs/events/ are generated from these.
 TOPIC_TYPES: dict[str, tuple[type[Message], ...]] = {
     REQUESTS: (CertificateRequested, RevocationRequested),
-    CA_EVENTS: (CertificateIssued, CsrRejected, CertificateRevoked, CertificateExpired),
-    PORTAL_EVENTS: (OtpIssued, OtpLocked, RequestSubmitted, CertificatePickedUp),
+    CA_EVENTS: (CertificateIssued, CsrRejected, CertificateRevoked, CertificateExpired,
+                TreeHeadSigned),
+    PORTAL_EVENTS: (OtpIssued, OtpLocked, RequestSubmitted, CertificatePickedUp,
+                    TreeHeadSigned),
 }
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.model_fields["type"].default: cls for types in TOPIC_TYPES.values() for cls in types
@@ -183,6 +205,7 @@ PORTAL_OUTBOX_TOPICS = (
     get_topic(OneTimePassword.OtpIssued),
     get_topic(OneTimePassword.OtpLocked),
     get_topic(CertificateRequest.CertificatePickedUp),
+    get_topic(TreeHeads.TreeHeadSigned),
 )
 CA_MESSAGE_TOPICS = (
     get_topic(Certificate.CertificateIssued),
@@ -190,6 +213,8 @@ CA_MESSAGE_TOPICS = (
     get_topic(Certificate.CertificateRevoked),
     get_topic(Certificate.CertificateExpired),
 )
+#: What the CA's relay publishes: its messages and its signed tree heads.
+CA_OUTBOX_TOPICS = (*CA_MESSAGE_TOPICS, get_topic(TreeHeads.TreeHeadSigned))
 
 
 def _mid(e: DomainEvent) -> str:
@@ -233,8 +258,22 @@ def ca_message(e: DomainEvent) -> Message | None:
     return None
 
 
+def tree_head(application: str, e: DomainEvent) -> TreeHeadSigned | None:
+    """The public copy of a signed tree head."""
+    if not isinstance(e, TreeHeads.TreeHeadSigned):
+        return None
+    return TreeHeadSigned(
+        message_id=_mid(e), occurred_at=e.timestamp, application=application,
+        tree_size=e.tree_size, previous_size=e.previous_size, root_hash=e.root_hash,
+        leaf_prefixes_sha256=hashlib.sha256(bytes.fromhex(e.leaf_prefixes)).hexdigest(),
+        key_fingerprint=e.key_fingerprint, signature=e.signature)
+
+
 def portal_outbox(e: DomainEvent) -> list[tuple[str, Message]]:
     """Everything a portal event publishes: the request to the CA and/or a public fact."""
+    head = tree_head("portal", e)
+    if head is not None:
+        return [(PORTAL_EVENTS, head)]
     out: list[tuple[str, Message]] = []
     to_ca = portal_message(e)
     if to_ca is not None:
@@ -260,5 +299,8 @@ def portal_outbox(e: DomainEvent) -> list[tuple[str, Message]]:
 
 
 def ca_outbox(e: DomainEvent) -> list[tuple[str, Message]]:
+    head = tree_head("ca", e)
+    if head is not None:
+        return [(CA_EVENTS, head)]
     message = ca_message(e)
     return [(CA_EVENTS, message)] if message is not None else []

@@ -30,10 +30,17 @@ def head_id(application: str) -> UUID:
 def signed_bytes(application: str, tree_size: int, root_hash: bytes, previous_size: int,
                  leaf_prefixes: bytes) -> bytes:
     """What the audit key signs (docs/audit.md)."""
+    return head_bytes(application, tree_size, root_hash, previous_size,
+                      hashlib.sha256(leaf_prefixes).digest())
+
+
+def head_bytes(application: str, tree_size: int, root_hash: bytes, previous_size: int,
+               prefixes_sha256: bytes) -> bytes:
+    """``signed_bytes`` from the SHA-256 of the leaf prefixes (what copies of a head outside
+    the database carry, e.g. on Kafka, instead of the prefixes themselves)."""
     name = application.encode()
     return b"".join((HEAD_VERSION, struct.pack(">I", len(name)), name,
-                     struct.pack(">QQ", tree_size, previous_size), root_hash,
-                     hashlib.sha256(leaf_prefixes).digest()))
+                     struct.pack(">QQ", tree_size, previous_size), root_hash, prefixes_sha256))
 
 
 class TreeHeads(Aggregate):

@@ -84,6 +84,15 @@ class OcspStore(TrackingRecorder, ABC):
         return self._select(f"WHERE serial NOT LIKE {self.placeholder} ORDER BY serial",
                             (CA_PREFIX + "%",))
 
+    def answers(self) -> dict[str, tuple[str, str | None, datetime | None, int]]:
+        """serial → (status, reason, revocation time, deciding position) of the end-entity
+        rows, without the signed bytes (what ``audit replay`` compares)."""
+        return {serial: (status, reason, _moment(revoked_at) if revoked_at else None, position)
+                for serial, status, reason, revoked_at, position in self._query(
+                    "SELECT serial, status, reason, revoked_at, cause_position FROM "  # noqa: S608
+                    f"ocsp_responses WHERE serial NOT LIKE {self.placeholder}",
+                    (CA_PREFIX + "%",))}
+
     @abstractmethod
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
 
@@ -132,11 +141,13 @@ class SQLiteOcspStore(SQLiteTrackingRecorder, OcspStore):
         return value.isoformat()
 
     def save(self, rows: list[StoredResponse], tracking: Tracking | None) -> None:
+        values = [(r.serial, r.status, r.reason,
+                   r.revoked_at.isoformat() if r.revoked_at is not None else None, r.sha1_der,
+                   r.sha256_der, r.this_update.isoformat(), r.next_update.isoformat(),
+                   r.signer_serial, r.cause_position) for r in rows]
         with self.datastore.transaction(commit=True) as c:
-            for row in rows:
-                c.execute(f"INSERT OR REPLACE INTO ocsp_responses VALUES ({','.join('?' * 10)})",  # noqa: S608
-                          tuple(v.isoformat() if isinstance(v, datetime) else v
-                                for v in (getattr(row, k) for k in COLUMNS)))
+            c.executemany(f"INSERT OR REPLACE INTO ocsp_responses VALUES ({','.join('?' * 10)})",  # noqa: S608
+                          values)
             if tracking is not None:
                 self._insert_tracking(c, tracking)
 

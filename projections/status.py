@@ -53,9 +53,13 @@ COLUMNS = ("serial", "user_id", "module", "request_id", "not_before", "not_after
 class StatusView(TrackingRecorder, ABC):
     """Where the rows live (SQLite embedded, PostgreSQL in production)."""
 
-    @abstractmethod
     def save_row(self, row: StatusRow, tracking: Tracking) -> None:
         """Write the row and the tracking record in one transaction."""
+        self.save_rows([row], tracking)
+
+    @abstractmethod
+    def save_rows(self, rows: list[StatusRow], tracking: Tracking | None) -> None:
+        """Write rows (and the tracking record, when given) in one transaction."""
 
     #: The driver's parameter placeholder (sqlite3: ?, psycopg: %s).
     placeholder = "?"
@@ -111,13 +115,18 @@ class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
                 "CREATE INDEX IF NOT EXISTS revocation_status_user_id "
                 "ON revocation_status (user_id)"]
 
-    def save_row(self, row: StatusRow, tracking: Tracking) -> None:
-        values = tuple(v.isoformat() if isinstance(v, datetime) else
-                       (str(v) if isinstance(v, UUID) else v) for v in _params(row))
+    def save_rows(self, rows: list[StatusRow], tracking: Tracking | None) -> None:
+        def iso(moment: datetime | None) -> str | None:
+            return moment.isoformat() if moment is not None else None
+
+        values = [(r.serial, r.user_id, r.module, str(r.request_id), r.not_before.isoformat(),
+                   r.not_after.isoformat(), r.status, r.reason, iso(r.changed_at), r.changed_by,
+                   r.cause_position) for r in rows]
         with self.datastore.transaction(commit=True) as c:
-            c.execute(f"INSERT OR REPLACE INTO revocation_status VALUES ({','.join('?' * 11)})",  # noqa: S608
-                      values)
-            self._insert_tracking(c, tracking)
+            c.executemany(f"INSERT OR REPLACE INTO revocation_status VALUES ({','.join('?' * 11)})",  # noqa: S608
+                          values)
+            if tracking is not None:
+                self._insert_tracking(c, tracking)
 
     def _select(self, where: str, args: tuple[Any, ...]) -> list[StatusRow]:
         with self.datastore.transaction(commit=False) as c:
@@ -139,14 +148,15 @@ class PostgresStatusView(PostgresTrackingRecorder, StatusView):
 
     placeholder = "%s"
 
-    def save_row(self, row: StatusRow, tracking: Tracking) -> None:
+    def save_rows(self, rows: list[StatusRow], tracking: Tracking | None) -> None:
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(
+            curs.executemany(
                 f"INSERT INTO revocation_status ({', '.join(COLUMNS)}) "  # noqa: S608 - fixed names
                 f"VALUES ({', '.join(['%s'] * 11)}) ON CONFLICT (serial) DO UPDATE SET {updates}",
-                _params(row), prepare=False)
-            self._insert_tracking(curs, tracking)
+                [_params(row) for row in rows])
+            if tracking is not None:
+                self._insert_tracking(curs, tracking)
 
     def _select(self, where: str, args: tuple[Any, ...]) -> list[StatusRow]:
         with self.datastore.transaction(commit=False) as curs:

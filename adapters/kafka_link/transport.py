@@ -16,7 +16,7 @@ from adapters.settings import Settings
 from ca_core.ca import CertificateAuthority
 from ca_core.messages import (
     CA_EVENTS,
-    CA_MESSAGE_TOPICS,
+    CA_OUTBOX_TOPICS,
     PORTAL_OUTBOX_TOPICS,
     REQUESTS,
     ca_outbox,
@@ -34,7 +34,7 @@ def portal_relay(portal: Portal, settings: Settings) -> KafkaRelay:
 
 
 def ca_relay(ca: CertificateAuthority, settings: Settings) -> KafkaRelay:
-    return KafkaRelay(ca, ca_outbox, CA_MESSAGE_TOPICS,
+    return KafkaRelay(ca, ca_outbox, CA_OUTBOX_TOPICS,
                       new_producer(settings.kafka_bootstrap, "partner-ca-ca-relay"),
                       position_recorder(settings.store_url("ca"), settings.data_dir, "ca_relay"),
                       topic_names(settings.kafka_topic_prefix))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -48,7 +49,8 @@ def test_manual_with_a_token_against_serve_on_postgres_and_kafka(
            "SOFTHSM2_CONF": soft_token.conf, "PARTNER_CA_PKCS11_MODULE": soft_token.module,
            "PARTNER_CA_OCSP_LISTEN": f"127.0.0.1:{ocsp_port}", "PARTNER_CA_OCSP_WORKERS": "1",
            "PARTNER_CA_OCSP_URL": f"http://127.0.0.1:{ocsp_port}/ocsp", "COLUMNS": "250",
-           "PARTNER_CA_CLIENT_STATE_DIR": str(tmp_path / "client-state")}
+           "PARTNER_CA_CLIENT_STATE_DIR": str(tmp_path / "client-state"),
+           "PARTNER_CA_AUDIT_CHECKPOINT_SECONDS": "1"}
     roles.env = env
     try:
         for role in ("ca", "portal", "ocsp"):
@@ -102,6 +104,13 @@ def test_manual_with_a_token_against_serve_on_postgres_and_kafka(
         assert refused.stderr.count("\n") == 1, "a one-line error"
         until(lambda: any("zneplatněn" in str(m["Subject"]) for m in inbox.messages),
               "the revocation email")
+        # the auditor: tree heads signed by the serve roles, copied from Kafka, and checked
+        heads = tmp_path / "heads-from-kafka.jsonl"
+        until(lambda: cli(env, "audit", "fetch-heads", "--out", str(heads)) and {
+            json.loads(line)["application"] for line in heads.read_text().splitlines()}
+            == {"ca", "portal"}, "signed tree heads of both logs on Kafka")
+        verified = cli(env, "audit", "verify", "--heads", str(heads))
+        assert verified.stdout.count("intact") == 2, verified.stdout
         roles.assert_alive()
     finally:
         controller.stop()

@@ -35,6 +35,9 @@ EXAMPLES: list[m.Message] = [
                        module="EPAK", kind="new"),
     m.CertificatePickedUp(message_id="d:3:fact", occurred_at=NOW, request_id=uuid4(),
                           serial="0A", via="link"),
+    m.TreeHeadSigned(message_id="e:2", occurred_at=NOW, application="ca", tree_size=42,
+                     previous_size=17, root_hash="ab" * 32, leaf_prefixes_sha256="cd" * 32,
+                     key_fingerprint="ef" * 32, signature="3045"),
 ]
 
 

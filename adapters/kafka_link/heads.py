@@ -1,0 +1,63 @@
+"""Signed tree heads from Kafka: the copies outside the database that `audit verify` checks.
+
+The relays publish every ``TreeHeadSigned`` on ``ca-events`` / ``portal-events``
+(key: the application). ``fetch_heads`` reads both topics from the beginning up to
+their current end and writes the heads as JSON lines, in the format of
+``<data_dir>/audit/heads.jsonl`` (without the leaf prefixes: their SHA-256 is what
+the audit key signed).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from adapters.kafka_link.envelope import MalformedMessage, ce_type, decode
+from adapters.kafka_link.topics import topic_names
+from ca_core.messages import CA_EVENTS, PORTAL_EVENTS, TreeHeadSigned
+
+HEAD_TYPE = ce_type("TreeHeadSigned").encode()
+
+
+def fetch_heads(bootstrap: str, prefix: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Every tree head on the broker, oldest first per application."""
+    names = topic_names(prefix)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                             client_id="partner-ca-audit-heads", enable_auto_commit=False,
+                             auto_offset_reset="earliest", fetch_max_wait_ms=100)
+    try:
+        partitions = [TopicPartition(names[logical], p)
+                      for logical in (CA_EVENTS, PORTAL_EVENTS)
+                      for p in sorted(consumer.partitions_for_topic(names[logical]) or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        heads: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {prefix}ca-events/portal-events to their "
+                                   f"end within {timeout:.0f} s")
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    if (dict(record.headers or []).get("ce_type") or b"") != HEAD_TYPE:
+                        continue
+                    try:
+                        message = decode(record.headers, record.value)
+                    except MalformedMessage:
+                        continue  # not ours to judge here; the inboxes record it as rejected
+                    if isinstance(message, TreeHeadSigned):
+                        heads.append(message.model_dump(
+                            mode="json", exclude={"message_id", "type", "occurred_at"}))
+        return sorted(heads, key=lambda h: (h["application"], h["tree_size"]))
+    finally:
+        consumer.close()
+
+
+def write_heads(heads: list[dict[str, Any]], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(head) + "\n" for head in heads))
