@@ -8,6 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+from eventsourcing.persistence import PersistenceError
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
+
 from adapters.bulkread import bulk_reader_for
 from adapters.inprocess import InProcessTransport
 from adapters.keystore import FileKeyStore
@@ -61,6 +65,14 @@ def key_store(settings: Settings, passphrase: str | None) -> FileKeyStore | None
     if secret is None:
         return None
     return FileKeyStore(Path(settings.data_dir) / "keys", secret.encode())
+
+
+def opening() -> Retrying:
+    """Retries for opening stores: processes starting at once race on CREATE TABLE IF NOT
+    EXISTS in PostgreSQL ("tuple concurrently updated"), so try again a few times."""
+    return Retrying(stop=stop_after_attempt(5), wait=wait_random(0.2, 1.0),
+                    retry=retry_if_exception_type((psycopg.Error, PersistenceError)),
+                    reraise=True)
 
 
 def build_ca(settings: Settings, clock: Clock, passphrase: str | None = None

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -307,20 +307,21 @@ def audit_replay(
     row with the live one (status view, OCSP responses, email outbox); exit 1 on differences."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from adapters.replay import replay, total_records
+    from adapters.replay import replay, total_positions
 
     settings = Settings()
     with system(need_keys=False) as s:
-        with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("events"), console=out, transient=True) as progress:
-            task = progress.add_task("replay", total=total_records(s.ca, s.portal))
-            report = replay(s.ca, s.portal, settings, scratch,
-                            tick=lambda n: progress.advance(task, n))
+        total = total_positions(s.ca, s.portal)
+    with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("log positions"), console=out, transient=True) as progress:
+        task = progress.add_task("replay", total=total)
+        report = replay(settings, scratch, tick=lambda n: progress.advance(task, n))
     for difference in report.differences:
         sys.stderr.write(f"error: {difference}\n")
     rate = report.events / report.seconds if report.seconds else 0.0
-    out.print(f"{report.events:,} events read in {report.seconds:.1f} s ({rate:,.0f}/s), "
-              f"{report.decoded:,} of them decoded and replayed; "
+    out.print(f"{report.events:,} logged events covered in {report.seconds:.1f} s "
+              f"({rate:,.0f}/s); {report.decoded:,} events read, decoded and replayed "
+              f"({report.decoded / (report.seconds or 1):,.0f}/s); "
               + ", ".join(f"{view}: {n:,} rows" for view, n in report.compared.items())
               + f"; {len(report.differences)} difference(s)")
     if report.differences:
@@ -380,6 +381,15 @@ def audit_verify(which: AppOpt = "all", heads_files: HeadsOpt = None) -> None:
         raise typer.Exit(EXIT_REFUSED)
 
 
+def _print_proof(make: Callable[[PartnerCa], dict[str, Any]]) -> None:
+    with system(need_keys=False) as s:
+        try:
+            proof = make(s)
+        except ValueError as exc:
+            fail(str(exc), EXIT_USAGE)
+    sys.stdout.write(json.dumps(proof, indent=2) + "\n")
+
+
 def _one_app(s: PartnerCa, which: str) -> Any:
     if which not in ("ca", "portal"):
         fail(f"--app must be ca or portal, not {which!r}", EXIT_USAGE)
@@ -398,12 +408,7 @@ def audit_prove(
     it without this program)."""
     from adapters.audit import inclusion
 
-    with system(need_keys=False) as s:
-        try:
-            proof = inclusion(_one_app(s, which), position, size)
-        except ValueError as exc:
-            fail(str(exc), EXIT_USAGE)
-    sys.stdout.write(json.dumps(proof, indent=2) + "\n")
+    _print_proof(lambda s: inclusion(_one_app(s, which), position, size))
 
 
 @audit_app.command("consistency")
@@ -417,12 +422,7 @@ def audit_consistency(
     nothing covered by the older head was changed, removed or reordered. JSON."""
     from adapters.audit import consistency
 
-    with system(need_keys=False) as s:
-        try:
-            proof = consistency(_one_app(s, which), old_size, new_size)
-        except ValueError as exc:
-            fail(str(exc), EXIT_USAGE)
-    sys.stdout.write(json.dumps(proof, indent=2) + "\n")
+    _print_proof(lambda s: consistency(_one_app(s, which), old_size, new_size))
 
 
 @audit_app.command("fetch-heads")

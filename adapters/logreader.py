@@ -61,9 +61,10 @@ def _sqlite(recorder: SQLiteApplicationRecorder, start: int, stop: int | None,
     while True:
         args: list[Any] = [start, *([stop] if stop is not None else []), *topics, page]
         with recorder.datastore.transaction(commit=False) as cursor:
-            cursor.row_factory = None  # plain tuples
-            cursor.execute(statement, args)
-            rows = cursor.fetchall()
+            plain = cursor.sqlite_cursor  # the sqlite3 cursor under eventsourcing's wrapper
+            plain.row_factory = None  # tuples, not sqlite3.Row
+            plain.execute(statement, args)
+            rows = plain.fetchall()
         for row in rows:
             yield Record(*row)
         if len(rows) < page:

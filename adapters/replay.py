@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import multiprocessing
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -37,11 +37,17 @@ from eventsourcing.utils import get_topic
 from adapters.logreader import Decoder, records
 from adapters.persistence import mail_outbox, ocsp_store, status_view
 from adapters.settings import Settings
+from ca_core.clock import SystemClock
 from ca_core.ocsp import Answer
 from ca_core.request import CertificateRequest
 from projections.notifications import Mail, MailOutbox, NotificationProjection, Recipient
 from projections.ocsp import OcspResponseProjection, OcspStore, StoredResponse
-from projections.status import RevocationStatusProjection, StatusRow, StatusView
+from projections.status import (
+    RevocationStatusProjection,
+    SQLiteStatusView,
+    StatusRow,
+    StatusView,
+)
 
 TICK = 10_000
 
@@ -59,8 +65,8 @@ class Difference:
 
 @dataclass(frozen=True)
 class ReplayReport:
-    events: int  # stored records read (every position of both logs up to the live views)
-    decoded: int  # of those, the ones a projection follows: decoded and processed
+    events: int  # log positions covered (both logs, up to the live views' positions)
+    decoded: int  # events a projection follows: read, decoded and processed (per view)
     seconds: float
     compared: dict[str, int]
     differences: list[Difference]
@@ -99,6 +105,12 @@ class _MemoryStatus(_Tracked, StatusView):
         raise NotImplementedError("in-memory replay view")
 
     def revoked_entries(self) -> list[Any]:
+        raise NotImplementedError("in-memory replay view")
+
+    def stored(self, row: StatusRow) -> tuple[Any, ...]:
+        raise NotImplementedError("in-memory replay view")
+
+    def stored_rows(self) -> dict[str, tuple[Any, ...]]:
         raise NotImplementedError("in-memory replay view")
 
 
@@ -154,13 +166,7 @@ class _Answers(OcspResponseProjection):
             cause_position=tracking.notification_id)], tracking)
 
 
-# -- one pass over a log ------------------------------------------------------------------
-@dataclass
-class _Follower:
-    projection: Projection[Any]
-    upto: int  # the live view's tracking position
-
-
+# -- one view rebuilt from its log ---------------------------------------------------------
 def _handler(projection: Projection[Any], event_type: type) -> Callable[[Any, Tracking], None]:
     """The projection's ``process_event`` for one event type, dispatched once: a
     ``singledispatchmethod`` re-dispatches (and wraps) on every call in Python 3.11."""
@@ -171,38 +177,30 @@ def _handler(projection: Projection[Any], event_type: type) -> Callable[[Any, Tr
     return functools.partial(dispatcher.dispatch(event_type), projection)
 
 
-def _scan(source: Any, followers: Sequence[_Follower], extra_topics: Sequence[str],
-          on_extra: Callable[[Any], None], tick: Callable[[int], None] | None) -> tuple[int, int]:
-    """Feed every follower the events of ``source`` up to its position; returns
-    (records read, records decoded)."""
-    stop = max((f.upto for f in followers), default=0)
-    wanted = {topic for f in followers for topic in f.projection.topics}
-    extra = set(extra_topics)
+def _feed(projection: Projection[Any], source: Any, upto: int, progress: Any,
+          extra: tuple[str, Callable[[Any], None]] | None = None) -> int:
+    """Feed ``projection`` the events of ``source`` up to ``upto`` (its topics filtered in
+    SQL, as eventsourcing's projection runner does); returns how many were decoded.
+    ``progress.value``: the log position reached."""
     decode = Decoder(source)
-    handlers: dict[tuple[int, type], Callable[[Any, Tracking], None]] = {}
-    read = decoded = 0
-    for record in records(source, stop=stop):
-        read += 1
-        if tick is not None and read % TICK == 0:
-            tick(TICK)
-        if record.topic not in wanted and record.topic not in extra:
-            continue
+    handlers: dict[type, Callable[[Any, Tracking], None]] = {}
+    topics = set(projection.topics)
+    wanted = [*topics, *([extra[0]] if extra else [])]
+    decoded = 0
+    for record in records(source, stop=upto, topics=wanted):
         event = decode(record)
         decoded += 1
-        if record.topic in extra:
-            on_extra(event)
-        if record.topic in wanted:
-            tracking = Tracking(source.name, record.position)
-            for i, follower in enumerate(followers):
-                if record.position <= follower.upto and record.topic in follower.projection.topics:
-                    key = (i, type(event))
-                    handler = handlers.get(key)
-                    if handler is None:
-                        handler = handlers[key] = _handler(follower.projection, type(event))
-                    handler(event, tracking)
-    if tick is not None:
-        tick(read % TICK)
-    return read, decoded
+        if decoded % TICK == 0:
+            progress.value = record.position
+        if extra is not None and record.topic == extra[0]:
+            extra[1](event)
+        if record.topic in topics:
+            handler = handlers.get(type(event))
+            if handler is None:
+                handler = handlers[type(event)] = _handler(projection, type(event))
+            handler(event, Tracking(source.name, record.position))
+    progress.value = upto
+    return decoded
 
 
 def _compare(view: str, live: dict[str, Any], rebuilt: dict[str, Any],
@@ -213,30 +211,60 @@ def _compare(view: str, live: dict[str, Any], rebuilt: dict[str, Any],
     return len(set(live) | set(rebuilt))
 
 
-def total_records(ca: Any, portal: Any) -> int:
-    """An upper bound of what ``replay`` reads (for progress bars)."""
-    return sum((a.recorder.max_notification_id() or 0) for a in (ca, portal))
+@dataclass(frozen=True)
+class _Result:
+    view: str
+    covered: int  # log positions up to the live view's
+    decoded: int
+    compared: int
+    differences: list[Difference]
 
 
-def replay(ca: Any, portal: Any, settings: Settings, scratch: Path | None = None,
-           tick: Callable[[int], None] | None = None) -> ReplayReport:
-    started = time.perf_counter()
-    scratch = scratch or Path(tempfile.mkdtemp(prefix="partner-ca-replay-"))
-    differences: list[Difference] = []
-    compared: dict[str, int] = {}
+MAX_DIFFERENCES = 1000  # per view: enough to see what is wrong
 
-    # the CA's log: revocation status and OCSP answers, in one pass
-    live_status = status_view(settings.store_url("ca"), settings.data_dir)
-    live_ocsp = ocsp_store(settings.store_url("ca"), settings.data_dir)
+
+def _open(settings: Settings, which: str, view: Callable[[str, Path], Any]) -> tuple[Any, Any, int]:
+    """(application, live view, the view's tracked position) in a worker process."""
+    from adapters.bootstrap import build_ca, build_portal, opening
+
+    build = build_ca if which == "ca" else build_portal
+    app = opening()(build, settings, SystemClock())
+    live = opening()(view, settings.store_url(which), settings.data_dir)
+    return app, live, live.max_tracking_id(app.name) or 0
+
+
+def _status(settings: Settings, scratch: Path, progress: Any) -> _Result:
+    ca, live, upto = _open(settings, "ca", status_view)
     status = RevocationStatusProjection(_MemoryStatus())
-    answers = _Answers(_MemoryOcsp())
-    answers.clock = ca.clock
-    read, decoded = _scan(ca, [_Follower(status, live_status.max_tracking_id(ca.name) or 0),
-                               _Follower(answers, live_ocsp.max_tracking_id(ca.name) or 0)],
-                          (), lambda _: None, tick)
+    decoded = _feed(status, ca, upto, progress)
+    scratch_view = status_view("", scratch)
+    assert isinstance(scratch_view, SQLiteStatusView)
+    rebuilt = {serial: scratch_view.stored(row) for serial, row in status.view.by_serial.items()}
+    scratch_view.save_stored(list(rebuilt.values()), None)
+    if not isinstance(live, SQLiteStatusView):  # compared as the live store holds them
+        rebuilt = {serial: live.stored(row) for serial, row in status.view.by_serial.items()}
+    differences: list[Difference] = []
+    compared = _compare("revocation_status", live.stored_rows(), rebuilt, differences)
+    ca.close()
+    return _Result("revocation_status", upto, decoded, compared, differences[:MAX_DIFFERENCES])
 
-    # the portal's log: the email outbox (request owners from the same pass)
-    live_mail = mail_outbox(settings.store_url("portal"), settings.data_dir)
+
+def _ocsp(settings: Settings, scratch: Path, progress: Any) -> _Result:
+    ca, live, upto = _open(settings, "ca", ocsp_store)
+    answers = _Answers(_MemoryOcsp())
+    decoded = _feed(answers, ca, upto, progress)
+    rows = list(answers.view.by_serial.values())
+    ocsp_store("", scratch).save(rows, None)
+    differences: list[Difference] = []
+    compared = _compare("ocsp_responses", live.answers(), {
+        r.serial: (r.status, r.reason, r.revoked_at, r.cause_position) for r in rows},
+        differences)
+    ca.close()
+    return _Result("ocsp_responses", upto, decoded, compared, differences[:MAX_DIFFERENCES])
+
+
+def _mail(settings: Settings, scratch: Path, progress: Any) -> _Result:
+    portal, live, upto = _open(settings, "portal", mail_outbox)
     mails = NotificationProjection(_MemoryMail())
     owners: dict[UUID, str] = {}
     recipients: dict[str, Recipient] = {}
@@ -253,32 +281,65 @@ def replay(ca: Any, portal: Any, settings: Settings, scratch: Path | None = None
     mails.owner = lambda request_id: owners.get(request_id) or portal.request(request_id).user_id
     mails.recipient = recipient
     mails.clock_now = portal.clock.now
-    more_read, more_decoded = _scan(
-        portal, [_Follower(mails, live_mail.max_tracking_id(portal.name) or 0)],
-        [get_topic(CertificateRequest.CsrSubmitted)], remember_owner, tick)
-    read, decoded = read + more_read, decoded + more_decoded
-
-    # the rebuilt views into the scratch store, one transaction each
-    status_view("", scratch).save_rows(status.view.rows(), None)
-    ocsp_store("", scratch).save(answers.view.rows(), None)
+    decoded = _feed(mails, portal, upto, progress,
+                    (get_topic(CertificateRequest.CsrSubmitted), remember_owner))
     mail_outbox("", scratch).add(mails.view.all(), None)
-
-    compared["revocation_status"] = _compare(
-        "revocation_status", {r.serial: r for r in live_status.rows()},
-        {r.serial: r for r in status.view.rows()}, differences)
-
-    def answer(row: StoredResponse) -> tuple[str, str | None, datetime | None, int]:
-        return (row.status, row.reason, row.revoked_at, row.cause_position)
-
-    compared["ocsp_responses"] = _compare(
-        "ocsp_responses", live_ocsp.answers(),
-        {r.serial: answer(r) for r in answers.view.rows()}, differences)
 
     def content(mail: Mail) -> tuple[Any, ...]:
         return (mail.kind, mail.recipient, mail.language, mail.params)
 
-    compared["mail_outbox"] = _compare(
-        "mail_outbox", {m.id: content(m) for m in live_mail.all() if "." in m.id
+    differences: list[Difference] = []
+    compared = _compare(
+        "mail_outbox", {m.id: content(m) for m in live.all() if "." in m.id
                         and not m.id.startswith("reminder.")},
         {m.id: content(m) for m in mails.view.all()}, differences)
-    return ReplayReport(read, decoded, time.perf_counter() - started, compared, differences)
+    portal.close()
+    return _Result("mail_outbox", upto, decoded, compared, differences[:MAX_DIFFERENCES])
+
+
+_VIEWS: dict[str, Callable[[Settings, Path, Any], _Result]] = {
+    "revocation_status": _status, "ocsp_responses": _ocsp, "mail_outbox": _mail}
+
+
+def _worker(view: str, settings: Settings, scratch: Path, progress: Any) -> _Result:
+    return _VIEWS[view](settings, scratch, progress)
+
+
+def total_positions(ca: Any, portal: Any) -> int:
+    """What the progress of ``replay`` runs up to: each view's log, once per view."""
+    return 2 * (ca.recorder.max_notification_id() or 0) + (
+        portal.recorder.max_notification_id() or 0)
+
+
+def replay(settings: Settings, scratch: Path | None = None,
+           tick: Callable[[int], None] | None = None, processes: int = 2) -> ReplayReport:
+    """Rebuild each view in a process of its own (``processes`` at a time: the views are
+    independent, so both cores work) and compare it with the live one."""
+    started = time.perf_counter()
+    scratch = scratch or Path(tempfile.mkdtemp(prefix="partner-ca-replay-"))
+    context = multiprocessing.get_context("spawn")  # no inherited database connections
+    manager = context.Manager()
+    positions = [manager.Value("q", 0) for _ in _VIEWS]
+    seen = 0
+
+    def report() -> None:
+        nonlocal seen
+        reached = sum(position.value for position in positions)
+        if tick is not None and reached > seen:
+            tick(reached - seen)
+            seen = reached
+
+    with context.Pool(processes) as pool:
+        pending = [pool.apply_async(_worker, (view, settings, scratch, position))
+                   for view, position in zip(_VIEWS, positions, strict=True)]
+        while not all(job.ready() for job in pending):
+            time.sleep(0.2)
+            report()
+        results = [job.get() for job in pending]
+    report()
+    manager.shutdown()
+    covered = max(r.covered for r in results if r.view != "mail_outbox") + next(
+        r.covered for r in results if r.view == "mail_outbox")
+    return ReplayReport(covered, sum(r.decoded for r in results), time.perf_counter() - started,
+                        {r.view: r.compared for r in results},
+                        [d for r in results for d in r.differences])

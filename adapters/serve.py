@@ -18,11 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
-from eventsourcing.persistence import PersistenceError
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
-
 from adapters.bootstrap import build_ca, build_portal, make_clock
+from adapters.bootstrap import opening as open_retrying
 from adapters.kafka_link.inbox import KafkaInbox
 from adapters.kafka_link.relay import KafkaRelay
 from adapters.kafka_link.topics import ensure_topics
@@ -202,11 +199,7 @@ def serve(role: str, settings: Settings, passphrase: str | None,
     clock = make_clock(settings)
     portal: Portal | None = None
     ca: CertificateAuthority | None = None
-    # Several roles starting at once race on CREATE TABLE IF NOT EXISTS in PostgreSQL
-    # ("tuple concurrently updated"): try again a few times.
-    opening = Retrying(stop=stop_after_attempt(5), wait=wait_random(0.2, 1.0),
-                       retry=retry_if_exception_type((psycopg.Error, PersistenceError)),
-                       reraise=True)
+    opening = open_retrying()  # several roles starting at once race on CREATE TABLE
     if any(c.startswith("portal") or c == "notifier" for c in components):
         apply_migrations(settings.store_url("portal"))  # the mail outbox table
         portal = opening(build_portal, settings, clock)

@@ -41,7 +41,7 @@ from adapters.bootstrap import build_ca, build_portal
 from adapters.migrate import apply_migrations
 from adapters.ocsp_server import maintain_ocsp, ocsp_responder
 from adapters.persistence import status_view
-from adapters.replay import replay, total_records
+from adapters.replay import replay, total_positions
 from adapters.settings import Settings
 from ca_core.certificate import Certificate
 from ca_core.clock import ManualClock, SystemClock
@@ -143,13 +143,13 @@ def measure(settings: Settings) -> None:
     console.print(f"audit verify: {checked:,} events, {heads} head(s), {len(findings)} "
                   f"finding(s) in {seconds:.1f} s = [bold]{checked / seconds:,.0f} events/s[/]")
     with tempfile.TemporaryDirectory() as scratch, _progress() as progress:
-        task = progress.add_task("audit replay", total=total_records(ca, portal))
-        report = replay(ca, portal, settings, Path(scratch),
-                        tick=lambda n: progress.advance(task, n))
-    console.print(f"audit replay: {report.events:,} events read ({report.decoded:,} decoded and "
-                  f"replayed), {report.compared} rows compared, {len(report.differences)} "
-                  f"difference(s) in {report.seconds:.1f} s = "
-                  f"[bold]{report.events / report.seconds:,.0f} events/s[/]")
+        task = progress.add_task("audit replay", total=total_positions(ca, portal))
+        report = replay(settings, Path(scratch), tick=lambda n: progress.advance(task, n))
+    console.print(f"audit replay: {report.events:,} logged events covered, {report.decoded:,} "
+                  f"read, decoded and replayed, {report.compared} rows compared, "
+                  f"{len(report.differences)} difference(s) in {report.seconds:.1f} s = "
+                  f"[bold]{report.events / report.seconds:,.0f} logged events/s, "
+                  f"{report.decoded / report.seconds:,.0f} replayed events/s[/]")
     ca.close()
 
 

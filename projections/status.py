@@ -82,6 +82,15 @@ class StatusView(TrackingRecorder, ABC):
     def revoked_entries(self) -> list[RevokedEntry]:
         """Every revoked certificate as a CRL entry (one query, no row objects: 10^6 rows)."""
 
+    @abstractmethod
+    def stored(self, row: StatusRow) -> tuple[Any, ...]:
+        """``row`` as this store holds it (the column values it writes and reads back)."""
+
+    @abstractmethod
+    def stored_rows(self) -> dict[str, tuple[Any, ...]]:
+        """serial → the stored column values, without building row objects (``audit replay``
+        compares these with ``stored`` of the rebuilt rows)."""
+
     def revoked_position(self) -> int:
         """The log position of the newest revocation in the view (0 if none)."""
         return max((r.cause_position for r in self._select(
@@ -115,13 +124,24 @@ class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
                 "CREATE INDEX IF NOT EXISTS revocation_status_user_id "
                 "ON revocation_status (user_id)"]
 
-    def save_rows(self, rows: list[StatusRow], tracking: Tracking | None) -> None:
-        def iso(moment: datetime | None) -> str | None:
-            return moment.isoformat() if moment is not None else None
+    def stored(self, row: StatusRow) -> tuple[Any, ...]:
+        return (row.serial, row.user_id, row.module, str(row.request_id),
+                row.not_before.isoformat(), row.not_after.isoformat(), row.status, row.reason,
+                row.changed_at.isoformat() if row.changed_at is not None else None,
+                row.changed_by, row.cause_position)
 
-        values = [(r.serial, r.user_id, r.module, str(r.request_id), r.not_before.isoformat(),
-                   r.not_after.isoformat(), r.status, r.reason, iso(r.changed_at), r.changed_by,
-                   r.cause_position) for r in rows]
+    def stored_rows(self) -> dict[str, tuple[Any, ...]]:
+        with self.datastore.transaction(commit=False) as c:
+            plain = c.sqlite_cursor  # the sqlite3 cursor under eventsourcing's wrapper
+            plain.row_factory = None  # tuples, not sqlite3.Row
+            plain.execute(f"SELECT {', '.join(COLUMNS)} FROM revocation_status")  # noqa: S608
+            return {values[0]: values for values in plain.fetchall()}
+
+    def save_rows(self, rows: list[StatusRow], tracking: Tracking | None) -> None:
+        self.save_stored([self.stored(row) for row in rows], tracking)
+
+    def save_stored(self, values: list[tuple[Any, ...]], tracking: Tracking | None) -> None:
+        """Write rows given as ``stored`` values (and the tracking record) in one transaction."""
         with self.datastore.transaction(commit=True) as c:
             c.executemany(f"INSERT OR REPLACE INTO revocation_status VALUES ({','.join('?' * 11)})",  # noqa: S608
                           values)
@@ -147,6 +167,15 @@ class PostgresStatusView(PostgresTrackingRecorder, StatusView):
     """Production: the ``revocation_status`` table from migrations/0001 (yoyo)."""
 
     placeholder = "%s"
+
+    def stored(self, row: StatusRow) -> tuple[Any, ...]:
+        return _params(row)
+
+    def stored_rows(self) -> dict[str, tuple[Any, ...]]:
+        with self.datastore.transaction(commit=False) as curs, curs.connection.cursor(
+                row_factory=tuple_row) as plain:
+            plain.execute(f"SELECT {', '.join(COLUMNS)} FROM revocation_status")  # noqa: S608
+            return {values[0]: values for values in plain.fetchall()}
 
     def save_rows(self, rows: list[StatusRow], tracking: Tracking | None) -> None:
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
