@@ -387,19 +387,28 @@ class CertificateAuthority(MessageDrivenApplication):
             events.append(record)
         return events
 
-    def expire_due(self) -> list[str]:
-        """R11: record an expiry for every good certificate whose not_after has passed."""
+    def expire_due(self, chunk: int = 500) -> list[str]:
+        """R11: record an expiry for every good certificate whose not_after has passed.
+
+        Saved ``chunk`` certificates per transaction: after a long outage many may be due at
+        once, and one huge transaction (a pipeline of 10^5 inserts) can stall the driver."""
         now = self.clock.now()
         expired: list[Certificate] = []
+        done: list[str] = []
         for _, issued in read_log(self, topics=[get_topic(Certificate.CertificateIssued)]):
             assert isinstance(issued, Certificate.CertificateIssued)
             if issued.not_after < now:
                 certificate = cast(Certificate, self.repository.get(issued.originator_id))
                 if certificate.expire_if_due(now):
                     expired.append(certificate)
+            if len(expired) >= chunk:
+                self.save(*expired)
+                done += [c.serial for c in expired]
+                expired = []
         if expired:
             self.save(*expired)
-        return [c.serial for c in expired]
+            done += [c.serial for c in expired]
+        return done
 
     # -- queries ---------------------------------------------------------
     def certificate(self, serial: str, batch: Batch | None = None) -> Certificate:
