@@ -323,7 +323,7 @@ def audit_replay(
               f"({rate:,.0f}/s); {report.decoded:,} events read, decoded and replayed "
               f"({report.decoded / (report.seconds or 1):,.0f}/s); "
               + ", ".join(f"{view}: {n:,} rows" for view, n in report.compared.items())
-              + f"; {len(report.differences)} difference(s)")
+              + f"; {len(report.differences)} difference(s)", soft_wrap=True)
     if report.differences:
         raise typer.Exit(EXIT_REFUSED)
 
