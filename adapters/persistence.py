@@ -6,8 +6,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from eventsourcing.persistence import InfrastructureFactory, TrackingRecorder
-from eventsourcing.utils import Environment
+from eventsourcing.utils import Environment, get_topic
 
+from adapters.pgrecorder import ArrayInsertApplicationRecorder, ArrayInsertProcessRecorder
 from projections.notifications import MailOutbox, PostgresMailOutbox, SQLiteMailOutbox
 from projections.ocsp import OcspStore, PostgresOcspStore, SQLiteOcspStore
 from projections.status import PostgresStatusView, SQLiteStatusView, StatusView
@@ -38,6 +39,9 @@ def store_env(database_url: str, data_dir: Path, app_name: str) -> dict[str, str
         "POSTGRES_PASSWORD": unquote(url.password or ""),
         "POSTGRES_CONNECT_TIMEOUT": "5",
         "POSTGRES_POOL_SIZE": "4",
+        # events inserted as plain arrays in binary (adapters/pgrecorder.py)
+        "APPLICATION_RECORDER_TOPIC": get_topic(ArrayInsertApplicationRecorder),
+        "PROCESS_RECORDER_TOPIC": get_topic(ArrayInsertProcessRecorder),
     }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent, project_aggregate
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import Recording, Tracking
 from eventsourcing.projection import EventSourcedProjection
 from eventsourcing.utils import EnvType
 
@@ -23,7 +23,22 @@ from ca_core.eventmodel import Aggregate
 from ca_core.messages import Message
 from ca_core.ports import BulkReader
 
-Batch = ProcessingEvent[UUID]
+
+class Batch(ProcessingEvent[UUID]):
+    """The events and aggregates of one transaction.
+
+    ``collect_events`` takes our aggregates with a plain class check: the library's
+    ``isinstance`` against runtime-checkable Protocols costs about 10 µs a call in
+    Python 3.11 — several per certificate. Anything else goes the library's way."""
+
+    def collect_events(self, *objs: Any, **kwargs: Any) -> None:
+        for obj in objs:
+            if isinstance(obj, Aggregate):
+                self.events.extend(obj.collect_events())
+                self.aggregates[obj.id] = obj
+            elif obj is not None:
+                super().collect_events(obj)
+        self.saved_kwargs.update(kwargs)
 
 
 class RejectedMessage(Aggregate):
@@ -57,6 +72,16 @@ class MessageDrivenApplication(EventSourcedProjection[UUID]):
     def __init__(self, env: EnvType | None = None) -> None:
         super().__init__(env)
         self._prefetched: dict[UUID, Any | None] = {}
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """``Application.save`` with the faster ``Batch`` (same steps, same order)."""
+        batch = Batch()
+        batch.collect_events(*objs, **kwargs)
+        recordings = self._record(batch)
+        self._take_snapshots(batch)
+        self._notify(recordings)
+        self.notify(batch.events)  # the library's deprecated hook, kept as it calls it
+        return recordings
 
     def prefetch_ids(self, message: Message) -> Iterable[UUID]:
         """The aggregates handling ``message`` will read (read together before the batch)."""
