@@ -320,7 +320,7 @@ class CertificateAuthority(MessageDrivenApplication):
         now = self.clock.now()
         try:
             _csr, key = checked_csr(msg.csr_pem)
-            fingerprint = spki_fingerprint(key)
+            fingerprint = csr_fingerprint(msg.csr_pem) or spki_fingerprint(key)
             record = self._key_record(fingerprint, now, batch)
             record.check_key_reusable(msg.user_id)
             if msg.renews_serial:

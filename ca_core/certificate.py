@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, ClassVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -77,6 +78,7 @@ class Certificate(Aggregate):
         return Certificate.id_for(serial)
 
     @staticmethod
+    @lru_cache(maxsize=65536)  # computed several times per message
     def id_for(serial: str) -> UUID:
         return uuid5(NAMESPACE_URL, f"partner-ca:certificate:{serial.upper()}")
 
@@ -184,6 +186,7 @@ class SigningRequest(Aggregate):
         return SigningRequest.id_for(request_id)
 
     @staticmethod
+    @lru_cache(maxsize=65536)  # computed several times per message
     def id_for(request_id: UUID) -> UUID:
         return uuid5(NAMESPACE_URL, f"partner-ca:signing-request:{request_id}")
 
@@ -216,6 +219,7 @@ class PublicKeyRecord(Aggregate):
         return PublicKeyRecord.id_for(key_fingerprint)
 
     @staticmethod
+    @lru_cache(maxsize=65536)  # computed several times per message
     def id_for(key_fingerprint: str) -> UUID:
         return uuid5(NAMESPACE_URL, f"partner-ca:public-key:{key_fingerprint}")
 

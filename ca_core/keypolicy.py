@@ -7,6 +7,7 @@ the ``badkeys`` package rather than by code of our own.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 from badkeys.checks import checkrsa
 from cryptography import x509
@@ -100,6 +101,7 @@ def spki_fingerprint(key: CertificatePublicKeyTypes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+@lru_cache(maxsize=4096)  # the CA asks while prefetching a batch and again when signing
 def csr_fingerprint(pem: str) -> str | None:
     """The SPKI fingerprint of a CSR's key without any checks, or None if it cannot be read."""
     try:
