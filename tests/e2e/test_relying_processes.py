@@ -27,6 +27,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[tuple[dict[str, str], str, str]]:
+    make_system(tmp_path / "data").close()  # initialised first: serve refuses an empty store
     ocsp_port, crl_port = free_port(), free_port()
     env = {**os.environ, "PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
            "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE,
@@ -46,6 +47,8 @@ def processes(tmp_path: Path) -> Iterator[tuple[dict[str, str], str, str]]:
         for proc in started:
             if proc.poll() is None:
                 proc.kill()
+        for role in ("ocsp", "crl"):  # shown by pytest when the test failed
+            print(f"--- serve --role {role}:\n{(tmp_path / f'{role}.log').read_text()}")
 
 
 def _up(url: str) -> bool:
@@ -59,7 +62,7 @@ def _up(url: str) -> bool:
 def test_revocation_by_cli_reaches_openssl_ocsp_and_the_crl(
         tmp_path: Path, processes: tuple[dict[str, str], str, str]) -> None:
     env, ocsp_url, crl_url = processes
-    system = make_system(tmp_path / "data")  # SQLite files shared with the serve processes
+    system = make_system(tmp_path / "data", initialise=False)  # SQLite files shared with serve
     register(system)
     me = enroll(system)
     authority = system.ca.authority()
