@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import random
 import time
 from collections.abc import Iterable, Sequence
@@ -48,6 +49,9 @@ from ca_core.x509profile import (
 )
 
 ROOT_KEY, ISSUING_KEY = "root", "issuing"
+#: what the expiry index follows in the CA's log
+EXPIRY_TOPICS = tuple(get_topic(e) for e in (
+    Certificate.CertificateIssued, Certificate.CertificateRevoked, Certificate.CertificateExpired))
 
 
 #: How often an Authority update is tried again when another process recorded first.
@@ -129,6 +133,11 @@ class CertificateAuthority(MessageDrivenApplication):
         self._signer: tuple[SigningKey, Any] | None = None
         self._serial_candidates: list[int] = []
         self._ocsp: Signer | None = None
+        #: expiry index: (not_after, serial, certificate id) of issued certificates, and the
+        #: log position it has read up to (``expire_due`` then costs O(new + due))
+        self._expiries: list[tuple[datetime, str, UUID]] = []
+        self._expiries_position = 0
+        self._ended: set[UUID] = set()  # revoked or expired, not yet taken from the index
 
     # -- hierarchy ------------------------------------------------------
     def initialise(self, root_name: str = "Partner CA Root",
@@ -390,24 +399,42 @@ class CertificateAuthority(MessageDrivenApplication):
     def expire_due(self, chunk: int = 500) -> list[str]:
         """R11: record an expiry for every good certificate whose not_after has passed.
 
-        Saved ``chunk`` certificates per transaction: after a long outage many may be due at
-        once, and one huge transaction (a pipeline of 10^5 inserts) can stall the driver."""
+        Certificates come from an in-memory index of issued certificates by not_after,
+        extended from the log on each call. Saved ``chunk`` per transaction: after a long
+        outage many may be due at once, and one huge transaction (a pipeline of 10^5 inserts)
+        can stall the driver."""
         now = self.clock.now()
+        for position, event in read_log(self, topics=EXPIRY_TOPICS,
+                                        start=self._expiries_position + 1):
+            if isinstance(event, Certificate.CertificateIssued):
+                heapq.heappush(self._expiries, (event.not_after, event.serial,
+                                                event.originator_id))
+            else:  # revoked or expired: nothing left to record
+                self._ended.add(event.originator_id)
+            self._expiries_position = position
         expired: list[Certificate] = []
         done: list[str] = []
-        for _, issued in read_log(self, topics=[get_topic(Certificate.CertificateIssued)]):
-            assert isinstance(issued, Certificate.CertificateIssued)
-            if issued.not_after < now:
-                certificate = cast(Certificate, self.repository.get(issued.originator_id))
+        try:
+            while self._expiries and self._expiries[0][0] < now:
+                _, _, certificate_id = heapq.heappop(self._expiries)
+                if certificate_id in self._ended:
+                    self._ended.discard(certificate_id)
+                    continue
+                certificate = cast(Certificate, self.repository.get(certificate_id))
                 if certificate.expire_if_due(now):
                     expired.append(certificate)
-            if len(expired) >= chunk:
+                if len(expired) >= chunk:
+                    self.save(*expired)
+                    done += [c.serial for c in expired]
+                    expired = []
+            if expired:
                 self.save(*expired)
                 done += [c.serial for c in expired]
-                expired = []
-        if expired:
-            self.save(*expired)
-            done += [c.serial for c in expired]
+        except Exception:
+            # e.g. another CA process recorded the same expiry first: rebuild the index from
+            # the log next time rather than lose the entries taken from it
+            self._expiries, self._expiries_position, self._ended = [], 0, set()
+            raise
         return done
 
     # -- queries ---------------------------------------------------------
