@@ -98,9 +98,6 @@ class _MemoryStatus(_Tracked, StatusView):
     def get(self, serial: str) -> StatusRow | None:
         return self.by_serial.get(serial)
 
-    def rows(self) -> list[StatusRow]:
-        return [self.by_serial[k] for k in sorted(self.by_serial)]
-
     def _select(self, where: str, args: tuple[Any, ...]) -> list[StatusRow]:
         raise NotImplementedError("in-memory replay view")
 
@@ -124,9 +121,6 @@ class _MemoryOcsp(_Tracked, OcspStore):
             self.by_serial[row.serial] = row
         if tracking is not None:
             self.insert_tracking(tracking)
-
-    def rows(self) -> list[StoredResponse]:
-        return [self.by_serial[k] for k in sorted(self.by_serial)]
 
     def _select(self, where: str, args: tuple[Any, ...]) -> list[StoredResponse]:
         raise NotImplementedError("in-memory replay view")

@@ -375,32 +375,26 @@ def h2load_runs(args: argparse.Namespace, env: dict[str, str], ours: int, tmp: P
             if name.startswith("nginx") and method == "POST":
                 continue
             port = ours if name == "partner-ca" else free_port()
+            # GET paths and the POST path each server answers at
             if name == "partner-ca":
                 server = subprocess.Popen(["partner-ca", "serve", "--role", "ocsp"], env=env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                prefix, post_path = "/ocsp", "/ocsp"
+                get_paths, post_path = paths, "/ocsp"
             elif name.startswith("nginx"):
                 server = nginx_ceiling(tmp, port, args.workers)
-                prefix, post_path = "/r", "/r"
+                get_paths, post_path = ["/r"], "/r"
             else:
                 multi = ["-multi", str(args.workers)] if "multi" in name else []
                 server = subprocess.Popen([*openssl, *multi, "-port", str(port)],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                           start_new_session=not multi)
-                prefix, post_path = "", "/"
+                get_paths, post_path = [p.removeprefix("/ocsp") for p in paths], "/"
             base = f"http://127.0.0.1:{port}"
             uris = tmp / "uris.txt"
-            if method == "GET":
-                uris.write_text("".join(
-                    base + (prefix if prefix == "/r" else prefix + p.removeprefix("/ocsp")) + "\n"
-                    for p in paths))
-            else:
-                uris.write_text(base + post_path + "\n")
+            uris.write_text("".join(f"{base}{path}\n" for path in
+                                    (get_paths if method == "GET" else [post_path])))
             try:
-                if name.startswith("nginx"):
-                    wait_http(base + "/r")
-                else:
-                    wait_http(base + prefix + paths[0].removeprefix("/ocsp"))
+                wait_http(base + get_paths[0])
                 if name == "partner-ca":  # the same warm cache as in the wrk runs
                     h2load(uris, args.connections, total // 2,
                            first_body if method == "POST" else None)
