@@ -34,32 +34,48 @@ class Record(NamedTuple):
     state: bytes
 
 
+#: ``part`` of ``records``: (k, n) — only aggregates whose id's last hex digit is k modulo n.
+Part = tuple[int, int]
+
+
+def part_of(originator_id: UUID, parts: int) -> int:
+    """Which of ``parts`` partitions an aggregate's records fall in (``records(part=...)``)."""
+    return (originator_id.bytes[15] & 15) % parts
+
+
 def records(app: Any, start: int = 1, stop: int | None = None, topics: Sequence[str] = (),
-            page: int = PAGE) -> Iterator[Record]:
-    """Stored records of ``app``'s log from position ``start`` (to ``stop``), in order."""
+            page: int = PAGE, part: Part | None = None) -> Iterator[Record]:
+    """Stored records of ``app``'s log from position ``start`` (to ``stop``), in order; with
+    ``part=(k, n)`` only those of the aggregates in partition k of n (``part_of``), selected
+    by the database, so that n processes can share a log by aggregate."""
     recorder = app.recorder
     if isinstance(recorder, SQLiteApplicationRecorder):
-        yield from _sqlite(recorder, start, stop, topics, page)
+        yield from _sqlite(recorder, start, stop, topics, page, part)
     elif isinstance(recorder, PostgresApplicationRecorder):
-        yield from _postgres(recorder, start, stop, topics, page)
+        yield from _postgres(recorder, start, stop, topics, page, part)
     else:  # any other recorder (in-memory in unit tests): the library's own reads
         while True:
             found = recorder.select_notifications(start, page, stop=stop, topics=topics)
             for n in found:
-                yield Record(n.id, n.originator_id, n.originator_version, n.topic, n.state)
+                if part is None or part_of(n.originator_id, part[1]) == part[0]:
+                    yield Record(n.id, n.originator_id, n.originator_version, n.topic, n.state)
             if len(found) < page:
                 return
             start = found[-1].id + 1
 
 
 def _sqlite(recorder: SQLiteApplicationRecorder, start: int, stop: int | None,
-            topics: Sequence[str], page: int) -> Iterator[Record]:
+            topics: Sequence[str], page: int, part: Part | None) -> Iterator[Record]:
     where = "rowid >= ?" + (" AND rowid <= ?" if stop is not None else "") + (
-        f" AND topic IN ({','.join('?' * len(topics))})" if topics else "")
+        f" AND topic IN ({','.join('?' * len(topics))})" if topics else "") + (
+        # originator_id is the id's hex text: its last digit's value
+        " AND (instr('0123456789abcdef', lower(substr(originator_id, -1))) - 1) % ? = ?"
+        if part else "")
     statement = (f"SELECT rowid, originator_id, originator_version, topic, state "  # noqa: S608 - table name is ours
                  f"FROM {recorder.events_table_name} WHERE {where} ORDER BY rowid LIMIT ?")
     while True:
-        args: list[Any] = [start, *([stop] if stop is not None else []), *topics, page]
+        args: list[Any] = [start, *([stop] if stop is not None else []), *topics,
+                           *((part[1], part[0]) if part else ()), page]
         with recorder.datastore.transaction(commit=False) as cursor:
             plain = cursor.sqlite_cursor  # the sqlite3 cursor under eventsourcing's wrapper
             plain.row_factory = None  # tuples, not sqlite3.Row
@@ -73,10 +89,11 @@ def _sqlite(recorder: SQLiteApplicationRecorder, start: int, stop: int | None,
 
 
 def _postgres(recorder: PostgresApplicationRecorder, start: int, stop: int | None,
-              topics: Sequence[str], page: int) -> Iterator[Record]:
+              topics: Sequence[str], page: int, part: Part | None) -> Iterator[Record]:
     where = SQL("notification_id >= %s") + (
         SQL(" AND notification_id <= %s") if stop is not None else SQL("")) + (
-        SQL(" AND topic = ANY(%s)") if topics else SQL(""))
+        SQL(" AND topic = ANY(%s)") if topics else SQL("")) + (
+        SQL(" AND (get_byte(uuid_send(originator_id), 15) & 15) %% %s = %s") if part else SQL(""))
     statement = SQL(
         "SELECT notification_id, originator_id, originator_version, topic, state "
         "FROM {schema}.{table} WHERE {where} ORDER BY notification_id LIMIT %s"
@@ -84,7 +101,8 @@ def _postgres(recorder: PostgresApplicationRecorder, start: int, stop: int | Non
              table=Identifier(recorder.events_table_name), where=where)
     while True:
         args: list[Any] = [start, *([stop] if stop is not None else []),
-                           *([list(topics)] if topics else []), page]
+                           *([list(topics)] if topics else []),
+                           *((part[1], part[0]) if part else ()), page]
         with recorder.datastore.get_connection() as conn, conn.cursor(
                 row_factory=tuple_row) as cursor:
             cursor.execute(statement, args, prepare=True)

@@ -1,12 +1,17 @@
 """`partner-ca audit replay`: rebuild every projection from position 0 into a scratch store and
 compare it row by row with the live one.
 
-Each log is read once (plain cursors, pages of 10,000: ``adapters.logreader``);
-every stored record is counted, and those a projection follows are decoded and
-fed to the projection's own ``process_event`` — the same code the live views
-run — with an in-memory view behind it. The rebuilt rows are then written to the
-scratch SQLite store in one transaction per view (kept for inspection with
-``--scratch``) and compared with the live rows.
+The logs are read with plain cursors in pages of 10,000 (``adapters.logreader``);
+the records a projection follows are decoded and fed to the projection's own
+``process_event`` — the same code the live views run — with an in-memory view
+behind it. The work is spread over worker processes (both cores): the CA's log
+is split by aggregate into ``PARTS`` (every certificate's events fall in one
+part; the database selects them), and each part is read and decoded once for
+both the status view and the OCSP answers; the portal's log feeds the email
+outbox. The rebuilt rows are written to the scratch SQLite stores (kept for
+inspection with ``--scratch``), then each view is compared with the live one:
+inside SQLite (the live file attached) on the embedded default, in Python
+against PostgreSQL.
 
 The rebuild stops at the position the live view has reached (its tracking
 record), so a live view that is merely behind is not reported. Compared: the
@@ -16,12 +21,13 @@ and does not sign them: signatures and signing times differ by nature), the
 email outbox (id, kind, recipient, language, parameters — delivery state is not
 history).
 """
-
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
 import multiprocessing
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,19 +40,27 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
-from adapters.logreader import Decoder, records
-from adapters.persistence import mail_outbox, ocsp_store, status_view
+from adapters.logreader import Decoder, Part, records
+from adapters.persistence import mail_outbox, ocsp_store, status_view, store_env
 from adapters.settings import Settings
 from ca_core.clock import SystemClock
 from ca_core.ocsp import Answer
 from ca_core.request import CertificateRequest
 from projections.notifications import Mail, MailOutbox, NotificationProjection, Recipient
-from projections.ocsp import OcspResponseProjection, OcspStore, StoredResponse
+from projections.ocsp import (
+    CA_PREFIX,
+    OcspResponseProjection,
+    OcspStore,
+    SQLiteOcspStore,
+    StoredResponse,
+)
 from projections.status import (
+    COLUMNS,
     RevocationStatusProjection,
     SQLiteStatusView,
     StatusRow,
     StatusView,
+    status_row,
 )
 
 TICK = 10_000
@@ -149,18 +163,23 @@ class _MemoryMail(_Tracked, MailOutbox):
 
 
 class _Answers(OcspResponseProjection):
-    """The OCSP projection recording what it would sign, without signing."""
+    """The OCSP projection recording what it would sign, without signing (one signing time
+    for all: it is not compared)."""
+
+    def __init__(self, view: OcspStore) -> None:
+        super().__init__(view)
+        self.now = self.clock.now()
+        self.until = self.now + self.validity
 
     def _save(self, answer: Answer, tracking: Tracking) -> None:
-        now = self.clock.now()
         self.view.save([StoredResponse(
             serial=answer.serial, status=answer.status, reason=answer.reason,
-            revoked_at=answer.revoked_at, sha1_der=b"", sha256_der=b"", this_update=now,
-            next_update=now + self.validity, signer_serial="replay",
+            revoked_at=answer.revoked_at, sha1_der=b"", sha256_der=b"", this_update=self.now,
+            next_update=self.until, signer_serial="replay",
             cause_position=tracking.notification_id)], tracking)
 
 
-# -- one view rebuilt from its log ---------------------------------------------------------
+# -- rebuilding ----------------------------------------------------------------------------
 def _handler(projection: Projection[Any], event_type: type) -> Callable[[Any, Tracking], None]:
     """The projection's ``process_event`` for one event type, dispatched once: a
     ``singledispatchmethod`` re-dispatches (and wraps) on every call in Python 3.11."""
@@ -171,38 +190,37 @@ def _handler(projection: Projection[Any], event_type: type) -> Callable[[Any, Tr
     return functools.partial(dispatcher.dispatch(event_type), projection)
 
 
-def _feed(projection: Projection[Any], source: Any, upto: int, progress: Any,
-          extra: tuple[str, Callable[[Any], None]] | None = None) -> int:
-    """Feed ``projection`` the events of ``source`` up to ``upto`` (its topics filtered in
-    SQL, as eventsourcing's projection runner does); returns how many were decoded.
+def _feed(source: Any, feeds: list[tuple[Projection[Any], int]], progress: Any,
+          part: Part | None = None, extra: tuple[str, Callable[[Any], None]] | None = None
+          ) -> int:
+    """Feed each projection of ``feeds`` the events of ``source`` it follows, up to its own
+    position (its topics filtered in SQL, as eventsourcing's projection runner does; each
+    record read and decoded once for all of them); returns how many were decoded.
     ``progress.value``: the log position reached."""
     decode = Decoder(source)
-    handlers: dict[type, Callable[[Any, Tracking], None]] = {}
-    topics = set(projection.topics)
-    wanted = [*topics, *([extra[0]] if extra else [])]
+    upto = max(stop for _, stop in feeds)
+    wanted = sorted({t for projection, _ in feeds for t in projection.topics}
+                    | ({extra[0]} if extra else set()))
+    routes: dict[str, list[tuple[Callable[[Any, Tracking], None], int]]] = {}
     decoded = 0
-    for record in records(source, stop=upto, topics=wanted):
+    for record in records(source, stop=upto, topics=wanted, part=part):
         event = decode(record)
         decoded += 1
         if decoded % TICK == 0:
             progress.value = record.position
-        if extra is not None and record.topic == extra[0]:
-            extra[1](event)
-        if record.topic in topics:
-            handler = handlers.get(type(event))
-            if handler is None:
-                handler = handlers[type(event)] = _handler(projection, type(event))
-            handler(event, Tracking(source.name, record.position))
+        route = routes.get(record.topic)  # a topic names one event class
+        if route is None:
+            route = routes[record.topic] = [
+                (_handler(projection, type(event)), stop) for projection, stop in feeds
+                if record.topic in projection.topics]
+            if extra is not None and record.topic == extra[0]:
+                route.append((lambda event, _: extra[1](event), upto))
+        tracking = Tracking(source.name, record.position)
+        for handle, stop in route:
+            if record.position <= stop:
+                handle(event, tracking)
     progress.value = upto
     return decoded
-
-
-def _compare(view: str, live: dict[str, Any], rebuilt: dict[str, Any],
-             differences: list[Difference]) -> int:
-    for key in sorted(set(live) | set(rebuilt)):
-        if live.get(key) != rebuilt.get(key):
-            differences.append(Difference(view, key, live.get(key), rebuilt.get(key)))
-    return len(set(live) | set(rebuilt))
 
 
 @dataclass(frozen=True)
@@ -214,51 +232,61 @@ class _Result:
     differences: list[Difference]
 
 
+PARTS = 2  # the CA's log is rebuilt in this many processes, split by aggregate
 MAX_DIFFERENCES = 1000  # per view: enough to see what is wrong
 
 
-def _open(settings: Settings, which: str, view: Callable[[str, Path], Any]) -> tuple[Any, Any, int]:
-    """(application, live view, the view's tracked position) in a worker process."""
+def _app(settings: Settings, which: str) -> Any:
     from adapters.bootstrap import build_ca, build_portal, opening
 
-    build = build_ca if which == "ca" else build_portal
-    app = opening()(build, settings, SystemClock())
-    live = opening()(view, settings.store_url(which), settings.data_dir)
-    return app, live, live.max_tracking_id(app.name) or 0
+    return opening()(build_ca if which == "ca" else build_portal, settings, SystemClock())
 
 
-def _status(settings: Settings, scratch: Path, progress: Any) -> _Result:
-    ca, live, upto = _open(settings, "ca", status_view)
-    status = RevocationStatusProjection(_MemoryStatus())
-    decoded = _feed(status, ca, upto, progress)
-    scratch_view = status_view("", scratch)
-    assert isinstance(scratch_view, SQLiteStatusView)
-    rebuilt = {serial: scratch_view.stored(row) for serial, row in status.view.by_serial.items()}
-    scratch_view.save_stored(list(rebuilt.values()), None)
-    if not isinstance(live, SQLiteStatusView):  # compared as the live store holds them
-        rebuilt = {serial: live.stored(row) for serial, row in status.view.by_serial.items()}
-    differences: list[Difference] = []
-    compared = _compare("revocation_status", live.stored_rows(), rebuilt, differences)
+def _scratch(which: str, scratch: Path) -> Any:
+    return {"revocation_status": status_view, "ocsp_responses": ocsp_store,
+            "mail_outbox": mail_outbox}[which]("", scratch)
+
+
+def _live(settings: Settings, which: str) -> Any:
+    from adapters.bootstrap import opening
+
+    view = {"revocation_status": status_view, "ocsp_responses": ocsp_store,
+            "mail_outbox": mail_outbox}[which]
+    return opening()(view, settings.store_url("portal" if which == "mail_outbox" else "ca"),
+                     settings.data_dir)
+
+
+_progress: list[Any] = []  # in a worker: the shared log positions reached (``_share``)
+
+
+def _share(positions: list[Any]) -> None:
+    _progress[:] = positions
+    gc.disable()  # a worker builds hundreds of thousands of objects that live until it ends
+
+
+def _rebuild_ca(settings: Settings, scratch: Path, part: int, upto: dict[str, int]) -> int:
+    """Partition ``part`` of the CA's log (``PARTS`` in all: every certificate's events fall in
+    one) into the status view and the OCSP answers, written to the scratch stores."""
+    ca = _app(settings, "ca")
+    status_rows, answer_rows = _MemoryStatus(), _MemoryOcsp()
+    status = RevocationStatusProjection(status_rows)
+    answers = _Answers(answer_rows)
+    decoded = _feed(ca, [(status, upto["revocation_status"]), (answers, upto["ocsp_responses"])],
+                    _progress[part], part=(part, PARTS))
     ca.close()
-    return _Result("revocation_status", upto, decoded, compared, differences[:MAX_DIFFERENCES])
+    status_scratch = _scratch("revocation_status", scratch)
+    rows = sorted(status_scratch.stored(row) for row in status_rows.by_serial.values())
+    ocsp_rows = sorted(answer_rows.by_serial.values(), key=lambda r: r.serial)
+    writes: list[Callable[[], None]] = [
+              lambda: status_scratch.save_stored(rows, None),
+              lambda: _scratch("ocsp_responses", scratch).save(ocsp_rows, None)]
+    for write in writes[part % 2:] + writes[:part % 2]:  # the partitions take turns per file
+        write()
+    return decoded
 
 
-def _ocsp(settings: Settings, scratch: Path, progress: Any) -> _Result:
-    ca, live, upto = _open(settings, "ca", ocsp_store)
-    answers = _Answers(_MemoryOcsp())
-    decoded = _feed(answers, ca, upto, progress)
-    rows = list(answers.view.by_serial.values())
-    ocsp_store("", scratch).save(rows, None)
-    differences: list[Difference] = []
-    compared = _compare("ocsp_responses", live.answers(), {
-        r.serial: (r.status, r.reason, r.revoked_at, r.cause_position) for r in rows},
-        differences)
-    ca.close()
-    return _Result("ocsp_responses", upto, decoded, compared, differences[:MAX_DIFFERENCES])
-
-
-def _mail(settings: Settings, scratch: Path, progress: Any) -> _Result:
-    portal, live, upto = _open(settings, "portal", mail_outbox)
+def _rebuild_mail(settings: Settings, scratch: Path, upto: int) -> _Result:
+    portal = _app(settings, "portal")
     mails = NotificationProjection(_MemoryMail())
     owners: dict[UUID, str] = {}
     recipients: dict[str, Recipient] = {}
@@ -275,14 +303,15 @@ def _mail(settings: Settings, scratch: Path, progress: Any) -> _Result:
     mails.owner = lambda request_id: owners.get(request_id) or portal.request(request_id).user_id
     mails.recipient = recipient
     mails.clock_now = portal.clock.now
-    decoded = _feed(mails, portal, upto, progress,
-                    (get_topic(CertificateRequest.CsrSubmitted), remember_owner))
-    mail_outbox("", scratch).add(mails.view.all(), None)
+    decoded = _feed(portal, [(mails, upto)], _progress[PARTS],
+                    extra=(get_topic(CertificateRequest.CsrSubmitted), remember_owner))
+    _scratch("mail_outbox", scratch).add(mails.view.all(), None)
 
     def content(mail: Mail) -> tuple[Any, ...]:
         return (mail.kind, mail.recipient, mail.language, mail.params)
 
     differences: list[Difference] = []
+    live = _live(settings, "mail_outbox")
     compared = _compare(
         "mail_outbox", {m.id: content(m) for m in live.all() if "." in m.id
                         and not m.id.startswith("reminder.")},
@@ -291,29 +320,106 @@ def _mail(settings: Settings, scratch: Path, progress: Any) -> _Result:
     return _Result("mail_outbox", upto, decoded, compared, differences[:MAX_DIFFERENCES])
 
 
-_VIEWS: dict[str, Callable[[Settings, Path, Any], _Result]] = {
-    "revocation_status": _status, "ocsp_responses": _ocsp, "mail_outbox": _mail}
+# -- comparing -------------------------------------------------------------------------------
+def _compare(view: str, live: dict[str, Any], rebuilt: dict[str, Any],
+             differences: list[Difference]) -> int:
+    for key in sorted(set(live) | set(rebuilt)):
+        if live.get(key) != rebuilt.get(key):
+            differences.append(Difference(view, key, live.get(key), rebuilt.get(key)))
+    return len(set(live) | set(rebuilt))
 
 
-def _worker(view: str, settings: Settings, scratch: Path, progress: Any) -> _Result:
-    return _VIEWS[view](settings, scratch, progress)
+@dataclass(frozen=True)
+class _Table:
+    """A view's table as both SQLite stores hold it: what ``_sql_compare`` compares."""
+
+    name: str
+    key: str
+    columns: tuple[str, ...]
+    where: str = "1"  # the live rows that are a projection of the log
 
 
+_TABLES = {
+    "revocation_status": _Table("revocation_status", "serial", COLUMNS[1:]),
+    "ocsp_responses": _Table("ocsp_responses", "serial",
+                             ("status", "reason", "revoked_at", "cause_position"),
+                             f"serial NOT LIKE '{CA_PREFIX}%'"),
+}
+
+
+def _sqlite_file(view: str, directory: Path) -> str:
+    return store_env("", directory, view)["SQLITE_DBNAME"]
+
+
+def _sql_compare(table: _Table, scratch_db: str, live_db: str
+                 ) -> tuple[int, list[Difference]]:
+    """Row by row, inside SQLite (the live file attached read-only to the scratch one):
+    (rows compared, the first differences)."""
+    t, k = table.name, table.key
+    differs = " OR ".join(f"s.{c} IS NOT l.{c}" for c in table.columns)
+    picked = ", ".join((k, *table.columns))
+    db = sqlite3.connect(scratch_db)
+    try:
+        db.execute("ATTACH DATABASE ? AS live", (f"file:{live_db}?mode=ro",))
+        found = db.execute(
+            # the scratch holds only rows of the log, so a live row it matches is one too
+            f"SELECT s.{k} FROM main.{t} s LEFT JOIN live.{t} l ON l.{k} = s.{k} "  # noqa: S608 - our names
+            f"WHERE l.{k} IS NULL OR {differs} "
+            f"UNION ALL SELECT l.{k} FROM live.{t} l WHERE {table.where} AND NOT EXISTS "
+            f"(SELECT 1 FROM main.{t} s WHERE s.{k} = l.{k}) ORDER BY 1").fetchall()
+        rebuilt_count = db.execute(f"SELECT count(*) FROM main.{t}").fetchone()[0]  # noqa: S608
+        live_only = 0
+        differences: list[Difference] = []
+        for (key,) in found:
+            live = db.execute(f"SELECT {picked} FROM live.{t} WHERE {k} = ?", (key,)).fetchone()  # noqa: S608
+            rebuilt = db.execute(f"SELECT {picked} FROM main.{t} WHERE {k} = ?", (key,)).fetchone()  # noqa: S608
+            live_only += rebuilt is None
+            if len(differences) < MAX_DIFFERENCES:
+                differences.append(Difference(t, key, live, rebuilt))
+        return rebuilt_count + live_only, differences
+    finally:
+        db.close()
+
+
+def _compare_ca_view(settings: Settings, scratch: Path, view: str) -> tuple[int, list[Difference]]:
+    live = _live(settings, view)
+    rebuilt = _scratch(view, scratch)
+    if isinstance(live, SQLiteStatusView | SQLiteOcspStore):
+        return _sql_compare(_TABLES[view], _sqlite_file(view, scratch),
+                            _sqlite_file(view, settings.data_dir))
+    # PostgreSQL: compared in Python, as the live store holds the values
+    differences: list[Difference] = []
+    if view == "revocation_status":
+        rows = {serial: live.stored(status_row(values))
+                for serial, values in rebuilt.stored_rows().items()}
+        compared = _compare(view, live.stored_rows(), rows, differences)
+    else:
+        compared = _compare(view, live.answers(), rebuilt.answers(), differences)
+    return compared, differences[:MAX_DIFFERENCES]
+
+
+# -- the whole run ---------------------------------------------------------------------------
 def total_positions(ca: Any, portal: Any) -> int:
-    """What the progress of ``replay`` runs up to: each view's log, once per view."""
-    return 2 * (ca.recorder.max_notification_id() or 0) + (
+    """What the progress of ``replay`` runs up to: the CA's log once per partition, the
+    portal's once."""
+    return PARTS * (ca.recorder.max_notification_id() or 0) + (
         portal.recorder.max_notification_id() or 0)
 
 
 def replay(settings: Settings, scratch: Path | None = None,
            tick: Callable[[int], None] | None = None, processes: int = 2) -> ReplayReport:
-    """Rebuild each view in a process of its own (``processes`` at a time: the views are
-    independent, so both cores work) and compare it with the live one."""
+    """Rebuild the views in ``processes`` worker processes (the CA's log split by aggregate
+    into ``PARTS``, each part feeding the status view and the OCSP answers; the portal's log
+    into the email outbox), then compare each view with the live one, also in parallel."""
     started = time.perf_counter()
     scratch = scratch or Path(tempfile.mkdtemp(prefix="partner-ca-replay-"))
     context = multiprocessing.get_context("spawn")  # no inherited database connections
-    manager = context.Manager()
-    positions = [manager.Value("q", 0) for _ in _VIEWS]
+    positions = [context.Value("q", 0, lock=False) for _ in range(PARTS + 1)]
+    pool = context.Pool(processes, _share, (positions,))  # starting while we look at the views
+    upto = {view: _live(settings, view).max_tracking_id(
+        "portal" if view == "mail_outbox" else "ca") or 0 for view in _TABLES | {"mail_outbox": 0}}
+    for view in upto:  # the tables exist before the workers write
+        _scratch(view, scratch)
     seen = 0
 
     def report() -> None:
@@ -323,17 +429,26 @@ def replay(settings: Settings, scratch: Path | None = None,
             tick(reached - seen)
             seen = reached
 
-    with context.Pool(processes) as pool:
-        pending = [pool.apply_async(_worker, (view, settings, scratch, position))
-                   for view, position in zip(_VIEWS, positions, strict=True)]
-        while not all(job.ready() for job in pending):
-            time.sleep(0.2)
+    def wait(jobs: list[Any]) -> list[Any]:
+        while not all(job.ready() for job in jobs):
+            time.sleep(0.05)
             report()
-        results = [job.get() for job in pending]
+        return [job.get() for job in jobs]
+
+    with pool:
+        parts = [pool.apply_async(_rebuild_ca, (settings, scratch, k, upto))
+                 for k in range(PARTS)]
+        mail = pool.apply_async(_rebuild_mail, (settings, scratch, upto["mail_outbox"]))
+        decoded = sum(wait(parts))
+        checks = {view: pool.apply_async(_compare_ca_view, (settings, scratch, view))
+                  for view in _TABLES}
+        results = [_Result(view, upto[view], decoded if view == "revocation_status" else 0,
+                           compared, differences)
+                   for view, (compared, differences) in zip(
+                       checks, wait(list(checks.values())), strict=True)]
+        results.append(wait([mail])[0])
     report()
-    manager.shutdown()
-    covered = max(r.covered for r in results if r.view != "mail_outbox") + next(
-        r.covered for r in results if r.view == "mail_outbox")
+    covered = max(upto["revocation_status"], upto["ocsp_responses"]) + upto["mail_outbox"]
     return ReplayReport(covered, sum(r.decoded for r in results), time.perf_counter() - started,
                         {r.view: r.compared for r in results},
                         [d for r in results for d in r.differences])

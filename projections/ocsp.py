@@ -141,9 +141,17 @@ class SQLiteOcspStore(SQLiteTrackingRecorder, OcspStore):
         return value.isoformat()
 
     def save(self, rows: list[StoredResponse], tracking: Tracking | None) -> None:
+        times: dict[datetime, str] = {}  # the rows of one save mostly share their signing times
+
+        def text(moment: datetime) -> str:
+            found = times.get(moment)
+            if found is None:
+                found = times[moment] = moment.isoformat()
+            return found
+
         values = [(r.serial, r.status, r.reason,
                    r.revoked_at.isoformat() if r.revoked_at is not None else None, r.sha1_der,
-                   r.sha256_der, r.this_update.isoformat(), r.next_update.isoformat(),
+                   r.sha256_der, text(r.this_update), text(r.next_update),
                    r.signer_serial, r.cause_position) for r in rows]
         with self.datastore.transaction(commit=True) as c:
             c.executemany(f"INSERT OR REPLACE INTO ocsp_responses VALUES ({','.join('?' * 10)})",  # noqa: S608
