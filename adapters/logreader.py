@@ -96,22 +96,20 @@ def _postgres(recorder: PostgresApplicationRecorder, start: int, stop: int | Non
         SQL(" AND (get_byte(uuid_send(originator_id), 15) & 15) %% %s = %s") if part else SQL(""))
     statement = SQL(
         "SELECT notification_id, originator_id, originator_version, topic, state "
-        "FROM {schema}.{table} WHERE {where} ORDER BY notification_id LIMIT %s"
+        "FROM {schema}.{table} WHERE {where} ORDER BY notification_id"
     ).format(schema=Identifier(recorder.datastore.schema),
              table=Identifier(recorder.events_table_name), where=where)
-    while True:
-        args: list[Any] = [start, *([stop] if stop is not None else []),
-                           *([list(topics)] if topics else []),
-                           *((part[1], part[0]) if part else ()), page]
-        with recorder.datastore.get_connection() as conn, conn.cursor(
-                row_factory=tuple_row) as cursor:
-            cursor.execute(statement, args, prepare=True)
-            rows = cursor.fetchall()
-        for position, originator, version, topic, state in rows:
-            yield Record(position, originator, version, topic, bytes(state))
-        if len(rows) < page:
-            return
-        start = rows[-1][0] + 1
+    args: list[Any] = [start, *([stop] if stop is not None else []),
+                       *([list(topics)] if topics else []), *((part[1], part[0]) if part else ())]
+    # One query streamed through a server-side cursor: paging with LIMIT made the planner
+    # scan and sort the whole table for every page once topics were filtered.
+    with recorder.datastore.get_connection() as conn, conn.transaction(), conn.cursor(
+            "partner_ca_log", row_factory=tuple_row, binary=True) as cursor:
+        conn.execute("SET LOCAL cursor_tuple_fraction = 1")  # plan for reading it all
+        cursor.execute(statement, args)
+        while rows := cursor.fetchmany(page):
+            for position, originator, version, topic, state in rows:
+                yield Record(position, originator, version, topic, bytes(state))
 
 
 def originator_bytes(record: Record) -> bytes:

@@ -91,13 +91,10 @@ class StatusView(TrackingRecorder, ABC):
         """Every revoked certificate as a CRL entry (one query, no row objects: 10^6 rows)."""
 
     @abstractmethod
-    def stored(self, row: StatusRow) -> tuple[Any, ...]:
-        """``row`` as this store holds it (the column values it writes and reads back)."""
-
-    @abstractmethod
     def stored_rows(self) -> dict[str, tuple[Any, ...]]:
-        """serial → the stored column values, without building row objects (``audit replay``
-        compares these with ``stored`` of the rebuilt rows)."""
+        """serial → the column values as the SQLite store holds them (request id and times
+        as ISO 8601 text) whichever the store, without building row objects: what ``audit
+        replay`` compares."""
 
     def revoked_position(self) -> int:
         """The log position of the newest revocation in the view (0 if none)."""
@@ -134,6 +131,7 @@ class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
                 "ON revocation_status (user_id)"]
 
     def stored(self, row: StatusRow) -> tuple[Any, ...]:
+        """``row`` as this store holds it (the column values it writes and reads back)."""
         return (row.serial, row.user_id, row.module, str(row.request_id),
                 row.not_before.isoformat(), row.not_after.isoformat(), row.status, row.reason,
                 row.changed_at.isoformat() if row.changed_at is not None else None,
@@ -172,18 +170,27 @@ class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
 
 
 
+def iso_text(column: str) -> str:
+    """SQL: a timestamptz column as Python's ``datetime.isoformat`` writes it in UTC (what the
+    SQLite store holds), formatted by the server."""
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN "
+            f"date_part('microseconds', {column})::bigint % 1000000 <> 0 THEN "
+            f"to_char({utc}, '.US') ELSE '' END || '+00:00'")
+
+
 class PostgresStatusView(PostgresTrackingRecorder, StatusView):
     """Production: the ``revocation_status`` table from migrations/0001 (yoyo)."""
 
     placeholder = "%s"
 
-    def stored(self, row: StatusRow) -> tuple[Any, ...]:
-        return _params(row)
-
     def stored_rows(self) -> dict[str, tuple[Any, ...]]:
+        columns = ", ".join(f"{c}::text" if c == "request_id" else iso_text(c)
+                            if c in ("not_before", "not_after", "changed_at") else c
+                            for c in COLUMNS)
         with self.datastore.transaction(commit=False) as curs, curs.connection.cursor(
-                row_factory=tuple_row) as plain:
-            plain.execute(f"SELECT {', '.join(COLUMNS)} FROM revocation_status")  # noqa: S608
+                row_factory=tuple_row, binary=True) as plain:
+            plain.execute(f"SELECT {columns} FROM revocation_status")  # noqa: S608
             return {values[0]: values for values in plain.fetchall()}
 
     def save_rows(self, rows: list[StatusRow], tracking: Tracking | None) -> None:

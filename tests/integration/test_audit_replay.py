@@ -29,18 +29,31 @@ def test_replay_equals_live_and_reports_a_forged_row(tmp_path: Path, database_ur
     clean = replay(system.settings, tmp_path / "scratch")
     assert clean.differences == []
     assert clean.compared == {"revocation_status": 2, "ocsp_responses": 2, "mail_outbox": 3}
-    # someone edits the live status view by hand
-    forged = "UPDATE revocation_status SET status = 'good' WHERE serial = ?"
-    if database_url:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(forged.replace("?", "%s"), (bad.picked.serial,))
-    else:
-        db = sqlite3.connect(tmp_path / "data" / "revocation_status.sqlite")
-        with db:
-            db.execute(forged, (bad.picked.serial,))
-        db.close()
+    # someone edits the live views by hand: a changed row, a removed one, an invented one
+    forged = [("revocation_status", "UPDATE revocation_status SET status = 'good' "
+               "WHERE serial = ?", (bad.picked.serial,)),
+              ("revocation_status", "INSERT INTO revocation_status SELECT 'FEED', user_id, "
+               "module, request_id, not_before, not_after, status, reason, changed_at, "
+               "changed_by, cause_position FROM revocation_status WHERE serial = ?",
+               (good.picked.serial,)),
+              ("ocsp_responses", "DELETE FROM ocsp_responses WHERE serial = ?",
+               (good.picked.serial,))]
+    for view, statement, args in forged:
+        if database_url:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute(statement.replace("?", "%s"), args)
+        else:
+            db = sqlite3.connect(tmp_path / "data" / f"{view}.sqlite")
+            with db:
+                db.execute(statement, args)
+            db.close()
     report = replay(system.settings, tmp_path / "scratch2")
-    assert [(d.view, d.key) for d in report.differences] == [
-        ("revocation_status", bad.picked.serial)]
-    assert good.picked.serial not in str(report.differences)
+    assert sorted((d.view, d.key) for d in report.differences) == sorted([
+        ("revocation_status", bad.picked.serial), ("revocation_status", "FEED"),
+        ("ocsp_responses", good.picked.serial)])
+    invented = next(d for d in report.differences if d.key == "FEED")
+    removed = next(d for d in report.differences if d.view == "ocsp_responses")
+    assert invented.rebuilt is None and invented.live is not None
+    assert removed.live is None and removed.rebuilt is not None
+    assert report.compared["revocation_status"] == 3
     system.close()
