@@ -301,7 +301,8 @@ def audit_at(
 def audit_replay(
     scratch: Annotated[Path | None, typer.Option(
         help="Directory for the rebuilt views (SQLite), kept for inspection "
-             "(default: a temporary directory).")] = None,
+             "(default: a temporary directory). On PostgreSQL the rebuilt status view and "
+             "OCSP answers go to schema partner_ca_replay of the CA's database instead.")] = None,
 ) -> None:
     """Rebuild every projection from position 0 into a scratch store and compare it row by
     row with the live one (status view, OCSP responses, email outbox); exit 1 on differences."""

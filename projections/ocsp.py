@@ -84,15 +84,6 @@ class OcspStore(TrackingRecorder, ABC):
         return self._select(f"WHERE serial NOT LIKE {self.placeholder} ORDER BY serial",
                             (CA_PREFIX + "%",))
 
-    def answers(self) -> dict[str, tuple[str, str | None, datetime | None, int]]:
-        """serial → (status, reason, revocation time, deciding position) of the end-entity
-        rows, without the signed bytes (what ``audit replay`` compares)."""
-        return {serial: (status, reason, _moment(revoked_at) if revoked_at else None, position)
-                for serial, status, reason, revoked_at, position in self._query(
-                    "SELECT serial, status, reason, revoked_at, cause_position FROM "  # noqa: S608
-                    f"ocsp_responses WHERE serial NOT LIKE {self.placeholder}",
-                    (CA_PREFIX + "%",))}
-
     @abstractmethod
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
 

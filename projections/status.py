@@ -90,12 +90,6 @@ class StatusView(TrackingRecorder, ABC):
     def revoked_entries(self) -> list[RevokedEntry]:
         """Every revoked certificate as a CRL entry (one query, no row objects: 10^6 rows)."""
 
-    @abstractmethod
-    def stored_rows(self) -> dict[str, tuple[Any, ...]]:
-        """serial → the column values as the SQLite store holds them (request id and times
-        as ISO 8601 text) whichever the store, without building row objects: what ``audit
-        replay`` compares."""
-
     def revoked_position(self) -> int:
         """The log position of the newest revocation in the view (0 if none)."""
         return max((r.cause_position for r in self._select(
@@ -137,13 +131,6 @@ class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
                 row.changed_at.isoformat() if row.changed_at is not None else None,
                 row.changed_by, row.cause_position)
 
-    def stored_rows(self) -> dict[str, tuple[Any, ...]]:
-        with self.datastore.transaction(commit=False) as c:
-            plain = c.sqlite_cursor  # the sqlite3 cursor under eventsourcing's wrapper
-            plain.row_factory = None  # tuples, not sqlite3.Row
-            plain.execute(f"SELECT {', '.join(COLUMNS)} FROM revocation_status")  # noqa: S608
-            return {values[0]: values for values in plain.fetchall()}
-
     def save_rows(self, rows: list[StatusRow], tracking: Tracking | None) -> None:
         self.save_stored([self.stored(row) for row in rows], tracking)
 
@@ -170,28 +157,10 @@ class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
 
 
 
-def iso_text(column: str) -> str:
-    """SQL: a timestamptz column as Python's ``datetime.isoformat`` writes it in UTC (what the
-    SQLite store holds), formatted by the server."""
-    utc = f"({column} AT TIME ZONE 'UTC')"
-    return (f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN "
-            f"date_part('microseconds', {column})::bigint % 1000000 <> 0 THEN "
-            f"to_char({utc}, '.US') ELSE '' END || '+00:00'")
-
-
 class PostgresStatusView(PostgresTrackingRecorder, StatusView):
     """Production: the ``revocation_status`` table from migrations/0001 (yoyo)."""
 
     placeholder = "%s"
-
-    def stored_rows(self) -> dict[str, tuple[Any, ...]]:
-        columns = ", ".join(f"{c}::text" if c == "request_id" else iso_text(c)
-                            if c in ("not_before", "not_after", "changed_at") else c
-                            for c in COLUMNS)
-        with self.datastore.transaction(commit=False) as curs, curs.connection.cursor(
-                row_factory=tuple_row, binary=True) as plain:
-            plain.execute(f"SELECT {columns} FROM revocation_status")  # noqa: S608
-            return {values[0]: values for values in plain.fetchall()}
 
     def save_rows(self, rows: list[StatusRow], tracking: Tracking | None) -> None:
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
