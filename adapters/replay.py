@@ -60,6 +60,7 @@ from projections.ocsp import (
     OcspStore,
     StoredResponse,
 )
+from projections.ocsp import COLUMNS as OCSP_COLUMNS
 from projections.status import (
     COLUMNS,
     RevocationStatusProjection,
@@ -173,14 +174,17 @@ class _Answers(OcspResponseProjection):
         self.answers[answer.serial] = (answer, tracking.notification_id)
         self.view.insert_tracking(tracking)
 
-    def rows(self) -> list[StoredResponse]:
-        """The store's rows, by serial."""
-        now = self.clock.now()
-        return [StoredResponse(
-            serial=serial, status=answer.status, reason=answer.reason,
-            revoked_at=answer.revoked_at, sha1_der=b"", sha256_der=b"", this_update=now,
-            next_update=now + self.validity, signer_serial="replay", cause_position=position)
-            for serial, (answer, position) in sorted(self.answers.items())]
+    def rows(self, text: bool) -> list[tuple[Any, ...]]:
+        """The store's rows as column values (``OCSP_COLUMNS``; with ``text``, times as the
+        SQLite store holds them), by serial; nothing signed."""
+        now: Any = self.clock.now()
+        until: Any = now + self.validity
+        if text:
+            now, until = now.isoformat(), until.isoformat()
+        return [(serial, answer.status, answer.reason,
+                 answer.revoked_at.isoformat() if text and answer.revoked_at is not None
+                 else answer.revoked_at, b"", b"", now, until, "replay", position)
+                for serial, (answer, position) in sorted(self.answers.items())]
 
 
 # -- rebuilding ----------------------------------------------------------------------------
@@ -284,15 +288,14 @@ def _rebuild_ca(settings: Settings, scratch: Path, part: int, upto: dict[str, in
     if settings.database_url:
         _copy(settings.store_url("ca"), "revocation_status", COLUMNS,
               map(attrgetter(*COLUMNS), status_rows.by_serial.values()))
-        _copy(settings.store_url("ca"), "ocsp_responses", OCSP_COLUMNS,
-              map(attrgetter(*OCSP_COLUMNS), answers.rows()))
+        _copy(settings.store_url("ca"), "ocsp_responses", OCSP_COLUMNS, answers.rows(False))
     else:
         status_scratch = _scratch("revocation_status", scratch)
         rows = sorted(status_scratch.stored(row) for row in status_rows.by_serial.values())
-        ocsp_rows = answers.rows()
+        ocsp_rows = answers.rows(True)
         writes: list[Callable[[], None]] = [
             lambda: status_scratch.save_stored(rows, None),
-            lambda: _scratch("ocsp_responses", scratch).save(ocsp_rows, None)]
+            lambda: _scratch("ocsp_responses", scratch).save_stored(ocsp_rows, None)]
         for write in writes[part % 2:] + writes[:part % 2]:  # the parts take turns per file
             write()
     log.debug("replay part %d: %d events read and fed in %.2f s, written in %.2f s", part,
@@ -364,6 +367,20 @@ _TABLES = {
 }
 
 
+def _unindexed(scratch: Path) -> None:
+    """Drop the secondary indexes of the scratch SQLite tables: they are written once and
+    compared by key (a tenth less work per row written)."""
+    for view in _TABLES:
+        db = sqlite3.connect(_sqlite_file(view, scratch))
+        try:
+            for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
+                                      "AND sql IS NOT NULL").fetchall():
+                db.execute(f'DROP INDEX "{name}"')
+            db.commit()
+        finally:
+            db.close()
+
+
 def _sqlite_file(view: str, directory: Path) -> str:
     return store_env("", directory, view)["SQLITE_DBNAME"]
 
@@ -418,8 +435,6 @@ def _pg_compare(url: str, table: _Table) -> tuple[int, list[Difference]]:
 #: PostgreSQL: the schema (in the CA's database) the rebuilt status view and OCSP answers are
 #: written to, made anew by each run and left for inspection.
 SCRATCH_SCHEMA = "partner_ca_replay"
-OCSP_COLUMNS = ("serial", "status", "reason", "revoked_at", "sha1_der", "sha256_der",
-                "this_update", "next_update", "signer_serial", "cause_position")
 
 
 def _pg_scratch(url: str) -> None:
@@ -480,6 +495,7 @@ def replay(settings: Settings, scratch: Path | None = None,
         "portal" if view == "mail_outbox" else "ca") or 0 for view in _TABLES | {"mail_outbox": 0}}
     for view in upto:  # the tables exist before the workers write
         _scratch(view, scratch)
+    _unindexed(scratch)
     if settings.database_url:
         _pg_scratch(settings.store_url("ca"))
     seen = 0

@@ -140,10 +140,13 @@ class SQLiteOcspStore(SQLiteTrackingRecorder, OcspStore):
                 found = times[moment] = moment.isoformat()
             return found
 
-        values = [(r.serial, r.status, r.reason,
-                   r.revoked_at.isoformat() if r.revoked_at is not None else None, r.sha1_der,
-                   r.sha256_der, text(r.this_update), text(r.next_update),
-                   r.signer_serial, r.cause_position) for r in rows]
+        self.save_stored([(r.serial, r.status, r.reason,
+                           r.revoked_at.isoformat() if r.revoked_at is not None else None,
+                           r.sha1_der, r.sha256_der, text(r.this_update), text(r.next_update),
+                           r.signer_serial, r.cause_position) for r in rows], tracking)
+
+    def save_stored(self, values: list[tuple[Any, ...]], tracking: Tracking | None) -> None:
+        """Upsert rows given as the column values this store holds (times as ISO 8601 text)."""
         with self.datastore.transaction(commit=True) as c:
             c.executemany(f"INSERT OR REPLACE INTO ocsp_responses VALUES ({','.join('?' * 10)})",  # noqa: S608
                           values)
