@@ -64,6 +64,7 @@ from projections.ocsp import COLUMNS as OCSP_COLUMNS
 from projections.status import (
     COLUMNS,
     RevocationStatusProjection,
+    SQLiteStatusView,
     StatusRow,
     StatusView,
 )
@@ -290,14 +291,11 @@ def _rebuild_ca(settings: Settings, scratch: Path, part: int, upto: dict[str, in
               map(attrgetter(*COLUMNS), status_rows.by_serial.values()))
         _copy(settings.store_url("ca"), "ocsp_responses", OCSP_COLUMNS, answers.rows(False))
     else:
-        status_scratch = _scratch("revocation_status", scratch)
-        rows = sorted(status_scratch.stored(row) for row in status_rows.by_serial.values())
-        ocsp_rows = answers.rows(True)
-        writes: list[Callable[[], None]] = [
-            lambda: status_scratch.save_stored(rows, None),
-            lambda: _scratch("ocsp_responses", scratch).save_stored(ocsp_rows, None)]
-        for write in writes[part % 2:] + writes[:part % 2]:  # the parts take turns per file
-            write()
+        writes = [("revocation_status", sorted(map(SQLiteStatusView.stored,
+                                                   status_rows.by_serial.values()))),
+                  ("ocsp_responses", answers.rows(True))]
+        for view, values in writes[part % 2:] + writes[:part % 2]:  # the parts take turns
+            _insert(_sqlite_file(view, scratch), view, values)
     log.debug("replay part %d: %d events read and fed in %.2f s, written in %.2f s", part,
               decoded, fed - started, time.perf_counter() - fed)
     return decoded
@@ -379,6 +377,19 @@ def _unindexed(scratch: Path) -> None:
             db.commit()
         finally:
             db.close()
+
+
+def _insert(path: str, table: str, values: list[tuple[Any, ...]]) -> None:
+    """Rows into a scratch SQLite table, in one transaction (waiting for the other part)."""
+    if not values:
+        return
+    db = sqlite3.connect(path, timeout=60)
+    try:
+        with db:
+            db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(values[0]))})",  # noqa: S608 - our names
+                           values)
+    finally:
+        db.close()
 
 
 def _sqlite_file(view: str, directory: Path) -> str:

@@ -124,7 +124,8 @@ class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
                 "CREATE INDEX IF NOT EXISTS revocation_status_user_id "
                 "ON revocation_status (user_id)"]
 
-    def stored(self, row: StatusRow) -> tuple[Any, ...]:
+    @staticmethod
+    def stored(row: StatusRow) -> tuple[Any, ...]:
         """``row`` as this store holds it (the column values it writes and reads back)."""
         return (row.serial, row.user_id, row.module, str(row.request_id),
                 row.not_before.isoformat(), row.not_after.isoformat(), row.status, row.reason,
