@@ -31,12 +31,17 @@ class CsrRejected(DomainError):
     code = "csr-rejected"
 
 
+@lru_cache(maxsize=4096)  # the CA reads a CSR while prefetching a batch and again when signing
+def _parsed_csr(pem: str) -> x509.CertificateSigningRequest:
+    return x509.load_pem_x509_csr(pem.encode())
+
+
 def load_csr(pem: str) -> x509.CertificateSigningRequest:
     """Parse a PEM PKCS#10 request, refusing oversize or malformed input."""
     if len(pem) > MAX_CSR_BYTES:
         raise CsrRejected(f"CSR is larger than {MAX_CSR_BYTES} bytes", code="csr-malformed")
     try:
-        return x509.load_pem_x509_csr(pem.encode())
+        return _parsed_csr(pem)
     except (ValueError, UnicodeEncodeError) as exc:
         raise CsrRejected(f"CSR is not a valid PEM PKCS#10 request ({exc})",
                           code="csr-malformed") from None
@@ -104,7 +109,9 @@ def spki_fingerprint(key: CertificatePublicKeyTypes) -> str:
 @lru_cache(maxsize=4096)  # the CA asks while prefetching a batch and again when signing
 def csr_fingerprint(pem: str) -> str | None:
     """The SPKI fingerprint of a CSR's key without any checks, or None if it cannot be read."""
+    if len(pem) > MAX_CSR_BYTES:
+        return None
     try:
-        return spki_fingerprint(x509.load_pem_x509_csr(pem.encode()).public_key())
+        return spki_fingerprint(_parsed_csr(pem).public_key())
     except Exception:  # noqa: BLE001 - only a hint for prefetching; checked_csr judges the CSR
         return None

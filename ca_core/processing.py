@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.application import AggregateNotFoundError, ProcessingEvent, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.persistence import Recording, Tracking
 from eventsourcing.projection import EventSourcedProjection
 from eventsourcing.utils import EnvType
@@ -126,8 +126,8 @@ class MessageDrivenApplication(EventSourcedProjection[UUID]):
         found = self.bulk_reader(unique)
         for aggregate_id in unique:
             stored = found.get(aggregate_id)
-            self._prefetched[aggregate_id] = project_aggregate(
-                None, (self.mapper.to_domain_event(s) for s in stored)) if stored else None
+            self._prefetched[aggregate_id] = _replayed(
+                self.mapper.to_domain_event(s) for s in stored) if stored else None
 
     def _get(self, aggregate_id: UUID, batch: Batch | None = None) -> Any:
         """An aggregate as this batch sees it (changed earlier in the batch, or stored)."""
@@ -152,3 +152,12 @@ class MessageDrivenApplication(EventSourcedProjection[UUID]):
             return self._get(aggregate_id, batch)
         except AggregateNotFoundError:
             return None
+
+
+def _replayed(events: Iterable[Any]) -> Any:
+    """An aggregate from its events, as eventsourcing's ``project_aggregate`` does without its
+    per-event ``isinstance`` check against a runtime Protocol (about 10 µs each)."""
+    aggregate = None
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate

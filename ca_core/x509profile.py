@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -127,17 +128,7 @@ def build_end_entity(
     policy: IssuancePolicy,
 ) -> x509.Certificate:
     """The client-authentication profile: 1 year, critical KU, EKU clientAuth, CDP, AIA, policy."""
-    key_usage = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    aki, aia, policies = _issuer_extensions(issuer, policy)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -146,32 +137,49 @@ def build_end_entity(
         .serial_number(serial)
         .not_valid_before(not_before)
         .not_valid_after(one_year_after(not_before))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(key_usage, critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(_NOT_A_CA, critical=True)
+        .add_extension(_key_usage(isinstance(public_key, rsa.RSAPublicKey)), critical=True)
+        .add_extension(_CLIENT_AUTH, critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(_aki(issuer), critical=False)
-        .add_extension(
-            x509.CRLDistributionPoints([
-                x509.DistributionPoint(
-                    full_name=[x509.UniformResourceIdentifier(policy.crl_url_for(serial))],
-                    relative_name=None, reasons=None, crl_issuer=None,
-                )
-            ]),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityInformationAccess([
-                x509.AccessDescription(AuthorityInformationAccessOID.OCSP,
-                                       x509.UniformResourceIdentifier(policy.ocsp_url)),
-                x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
-                                       x509.UniformResourceIdentifier(policy.ca_issuers_url)),
-            ]),
-            critical=False,
-        )
-        .add_extension(_policies(policy), critical=False)
+        .add_extension(aki, critical=False)
+        .add_extension(_crl_distribution_points(policy.crl_url_for(serial)), critical=False)
+        .add_extension(aia, critical=False)
+        .add_extension(policies, critical=False)
         .sign(issuer_key, _hash_for(issuer_key))
     )
+
+
+# The extensions every end-entity certificate of an issuer shares, built once (immutable).
+_NOT_A_CA = x509.BasicConstraints(ca=False, path_length=None)
+_CLIENT_AUTH = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
+
+
+@lru_cache(maxsize=2)
+def _key_usage(key_encipherment: bool) -> x509.KeyUsage:
+    """digitalSignature (and keyEncipherment for RSA keys)."""
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=key_encipherment,
+        data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+        encipher_only=False, decipher_only=False)
+
+
+@lru_cache(maxsize=16)
+def _issuer_extensions(issuer: x509.Certificate, policy: IssuancePolicy) -> tuple[
+        x509.AuthorityKeyIdentifier, x509.AuthorityInformationAccess, x509.CertificatePolicies]:
+    aia = x509.AuthorityInformationAccess([
+        x509.AccessDescription(AuthorityInformationAccessOID.OCSP,
+                               x509.UniformResourceIdentifier(policy.ocsp_url)),
+        x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
+                               x509.UniformResourceIdentifier(policy.ca_issuers_url)),
+    ])
+    return _aki(issuer), aia, _policies(policy)
+
+
+@lru_cache(maxsize=256)
+def _crl_distribution_points(url: str) -> x509.CRLDistributionPoints:
+    return x509.CRLDistributionPoints([x509.DistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(url)], relative_name=None, reasons=None,
+        crl_issuer=None)])
 
 
 def _ca_key_usage() -> x509.KeyUsage:
