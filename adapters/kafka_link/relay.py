@@ -27,11 +27,18 @@ log = logging.getLogger(__name__)
 Outbox = Callable[[DomainEvent], list[tuple[str, Message]]]
 
 
+#: Producer batch size: just under the broker's default message.max.bytes (1,048,588), so a
+#: page's records for one partition mostly fit one batch. kafka-python wakes its sender
+#: thread for every record appended while a partition has a second batch waiting; with
+#: 256 KiB batches that cost a sixth of the producer's CPU.
+BATCH_BYTES = 1_000_000
+
+
 def new_producer(bootstrap: str, client_id: str) -> KafkaProducer:
     return KafkaProducer(
         bootstrap_servers=bootstrap, client_id=client_id, acks="all",
         # the relay flushes after every page, so batches need not linger on their own
-        enable_idempotence=True, linger_ms=100, batch_size=256 * 1024,
+        enable_idempotence=True, linger_ms=100, batch_size=BATCH_BYTES,
         compression_type=None, retries=2**31 - 1, max_in_flight_requests_per_connection=5,
     )
 
