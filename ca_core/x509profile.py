@@ -60,11 +60,19 @@ def ca_name(common_name: str, organization: str, country: str) -> x509.Name:
 def end_entity_name(user_id: str, module: str, policy: IssuancePolicy) -> x509.Name:
     """Subject built from the user identifier and module – never copied from the CSR."""
     return x509.Name([
-        x509.NameAttribute(NameOID.COUNTRY_NAME, policy.country),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, policy.organization),
-        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, module),
-        x509.NameAttribute(NameOID.COMMON_NAME, user_id),
+        *_organization(policy.country, policy.organization),
+        x509.RelativeDistinguishedName(
+            [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, module)]),
+        x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, user_id)]),
     ])
+
+
+@lru_cache(maxsize=16)
+def _organization(country: str, organization: str) -> tuple[x509.RelativeDistinguishedName, ...]:
+    """The subject's first two RDNs, the same in every certificate (built once)."""
+    return (x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COUNTRY_NAME, country)]),
+            x509.RelativeDistinguishedName(
+                [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)]))
 
 
 def subject_identity(cert: x509.Certificate) -> tuple[str, str]:
