@@ -65,6 +65,7 @@ class KafkaRelay:
         self.page = page
         self.source = f"/partner-ca/{app.name}"
         self._published: int | None = None  # read from the store after start and after errors
+        self._scanned = 0  # positions up to here hold nothing more to publish (in memory only)
         self._partition_counts: dict[str, int] = {}
 
     def _partition(self, topic: str, key: bytes) -> int:
@@ -83,9 +84,17 @@ class KafkaRelay:
 
     def run_once(self) -> int:
         """Publish the next page of outbox events; returns how many records were sent."""
-        start = self.published_up_to() + 1
-        notifications = self.app.recorder.select_notifications(start, self.page,
+        start = max(self.published_up_to(), self._scanned) + 1
+        # Up to the log's end as it is now: a row committed later has a higher position
+        # (inserts take the table lock and number their rows inside it), so once a short page
+        # comes back, the rows of other topics up to here need not be read again.
+        head = self.app.recorder.max_notification_id() or 0
+        if head < start:
+            return 0
+        notifications = self.app.recorder.select_notifications(start, self.page, stop=head,
                                                                topics=self.log_topics)
+        if len(notifications) < self.page:
+            self._scanned = head
         if not notifications:
             return 0
         futures = []
@@ -113,5 +122,6 @@ class KafkaRelay:
             except Exception:
                 log.exception("relay %s: publishing failed; retrying", self.app.name)
                 self._published = None  # e.g. another relay recorded a position: read it again
+                self._scanned = 0
                 self._partition_counts = {}
                 stop.wait(1.0)
