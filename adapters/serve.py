@@ -11,6 +11,7 @@ nothing either (positions are recorded with the effects).
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -183,6 +184,19 @@ def _serve_relying(role: str, settings: Settings, passphrase: str | None,
         ca.close()
 
 
+#: The Kafka roles' cyclic garbage collector runs after this many allocations (Python's default
+#: is 700): every batch makes hundreds of thousands of short-lived objects, and each collection
+#: of the oldest generation walks every object the process keeps (caches, the expiry index).
+#: Measured: about 4 % more certificates/s end to end (docs/benchmarks.md).
+GC_THRESHOLD = (50_000, 20, 20)
+
+
+def _fewer_collections() -> None:
+    gc.collect()
+    gc.freeze()  # what start-up built stays: never walked again
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 def serve(role: str, settings: Settings, passphrase: str | None,
           stop: threading.Event | None = None) -> None:
     """Run a role until stopped."""
@@ -218,6 +232,7 @@ def serve(role: str, settings: Settings, passphrase: str | None,
             relays["ca-relay"] = opening(ca_relay, ca, settings)
 
     _on_signals(stop)
+    _fewer_collections()
     threads: list[threading.Thread] = []
     for name in components:
         if name in relays:
