@@ -191,7 +191,8 @@ def _serve_relying(role: str, settings: Settings, passphrase: str | None,
 GC_THRESHOLD = (50_000, 20, 20)
 
 
-def _fewer_collections() -> None:
+def fewer_collections() -> None:
+    """What the long-running roles do with the garbage collector once started."""
     gc.collect()
     gc.freeze()  # what start-up built stays: never walked again
     gc.set_threshold(*GC_THRESHOLD)
@@ -232,7 +233,7 @@ def serve(role: str, settings: Settings, passphrase: str | None,
             relays["ca-relay"] = opening(ca_relay, ca, settings)
 
     _on_signals(stop)
-    _fewer_collections()
+    fewer_collections()
     threads: list[threading.Thread] = []
     for name in components:
         if name in relays:

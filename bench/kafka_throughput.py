@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from adapters.bootstrap import build_portal
+from adapters.serve import fewer_collections
 from adapters.settings import Settings
 from bench.workload import make_csrs, submit_requests
 from ca_core.clock import SystemClock
@@ -168,6 +169,7 @@ def main() -> None:
     try:
         console.print(f"making {args.requests + args.rate * args.seconds + 200} CSRs …")
         csrs = make_csrs(args.requests + args.rate * args.seconds + 200)
+        fewer_collections()  # submitting stands in for the portal API: serve's GC settings
         # warm-up: processes started, consumers assigned
         submit_requests(portal, csrs[:200])
         wait_ready(ready, 200, "warm-up")
