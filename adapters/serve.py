@@ -239,7 +239,9 @@ def serve(role: str, settings: Settings, passphrase: str | None,
         if name in relays:
             threads.append(threading.Thread(target=relays[name].run, args=(stop,), name=name,
                                             daemon=True))
-        elif name == "ca-expiry" and ca is not None:
+        elif name == "ca-expiry" and ca is not None and settings.kafka_inbox_worker_index == 0:
+            # one process records expiries: n CA inbox workers would each read the log for
+            # them and race to save the same events
             threads.append(threading.Thread(
                 target=_expiry_loop(ca, settings.expiry_interval_seconds), args=(stop,),
                 name=name, daemon=True))

@@ -330,8 +330,9 @@ class CertificateAuthority(MessageDrivenApplication):
         try:
             _csr, key = checked_csr(msg.csr_pem)
             fingerprint = csr_fingerprint(msg.csr_pem) or spki_fingerprint(key)
-            record = self._key_record(fingerprint, now, batch)
-            record.check_key_reusable(msg.user_id)
+            record: PublicKeyRecord | None = self._find(PublicKeyRecord.id_for(fingerprint), batch)
+            if record is not None:
+                record.check_key_reusable(msg.user_id)
             if msg.renews_serial:
                 self._check_renewable(msg.renews_serial, now, batch)
         except DomainError as exc:
@@ -348,7 +349,11 @@ class CertificateAuthority(MessageDrivenApplication):
             key_fingerprint=fingerprint, renews_serial=msg.renews_serial,
             certificate_pem=to_pem(cert), timestamp=now,
         )
-        record.certified(user_id=msg.user_id, serial=hex_serial, timestamp=now)
+        if record is None:  # a new key: registered and certified in one event
+            record = PublicKeyRecord(key_fingerprint=fingerprint, user_id=msg.user_id,
+                                     serial=hex_serial, timestamp=now)
+        else:
+            record.certified(user_id=msg.user_id, serial=hex_serial, timestamp=now)
         return [SigningRequest.accepted(msg.request_id, hex_serial, now), certificate, record]
 
     def _unique_serial(self, batch: Batch | None) -> int:
@@ -360,10 +365,6 @@ class CertificateAuthority(MessageDrivenApplication):
             serial = self._serial_candidates.pop() if self._serial_candidates else new_serial()
             if not self._exists(Certificate.id_for(serial_hex(serial)), batch):
                 return serial
-
-    def _key_record(self, fingerprint: str, now: datetime, batch: Batch | None) -> PublicKeyRecord:
-        found = self._find(PublicKeyRecord.id_for(fingerprint), batch)
-        return found or PublicKeyRecord(key_fingerprint=fingerprint, timestamp=now)
 
     def _check_renewable(self, serial: str, now: datetime, batch: Batch | None) -> None:
         """R7 on the CA side: the certificate being renewed must still be valid."""

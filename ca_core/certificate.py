@@ -213,6 +213,10 @@ class PublicKeyRecord(Aggregate):
 
     class PublicKeyRegistered(Aggregate.Created):
         key_fingerprint: str
+        #: the key's first certification (one event instead of two per new key; in stores
+        #: written before, a PublicKeyCertified follows a PublicKeyRegistered without them)
+        user_id: str | None = None
+        serial: str | None = None
 
     @staticmethod
     def create_id(*_: Any, key_fingerprint: str = "", **__: Any) -> UUID:
@@ -224,9 +228,10 @@ class PublicKeyRecord(Aggregate):
         return uuid5(NAMESPACE_URL, f"partner-ca:public-key:{key_fingerprint}")
 
     @event(PublicKeyRegistered)
-    def __init__(self, key_fingerprint: str, timestamp: datetime) -> None:
+    def __init__(self, key_fingerprint: str, timestamp: datetime, user_id: str | None = None,
+                 serial: str | None = None) -> None:
         self.key_fingerprint = key_fingerprint
-        self.user_id: str | None = None
+        self.user_id: str | None = user_id
         self.compromised = False
 
     def check_key_reusable(self, user_id: str) -> None:
