@@ -504,11 +504,14 @@ def replay(settings: Settings, scratch: Path | None = None,
     pool = context.Pool(processes, _share, (positions,))  # starting while we look at the views
     upto = {view: _live(settings, view).max_tracking_id(
         "portal" if view == "mail_outbox" else "ca") or 0 for view in _TABLES | {"mail_outbox": 0}}
-    for view in upto:  # the tables exist before the workers write
-        _scratch(view, scratch)
-    _unindexed(scratch)
+    # the scratch tables exist before the workers write
+    _scratch("mail_outbox", scratch)
     if settings.database_url:
         _pg_scratch(settings.store_url("ca"))
+    else:
+        for view in _TABLES:
+            _scratch(view, scratch)
+        _unindexed(scratch)
     seen = 0
 
     def report() -> None:
