@@ -127,15 +127,10 @@ class _MemoryStatus(_Tracked, StatusView):
 
 
 class _MemoryOcsp(_Tracked, OcspStore):
-    def __init__(self) -> None:
-        super().__init__()
-        self.by_serial: dict[str, StoredResponse] = {}
+    """Only the tracking: ``_Answers`` keeps the answers itself."""
 
     def save(self, rows: list[StoredResponse], tracking: Tracking | None) -> None:
-        for row in rows:
-            self.by_serial[row.serial] = row
-        if tracking is not None:
-            self.insert_tracking(tracking)
+        raise NotImplementedError("in-memory replay view")
 
     def _select(self, where: str, args: tuple[Any, ...]) -> list[StoredResponse]:
         raise NotImplementedError("in-memory replay view")
@@ -252,17 +247,19 @@ def _app(settings: Settings, which: str) -> Any:
     return opening()(build_ca if which == "ca" else build_portal, settings, SystemClock())
 
 
+_STORES: dict[str, Callable[[str, Path], Any]] = {
+    "revocation_status": status_view, "ocsp_responses": ocsp_store, "mail_outbox": mail_outbox}
+
+
 def _scratch(which: str, scratch: Path) -> Any:
-    return {"revocation_status": status_view, "ocsp_responses": ocsp_store,
-            "mail_outbox": mail_outbox}[which]("", scratch)
+    return _STORES[which]("", scratch)
 
 
 def _live(settings: Settings, which: str) -> Any:
     from adapters.bootstrap import opening
 
-    view = {"revocation_status": status_view, "ocsp_responses": ocsp_store,
-            "mail_outbox": mail_outbox}[which]
-    return opening()(view, settings.store_url("portal" if which == "mail_outbox" else "ca"),
+    return opening()(_STORES[which],
+                     settings.store_url("portal" if which == "mail_outbox" else "ca"),
                      settings.data_dir)
 
 
@@ -349,7 +346,7 @@ def _compare(view: str, live: dict[str, Any], rebuilt: dict[str, Any],
 
 @dataclass(frozen=True)
 class _Table:
-    """A view's table as both SQLite stores hold it: what ``_sql_compare`` compares."""
+    """A view's table: what ``_sql_compare`` and ``_pg_compare`` compare."""
 
     name: str
     key: str
@@ -459,7 +456,7 @@ def _pg_scratch(url: str) -> None:
 def _copy(url: str, table: str, columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> None:
     """Rows into the scratch table with COPY (binary)."""
     with psycopg.connect(url) as conn, conn.cursor() as cursor:
-        types = dict(cursor.execute(  # the live table's column types
+        types: dict[str, str] = dict(cursor.execute(  # the live table's column types
             "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
             "WHERE attrelid = %s::regclass AND attnum > 0", (table,)).fetchall())
         with cursor.copy(f"COPY {SCRATCH_SCHEMA}.{table} ({', '.join(columns)}) "
