@@ -18,6 +18,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,7 +32,14 @@ from ca_core import merkle
 from ca_core.clock import Clock, SystemClock
 from ca_core.eventmodel import read_log
 from ca_core.ports import KeyStore
-from ca_core.treehead import PREFIX_BYTES, TreeHeads, head_bytes, head_id, signed_bytes
+from ca_core.treehead import (
+    PREFIX_BYTES,
+    TreeHeads,
+    head_bytes,
+    head_id,
+    milliseconds,
+    signed_bytes,
+)
 
 AUDIT_KEY = "audit"
 log = logging.getLogger("partner_ca.audit")
@@ -108,11 +116,12 @@ def checkpoint(app: Any, key: ec.EllipticCurvePrivateKey, clock: Clock | None = 
     previous = heads.tree_size
     prefixes = b"".join(h[:PREFIX_BYTES] for h in leaves[previous:])
     top = merkle.root(leaves)
-    signature = key.sign(signed_bytes(app.name, size, top, previous, prefixes),
+    signed_at = milliseconds(now)
+    signature = key.sign(signed_bytes(app.name, size, top, previous, prefixes, signed_at),
                          ec.ECDSA(hashes.SHA256()))
     heads.signed(tree_size=size, previous_size=previous, root_hash=top.hex(),
                  leaf_prefixes=prefixes.hex(), key_fingerprint=_fingerprint(key.public_key()),
-                 signature=signature.hex(), timestamp=now)
+                 signature=signature.hex(), timestamp=now, signed_at_ms=signed_at)
     app.save(heads)
     if published is not None:
         published.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +131,8 @@ def checkpoint(app: Any, key: ec.EllipticCurvePrivateKey, clock: Clock | None = 
                                    "leaf_prefixes": prefixes.hex(),
                                    "leaf_prefixes_sha256": hashlib.sha256(prefixes).hexdigest(),
                                    "key_fingerprint": _fingerprint(key.public_key()),
-                                   "signature": signature.hex()}) + "\n")
+                                   "signature": signature.hex(),
+                                   "signed_at_ms": signed_at}) + "\n")
     return size
 
 
@@ -136,18 +146,28 @@ class Head:
     leaf_prefixes: str | None
     prefixes_sha256: str
     signature: str
+    #: signing time (ms since the Unix epoch), part of what is signed; None in v1 heads
+    signed_at_ms: int | None = None
 
     def signed(self, application: str) -> bytes:
         return head_bytes(application, self.tree_size, bytes.fromhex(self.root_hash),
-                          self.previous_size, bytes.fromhex(self.prefixes_sha256))
+                          self.previous_size, bytes.fromhex(self.prefixes_sha256),
+                          self.signed_at_ms)
+
+    @property
+    def signed_at(self) -> datetime | None:
+        if self.signed_at_ms is None:
+            return None
+        return datetime.fromtimestamp(self.signed_at_ms / 1000, UTC)
 
 
 def _head(data: dict[str, Any]) -> Head:
     prefixes = data.get("leaf_prefixes")
     digest = data.get("leaf_prefixes_sha256") or hashlib.sha256(
         bytes.fromhex(prefixes or "")).hexdigest()
+    signed_at = data.get("signed_at_ms")
     return Head(int(data["tree_size"]), int(data["previous_size"]), data["root_hash"], prefixes,
-                digest, data["signature"])
+                digest, data["signature"], int(signed_at) if signed_at is not None else None)
 
 
 def published_heads(files: Sequence[Path], application: str) -> dict[int, Head]:
@@ -164,9 +184,41 @@ def published_heads(files: Sequence[Path], application: str) -> dict[int, Head]:
     return found
 
 
+@dataclass(frozen=True)
+class Verification:
+    """What ``verify`` found: no findings means every signed head holds. What no valid head
+    covers (the events after ``covered``, everything when there is no head) is not a finding:
+    it is said, so that "intact" is never read as more than it is."""
+
+    events: int
+    heads: int
+    findings: list[Finding]
+    covered: int  # tree size of the newest head that verified (0: none)
+    covered_signed_at: datetime | None  # its signed time (None: no head, or a v1 head)
+
+    @property
+    def uncovered(self) -> int:
+        return self.events - self.covered
+
+    def coverage(self) -> str:
+        if self.covered == 0:
+            return ("no signed tree head covers any of it yet (partner-ca audit checkpoint "
+                    "signs one)")
+        when = (f", signed {self.covered_signed_at:%Y-%m-%d %H:%M:%S} UTC"
+                if self.covered_signed_at else ", signed at an unrecorded time (v1 head)")
+        tail = (f"; positions {self.covered + 1}–{self.events} ({self.uncovered}) are not "
+                "covered by any signed head yet" if self.uncovered > 0 else "")
+        return f"the newest valid head covers positions 1–{self.covered}{when}{tail}"
+
+
+def _what_is_signed(head: Head) -> tuple[Any, ...]:
+    return (head.previous_size, head.root_hash, head.prefixes_sha256, head.signed_at_ms)
+
+
 def verify(app: Any, public: ec.EllipticCurvePublicKey,
-           published: Path | Sequence[Path] | None = None) -> tuple[int, int, list[Finding]]:
-    """(events checked, heads checked, findings); no findings means the log is intact.
+           published: Path | Sequence[Path] | None = None) -> Verification:
+    """Recompute every leaf and check every signed head; no findings means the log is intact
+    as far as the heads reach (``Verification.covered``).
 
     Heads come from the log and from the published copies; a head in a copy that the log
     no longer holds is itself a finding (and is checked all the same)."""
@@ -179,10 +231,11 @@ def verify(app: Any, public: ec.EllipticCurvePublicKey,
         findings.append(Finding(None, f"the signed tree head of size {size} is missing from "
                                       "the log (it is in the published copy)"))
     for size in sorted(set(copied) & set(in_log)):
-        if copied[size].root_hash != in_log[size].root_hash:
+        if _what_is_signed(copied[size]) != _what_is_signed(in_log[size]):
             findings.append(Finding(None, f"the tree head of size {size} in the log differs "
                                           "from its published copy"))
     heads = [({**copied, **in_log})[size] for size in sorted({**copied, **in_log})]
+    newest: Head | None = None
     for head in heads:
         size, previous = head.tree_size, head.previous_size
         root = bytes.fromhex(head.root_hash)
@@ -208,8 +261,11 @@ def verify(app: Any, public: ec.EllipticCurvePublicKey,
         if merkle.root(leaves[:size]) != root:
             findings.append(Finding(None, f"the tree of size {size} does not match its "
                                           "signed root"))
+            continue
+        newest = head
     unique = sorted(set(findings), key=lambda f: (f.position or float("inf"), f.what))
-    return len(leaves), len(heads), unique
+    return Verification(len(leaves), len(heads), unique, newest.tree_size if newest else 0,
+                        newest.signed_at if newest else None)
 
 
 # -- proofs --------------------------------------------------------------------------------
@@ -257,6 +313,8 @@ def consistency(app: Any, old_size: int, new_size: int | None = None) -> dict[st
 def _head_json(head: Head) -> dict[str, Any]:
     return {"tree_size": head.tree_size, "previous_size": head.previous_size,
             "root_hash": head.root_hash, "leaf_prefixes_sha256": head.prefixes_sha256,
+            "signed_at_ms": head.signed_at_ms,
+            "signed_at": head.signed_at.isoformat() if head.signed_at else None,
             "signature": head.signature}
 
 

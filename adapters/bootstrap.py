@@ -7,6 +7,8 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
@@ -19,10 +21,13 @@ from adapters.persistence import status_view, store_env
 from adapters.settings import Settings
 from ca_core.ca import CaNotInitialised, CertificateAuthority
 from ca_core.clock import Clock, ManualClock, SystemClock
+from ca_core.errors import DomainError
 from ca_core.portal import Portal, TrustChain
 from ca_core.ports import StatusSource, Transport
 from ca_core.x509profile import split_pems
 from projections.status import RevocationStatusProjection, ViewStatusSource, catch_up
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -67,20 +72,59 @@ def key_store(settings: Settings, passphrase: str | None) -> FileKeyStore | None
     return FileKeyStore(Path(settings.data_dir) / "keys", secret.encode())
 
 
+class StoreUnavailable(DomainError):
+    """An event store cannot be opened; the message names which one and why."""
+
+    code = "store-unavailable"
+
+
+def describe_store(url: str, data_dir: Path, app_name: str) -> str:
+    """Where an application's store is, without the password."""
+    if not url:
+        return f"SQLite {data_dir / (app_name + '.sqlite')}"
+    parsed = urlparse(url)
+    user = f"{parsed.username}@" if parsed.username else ""
+    return f"PostgreSQL {user}{parsed.hostname}:{parsed.port or 5432}{parsed.path}"
+
+
+def _why_unreachable(url: str, exc: Exception) -> str:
+    """The server's own reason (no such database, authentication failed, …): the pool in
+    front of it only says it got no connection in time."""
+    if url:
+        try:
+            psycopg.connect(url, connect_timeout=3).close()
+        except psycopg.Error as direct:
+            return str(direct).strip().splitlines()[-1].removeprefix("FATAL:  ")
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def open_store(app_name: str, settings: Settings, make: Callable[[], T]) -> T:
+    """``make()`` an application on its store, or StoreUnavailable naming the store."""
+    try:
+        return make()
+    except (psycopg.Error, PersistenceError, OSError, ValueError) as exc:
+        url = settings.store_url(app_name)
+        what = {"ca": "the CA's", "portal": "the portal's"}.get(app_name, app_name)
+        raise StoreUnavailable(
+            f"cannot open {what} event store ({describe_store(url, settings.data_dir, app_name)}"
+            f"): {_why_unreachable(url, exc)}", code="store-unavailable") from exc
+
+
 def opening() -> Retrying:
     """Retries for opening stores: processes starting at once race on CREATE TABLE IF NOT
     EXISTS in PostgreSQL ("tuple concurrently updated"), so try again a few times."""
     return Retrying(stop=stop_after_attempt(5), wait=wait_random(0.2, 1.0),
-                    retry=retry_if_exception_type((psycopg.Error, PersistenceError)),
+                    retry=retry_if_exception_type((psycopg.Error, PersistenceError,
+                                                   StoreUnavailable)),
                     reraise=True)
 
 
 def build_ca(settings: Settings, clock: Clock, passphrase: str | None = None
              ) -> CertificateAuthority:
-    ca = CertificateAuthority(
+    keys = key_store(settings, passphrase)
+    ca = open_store("ca", settings, lambda: CertificateAuthority(
         store_env(settings.store_url("ca"), settings.data_dir, "ca"),
-        keys=key_store(settings, passphrase), clock=clock, policy=settings.issuance_policy(),
-    )
+        keys=keys, clock=clock, policy=settings.issuance_policy()))
     ca.bulk_reader = bulk_reader_for(ca.recorder)
     return ca
 
@@ -88,12 +132,12 @@ def build_ca(settings: Settings, clock: Clock, passphrase: str | None = None
 def build_portal(settings: Settings, clock: Clock,
                  trust: Callable[[], TrustChain] | None = None,
                  status_source: StatusSource | None = None) -> Portal:
-    portal = Portal(
+    secret = portal_secret(settings)
+    portal = open_store("portal", settings, lambda: Portal(
         store_env(settings.store_url("portal"), settings.data_dir, "portal"),
-        clock=clock, policy=settings.portal_policy(), secret=portal_secret(settings),
+        clock=clock, policy=settings.portal_policy(), secret=secret,
         trust=trust or (lambda: chain_from_file(settings.chain_path)),
-        status_source=status_source,
-    )
+        status_source=status_source))
     portal.bulk_reader = bulk_reader_for(portal.recorder)
     return portal
 
@@ -131,7 +175,15 @@ def build(settings: Settings, clock: Clock | None = None, passphrase: str | None
     """
     clock = clock or make_clock(settings)
     ca = build_ca(settings, clock, passphrase)
+    try:
+        return _link(settings, clock, ca, transport)
+    except BaseException:
+        ca.close()
+        raise
 
+
+def _link(settings: Settings, clock: Clock, ca: CertificateAuthority,
+          transport: str | None) -> PartnerCa:
     def trust() -> TrustChain:
         authority = ca.authority()
         return TrustChain(authority.issuing_certificate_pem, authority.root_certificate_pem)

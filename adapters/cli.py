@@ -1,7 +1,8 @@
 """The ``partner-ca`` command line (Typer).
 
 Exit codes: 0 success; 1 a rule refused the command (one-line error with its code);
-2 usage error; 3 set-up problem (not initialised, no passphrase, bad configuration).
+2 usage error; 3 set-up problem (not initialised, no or wrong passphrase, bad configuration,
+store unreachable). Every command that prints a result has ``--json``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 from uuid import UUID
 
 import typer
@@ -23,8 +24,20 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from rich.console import Console
 
 from adapters import softtoken
-from adapters.bootstrap import PartnerCa, build
+from adapters.bootstrap import PartnerCa, StoreUnavailable, build, key_store
+from adapters.keystore import KeyStoreError
 from adapters.migrate import apply_migrations
+from adapters.output import (
+    EXIT_REFUSED,
+    EXIT_SETUP,
+    EXIT_USAGE,
+    JsonOpt,
+    configure_logging,
+    fail,
+    load_settings,
+    out,
+    result,
+)
 from adapters.persistence import status_view
 from adapters.settings import Settings
 from ca_core.ca import CaNotInitialised
@@ -34,8 +47,6 @@ from ca_core.portal import CertificateSession
 from ca_core.x509profile import from_pem
 from projections.status import RevocationStatusProjection, catch_up
 from projections.timeline import TimelineEntry, timeline
-
-EXIT_REFUSED, EXIT_USAGE, EXIT_SETUP = 1, 2, 3
 
 app = typer.Typer(help="Partner CA: an event-sourced certificate authority for a partner portal.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -56,45 +67,61 @@ ops_app = typer.Typer(help="Ops API tokens (module administrators, operators).",
                       no_args_is_help=True)
 app.add_typer(ops_app, name="ops")
 
-out = Console()
-
-
-def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
-    sys.stderr.write(f"error: {message}\n")
-    raise typer.Exit(code)
+@app.callback()
+def _everywhere() -> None:
+    """Partner CA: an event-sourced certificate authority for a partner portal."""
+    configure_logging()
 
 
 def _passphrase(confirm: bool = False) -> str | None:
-    """The key passphrase: PARTNER_CA_KEY_PASSPHRASE, else a hidden prompt on a terminal."""
+    """The key passphrase: PARTNER_CA_KEY_PASSPHRASE, else a hidden prompt on a terminal
+    (typed twice when ``confirm``: a typo there would lock the keys away for good)."""
     value = os.environ.get("PARTNER_CA_KEY_PASSPHRASE")
     if value:
         return value
     if sys.stdin.isatty():
-        return typer.prompt("CA key passphrase", hide_input=True,
-                            confirmation_prompt=confirm)
+        return str(typer.prompt("CA key passphrase", hide_input=True,
+                                confirmation_prompt=confirm))
     return None
 
 
+def _signing() -> bool:
+    """Whether the CA signs inside this command: the embedded wiring, where the in-process
+    transport hands requests straight to the CA (with Kafka the ``serve`` processes do)."""
+    return not os.environ.get("PARTNER_CA_KAFKA_BOOTSTRAP")
+
+
 @contextmanager
-def system(need_keys: bool = True) -> Iterator[PartnerCa]:
-    """Open the configured system; turn every refusal into a one-line error and an exit code."""
+def system(need_keys: bool = False, initialised: bool | None = True) -> Iterator[PartnerCa]:
+    """Open the configured system; turn every refusal into a one-line error and an exit code.
+
+    The state is checked before any secret is asked for: a command that needs an
+    initialised CA (``initialised``: True), or one that is not (``init``: False), says so
+    first; then the key passphrase is asked for and the keys opened at once, so that a wrong
+    passphrase ends here (exit 3), before anything is recorded."""
+    settings = load_settings()
     try:
-        settings = Settings()
-    except Exception as exc:  # noqa: BLE001 - pydantic reports what is wrong
-        fail(f"bad configuration: {exc}".splitlines()[0], EXIT_SETUP)
-    passphrase = _passphrase() if need_keys else None
-    if need_keys and passphrase is None:
-        fail("no CA key passphrase: set PARTNER_CA_KEY_PASSPHRASE or run on a terminal",
-             EXIT_SETUP)
+        built = build(settings, transport=None if settings.kafka_bootstrap else "in-process")
+    except StoreUnavailable as exc:
+        fail(str(exc), EXIT_SETUP)
+    except Exception as exc:  # noqa: BLE001 - a view's store may be unreachable too
+        fail(f"cannot open the stores: {exc}".splitlines()[0], EXIT_SETUP)
     try:
-        built = build(settings, passphrase=passphrase, transport=None if settings.kafka_bootstrap
-                      else "in-process")
-    except Exception as exc:  # noqa: BLE001 - the store may be unreachable
-        fail(f"cannot open the event stores: {exc}".splitlines()[0], EXIT_SETUP)
-    try:
+        if initialised:
+            built.ca.authority()
+        elif initialised is False and built.ca.is_initialised():
+            fail("the CA is already initialised [ca-already-initialised]")
+        if need_keys:
+            passphrase = _passphrase(confirm=not initialised)
+            if passphrase is None:
+                fail("no CA key passphrase: set PARTNER_CA_KEY_PASSPHRASE or run on a "
+                     "terminal", EXIT_SETUP)
+            built.ca.keys = key_store(settings, passphrase)
+            if initialised:
+                built.ca.unlock()
         yield built
         built.pump()
-    except CaNotInitialised as exc:
+    except (CaNotInitialised, KeyStoreError) as exc:
         fail(f"{exc} [{exc.code}]", EXIT_SETUP)
     except DomainError as exc:
         fail(f"{exc} [{exc.code}]")
@@ -107,17 +134,22 @@ def system(need_keys: bool = True) -> Iterator[PartnerCa]:
 def init(
     root_name: Annotated[str | None, typer.Option(help="Root CA common name.")] = None,
     issuing_name: Annotated[str | None, typer.Option(help="Issuing CA common name.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Create the CA hierarchy (root + issuing CA); keys are stored encrypted with the passphrase."""
-    settings = Settings()
-    with system() as s:
+    """Create the CA hierarchy (root + issuing CA); keys are stored encrypted with the
+    passphrase (asked twice on a terminal)."""
+    settings = load_settings()
+    with system(need_keys=True, initialised=False) as s:
         authority = s.ca.initialise(root_name or settings.root_name,
                                     issuing_name or settings.issuing_name)
         settings.chain_path.write_text(authority.issuing_certificate_pem
                                        + authority.root_certificate_pem)
         apply_migrations(settings.store_url("ca"))
-        out.print(f"CA initialised: root '{authority.root_name}', "
-                  f"issuing '{authority.issuing_name}' (keys in {settings.data_dir / 'keys'})")
+        keys = settings.data_dir / "keys"
+        result(as_json, f"CA initialised: root '{authority.root_name}', issuing "
+                        f"'{authority.issuing_name}' (keys in {keys})",
+               root=authority.root_name, issuing=authority.issuing_name, keys=str(keys),
+               chain=str(settings.chain_path))
 
 
 @app.command()
@@ -162,32 +194,41 @@ def serve(
                                            "HTTP). Without Kafka settings, portal/all/portal-api "
                                            "run both applications in-process.")] = "all",
 ) -> None:
-    """Run a long-lived role until SIGTERM: Kafka relays/inboxes, the OCSP responder or the CRL server."""
-    import logging
+    """Run a long-lived role until SIGTERM: Kafka relays/inboxes, the OCSP responder or the CRL server.
 
-    from rich.logging import RichHandler
-
+    Before it starts: the CA must be initialised and, for the roles that sign, the key
+    passphrase must open the keys; otherwise one line on stderr and exit 3."""
+    from adapters.bootstrap import build_ca, make_clock
     from adapters.serve import HTTP_ROLES, ROLES
     from adapters.serve import serve as run_role
 
     if role not in ROLES and role not in HTTP_ROLES:
         fail(f"unknown role {role!r}; use one of {', '.join([*ROLES, *HTTP_ROLES])}", EXIT_USAGE)
-    logging.basicConfig(level=logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    settings = Settings()
+    configure_logging(role)
+    settings = load_settings()
     embedded = ("portal", "all", "portal-api", "notifier")
     if not settings.kafka_bootstrap and role not in (*HTTP_ROLES, *embedded):
         fail(f"--role {role} needs PARTNER_CA_KAFKA_BOOTSTRAP (the broker address)", EXIT_SETUP)
     signing_roles = ("ca", "all", "ca-inbox", *HTTP_ROLES,
                      *(embedded if not settings.kafka_bootstrap else ()))
-    passphrase = _passphrase() if role in signing_roles else None
-    if role in signing_roles and passphrase is None:
-        fail("no CA key passphrase: set PARTNER_CA_KEY_PASSPHRASE or run on a terminal",
-             EXIT_SETUP)
+    passphrase: str | None = None
     try:
+        if role in signing_roles:
+            ca = build_ca(settings, make_clock(settings))
+            try:
+                ca.authority()  # not initialised: said before any secret is asked for
+                passphrase = _passphrase()
+                if passphrase is None:
+                    fail("no CA key passphrase: set PARTNER_CA_KEY_PASSPHRASE or run on a "
+                         "terminal", EXIT_SETUP)
+                ca.keys = key_store(settings, passphrase)
+                ca.unlock()  # a wrong passphrase stops the role here, before it serves
+            finally:
+                ca.close()
         run_role(role, settings, passphrase)
-    except CaNotInitialised as exc:
+    except StoreUnavailable as exc:
+        fail(str(exc), EXIT_SETUP)
+    except DomainError as exc:  # not initialised, keys that do not open, …
         fail(f"{exc} [{exc.code}]", EXIT_SETUP)
 
 
@@ -225,7 +266,7 @@ def audit_history(
 
     if (user_id is None) == (serial is None):
         fail("give exactly one of --user or --serial", EXIT_USAGE)
-    settings = Settings()
+    settings = load_settings()
     with system(need_keys=False) as s:
         entries = history(timeline(s.portal, s.ca), user_id,
                           serial.upper() if serial else None)
@@ -303,46 +344,57 @@ def audit_replay(
         help="Directory for the rebuilt views (SQLite), kept for inspection "
              "(default: a temporary directory). On PostgreSQL the rebuilt status view and "
              "OCSP answers go to schema partner_ca_replay of the CA's database instead.")] = None,
+    signatures: Annotated[bool, typer.Option(
+        "--signatures", help="Also verify the signature of every stored OCSP response "
+                             "(about 80 µs each); what each one says is always checked.")]
+    = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Rebuild every projection from position 0 into a scratch store and compare it row by
-    row with the live one (status view, OCSP responses, email outbox); exit 1 on differences."""
+    row with the live one (status view, OCSP responses, email outbox), and check that every
+    stored OCSP response says what its row says; exit 1 on differences."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from adapters.replay import replay, total_positions
 
-    settings = Settings()
+    settings = load_settings()
     with system(need_keys=False) as s:
         total = total_positions(s.ca, s.portal)
     with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("log positions"), console=out, transient=True) as progress:
+                  TextColumn("log positions"), console=Console(stderr=True),
+                  transient=True) as progress:
         task = progress.add_task("replay", total=total)
-        report = replay(settings, scratch, tick=lambda n: progress.advance(task, n))
+        report = replay(settings, scratch, tick=lambda n: progress.advance(task, n),
+                        verify_signatures=signatures)
     for difference in report.differences:
         sys.stderr.write(f"error: {difference}\n")
     rate = report.events / report.seconds if report.seconds else 0.0
-    out.print(f"{report.events:,} logged events covered in {report.seconds:.1f} s "
-              f"({rate:,.0f}/s); {report.decoded:,} events read, decoded and replayed "
-              f"({report.decoded / (report.seconds or 1):,.0f}/s); "
-              + ", ".join(f"{view}: {n:,} rows" for view, n in report.compared.items())
-              + f"; {len(report.differences)} difference(s)", soft_wrap=True)
+    result(as_json, f"{report.events:,} logged events covered in {report.seconds:.1f} s "
+                    f"({rate:,.0f}/s); {report.decoded:,} events read, decoded and replayed "
+                    f"({report.decoded / (report.seconds or 1):,.0f}/s); "
+                    + ", ".join(f"{view}: {n:,} rows" for view, n in report.compared.items())
+                    + f"; {len(report.differences)} difference(s)",
+           events=report.events, decoded=report.decoded, seconds=round(report.seconds, 3),
+           compared=report.compared, differences=[str(d) for d in report.differences])
     if report.differences:
         raise typer.Exit(EXIT_REFUSED)
 
 
 @audit_app.command("checkpoint")
-def audit_checkpoint(which: AppOpt = "all") -> None:
+def audit_checkpoint(which: AppOpt = "all", as_json: JsonOpt = False) -> None:
     """Sign a tree head over each log (RFC 6962 Merkle root); a copy goes to <data_dir>/audit."""
     from adapters.audit import audit_key, checkpoint
 
-    settings = Settings()
-    with system() as s:
+    settings = load_settings()
+    with system(need_keys=True) as s:
         if s.ca.keys is None:
             fail("no key store configured", EXIT_SETUP)
         key = audit_key(s.ca.keys, settings.data_dir / "keys" / "audit.pub.pem")
         for application in _apps(s, which):
             size = checkpoint(application, key, published=settings.data_dir / "audit" /
                               "heads.jsonl")
-            out.print(f"{application.name}: signed tree head over {size} events")
+            result(as_json, f"{application.name}: signed tree head over {size} events",
+                   app=application.name, tree_size=size)
 
 
 HeadsOpt = Annotated[list[Path] | None, typer.Option(
@@ -351,14 +403,17 @@ HeadsOpt = Annotated[list[Path] | None, typer.Option(
 
 
 @audit_app.command("verify")
-def audit_verify(which: AppOpt = "all", heads_files: HeadsOpt = None) -> None:
-    """Recompute every leaf and check every signed tree head; exit 1 naming what differs."""
+def audit_verify(which: AppOpt = "all", heads_files: HeadsOpt = None,
+                 as_json: JsonOpt = False) -> None:
+    """Recompute every leaf and check every signed tree head; exit 1 naming what differs.
+    Says how far the newest valid head reaches and when it was signed: events after it
+    are not covered yet."""
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     from adapters.audit import verify
 
-    settings = Settings()
+    settings = load_settings()
     public_file = settings.data_dir / "keys" / "audit.pub.pem"
     try:
         public = load_pem_public_key(public_file.read_bytes())
@@ -370,19 +425,25 @@ def audit_verify(which: AppOpt = "all", heads_files: HeadsOpt = None) -> None:
     bad = 0
     with system(need_keys=False) as s:
         for application in _apps(s, which):
-            size, heads, findings = verify(
-                application, public, [settings.data_dir / "audit" / "heads.jsonl",
-                                      *(heads_files or [])])
-            for finding in findings:
+            checked = verify(application, public, [settings.data_dir / "audit" / "heads.jsonl",
+                                                   *(heads_files or [])])
+            for finding in checked.findings:
                 sys.stderr.write(f"error: {application.name}: {finding}\n")
-            bad += len(findings)
-            out.print(f"{application.name}: {size} events, {heads} signed tree heads, "
-                      f"{'intact' if not findings else f'{len(findings)} finding(s)'}")
+            bad += len(checked.findings)
+            verdict = ("intact" if not checked.findings
+                       else f"{len(checked.findings)} finding(s)")
+            result(as_json, f"{application.name}: {checked.events} events, {checked.heads} "
+                            f"signed tree heads, {verdict}; {checked.coverage()}",
+                   app=application.name, events=checked.events, heads=checked.heads,
+                   intact=not checked.findings, findings=[str(f) for f in checked.findings],
+                   covered=checked.covered, uncovered=checked.uncovered,
+                   covered_signed_at=checked.covered_signed_at)
     if bad:
         raise typer.Exit(EXIT_REFUSED)
 
 
 def _print_proof(make: Callable[[PartnerCa], dict[str, Any]]) -> None:
+    """Proofs are JSON whether or not ``--json`` is given (docs/audit.md checks them)."""
     with system(need_keys=False) as s:
         try:
             proof = make(s)
@@ -403,6 +464,7 @@ def audit_prove(
     which: Annotated[str, typer.Option("--app", help="ca or portal.")] = "ca",
     size: Annotated[int | None, typer.Option(
         help="Tree size of the signed head to prove against (default: the latest).")] = None,
+    as_json: JsonOpt = True,
 ) -> None:
     """Inclusion proof (RFC 6962 audit path) of one stored event in a signed tree head, as
     JSON: the leaf data, its hash, the path and the head (docs/audit.md shows how to check
@@ -418,6 +480,7 @@ def audit_consistency(
     new_size: Annotated[int | None, typer.Option(
         "--to", help="Tree size of the newer signed head (default: the latest).")] = None,
     which: Annotated[str, typer.Option("--app", help="ca or portal.")] = "ca",
+    as_json: JsonOpt = True,
 ) -> None:
     """Consistency proof (RFC 6962) that the older signed tree is a prefix of the newer one:
     nothing covered by the older head was changed, removed or reordered. JSON."""
@@ -429,12 +492,13 @@ def audit_consistency(
 @audit_app.command("fetch-heads")
 def audit_fetch_heads(
     out_file: Annotated[Path, typer.Option("--out", help="Where to write them (JSON lines).")],
+    as_json: JsonOpt = False,
 ) -> None:
     """Copy every signed tree head published on Kafka (ca-events, portal-events) into a file
     for `audit verify --heads` — copies the database's administrators cannot rewrite."""
     from adapters.kafka_link.heads import fetch_heads, write_heads
 
-    settings = Settings()
+    settings = load_settings()
     if not settings.kafka_bootstrap:
         fail("PARTNER_CA_KAFKA_BOOTSTRAP is not set", EXIT_SETUP)
     try:
@@ -442,24 +506,29 @@ def audit_fetch_heads(
     except Exception as exc:  # noqa: BLE001 - broker trouble of any kind is one set-up error
         fail(f"cannot read the tree heads from Kafka: {exc}", EXIT_SETUP)
     write_heads(heads, out_file)
-    out.print(f"{len(heads)} signed tree head(s) written to {out_file}")
+    result(as_json, f"{len(heads)} signed tree head(s) written to {out_file}",
+           heads=len(heads), file=str(out_file))
 
 
 @ops_app.command("token")
 def ops_token(
     name: Annotated[str, typer.Option(help="Who acts with this token (recorded on every action).")],
     role: Annotated[list[str], typer.Option(help="admin:<MODULE> or operator (repeatable).")],
+    as_json: JsonOpt = False,
 ) -> None:
     """Create (or replace) the ops API token of NAME; printed once, only its hash is kept."""
     from adapters.ops_auth import OpsTokens
 
-    settings = Settings()
+    settings = load_settings()
     try:
         token = OpsTokens(settings.data_dir / "ops-tokens.json").create(name, role)
     except DomainError as exc:
         fail(f"{exc} [{exc.code}]")
-    out.print(f"ops token for {name} ({', '.join(sorted(role))}), shown once:")
-    out.print(token, markup=False, highlight=False)
+    if as_json:
+        result(True, "", name=name, roles=sorted(role), token=token)
+        return
+    out.print(f"ops token for {name} ({', '.join(sorted(role))}), shown once:", markup=False)
+    out.print(token, markup=False)
 
 
 @partner_app.command("register")
@@ -468,11 +537,13 @@ def partner_register(
     email: Annotated[str, typer.Option(help="Where notifications go.")],
     module: Annotated[list[str], typer.Option(help="Business module (repeatable).")],
     language: Annotated[str, typer.Option(help="cs or en.")] = "cs",
+    as_json: JsonOpt = False,
 ) -> None:
-    """Register a portal user in one or more business modules."""
+    """Register a portal user in one or more business modules (after ``init``)."""
     with system(need_keys=False) as s:
         s.portal.register_partner(user_id, email, module, language, registered_by="cli")
-        out.print(f"registered {user_id} in {', '.join(module)}")
+        result(as_json, f"registered {user_id} in {', '.join(module)}", user_id=user_id,
+               modules=module, email=email, language=language)
 
 
 @otp_app.command("issue")
@@ -480,11 +551,14 @@ def otp_issue(
     user_id: Annotated[str, typer.Argument(help="User identifier.")],
     module: Annotated[str, typer.Option(help="Business module the OTP is for.")],
     by: Annotated[str, typer.Option("--by", help="The module administrator issuing it.")],
+    as_json: JsonOpt = False,
 ) -> None:
     """Issue (or reissue) a one-time password; it is shown once and stored only as a hash (R1)."""
     with system(need_keys=False) as s:
-        _otp_id, otp = s.portal.issue_otp(user_id, module, issued_by=by)
-        out.print(f"OTP for {user_id} in {module} (valid 21 days, shown once): {otp}")
+        otp_id, otp = s.portal.issue_otp(user_id, module, issued_by=by)
+        expires_at = s.portal.otp_expires_at(otp_id)
+        result(as_json, f"OTP for {user_id} in {module} (valid 21 days, shown once): {otp}",
+               user_id=user_id, module=module, otp_id=otp_id, otp=otp, expires_at=expires_at)
 
 
 @app.command()
@@ -492,12 +566,14 @@ def revoke(
     serial: Annotated[str, typer.Argument(help="Serial number, hex.")],
     reason: Annotated[str, typer.Option(help=f"RFC 5280 reason: {', '.join(REVOCATION_REASONS)}.")],
     operator: Annotated[str, typer.Option(help="The acting operator (recorded).")],
+    as_json: JsonOpt = False,
 ) -> None:
     """Revoke a certificate as ops (R10): lost token, suspected misuse."""
-    with system() as s:
+    with system(need_keys=True) as s:
         changed = s.ca.revoke(serial.upper(), reason, operator)
-        out.print(f"revoked {serial.upper()} ({reason})" if changed
-                  else f"{serial.upper()} was already revoked")
+        result(as_json, f"revoked {serial.upper()} ({reason})" if changed
+               else f"{serial.upper()} was already revoked", serial=serial.upper(),
+               reason=reason, changed=changed)
 
 
 @app.command()
@@ -511,7 +587,7 @@ def status(
     """Status of a certificate (or of a user's certificates) with its cause; --at for the past."""
     if (serial is None) == (user is None):
         fail("give a serial or --user", EXIT_USAGE)
-    settings = Settings()
+    settings = load_settings()
     with system(need_keys=False) as s:
         if at is not None:
             if serial is None:
@@ -546,40 +622,48 @@ def _print_status(rows: list[dict[str, object]], as_json: bool) -> None:
 def crl(
     output: Annotated[Path | None, typer.Option("--out", help="DER file to write "
                                                 "(default <data_dir>/crl/issuing.crl).")] = None,
-    hours: Annotated[int, typer.Option(help="Validity (nextUpdate), at most 168 hours.")] = 24,
+    hours: Annotated[int, typer.Option(min=1, max=168,
+                                       help="Validity (nextUpdate), at most 168 hours.")] = 24,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Sign the next full CRL from the revocation-status view and record CrlPublished."""
-    settings = Settings()
-    with system() as s:
+    """Sign the next full CRL (and its shards) from the revocation-status view, record
+    CrlPublished, and put it where ``serve --role crl`` serves it
+    (<data_dir>/crl/issuing.crl, shards beside it; --out writes a copy too). Files are
+    replaced atomically."""
+    from adapters.relying import crl_publisher
+
+    settings = load_settings()
+    with system(need_keys=True) as s:
         apply_migrations(settings.store_url("ca"))
-        projection = RevocationStatusProjection(
-            status_view(settings.store_url("ca"), settings.data_dir))
-        catch_up(projection, s.ca)
-        entries = projection.view.revoked_entries()
-        position = projection.view.max_tracking_id(s.ca.name) or 0
-        der = s.ca.publish_crl(entries, position, timedelta(hours=hours))
-        target = output or settings.data_dir / "crl" / "issuing.crl"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(der)
-        out.print(f"CRL number {s.ca.authority().crl_number}: {len(entries)} revoked, "
-                  f"reflects CA log position {position}, written to {target}")
+        publisher = crl_publisher(s.ca, settings)
+        publisher.validity = timedelta(hours=hours)
+        done = publisher.publish(copy=output)
+        written = [publisher.target, *([output] if output else [])]
+        shards = len(done.crls.shards)
+        result(as_json, f"CRL number {done.number}: {done.revoked} revoked, reflects CA log "
+                        f"position {done.log_position}, written to "
+                        f"{', '.join(map(str, written))}"
+                        + (f" ({shards} shards beside it)" if shards else ""),
+               crl_number=done.number, revoked=done.revoked, log_position=done.log_position,
+               files=[str(p) for p in written], shards=shards)
 
 
 @app.command()
-def migrate() -> None:
+def migrate(as_json: JsonOpt = False) -> None:
     """Apply migrations/ (read-model tables) to the PostgreSQL database; nothing for SQLite."""
-    settings = Settings()
+    settings = load_settings()
     ran = apply_migrations(settings.store_url("ca"))
-    out.print(f"{ran} migration(s) applied")
+    result(as_json, f"{ran} migration(s) applied", applied=ran)
 
 
 @app.command()
-def expire() -> None:
+def expire(as_json: JsonOpt = False) -> None:
     """Record expiries that are due: certificates past not_after, OTPs past 21 days (R11)."""
     with system(need_keys=False) as s:
         serials = s.ca.expire_due()
         otps = s.portal.expire_otps()
-        out.print(f"{len(serials)} certificate(s) and {otps} OTP(s) expired")
+        result(as_json, f"{len(serials)} certificate(s) and {otps} OTP(s) expired",
+               certificates=serials, otps=otps)
 
 
 @app.command()
@@ -606,15 +690,21 @@ def chain(
 
 
 # -- the user's side ----------------------------------------------------------
+def _prompt_secret(what: str) -> str:
+    """A hidden prompt on a terminal; without one, exit 3 instead of waiting for input."""
+    if not sys.stdin.isatty():
+        fail(f"no {what.lower()}: give it as an option or environment variable, or run on a "
+             "terminal", EXIT_SETUP)
+    return str(typer.prompt(what, hide_input=True))
+
+
 def _revocation_passwords() -> tuple[str, str]:
     """Revocation password typed twice (hidden); scripts may use PARTNER_CA_REVOCATION_PASSWORD."""
     env = os.environ.get("PARTNER_CA_REVOCATION_PASSWORD")
     if env is not None:
         again = os.environ.get("PARTNER_CA_REVOCATION_PASSWORD_AGAIN", env)
         return env, again
-    first = typer.prompt("Revocation password", hide_input=True)
-    second = typer.prompt("Revocation password (again)", hide_input=True)
-    return first, second
+    return _prompt_secret("Revocation password"), _prompt_secret("Revocation password (again)")
 
 
 def _read(path: Path, what: str) -> str:
@@ -624,12 +714,14 @@ def _read(path: Path, what: str) -> str:
         fail(f"cannot read {what} {path}: {exc.strerror}", EXIT_USAGE)
 
 
-def _report_request(s: PartnerCa, request_id: UUID) -> None:
+def _report_request(s: PartnerCa, request_id: UUID, as_json: bool) -> None:
     request = s.portal.request(request_id)
     if request.state == "rejected":
         fail(f"request {request_id} was rejected by the CA: {request.rejection}")
-    out.print(f"request {request_id}: {request.state}"
-              + (f", serial {request.serial}" if request.serial else ""))
+    result(as_json, f"request {request_id}: {request.state}"
+           + (f", serial {request.serial}" if request.serial else ""),
+           request_id=request_id, state=request.state, serial=request.serial,
+           not_after=request.not_after)
 
 
 TokenOpt = Annotated[str | None, typer.Option(
@@ -651,27 +743,34 @@ def client_request(
     wait: Annotated[bool, typer.Option(help="With --token: wait for issuance and put the "
                                             "certificate on the token.")] = True,
     timeout: WaitTimeout = 300.0,
+    as_json: JsonOpt = False,
 ) -> None:
     """Log in with the OTP and request a certificate (R2, R3); the CA answers asynchronously (R4).
 
     With --token: the key pair is generated on the token, the CSR signed there, and the
     client waits for issuance, picks the certificate up and puts it on the token. With
-    --no-wait it stops after the submission; `client wait <request-id>` resumes."""
+    --no-wait it stops after the submission; `client wait <request-id>` resumes.
+
+    Everything that can be checked before the OTP is redeemed is checked first (the CSR,
+    the key policy, the two revocation password entries): a refusal there leaves the OTP
+    usable."""
     if token is not None:
         from adapters.token_cli import client_request_with_token
 
-        client_request_with_token(user_id, otp, token, key_label, portal, pin_fd, wait, timeout)
+        client_request_with_token(user_id, otp, token, key_label, portal, pin_fd, wait, timeout,
+                                  as_json)
         return
     if csr is None:
         fail("give --csr (key file) or --token (PKCS#11 token)", EXIT_USAGE)
     csr_pem = _read(csr, "CSR")
-    secret = otp if otp is not None else typer.prompt("One-time password", hide_input=True)
-    first, second = _revocation_passwords()
-    with system() as s:
+    with system(need_keys=_signing()) as s:
+        first, second = _revocation_passwords()
+        s.portal.check_request(csr_pem, first, second)
+        secret = otp if otp is not None else _prompt_secret("One-time password")
         session = s.portal.login_with_otp(user_id, secret)
         request_id = s.portal.submit_request(session, csr_pem, first, second)
         s.pump()
-        _report_request(s, request_id)
+        _report_request(s, request_id, as_json)
 
 
 @client_app.command("pickup-link")
@@ -679,11 +778,12 @@ def client_pickup_link(
     link: Annotated[str, typer.Argument(help="The link from the email.")],
     token: Annotated[str, typer.Option("--token", help="Token label to put it on.")],
     key_label: KeyLabel = "partner-ca", portal: PortalUrl = None, pin_fd: PinFd = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Follow the emailed single-use link and put the certificate and chain on the token (R4)."""
     from adapters.token_cli import client_pickup_link_with_token
 
-    client_pickup_link_with_token(link, token, key_label, portal, pin_fd)
+    client_pickup_link_with_token(link, token, key_label, portal, pin_fd, as_json)
 
 
 @client_app.command("wait")
@@ -692,12 +792,13 @@ def client_wait(
     token: Annotated[str | None, typer.Option(
         "--token", help="Token label (default: the one the request was made with).")] = None,
     timeout: WaitTimeout = 300.0, pin_fd: PinFd = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Wait for a request made with `client request --token` (progress shown), then pick the
     certificate up and put it with its chain on the token (R4)."""
     from adapters.token_cli import client_wait_with_token
 
-    client_wait_with_token(str(request_id), token, pin_fd, timeout)
+    client_wait_with_token(str(request_id), token, pin_fd, timeout, as_json=as_json)
 
 
 @client_app.command("pickup")
@@ -713,13 +814,14 @@ def client_pickup(
         "--token", help="PKCS#11 token label: pick a request made with `client request "
                         "--token` up over the portal API and put it on the token.")] = None,
     pin_fd: PinFd = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Pick up an issued certificate with its chain (R4): onto the token over the portal API
     (--token), or from the local store into files (--out with --user or --link-token)."""
     if token is not None:
         from adapters.token_cli import client_wait_with_token
 
-        client_wait_with_token(str(request_id), token, pin_fd, 0.0, wait=False)
+        client_wait_with_token(str(request_id), token, pin_fd, 0.0, wait=False, as_json=as_json)
         return
     if out_file is None:
         fail("give --token (PKCS#11 token) or --out with --user or --link-token", EXIT_USAGE)
@@ -731,7 +833,9 @@ def client_pickup(
         out_file.write_text(picked.certificate_pem)
         if chain_out:
             chain_out.write_text(picked.chain_pem)
-        out.print(f"certificate {picked.serial} written to {out_file}")
+        result(as_json, f"certificate {picked.serial} written to {out_file}",
+               request_id=request_id, serial=picked.serial, certificate=str(out_file),
+               chain=str(chain_out) if chain_out else None)
 
 
 def _cert_login(s: PartnerCa, cert: Path, key: Path) -> CertificateSession:
@@ -762,17 +866,19 @@ def _files(cert: Path | None, key: Path | None) -> tuple[Path, Path]:
 @client_app.command("login")
 def client_login(cert: CertOptional = None, key: KeyOptional = None, token: TokenOpt = None,
                  key_label: KeyLabel = "partner-ca", portal: PortalUrl = None,
-                 pin_fd: PinFd = None) -> None:
+                 pin_fd: PinFd = None, as_json: JsonOpt = False) -> None:
     """Log in with the certificate: sign the portal's challenge with the key (R5)."""
     if token is not None:
         from adapters.token_cli import client_login_with_token
 
-        client_login_with_token(token, key_label, portal, pin_fd)
+        client_login_with_token(token, key_label, portal, pin_fd, as_json)
         return
     cert, key = _files(cert, key)
     with system(need_keys=False) as s:
         session = _cert_login(s, cert, key)
-        out.print(f"logged in as {session.user_id} ({session.module}) with {session.serial}")
+        result(as_json, f"logged in as {session.user_id} ({session.module}) with "
+                        f"{session.serial}", user_id=session.user_id, module=session.module,
+               serial=session.serial)
 
 
 @client_app.command("renew")
@@ -784,23 +890,25 @@ def client_renew(
     new_key_label: Annotated[str, typer.Option(help="Label of the new key on the token.")]
     = "partner-ca-renewed",
     portal: PortalUrl = None, pin_fd: PinFd = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Renew while the current certificate is valid (R7); with --token a new key is made on it."""
     if token is not None:
         from adapters.token_cli import client_renew_with_token
 
-        client_renew_with_token(token, key_label, new_key_label, portal, pin_fd)
+        client_renew_with_token(token, key_label, new_key_label, portal, pin_fd, as_json)
         return
     cert, key = _files(cert, key)
     if csr is None:
         fail("give --csr with --cert/--key", EXIT_USAGE)
     csr_pem = _read(csr, "CSR")
-    first, second = _revocation_passwords()
-    with system() as s:
+    with system(need_keys=_signing()) as s:
+        first, second = _revocation_passwords()
+        s.portal.check_request(csr_pem, first, second)
         session = _cert_login(s, cert, key)
         request_id = s.portal.request_renewal(session, csr_pem, first, second)
         s.pump()
-        _report_request(s, request_id)
+        _report_request(s, request_id, as_json)
 
 
 @client_app.command("revoke")
@@ -809,22 +917,23 @@ def client_revoke(
     key: KeyOptional = None,
     reason: Annotated[str, typer.Option(help="RFC 5280 reason.")] = "unspecified",
     token: TokenOpt = None, key_label: KeyLabel = "partner-ca", portal: PortalUrl = None,
-    pin_fd: PinFd = None,
+    pin_fd: PinFd = None, as_json: JsonOpt = False,
 ) -> None:
     """Revoke your certificate with the revocation password (R9)."""
     if token is not None:
         from adapters.token_cli import client_revoke_with_token
 
-        client_revoke_with_token(token, key_label, reason, portal, pin_fd)
+        client_revoke_with_token(token, key_label, reason, portal, pin_fd, as_json)
         return
     cert, key = _files(cert, key)
-    password = os.environ.get("PARTNER_CA_REVOCATION_PASSWORD") or typer.prompt(
-        "Revocation password", hide_input=True)
-    with system() as s:
+    with system(need_keys=_signing()) as s:
+        password = os.environ.get("PARTNER_CA_REVOCATION_PASSWORD") or _prompt_secret(
+            "Revocation password")
         session = _cert_login(s, cert, key)
         s.portal.revoke(session, password, reason)
         s.pump()
-        out.print(f"revocation of {session.serial} recorded")
+        result(as_json, f"revocation of {session.serial} recorded", serial=session.serial,
+               reason=reason)
 
 
 

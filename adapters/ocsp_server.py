@@ -254,16 +254,16 @@ class OcspAsgi:
             return
         entry = self.cache.get(key)
         if entry is None:
-            if_none_match = _header(scope, b"if-none-match")
+            # asked without the client's If-None-Match: what is cached is the full answer,
+            # never the empty body of a 304 (which would then go to every later client)
             reply = self.responder.answer(
-                der if der is not None else decode_get_path(path[len("/ocsp/"):]),
-                if_none_match)
+                der if der is not None else decode_get_path(path[len("/ocsp/"):]))
             if reply.row is None:  # refusals and nonce answers are never cached
                 await _send(send, reply.status_code, reply.body,
                             [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()])
                 return
             entry = self._remember(key, reply)
-        elif method == "GET" and (inm := _header(scope, b"if-none-match")) is not None \
+        if method == "GET" and (inm := _header(scope, b"if-none-match")) is not None \
                 and _matches(inm, entry.etag.decode()):
             await _send(send, 304, b"", [*entry.headers, _cache_control(entry)])
             return

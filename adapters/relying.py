@@ -16,11 +16,13 @@ import logging
 import os
 import re
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,7 +32,7 @@ from starlette.routing import Route
 from adapters.ocsp_server import http_date, serve_ocsp
 from adapters.persistence import status_view
 from adapters.settings import Settings
-from ca_core.ca import CertificateAuthority
+from ca_core.ca import CertificateAuthority, PublishedCrls
 from ca_core.certificate import serial_hex
 from ca_core.x509profile import from_pem
 from projections.status import RevocationStatusProjection, StatusView, catch_up
@@ -45,13 +47,73 @@ OCSP_RESPONSE = "application/ocsp-response"
 def _replace(target: Path, data: bytes) -> None:
     """Readers see the old or the new file, never half of one."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, target)
 
 
+def write_crls(published: PublishedCrls, target: Path, copy: Path | None = None) -> None:
+    """Put a publication where it is served: the full CRL at ``target``, each shard beside it
+    (``shard-<n>.crl``), every file replaced atomically; ``copy`` gets the full CRL too."""
+    for shard, shard_der in published.shards.items():
+        _replace(target.with_name(f"shard-{shard}.crl"), shard_der)
+    _replace(target, published.full)
+    if copy is not None and copy.resolve() != target.resolve():
+        _replace(copy, published.full)
+
+
+@dataclass(frozen=True)
+class CrlFile:
+    """A CRL as served: its bytes and what they say about themselves."""
+
+    body: bytes
+    etag: str
+    number: int
+    this_update: datetime
+    next_update: datetime | None
+
+
+class CrlFiles:
+    """Reads served CRL files, parsed once per version of the file (stat: inode, size, mtime)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, tuple[tuple[int, int, int], CrlFile]] = {}
+
+    def read(self, path: Path) -> CrlFile | None:
+        try:
+            stat = path.stat()
+            key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            cached = self._cache.get(path)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            body = path.read_bytes()
+        except OSError:
+            return None
+        try:
+            crl = x509.load_der_x509_crl(body)
+            number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        except (ValueError, x509.ExtensionNotFound):
+            log.warning("%s is not a CRL of ours; it will be replaced", path)
+            return None
+        found = CrlFile(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"', number,
+                        crl.last_update_utc, crl.next_update_utc)
+        self._cache[path] = (key, found)
+        return found
+
+
+@dataclass(frozen=True)
+class CrlPublication:
+    number: int
+    revoked: int
+    log_position: int
+    crls: PublishedCrls
+
+
 class CrlPublisher:
-    """Signs the next full CRL when a revocation is pending for ``delay`` or at half validity."""
+    """Keeps the served CRL current: signs the next full CRL when a revocation the served one
+    lacks has been pending for ``delay``, at half its validity, and whenever the served file
+    is missing or is not known to reflect the log (another process published a newer one
+    somewhere else, or a publication was recorded but never written here)."""
 
     def __init__(self, ca: CertificateAuthority, status: RevocationStatusProjection, target: Path,
                  delay: timedelta, validity: timedelta) -> None:
@@ -61,67 +123,76 @@ class CrlPublisher:
         self.delay = delay
         self.validity = validity
         self.pending_since: datetime | None = None
+        self.files = CrlFiles()
+        #: CRL number → CA log position it reflects, for the CRLs this publisher wrote
+        self._reflects: dict[int, int] = {}
 
-    def publish(self) -> bytes:
+    def publish(self, copy: Path | None = None) -> CrlPublication:
+        """Sign the next CRL from the caught-up status view and put it where it is served
+        (and at ``copy``)."""
         catch_up(self.status, self.ca)
         entries = self.status.view.revoked_entries()
         position = self.status.view.max_tracking_id(self.ca.name) or 0
         published = self.ca.publish_crls(entries, position, self.validity)
-        for shard, shard_der in published.shards.items():
-            _replace(self.target.with_name(f"shard-{shard}.crl"), shard_der)
-        _replace(self.target, published.full)
-        der = published.full
+        write_crls(published, self.target, copy)
+        number = self.ca.authority().crl_number
+        self._reflects = {number: position}
         self.pending_since = None
-        log.info("CRL %d published: %d revoked, CA log position %d",
-                 self.ca.authority().crl_number, len(entries), position)
-        return der
+        log.info("CRL %d published: %d revoked, CA log position %d", number, len(entries),
+                 position)
+        return CrlPublication(number, len(entries), position, published)
+
+    def served_position(self, served: CrlFile) -> int | None:
+        """The CA log position the served CRL reflects, when known."""
+        if served.number in self._reflects:
+            return self._reflects[served.number]
+        authority = self.ca.authority()
+        if served.number == authority.crl_number:  # e.g. written here by `partner-ca crl`
+            return authority.crl_log_position
+        return None
 
     def tick(self) -> bool:
         """Publish if due; returns whether a CRL was published."""
         catch_up(self.status, self.ca)
-        authority = self.ca.authority()
         now = self.ca.clock.now()
-        if not self.target.exists() or authority.crl_this_update is None or (
-                now >= authority.crl_this_update + self.validity / 2):
+        served = self.files.read(self.target)
+        reflects = self.served_position(served) if served is not None else None
+        if served is None or reflects is None or now >= served.this_update + self.validity / 2:
             self.publish()
             return True
-        newest_revocation = self.status.view.revoked_position()
-        if newest_revocation > authority.crl_log_position:
+        if self.status.view.revoked_position() > reflects:
             self.pending_since = self.pending_since or now
             if now - self.pending_since >= self.delay:
                 self.publish()
                 return True
+        else:
+            self.pending_since = None
         return False
 
 
-def _file_reply(path: Path, content_type: str, request: Request,
-                last_modified: datetime | None, expires: datetime | None) -> Response:
-    try:
-        body = path.read_bytes()
-    except OSError:
+def _crl_reply(served: CrlFile | None, request: Request) -> Response:
+    if served is None:
         return Response(b"not published yet\n", status_code=404, media_type="text/plain")
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    headers = {"ETag": etag, "Content-Type": content_type}
-    if last_modified is not None:
-        headers["Last-Modified"] = http_date(last_modified)
-    if expires is not None:
-        headers["Expires"] = http_date(expires)
+    headers = {"ETag": served.etag, "Content-Type": "application/pkix-crl",
+               "Last-Modified": http_date(served.this_update)}
+    if served.next_update is not None:  # what this body says, not what the log says last
+        headers["Expires"] = http_date(served.next_update)
         headers["Cache-Control"] = "public, no-transform, must-revalidate, max-age=" + str(
-            max(0, int((expires - datetime.now(UTC)).total_seconds())))
-    if request.headers.get("if-none-match") == etag:
+            max(0, int((served.next_update - datetime.now(UTC)).total_seconds())))
+    if request.headers.get("if-none-match") == served.etag:
         return Response(b"", status_code=304, headers=headers)
-    return Response(body, headers=headers)
+    return Response(served.body, headers=headers)
 
 
 def crl_app(ca: CertificateAuthority, crl_path: Path, status: StatusView) -> Starlette:
+    files = CrlFiles()
+
     async def crl(request: Request) -> Response:
         """The full CRL, or a shard (``shard-<n>.crl``) when sharding is on."""
         name = request.path_params["name"]
         if name != crl_path.name and not SHARD_FILE.fullmatch(name):
             return Response(b"no such CRL\n", status_code=404, media_type="text/plain")
-        authority = ca.authority()
-        return _file_reply(crl_path.with_name(name), "application/pkix-crl", request,
-                           authority.crl_this_update, authority.crl_next_update)
+        return _crl_reply(files.read(crl_path.with_name(name)), request)
 
     async def issuing(request: Request) -> Response:
         der = from_pem(ca.authority().issuing_certificate_pem).public_bytes(Encoding.DER)

@@ -79,8 +79,12 @@ class Difference:
     key: str
     live: Any
     rebuilt: Any
+    #: what is wrong, when it is not a difference of values (a stored response's content)
+    note: str = ""
 
     def __str__(self) -> str:
+        if self.note:
+            return f"{self.view} {self.key}: {self.note}"
         return f"{self.view} {self.key}: live {self.live!r}, rebuilt {self.rebuilt!r}"
 
 
@@ -283,7 +287,7 @@ def _rebuild_ca(settings: Settings, scratch: Path, part: int, upto: dict[str, in
                     _progress[part], part=(part, PARTS))
     ca.close()
     fed = time.perf_counter()
-    if settings.database_url:
+    if settings.store_url("ca"):
         _copy(settings.store_url("ca"), "revocation_status", COLUMNS,
               map(attrgetter(*COLUMNS), status_rows.by_serial.values()))
         _copy(settings.store_url("ca"), "ocsp_responses", OCSP_COLUMNS, answers.rows(False))
@@ -466,10 +470,61 @@ def _copy(url: str, table: str, columns: tuple[str, ...], rows: Iterable[tuple[A
                 copy.write_row(row)
 
 
+def _signers(ca: Any) -> dict[str, Any]:
+    """Every certificate that ever signed stored OCSP responses: the delegated signers the
+    CA's log records, and the root (its answers about the issuing CA)."""
+    from ca_core.authority import Authority
+    from ca_core.certificate import serial_hex
+    from ca_core.x509profile import from_pem
+
+    root = from_pem(ca.authority().root_certificate_pem)
+    found = {serial_hex(root.serial_number): root}
+    decode = Decoder(ca)
+    for record in records(ca, topics=[get_topic(Authority.OcspSignerIssued)]):
+        event = decode(record)
+        found[event.serial] = from_pem(event.certificate_pem)
+    return found
+
+
+def _check_responses(settings: Settings, part: int, verify_signatures: bool
+                     ) -> tuple[int, list[Difference]]:
+    """Partition ``part`` of the live OCSP store: does each stored response (both CertID
+    hashes) say what its row says — the row being what ``_compare_ca_view`` checks against
+    the rebuilt view? A row whose bytes were swapped for an earlier, validly signed answer
+    (``good`` for a revoked certificate) is found here. (rows checked, findings)"""
+    from ca_core.ocsp import HASHES, stored_response_findings
+    from ca_core.x509profile import from_pem
+
+    started = time.perf_counter()
+    ca = _app(settings, "ca")
+    authority = ca.authority()
+    issuing, root = (from_pem(authority.issuing_certificate_pem),
+                     from_pem(authority.root_certificate_pem))
+    signers = _signers(ca)
+    ca.close()
+    store = _live(settings, "ocsp_responses")
+    rows = store.partition(part, PARTS)
+    differences: list[Difference] = []
+    for row in rows:
+        about_ca = row.serial.startswith(CA_PREFIX)
+        expected = Answer(row.serial.removeprefix(CA_PREFIX), row.status, row.revoked_at,
+                          row.reason)
+        for algorithm in HASHES:
+            findings = stored_response_findings(
+                row.der(algorithm), algorithm, expected, root if about_ca else issuing,
+                row.this_update, row.next_update, signers.get(row.signer_serial),
+                verify_signatures)
+            differences.extend(Difference("ocsp_responses", row.serial, row.der(algorithm),
+                                          expected, note=finding) for finding in findings)
+    log.debug("replay checked %d stored OCSP responses (part %d) in %.2f s", len(rows), part,
+              time.perf_counter() - started)
+    return len(rows), differences[:MAX_DIFFERENCES]
+
+
 def _compare_ca_view(settings: Settings, scratch: Path, view: str
                      ) -> tuple[int, list[Difference]]:
     started = time.perf_counter()
-    if settings.database_url:
+    if settings.store_url("ca"):
         found = _pg_compare(settings.store_url("ca"), _TABLES[view])
     else:
         found = _sql_compare(_TABLES[view], _sqlite_file(view, scratch),
@@ -487,7 +542,8 @@ def total_positions(ca: Any, portal: Any) -> int:
 
 
 def replay(settings: Settings, scratch: Path | None = None,
-           tick: Callable[[int], None] | None = None, processes: int = 2) -> ReplayReport:
+           tick: Callable[[int], None] | None = None, processes: int = 2,
+           verify_signatures: bool = False) -> ReplayReport:
     """Rebuild the views in ``processes`` worker processes (the CA's log split by aggregate
     into ``PARTS``, each part feeding the status view and the OCSP answers; the portal's log
     into the email outbox), then compare each view with the live one, also in parallel."""
@@ -503,7 +559,7 @@ def replay(settings: Settings, scratch: Path | None = None,
         "portal" if view == "mail_outbox" else "ca") or 0 for view in _TABLES | {"mail_outbox": 0}}
     # the scratch tables exist before the workers write
     _scratch("mail_outbox", scratch)
-    if settings.database_url:
+    if settings.store_url("ca"):
         _pg_scratch(settings.store_url("ca"))
     else:
         for view in _TABLES:
@@ -531,10 +587,15 @@ def replay(settings: Settings, scratch: Path | None = None,
         decoded = sum(wait(parts))
         checks = [pool.apply_async(_compare_ca_view, (settings, scratch, view))
                   for view in _TABLES]
+        responses = [pool.apply_async(_check_responses, (settings, k, verify_signatures))
+                     for k in range(PARTS)]
         results = [_Result(view, upto[view], decoded if view == "revocation_status" else 0,
                            compared, differences)
                    for view, (compared, differences) in zip(_TABLES, wait(checks), strict=True)]
         results.append(wait([mail])[0])
+        signed = wait(responses)
+        results.append(_Result("ocsp_signed_responses", 0, 0, sum(n for n, _ in signed),
+                               [d for _, found in signed for d in found][:MAX_DIFFERENCES]))
     report()
     covered = max(upto["revocation_status"], upto["ocsp_responses"]) + upto["mail_outbox"]
     return ReplayReport(covered, sum(r.decoded for r in results), time.perf_counter() - started,

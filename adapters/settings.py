@@ -4,11 +4,25 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ca_core.policy import DEFAULT_MODULES, IssuancePolicy, PortalPolicy
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line naming each environment variable that is wrong and why (never its value: it
+    may be a secret)."""
+    problems = []
+    for error in exc.errors():
+        field = "_".join(str(part) for part in error["loc"])
+        name = f"PARTNER_CA_{field.upper()}" if field else "settings"
+        problems.append(f"{name}: {error['msg']}")
+    return "bad configuration: " + "; ".join(problems)
 
 
 class Settings(BaseSettings):
@@ -40,6 +54,9 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: float = Field(default=3600.0, ge=0.0)
     key_passphrase: SecretStr | None = None
     portal_secret: SecretStr | None = None
+    #: DEBUG shows every record each role publishes and applies; INFO (``serve``'s default)
+    #: shows starts, stops and what each step did; one-shot commands log WARNING and above.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", ""] = ""
     #: Freeze the clock at this instant (testing and demonstrations only).
     now: datetime | None = None
 
@@ -96,6 +113,11 @@ class Settings(BaseSettings):
     #: Sharded CRLs: 0 = off; N shards by serial mod N (see docs/operations.md).
     crl_shards: int = Field(default=0, ge=0, le=4096)
     crl_shard_url: str = "http://127.0.0.1:8081/crl/shard-{shard}.crl"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _signer_outlives_responses(self) -> Settings:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import httpx
 import typer
@@ -21,18 +21,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from adapters.output import EXIT_REFUSED, EXIT_SETUP, JsonOpt, fail, load_settings, out, result
 from adapters.portal_client import PortalClient, PortalRefused
-from adapters.settings import Settings
 from adapters.token import Token, TokenError, list_tokens
 from ca_core.errors import DomainError
+from ca_core.request import check_revocation_passwords
 from ca_core.x509profile import split_pems
 
-EXIT_REFUSED, EXIT_USAGE, EXIT_SETUP = 1, 2, 3
-out = Console()
 token_app = typer.Typer(help="The hardware token over PKCS#11 (what 'Správce karty' does).",
                         no_args_is_help=True)
 
@@ -42,11 +40,6 @@ PinFdOpt = Annotated[int | None, typer.Option("--pin-fd", help="Read the PIN fro
                                                                "descriptor (scripts).")]
 PortalOpt = Annotated[str | None, typer.Option("--portal", help="Portal API base URL (default "
                                                                 "PARTNER_CA_PORTAL_URL).")]
-
-
-def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
-    sys.stderr.write(f"error: {message}\n")
-    raise typer.Exit(code)
 
 
 def _secret(env: str, prompt: str, fd: int | None = None) -> str:
@@ -62,7 +55,7 @@ def _secret(env: str, prompt: str, fd: int | None = None) -> str:
 
 def open_token(label: str, pin_fd: int | None) -> Token:
     return Token(label, _secret("PARTNER_CA_TOKEN_PIN", "Token PIN", pin_fd),
-                 Settings().pkcs11_module)
+                 load_settings().pkcs11_module)
 
 
 def _run(step: Callable[[], None]) -> None:
@@ -76,22 +69,34 @@ def _run(step: Callable[[], None]) -> None:
 
 # -- token ---------------------------------------------------------------------------
 @token_app.command("list")
-def token_list() -> None:
+def token_list(as_json: JsonOpt = False) -> None:
     """Tokens present in the PKCS#11 module (PARTNER_CA_PKCS11_MODULE)."""
     def step() -> None:
+        tokens = list_tokens(load_settings().pkcs11_module)
+        if as_json:
+            for t in tokens:
+                result(True, "", slot=t.slot, label=t.label, serial=t.serial,
+                       manufacturer=t.manufacturer, model=t.model)
+            return
         table = Table("slot", "label", "serial", "manufacturer", "model")
-        for t in list_tokens(Settings().pkcs11_module):
+        for t in tokens:
             table.add_row(str(t.slot), t.label, t.serial, t.manufacturer, t.model)
         out.print(table)
     _run(step)
 
 
 @token_app.command("objects")
-def token_objects(token: TokenOpt, pin_fd: PinFdOpt = None) -> None:
+def token_objects(token: TokenOpt, pin_fd: PinFdOpt = None, as_json: JsonOpt = False) -> None:
     """Keys and certificates on the token (private keys: extractable? sensitive?)."""
     def step() -> None:
+        objects = open_token(token, pin_fd).objects()
+        if as_json:
+            for o in objects:
+                result(True, "", kind=o.kind, label=o.label, id=o.id_hex,
+                       extractable=o.extractable, sensitive=o.sensitive)
+            return
         table = Table("kind", "label", "id", "extractable", "sensitive")
-        for o in open_token(token, pin_fd).objects():
+        for o in objects:
             table.add_row(o.kind, o.label, o.id_hex, _yes_no(o.extractable), _yes_no(o.sensitive))
         out.print(table)
     _run(step)
@@ -103,40 +108,44 @@ def _yes_no(value: bool | None) -> str:
 
 @token_app.command("keygen")
 def token_keygen(token: TokenOpt, key_label: KeyLabelOpt = "partner-ca",
-                 pin_fd: PinFdOpt = None) -> None:
+                 pin_fd: PinFdOpt = None, as_json: JsonOpt = False) -> None:
     """Generate an EC P-256 key pair on the token (private key non-extractable)."""
     def step() -> None:
         key_id = open_token(token, pin_fd).generate_key(key_label)
-        out.print(f"key {key_label} (id {key_id}) generated on token {token}")
+        result(as_json, f"key {key_label} (id {key_id}) generated on token {token}",
+               token=token, key_label=key_label, key_id=key_id)
     _run(step)
 
 
 @token_app.command("csr")
 def token_csr(token: TokenOpt, user: Annotated[str, typer.Option("--user")],
               out_file: Annotated[Path, typer.Option("--out")],
-              key_label: KeyLabelOpt = "partner-ca", pin_fd: PinFdOpt = None) -> None:
+              key_label: KeyLabelOpt = "partner-ca", pin_fd: PinFdOpt = None,
+              as_json: JsonOpt = False) -> None:
     """A PKCS#10 request for the token key, signed on the token."""
     def step() -> None:
         out_file.write_text(open_token(token, pin_fd).csr(key_label, user))
-        out.print(f"CSR written to {out_file}")
+        result(as_json, f"CSR written to {out_file}", csr=str(out_file), key_label=key_label)
     _run(step)
 
 
 @token_app.command("import")
 def token_import(token: TokenOpt, cert: Annotated[Path, typer.Option("--cert")],
                  chain: Annotated[Path | None, typer.Option("--chain")] = None,
-                 key_label: KeyLabelOpt = "partner-ca", pin_fd: PinFdOpt = None) -> None:
+                 key_label: KeyLabelOpt = "partner-ca", pin_fd: PinFdOpt = None,
+                 as_json: JsonOpt = False) -> None:
     """Put the issued certificate (and its chain) on the token, beside its key."""
     def step() -> None:
         pems = [cert.read_text(), *(split_pems(chain.read_text()) if chain else [])]
         open_token(token, pin_fd).import_certificates(key_label, pems)
-        out.print(f"{len(pems)} certificate(s) imported onto {token}")
+        result(as_json, f"{len(pems)} certificate(s) imported onto {token}",
+               token=token, imported=len(pems))
     _run(step)
 
 
 
 @token_app.command("show")
-def token_show(token: TokenOpt, pin_fd: PinFdOpt = None) -> None:
+def token_show(token: TokenOpt, pin_fd: PinFdOpt = None, as_json: JsonOpt = False) -> None:
     """Certificates on the token with their validity and status (asks the OCSP responder)."""
     def step() -> None:
         certs = open_token(token, pin_fd).certificates()
@@ -145,9 +154,14 @@ def token_show(token: TokenOpt, pin_fd: PinFdOpt = None) -> None:
         for label, cert in certs:
             issuer = by_subject.get(cert.issuer)
             status = _ocsp_status(cert, issuer) if issuer is not None and issuer != cert else "-"
-            table.add_row(label, cert.subject.rfc4514_string(), format(cert.serial_number, "X"),
-                          cert.not_valid_after_utc.isoformat(), status)
-        out.print(table)
+            row = (label, cert.subject.rfc4514_string(), format(cert.serial_number, "X"),
+                   cert.not_valid_after_utc.isoformat(), status)
+            if as_json:
+                result(True, "", **dict(zip(("label", "subject", "serial", "not_after",
+                                             "status"), row, strict=True)))
+            table.add_row(*row)
+        if not as_json:
+            out.print(table)
     _run(step)
 
 
@@ -172,7 +186,7 @@ def _ocsp_status(cert: x509.Certificate, issuer: x509.Certificate) -> str:
 
 
 @token_app.command("change-pin")
-def token_change_pin(token: TokenOpt, pin_fd: PinFdOpt = None) -> None:
+def token_change_pin(token: TokenOpt, pin_fd: PinFdOpt = None, as_json: JsonOpt = False) -> None:
     """R6: change the token PIN — old PIN once, new PIN twice; nothing goes to the service."""
     def step() -> None:
         old = _secret("PARTNER_CA_TOKEN_PIN", "Current PIN", pin_fd)
@@ -181,14 +195,14 @@ def token_change_pin(token: TokenOpt, pin_fd: PinFdOpt = None) -> None:
             "PARTNER_CA_TOKEN_NEW_PIN_AGAIN", "New PIN again")
         if new != again:
             fail("the two new PINs differ [token-pin-mismatch]")
-        Token(token, old, Settings().pkcs11_module).change_pin(old, new)
-        out.print(f"PIN of token {token} changed")
+        Token(token, old, load_settings().pkcs11_module).change_pin(old, new)
+        result(as_json, f"PIN of token {token} changed", token=token, changed=True)
     _run(step)
 
 
 @token_app.command("export-chain")
 def token_export_chain(token: TokenOpt, out_file: Annotated[Path, typer.Option("--out")],
-                       pin_fd: PinFdOpt = None) -> None:
+                       pin_fd: PinFdOpt = None, as_json: JsonOpt = False) -> None:
     """R12: the CA chain from the token, PEM, for registering in the operating system."""
     def step() -> None:
         chain = [c for label, c in sorted(open_token(token, pin_fd).certificates(),
@@ -196,13 +210,14 @@ def token_export_chain(token: TokenOpt, out_file: Annotated[Path, typer.Option("
                  if "-chain-" in label]  # -chain-1 (issuing CA), then -chain-2 (root)
         out_file.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM)
                                       for c in chain))
-        out.print(f"{len(chain)} CA certificate(s) written to {out_file}")
+        result(as_json, f"{len(chain)} CA certificate(s) written to {out_file}",
+               chain=str(out_file), certificates=len(chain))
     _run(step)
 
 
 # -- client flows with the token, over the portal API --------------------------------------
 def _portal(url: str | None) -> PortalClient:
-    return PortalClient(url or Settings().portal_url)
+    return PortalClient(url or load_settings().portal_url)
 
 
 def _passwords() -> tuple[str, str]:
@@ -229,7 +244,7 @@ class PendingRequest:
 
     @staticmethod
     def _path(request_id: str) -> Path:
-        return Settings().client_state_dir / "requests" / f"{request_id}.json"
+        return load_settings().client_state_dir / "requests" / f"{request_id}.json"
 
     def save(self) -> Path:
         path = self._path(self.request_id)
@@ -269,46 +284,52 @@ def _wait(client: PortalClient, pending: PendingRequest, timeout: float) -> None
              "[request-rejected]")
 
 
-def _import(client: PortalClient, pending: PendingRequest, token: Token) -> None:
+def _import(client: PortalClient, pending: PendingRequest, token: Token, as_json: bool) -> None:
     picked = client.pickup(pending.session, pending.request_id)
     token.import_certificates(pending.key_label, [picked["certificate_pem"],
                                                   *split_pems(picked["chain_pem"])])
     pending.forget()
-    out.print(f"request {pending.request_id}: certificate {picked['serial']} is on token "
-              f"{token.label} ({pending.key_label})")
+    result(as_json, f"request {pending.request_id}: certificate {picked['serial']} is on token "
+                    f"{token.label} ({pending.key_label})", request_id=pending.request_id,
+           state="picked-up", serial=picked["serial"], token=token.label,
+           key_label=pending.key_label)
 
 
 def _submitted(pending: PendingRequest, token: Token, client: PortalClient, wait: bool,
-               timeout: float) -> None:
+               timeout: float, as_json: bool) -> None:
     where = pending.save()
-    out.print(f"request {pending.request_id} submitted")
     if not wait:
-        out.print(f"remembered in {where}; when the email arrives: partner-ca client wait "
-                  f"{pending.request_id}")
+        result(as_json, f"request {pending.request_id} submitted; remembered in {where}; when "
+                        f"the email arrives: partner-ca client wait {pending.request_id}",
+               request_id=pending.request_id, state="submitted", remembered_in=str(where))
         return
+    if not as_json:
+        out.print(f"request {pending.request_id} submitted", markup=False)
     _wait(client, pending, timeout)
-    _import(client, pending, token)
+    _import(client, pending, token, as_json)
 
 
 def client_request_with_token(user_id: str, otp: str | None, token_label: str, key_label: str,
                               portal: str | None, pin_fd: int | None, wait: bool = True,
-                              timeout: float = 300.0) -> None:
+                              timeout: float = 300.0, as_json: bool = False) -> None:
     def step() -> None:
         token = open_token(token_label, pin_fd)
-        secret = otp or _secret("PARTNER_CA_OTP", "One-time password")
         first, second = _passwords()
+        check_revocation_passwords(first, second)  # refused here, the OTP stays usable
+        secret = otp or _secret("PARTNER_CA_OTP", "One-time password")
         client = _portal(portal)
-        session = client.login_with_otp(user_id, secret)
         token.generate_key(key_label)
-        request_id = client.submit(session, token.csr(key_label, user_id), first, second)
+        csr = token.csr(key_label, user_id)
+        session = client.login_with_otp(user_id, secret)
+        request_id = client.submit(session, csr, first, second)
         _submitted(PendingRequest(request_id, user_id, token_label, key_label,
                                   str(client.http.base_url), session), token, client, wait,
-                   timeout)
+                   timeout, as_json)
     _run(step)
 
 
 def client_wait_with_token(request_id: str, token_label: str | None, pin_fd: int | None,
-                           timeout: float, wait: bool = True) -> None:
+                           timeout: float, wait: bool = True, as_json: bool = False) -> None:
     """``client wait`` (until issued, then pick up) and ``client pickup --token`` (now or
     never: an unanswered request is ``certificate-not-ready``)."""
     def step() -> None:
@@ -317,18 +338,21 @@ def client_wait_with_token(request_id: str, token_label: str | None, pin_fd: int
         client = _portal(pending.portal_url)
         if wait:
             _wait(client, pending, timeout)
-        _import(client, pending, token)
+        _import(client, pending, token, as_json)
     _run(step)
 
 
 def client_pickup_link_with_token(link: str, token_label: str, key_label: str,
-                                  portal: str | None, pin_fd: int | None) -> None:
+                                  portal: str | None, pin_fd: int | None,
+                                  as_json: bool = False) -> None:
     def step() -> None:
         token = open_token(token_label, pin_fd)
         picked = _portal(portal).pickup_link(link)
         token.import_certificates(key_label, [picked["certificate_pem"],
                                               *split_pems(picked["chain_pem"])])
-        out.print(f"certificate {picked['serial']} is on token {token_label} ({key_label})")
+        result(as_json, f"certificate {picked['serial']} is on token {token_label} "
+                        f"({key_label})", serial=picked["serial"], token=token_label,
+               key_label=key_label)
     _run(step)
 
 
@@ -341,37 +365,42 @@ def _login(client: PortalClient, token: Token, key_label: str) -> dict[str, obje
 
 
 def client_login_with_token(token_label: str, key_label: str, portal: str | None,
-                            pin_fd: int | None) -> None:
+                            pin_fd: int | None, as_json: bool = False) -> None:
     def step() -> None:
         found = _login(_portal(portal), open_token(token_label, pin_fd), key_label)
-        out.print(f"logged in as {found['user_id']} ({found['module']}) with {found['serial']}")
+        result(as_json, f"logged in as {found['user_id']} ({found['module']}) with "
+                        f"{found['serial']}", user_id=found["user_id"], module=found["module"],
+               serial=found["serial"])
     _run(step)
 
 
 def client_renew_with_token(token_label: str, key_label: str, new_key_label: str,
-                            portal: str | None, pin_fd: int | None) -> None:
+                            portal: str | None, pin_fd: int | None,
+                            as_json: bool = False) -> None:
     def step() -> None:
         token = open_token(token_label, pin_fd)
         client = _portal(portal)
         found = _login(client, token, key_label)
         session = str(found["token"])
         first, second = _passwords()
+        check_revocation_passwords(first, second)
         token.generate_key(new_key_label)
         request_id = client.renew(session, token.csr(new_key_label, str(found["user_id"])),
                                   first, second)
         _submitted(PendingRequest(request_id, str(found["user_id"]), token_label, new_key_label,
                                   str(client.http.base_url), session), token, client, True,
-                   300.0)
+                   300.0, as_json)
     _run(step)
 
 
 def client_revoke_with_token(token_label: str, key_label: str, reason: str, portal: str | None,
-                             pin_fd: int | None) -> None:
+                             pin_fd: int | None, as_json: bool = False) -> None:
     def step() -> None:
         token = open_token(token_label, pin_fd)
         client = _portal(portal)
         found = _login(client, token, key_label)
         password = _secret("PARTNER_CA_REVOCATION_PASSWORD", "Revocation password")
         client.revoke(str(found["token"]), password, reason)
-        out.print(f"revocation of {found['serial']} requested")
+        result(as_json, f"revocation of {found['serial']} requested", serial=found["serial"],
+               reason=reason)
     _run(step)

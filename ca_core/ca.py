@@ -169,6 +169,15 @@ class CertificateAuthority(MessageDrivenApplication):
         except AggregateNotFoundError:
             raise CaNotInitialised("the CA is not initialised: run 'partner-ca init'") from None
 
+    def is_initialised(self) -> bool:
+        return AUTHORITY_ID in self.repository
+
+    def unlock(self) -> None:
+        """Open the issuing key now: a key store that cannot (wrong passphrase, missing key)
+        fails here, before anything is accepted, not at the first request."""
+        self.authority()
+        self._issuer()
+
     def chain_pem(self) -> str:
         """Issuing CA then root, PEM (R12)."""
         a = self.authority()

@@ -176,6 +176,9 @@ class TreeHeadSigned(Message):
     leaf_prefixes_sha256: str
     key_fingerprint: str
     signature: str
+    #: signing time, milliseconds since the Unix epoch, covered by the signature (format v2;
+    #: absent in heads signed before it was)
+    signed_at_ms: int | None = None
 
     @property
     def key(self) -> str:
@@ -266,7 +269,7 @@ def tree_head(application: str, e: DomainEvent) -> TreeHeadSigned | None:
         message_id=_mid(e), occurred_at=e.timestamp, application=application,
         tree_size=e.tree_size, previous_size=e.previous_size, root_hash=e.root_hash,
         leaf_prefixes_sha256=hashlib.sha256(bytes.fromhex(e.leaf_prefixes)).hexdigest(),
-        key_fingerprint=e.key_fingerprint, signature=e.signature)
+        key_fingerprint=e.key_fingerprint, signature=e.signature, signed_at_ms=e.signed_at_ms)
 
 
 def portal_outbox(e: DomainEvent) -> list[tuple[str, Message]]:

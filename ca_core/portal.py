@@ -45,6 +45,8 @@ from ca_core.request import (
 from ca_core.x509profile import subject_identity
 
 _WRONG_OTP = "the user identifier or one-time password is wrong"
+#: requests one enrollment session may make when the CA rejects the earlier ones (R3)
+REQUESTS_PER_SESSION = 3
 
 
 class LoginRefused(DomainError):
@@ -195,6 +197,10 @@ class Portal(MessageDrivenApplication):
     def _otp(self, otp_id: UUID) -> OneTimePassword:
         return cast(OneTimePassword, self.repository.get(otp_id))
 
+    def otp_expires_at(self, otp_id: UUID) -> datetime:
+        """When an OTP stops being usable (R1: 21 days after it was issued)."""
+        return self._otp(otp_id).expires_at
+
     def expire_otps(self) -> int:
         """R1/R11: unused OTPs expire 21 days after issue."""
         now = self.clock.now()
@@ -233,30 +239,48 @@ class Portal(MessageDrivenApplication):
         raise OtpRefused(_WRONG_OTP, code="otp-wrong")
 
     # -- R3 -------------------------------------------------------------------
+    def check_request(self, csr_pem: str, revocation_password: str,
+                      revocation_password_again: str) -> None:
+        """R3's checks that need no session (CSR, key policy, the two password entries):
+        a client runs them before it redeems the OTP, so a typo does not use it up."""
+        check_revocation_passwords(revocation_password, revocation_password_again)
+        checked_csr(csr_pem)
+
     def submit_request(self, session: EnrollmentSession, csr_pem: str,
                        revocation_password: str, revocation_password_again: str) -> UUID:
-        """R3: a CSR and the revocation password typed twice, inside an enrollment session."""
+        """R3: a CSR and the revocation password typed twice, inside an enrollment session.
+
+        One certificate per session: a request the portal refuses records nothing, and one
+        the CA rejected may be followed by another in the same session (at most
+        ``REQUESTS_PER_SESSION`` in all), so a bad key does not cost the user the OTP."""
         now = self.clock.now()
         otp = self._otp(session.otp_id)
         otp.check_session_open(now)
-        request_id = CertificateRequest.id_for_session(session.otp_id)
-        if request_id in self.repository:
-            raise OtpRefused("this enrollment session has already been used for a request",
+        for attempt in range(REQUESTS_PER_SESSION):
+            request_id = CertificateRequest.id_for_session(session.otp_id, attempt)
+            if request_id not in self.repository:
+                break
+            if self.request(request_id).state != "rejected":
+                raise OtpRefused("this enrollment session has already been used for a request",
+                                 code="session-used")
+        else:
+            raise OtpRefused(f"{REQUESTS_PER_SESSION} requests of this enrollment session were "
+                             "rejected; ask the module administrator for a new OTP",
                              code="session-used")
         return self._file_request(session.user_id, otp.module, csr_pem, revocation_password,
-                                  revocation_password_again, otp_id=session.otp_id)
+                                  revocation_password_again, otp_id=session.otp_id,
+                                  attempt=attempt)
 
     def _file_request(self, user_id: str, module: str, csr_pem: str, password: str,
                       password_again: str, otp_id: UUID | None = None,
-                      renews_serial: str | None = None) -> UUID:
-        check_revocation_passwords(password, password_again)
-        checked_csr(csr_pem)  # the portal refuses bad CSRs before anything is recorded
+                      renews_serial: str | None = None, attempt: int = 0) -> UUID:
+        self.check_request(csr_pem, password, password_again)  # nothing recorded if refused
         now = self.clock.now()
         partner = self.partner(user_id)
         request = CertificateRequest.submit(
             user_id=user_id, module=module, csr_pem=csr_pem,
             revocation_password_hash=hash_password(password), now=now, otp_id=otp_id,
-            renews_serial=renews_serial,
+            renews_serial=renews_serial, attempt=attempt,
         )
         partner.file_request(request_id=request.id, timestamp=now)
         try:

@@ -80,13 +80,15 @@ class CertificateRequest(Aggregate):
         not_after: datetime
 
     @staticmethod
-    def create_id(*_: Any, otp_id: UUID | None = None, **__: Any) -> UUID:
-        return CertificateRequest.id_for_session(otp_id) if otp_id else uuid4()
+    def create_id(*_: Any, otp_id: UUID | None = None, attempt: int = 0, **__: Any) -> UUID:
+        return CertificateRequest.id_for_session(otp_id, attempt) if otp_id else uuid4()
 
     @staticmethod
-    def id_for_session(otp_id: UUID) -> UUID:
-        """One request per enrollment session: the request id derives from the redeemed OTP."""
-        return uuid5(NAMESPACE_URL, f"partner-ca:request:{otp_id}")
+    def id_for_session(otp_id: UUID, attempt: int = 0) -> UUID:
+        """The request ids of an enrollment session derive from the redeemed OTP (and, after
+        a rejected request, from the attempt): two submissions of one never both land."""
+        suffix = f":{attempt}" if attempt else ""
+        return uuid5(NAMESPACE_URL, f"partner-ca:request:{otp_id}{suffix}")
 
     @classmethod
     def submit(
@@ -99,10 +101,11 @@ class CertificateRequest(Aggregate):
         now: datetime,
         otp_id: UUID | None = None,
         renews_serial: str | None = None,
+        attempt: int = 0,
     ) -> CertificateRequest:
         return cls._create(
             cls.CsrSubmitted,
-            id=cls.create_id(otp_id=otp_id),
+            id=cls.create_id(otp_id=otp_id, attempt=attempt),
             user_id=user_id,
             module=module,
             kind="renewal" if renews_serial else "new",

@@ -84,6 +84,14 @@ class OcspStore(TrackingRecorder, ABC):
         return self._select(f"WHERE serial NOT LIKE {self.placeholder} ORDER BY serial",
                             (CA_PREFIX + "%",))
 
+    def partition(self, part: int, parts: int) -> list[StoredResponse]:
+        """Every row (the root's answers about the issuing CA too) whose serial's last hex
+        digit falls in partition ``part`` of ``parts``, so that processes can share them."""
+        digits = [d for i, d in enumerate("0123456789ABCDEF") if i % parts == part]
+        p = self.placeholder
+        return self._select(f"WHERE substr(serial, length(serial), 1) IN "
+                            f"({', '.join([p] * len(digits))})", tuple(digits))
+
     @abstractmethod
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
 

@@ -75,7 +75,7 @@ def advance(system: PartnerCa, delta: timedelta) -> None:
 
 
 class HttpServer:
-    """A Starlette app served by uvicorn in a thread on a free port (for real HTTP clients)."""
+    """An ASGI app served by uvicorn in a thread on a socket bound here (no port race)."""
 
     def __init__(self, app: Any) -> None:
         import socket
@@ -83,20 +83,24 @@ class HttpServer:
 
         import uvicorn
 
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(128)
+        self.port = self.socket.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]},
+                                       daemon=True)
         self.thread.start()
         while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("the test HTTP server did not start")
             self.thread.join(0.02)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+        self.socket.close()
 
 
 def request_body(key: softtoken.UserKey, user: str = USER,

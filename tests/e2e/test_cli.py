@@ -178,12 +178,12 @@ def test_cli_setup_problems_exit_3(tmp_path: Path) -> None:
     env = {"PARTNER_CA_DATA_DIR": str(tmp_path / "none"), "PARTNER_CA_KEY_PASSPHRASE": ""}
     done = run("init", env=env, check=3)
     assert "PARTNER_CA_KEY_PASSPHRASE" in done.stderr
-    done = run("status", "00AA", env=env, check=1)
-    assert "certificate-unknown" in done.stderr
+    done = run("status", "00AA", env=env, check=3)
+    assert "ca-not-initialised" in done.stderr
     env["PARTNER_CA_KEY_PASSPHRASE"] = PASSPHRASE
     done = run("revoke", "00AA", "--reason", "keyCompromise", "--operator", "x", env=env,
-               check=1)
-    assert "Traceback" not in done.stderr
+               check=3)
+    assert "Traceback" not in done.stderr and "ca-not-initialised" in done.stderr
 
 
 @pytest.mark.parametrize("command", [

@@ -23,6 +23,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from adapters import softtoken
 from adapters.bootstrap import build_ca, build_portal
+from adapters.kafka_link.inbox import source_name
 from adapters.kafka_link.topics import ensure_topics
 from adapters.settings import Settings
 from bench.workload import make_csrs, submit_requests, submit_revocations
@@ -254,8 +255,9 @@ def test_restart_the_broker_mid_stream(roles: Roles, apps: tuple[Any, Any],
     check_consistency(portal, ca)
 
 
-def _duplicate_topic(bootstrap: str, topic: str) -> int:
-    """Deliver every record of ``topic`` a second time (same key, value and headers)."""
+def _duplicate_topic(bootstrap: str, topic: str) -> tuple[int, dict[tuple[str, int], int]]:
+    """Deliver every record of ``topic`` a second time (same key, value and headers); returns
+    how many were copied and each partition's end offset after the copies."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                              consumer_timeout_ms=3000)
     partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
@@ -273,8 +275,9 @@ def _duplicate_topic(bootstrap: str, topic: str) -> int:
             break
     producer.flush()
     producer.close()
+    after = consumer.end_offsets(partitions)
     consumer.close()
-    return copied
+    return copied, {(tp.topic, tp.partition): offset for tp, offset in after.items()}
 
 
 def test_every_message_delivered_twice(roles: Roles, apps: tuple[Any, Any],
@@ -289,10 +292,16 @@ def test_every_message_delivered_twice(roles: Roles, apps: tuple[Any, Any],
         portal, CertificateRequest.RevocationConfirmed) >= asked, roles)
     before = check_consistency(portal, ca)
     prefix = env["PARTNER_CA_KAFKA_TOPIC_PREFIX"]
-    copied = sum(_duplicate_topic(env["PARTNER_CA_KAFKA_BOOTSTRAP"], prefix + t)
-                 for t in ("requests", "ca-events"))
-    assert copied >= 2 * len(ids)
-    time.sleep(8)  # let both inboxes chew through the copies
+    copied = {consumer: _duplicate_topic(env["PARTNER_CA_KAFKA_BOOTSTRAP"], prefix + topic)
+              for topic, consumer in (("requests", ca), ("ca-events", portal))}
+    assert sum(n for n, _ in copied.values()) >= 2 * len(ids)
+
+    def consumed() -> bool:  # evidence: each inbox's tracked position is past every copy
+        return all((app.recorder.max_tracking_id(source_name(topic, partition)) or 0) >= end
+                   for app, (_, ends) in copied.items()
+                   for (topic, partition), end in ends.items())
+
+    wait_for("both inboxes past the duplicates", consumed, roles)
     roles.assert_alive()
     assert check_consistency(portal, ca) == before
 

@@ -64,7 +64,7 @@ def test_randomised_history_status_ocsp_and_crl_agree(tmp_path: Path, database_u
         system.ca.revoke(rng.choice(good), rng.choice(REVOCATION_REASONS), operator="ops")
         revocations += 1
         maintain_ocsp(responder, system.ca)
-        crl = x509.load_der_x509_crl(publisher.publish())
+        crl = x509.load_der_x509_crl(publisher.publish().crls.full)
         for serial, pem in issued.items():
             row = publisher.status.view.get(serial)
             assert row is not None

@@ -70,9 +70,10 @@ def check_consistency(m: int, n: int, old: bytes, new: bytes, proof: list[bytes]
 
 
 def signed_bytes(application: str, head: dict[str, Any]) -> bytes:
+    """docs/audit.md's signed bytes of a head (v2: with its signing time), built here."""
     name = application.encode()
-    return (b"partner-ca/tree-head/v1" + struct.pack(">I", len(name)) + name
-            + struct.pack(">QQ", head["tree_size"], head["previous_size"])
+    return (b"partner-ca/tree-head/v2" + struct.pack(">I", len(name)) + name
+            + struct.pack(">QQQ", head["tree_size"], head["previous_size"], head["signed_at_ms"])
             + bytes.fromhex(head["root_hash"]) + bytes.fromhex(head["leaf_prefixes_sha256"]))
 
 
@@ -147,13 +148,14 @@ def test_heads_go_out_on_kafka_and_verify_checks_the_store_against_them(
     copy = tmp_path / "kafka-heads.jsonl"
     write_heads(heads, copy)
     for application in (system.ca, system.portal):
-        _, count, findings = verify(application, key.public_key(), [copy])
+        checked = verify(application, key.public_key(), [copy])
+        count, findings = checked.heads, checked.findings
         assert findings == [] and count == (2 if application is system.ca else 1)
     # someone with write access to the database drops the CA's newest head
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("DELETE FROM ca_events WHERE notification_id = (SELECT max(notification_id) "
                      "FROM ca_events WHERE topic LIKE '%TreeHeadSigned')")
-    _, _, findings = verify(system.ca, key.public_key(), [copy])
+    findings = verify(system.ca, key.public_key(), [copy]).findings
     assert any("missing from the log (it is in the published copy)" in f.what
                for f in findings), [str(f) for f in findings]
     system.close()

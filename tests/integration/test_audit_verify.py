@@ -84,10 +84,11 @@ def truncate_the_tail(system: Any, url: str) -> int:
 def test_verify_names_the_position_of_each_kind_of_tampering(
         tmp_path: Path, database_url: str, tamper: Callable[[Any, str], int]) -> None:
     system, key = built(tmp_path, database_url)
-    size, heads, findings = verify(system.ca, key.public_key(), published(system))
+    checked = verify(system.ca, key.public_key(), published(system))
+    size, heads, findings = checked.events, checked.heads, checked.findings
     assert findings == [] and heads == 2 and size > 12
     position = tamper(system, database_url)
-    _, _, findings = verify(system.ca, key.public_key(), published(system))
+    findings = verify(system.ca, key.public_key(), published(system)).findings
     assert findings, "tampering detected"
     assert findings[0].position == position, [str(f) for f in findings]
     system.close()
@@ -95,7 +96,85 @@ def test_verify_names_the_position_of_each_kind_of_tampering(
 
 def test_a_head_signed_by_another_key_is_refused(tmp_path: Path) -> None:
     system, _key = built(tmp_path, "")
-    _, heads, findings = verify(system.ca, ec.generate_private_key(ec.SECP256R1()).public_key())
+    checked = verify(system.ca, ec.generate_private_key(ec.SECP256R1()).public_key())
+    heads, findings = checked.heads, checked.findings
     assert heads == 2 and len(findings) == 2
     assert all(f.what.endswith("has a bad signature") for f in findings)
+    system.close()
+
+
+def test_verify_says_what_no_signed_head_covers_and_when_the_newest_was_signed(
+        tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+
+    from tests.support import PASSPHRASE
+
+    system = make_system(tmp_path / "data")
+    register(system)
+    enroll(system)
+    system.close()
+    env = {**os.environ, "PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
+           "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE}
+
+    def cli(*args: str) -> dict[str, Any]:
+        done = subprocess.run(["partner-ca", "audit", *args, "--app", "ca"], env=env,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stderr
+        # proofs are one indented JSON document; the others one object per log
+        return dict(json.loads(done.stdout if args[0] == "prove" else
+                               done.stdout.splitlines()[-1]))
+
+    signed = cli("checkpoint", "--json")
+    plain = subprocess.run(["partner-ca", "audit", "verify", "--app", "ca"], env=env,
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert f"the newest valid head covers positions 1–{signed['tree_size']}, signed " \
+        in plain.stdout and "UTC" in plain.stdout
+    system = make_system(tmp_path / "data", initialise=False)
+    enroll(system)  # events after the head
+    size = system.ca.recorder.max_notification_id()
+    system.close()
+    found = cli("verify", "--json")
+    assert found["intact"] and found["covered"] == signed["tree_size"]
+    assert found["uncovered"] == size - signed["tree_size"] > 0
+    assert found["covered_signed_at"] is not None
+    head = json.loads((tmp_path / "data" / "audit" / "heads.jsonl").read_text().splitlines()[-1])
+    proof = cli("prove", "1", "--json")
+    assert proof["signed_at_ms"] == head["signed_at_ms"] is not None
+
+
+def test_verify_before_any_checkpoint_says_nothing_is_covered(tmp_path: Path) -> None:
+    system = make_system(tmp_path / "data")
+    register(system)
+    checked = verify(system.ca, ec.generate_private_key(ec.SECP256R1()).public_key())
+    assert checked.findings == [] and checked.covered == 0
+    assert checked.uncovered == checked.events > 0
+    assert "no signed tree head covers any of it yet" in checked.coverage()
+    system.close()
+
+
+def test_the_signed_time_cannot_be_changed_in_a_copy_and_v1_heads_still_verify(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import adapters.audit
+
+    system = make_system(tmp_path / "data")
+    register(system)
+    key = ec.generate_private_key(ec.SECP256R1())
+    with monkeypatch.context() as old_format:  # a head signed before times were signed in
+        old_format.setattr(adapters.audit, "milliseconds", lambda _: None)
+        checkpoint(system.ca, key, published=published(system))
+    enroll(system)
+    checkpoint(system.ca, key, published=published(system))
+    checked = verify(system.ca, key.public_key(), published(system))
+    assert checked.findings == [] and checked.heads == 2 and checked.covered_signed_at
+    lines = [json.loads(line) for line in published(system).read_text().splitlines()]
+    assert lines[0]["signed_at_ms"] is None and lines[1]["signed_at_ms"] is not None
+    lines[1]["signed_at_ms"] += 3_600_000  # claim it was signed an hour later
+    copy = tmp_path / "copy.jsonl"
+    copy.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    findings = [str(f) for f in verify(system.ca, key.public_key(), copy).findings]
+    assert any("differs from its published copy" in f for f in findings), findings
     system.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from cryptography import x509
 from adapters.bootstrap import PartnerCa
 from adapters.relying import CrlPublisher, crl_app, crl_publisher
 from ca_core.clock import ManualClock
+from projections.status import catch_up
 from tests.support import HttpServer, enroll, make_system, register
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
@@ -133,7 +135,7 @@ def test_sharded_crls_each_certificate_names_its_shard_and_openssl_uses_it(
         bad = enrolled[0]
         system.ca.revoke(bad.picked.serial, "keyCompromise", operator="ops")
         published = publisher.publish()
-        assert x509.load_der_x509_crl(published).get_revoked_certificate_by_serial_number(
+        assert x509.load_der_x509_crl(published.crls.full).get_revoked_certificate_by_serial_number(
             int(bad.picked.serial, 16)) is not None, "the full CRL stays complete"
         for me in enrolled:
             cert = x509.load_pem_x509_certificate(me.picked.certificate_pem.encode())
@@ -160,3 +162,113 @@ def test_sharded_crls_each_certificate_names_its_shard_and_openssl_uses_it(
     finally:
         server.close()
         system.close()
+
+
+def _served(service: CrlService) -> tuple[x509.CertificateRevocationList, httpx.Response]:
+    reply = httpx.get(f"{service.server.url}/crl/issuing.crl")
+    assert reply.status_code == 200
+    return x509.load_der_x509_crl(reply.content), reply
+
+
+def _headers_describe_the_body(crl: x509.CertificateRevocationList,
+                               reply: httpx.Response) -> None:
+    from email.utils import parsedate_to_datetime
+
+    assert parsedate_to_datetime(reply.headers["last-modified"]) == crl.last_update_utc
+    assert parsedate_to_datetime(reply.headers["expires"]) == crl.next_update_utc
+
+
+def test_a_crl_published_from_the_command_line_is_the_one_served(
+        service: CrlService, tmp_path: Path) -> None:
+    """`partner-ca crl --out some-other-file` (the README's command) while the CRL server
+    runs: the served CRL is the new one, headers and all."""
+    import os
+
+    from tests.support import PASSPHRASE
+
+    register(service.system)
+    me = enroll(service.system)
+    assert service.publisher.tick()
+    service.system.ca.revoke(me.picked.serial, "keyCompromise", operator="ops")
+    env = {**os.environ, "PARTNER_CA_DATA_DIR": str(service.system.settings.data_dir),
+           "PARTNER_CA_DATABASE_URL": service.system.settings.database_url,
+           "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE}
+    done = subprocess.run(["partner-ca", "crl", "--out", str(tmp_path / "elsewhere.crl"),
+                           "--json"], env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 0, done.stderr
+    number = json.loads(done.stdout)["crl_number"]
+    crl, reply = _served(service)
+    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == number
+    assert crl.get_revoked_certificate_by_serial_number(int(me.picked.serial, 16)) is not None
+    assert (tmp_path / "elsewhere.crl").read_bytes() == reply.content
+    _headers_describe_the_body(crl, reply)
+    assert not service.publisher.tick(), "the served CRL is current: nothing to publish"
+    assert not [p for p in service.publisher.target.parent.iterdir() if p.suffix == ".tmp"]
+
+
+def test_a_publication_recorded_but_not_written_here_is_replaced_at_once(
+        service: CrlService) -> None:
+    """Another host (or a crash between the event and the file) recorded a newer CRL that
+    this server does not have: it must not keep serving the older one."""
+    register(service.system)
+    me = enroll(service.system)
+    assert service.publisher.tick()
+    old, _ = _served(service)
+    service.system.ca.revoke(me.picked.serial, "keyCompromise", operator="ops")
+    catch_up(service.publisher.status, service.system.ca)
+    view = service.publisher.status.view
+    service.system.ca.publish_crls(view.revoked_entries(),
+                                   view.max_tracking_id("ca") or 0)  # written nowhere here
+    # this server knows what its CRL reflects: the revocation it lacks is pending, published
+    # within PARTNER_CA_CRL_DELAY_SECONDS as any revocation is
+    assert not service.publisher.tick()
+    service.clock.advance(timedelta(seconds=61))
+    assert service.publisher.tick()
+    crl, reply = _served(service)
+    assert crl.get_revoked_certificate_by_serial_number(int(me.picked.serial, 16)) is not None
+    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert number == service.system.ca.authority().crl_number == \
+        old.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 2
+    _headers_describe_the_body(crl, reply)
+    assert not service.publisher.tick()
+
+
+def test_the_command_line_crl_writes_its_shards_where_they_are_served(tmp_path: Path) -> None:
+    import os
+
+    from tests.support import PASSPHRASE
+
+    system = make_system(tmp_path / "data", start=NOW, crl_shards=3)
+    register(system)
+    me = enroll(system)
+    system.ca.revoke(me.picked.serial, "keyCompromise", operator="ops")
+    system.close()
+    env = {**os.environ, "PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
+           "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE, "PARTNER_CA_CRL_SHARDS": "3",
+           "PARTNER_CA_NOW": NOW.isoformat()}
+    done = subprocess.run(["partner-ca", "crl", "--json"], env=env, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["shards"] == 3
+    shard = int(me.picked.serial, 16) % 3
+    listed = x509.load_der_x509_crl((tmp_path / "data" / "crl" / f"shard-{shard}.crl")
+                                    .read_bytes())
+    assert listed.get_revoked_certificate_by_serial_number(int(me.picked.serial, 16))
+
+
+def test_after_a_restart_a_served_crl_older_than_the_recorded_one_is_replaced_at_once(
+        service: CrlService) -> None:
+    register(service.system)
+    me = enroll(service.system)
+    assert service.publisher.tick()
+    service.system.ca.revoke(me.picked.serial, "keyCompromise", operator="ops")
+    catch_up(service.publisher.status, service.system.ca)
+    view = service.publisher.status.view
+    service.system.ca.publish_crls(view.revoked_entries(), view.max_tracking_id("ca") or 0)
+    restarted = crl_publisher(service.system.ca, service.system.settings)
+    assert restarted.tick(), "what the served CRL reflects is unknown: publish at once"
+    crl, reply = _served(service)
+    assert crl.get_revoked_certificate_by_serial_number(int(me.picked.serial, 16)) is not None
+    _headers_describe_the_body(crl, reply)
+    assert not restarted.tick()

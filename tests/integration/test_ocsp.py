@@ -117,6 +117,58 @@ def test_rfc5019_get_with_curl_and_caching_headers(service: Ocsp) -> None:
     assert after.certificate_status == ocsp.OCSPCertStatus.REVOKED
 
 
+def test_a_conditional_get_first_never_leaves_an_empty_answer_in_a_worker_cache(
+        service: Ocsp) -> None:
+    """A cache or CDN in front revalidates with If-None-Match; a worker that had not seen the
+    request yet answers 304 and still gives the whole response to the next plain GET."""
+    register(service.system)
+    me = enroll(service.system)
+    service.maintain()
+    der = _request(me.picked.certificate_pem, service.system.ca.authority().issuing_certificate_pem)
+    path = "/ocsp/" + quote(base64.b64encode(der).decode(), safe="")
+    first = httpx.get(service.server.url + path)
+    etag = first.headers["etag"]
+    other_worker = HttpServer(OcspAsgi(service.responder, poll_seconds=3600))  # empty cache
+    try:
+        revalidated = httpx.get(other_worker.url + path, headers={"If-None-Match": etag})
+        assert revalidated.status_code == 304 and revalidated.content == b""
+        for _ in range(2):
+            plain = httpx.get(other_worker.url + path)
+            assert plain.status_code == 200 and plain.content == first.content
+            assert ocsp.load_der_ocsp_response(plain.content).certificate_status \
+                == ocsp.OCSPCertStatus.GOOD
+        mismatch = httpx.get(other_worker.url + path, headers={"If-None-Match": '"other"'})
+        assert mismatch.status_code == 200 and mismatch.content == first.content
+    finally:
+        other_worker.close()
+
+
+def _two_certificates(cert_pem: str, issuer_pem: str) -> bytes:
+    """One OCSPRequest naming the same certificate twice (cryptography cannot build one)."""
+    from asn1crypto import ocsp as asn1_ocsp
+
+    one = asn1_ocsp.OCSPRequest.load(_request(cert_pem, issuer_pem))
+    single = one["tbs_request"]["request_list"][0]
+    return bytes(asn1_ocsp.OCSPRequest(
+        {"tbs_request": {"request_list": [single, single]}}).dump())
+
+
+def test_a_request_naming_two_certificates_is_malformed_and_openssl_says_so(
+        service: Ocsp, caplog: pytest.LogCaptureFixture) -> None:
+    register(service.system)
+    me = enroll(service.system)
+    service.maintain()
+    issuer = service.system.ca.authority().issuing_certificate_pem
+    body = _two_certificates(me.picked.certificate_pem, issuer)
+    with caplog.at_level("INFO", logger="partner_ca.ocsp"):
+        answer = _post(service, body)
+    assert answer.response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+    assert "Traceback" not in caplog.text and "more than one certificate" in caplog.text
+    (service.tmp / "other.pem").write_text(me.picked.certificate_pem)
+    said = service.openssl(me.picked.certificate_pem, "-cert", str(service.tmp / "other.pem"))
+    assert "malformedrequest" in said.lower()
+
+
 def _request(cert_pem: str, issuer_pem: str, algorithm: hashes.HashAlgorithm | None = None,
              nonce: bytes | None = None) -> bytes:
     builder = ocsp.OCSPRequestBuilder().add_certificate(

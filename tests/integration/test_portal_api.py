@@ -220,3 +220,28 @@ def test_ops_register_issue_otp_revoke_with_roles_per_module_and_who_did_it(
         "privilegeWithdrawn", "operator:olga")
     problem(client.get("/v1/ops/certificates/ABCDEF", headers=bearer(token["operator"])),
             404, "certificate-unknown")
+
+
+def test_r3_a_session_whose_request_the_ca_rejected_may_try_again(
+        api: tuple[PartnerCa, TestClient]) -> None:
+    """A refusal costs the user neither the OTP nor the session: the portal refuses bad input
+    before recording anything, and after the CA rejected a request (here: a key already
+    certified to another user) the same session may send another, up to three in all."""
+    system, client = api
+    register(system, "P24-000999")
+    taken = softtoken.new_key()
+    other = otp_login(system, client, "P24-000999")
+    request_certificate(system, client, other, taken, "P24-000999")
+    token = otp_login(system, client)
+    problem(client.post("/v1/requests", headers=bearer(token), json={
+        **request_body(softtoken.new_key()), "revocation_password_again": "typo"}),
+        422, "revocation-password-mismatch")
+    first = request_certificate(system, client, token, taken)  # key of someone else
+    assert client.get(f"/v1/requests/{first}", headers=bearer(token)).json()["state"] \
+        == "rejected"
+    second = request_certificate(system, client, token, softtoken.new_key())
+    assert second != first
+    assert client.get(f"/v1/requests/{second}", headers=bearer(token)).json()["state"] \
+        == "ready"
+    problem(client.post("/v1/requests", headers=bearer(token),
+                        json=request_body(softtoken.new_key())), 409, "session-used")
