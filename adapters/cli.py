@@ -230,6 +230,8 @@ def serve(
         fail(str(exc), EXIT_SETUP)
     except DomainError as exc:  # not initialised, keys that do not open, …
         fail(f"{exc} [{exc.code}]", EXIT_SETUP)
+    except (OSError, ValueError) as exc:  # a listen address taken or not a socket
+        fail(f"cannot serve --role {role}: {exc}", EXIT_SETUP)
 
 
 # -- ops ----------------------------------------------------------------------

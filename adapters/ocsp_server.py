@@ -44,6 +44,7 @@ from cryptography.x509 import ocsp
 
 from adapters.persistence import ocsp_store
 from adapters.settings import Settings
+from adapters.sockets import inherited, listening_socket, shown
 from ca_core.ca import CertificateAuthority
 from ca_core.certificate import serial_hex
 from ca_core.clock import Clock
@@ -351,19 +352,10 @@ def maintain_ocsp(responder: OcspResponder, ca: CertificateAuthority) -> int:
 
 
 # -- processes ---------------------------------------------------------------------------
-def listening_socket(listen: str) -> socket.socket:
-    host, _, port = listen.rpartition(":")
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host.strip("[]") or "127.0.0.1", int(port)))
-    sock.listen(2048)
-    return sock
-
-
-def _worker(settings: Settings, passphrase: str | None) -> None:
-    """One HTTP worker process: its own socket on the shared port, its own cache."""
+def _worker(settings: Settings, passphrase: str | None,
+            shared: socket.socket | None = None) -> None:
+    """One HTTP worker process: its own socket on the shared port (or the one inherited
+    socket, ``fd:N``, shared by all workers), its own cache."""
     from adapters.bootstrap import build_ca, make_clock
 
     logging.basicConfig(level=logging.WARNING, format="ocsp worker %(process)d: %(message)s")
@@ -371,7 +363,8 @@ def _worker(settings: Settings, passphrase: str | None) -> None:
     app = OcspAsgi(ocsp_responder(ca, settings), poll_seconds=settings.relying_poll_seconds)
     config = uvicorn.Config(app, http="httptools", loop="uvloop", lifespan="on",
                             access_log=False, log_level="warning")
-    uvicorn.Server(config).run(sockets=[listening_socket(settings.ocsp_listen)])
+    uvicorn.Server(config).run(sockets=[shared or listening_socket(settings.ocsp_listen,
+                                                                   reuse_port=True)])
     ca.close()
 
 
@@ -381,14 +374,17 @@ def serve_ocsp(settings: Settings, ca: CertificateAuthority, passphrase: str | N
     responder = ocsp_responder(ca, settings)
     maintain_ocsp(responder, ca)  # a signer and responses exist before the first request
     context = multiprocessing.get_context("spawn")  # no inherited database connections
+    shared = listening_socket(settings.ocsp_listen) if inherited(settings.ocsp_listen) else None
 
     def start() -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=_worker, args=(settings, passphrase), daemon=True)
+        process = context.Process(target=_worker, args=(settings, passphrase, shared),
+                                  daemon=True)
         process.start()
         return process
 
     workers = [start() for _ in range(settings.ocsp_workers)]
-    log.info("serving ocsp on http://%s with %d worker(s)", settings.ocsp_listen, len(workers))
+    log.info("serving ocsp on http://%s with %d worker(s)",
+             shown(shared) if shared else settings.ocsp_listen, len(workers))
     while not stop.wait(settings.relying_poll_seconds):
         try:
             maintain_ocsp(responder, ca)

@@ -32,6 +32,7 @@ from starlette.routing import Route
 from adapters.ocsp_server import http_date, serve_ocsp
 from adapters.persistence import status_view
 from adapters.settings import Settings
+from adapters.sockets import listening_socket, shown
 from ca_core.ca import CertificateAuthority, PublishedCrls
 from ca_core.certificate import serial_hex
 from ca_core.x509profile import from_pem
@@ -257,13 +258,14 @@ def serve_relying(role: str, settings: Settings, ca: CertificateAuthority,
         return
     publisher = crl_publisher(ca, settings)
     publisher.tick()
-    host, _, port = settings.crl_listen.rpartition(":")
+    sock = listening_socket(settings.crl_listen)
     server = uvicorn.Server(uvicorn.Config(
-        crl_app(ca, publisher.target, publisher.status.view), host=host or "127.0.0.1",
-        port=int(port), log_level="warning", access_log=False))
-    web = threading.Thread(target=server.run, name="crl-http", daemon=True)
+        crl_app(ca, publisher.target, publisher.status.view), log_level="warning",
+        access_log=False))
+    web = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="crl-http",
+                           daemon=True)
     web.start()
-    log.info("serving crl on http://%s", settings.crl_listen)
+    log.info("serving crl on http://%s", shown(sock))
     maintainer = threading.Thread(target=_loop, args=(publisher.tick,
                                                       settings.relying_poll_seconds, stop, role),
                                   name="crl-maintainer", daemon=True)
@@ -272,3 +274,4 @@ def serve_relying(role: str, settings: Settings, ca: CertificateAuthority,
     server.should_exit = True
     web.join(timeout=10)
     maintainer.join(timeout=10)
+    sock.close()

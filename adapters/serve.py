@@ -107,20 +107,22 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
 
         from adapters.ops_auth import OpsTokens
         from adapters.portal_api import portal_api
+        from adapters.sockets import listening_socket, shown
 
-        host, _, port = settings.portal_listen.rpartition(":")
         api = portal_api(portal, ops_tokens=OpsTokens(settings.data_dir / "ops-tokens.json"))
-        server = uvicorn.Server(uvicorn.Config(api, host=host or "127.0.0.1",
-                                               port=int(port), log_level="warning",
+        server = uvicorn.Server(uvicorn.Config(api, log_level="warning",
                                                access_log=False))  # URLs carry pickup tokens
+        sock = listening_socket(settings.portal_listen)
 
         def run_api(stop: threading.Event) -> None:
-            web = threading.Thread(target=server.run, name="portal-api-http", daemon=True)
+            web = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                                   name="portal-api-http", daemon=True)
             web.start()
-            log.info("portal API on http://%s", settings.portal_listen)
+            log.info("portal API on http://%s", shown(sock))
             stop.wait()
             server.should_exit = True
             web.join(timeout=10)
+            sock.close()
 
         threads.append(threading.Thread(target=run_api, args=(stop,), name="portal-api",
                                         daemon=True))

@@ -120,3 +120,54 @@ def until(check: Any, what: str, timeout: float = 60) -> Any:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.2)
     return found
+
+
+def listener() -> Any:
+    """A socket bound to a free port on 127.0.0.1 and listening, to hand to a server (its
+    ``*_LISTEN`` setting ``fd:N``): no port is guessed and raced for."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def port_of(sock: Any) -> int:
+    return int(sock.getsockname()[1])
+
+
+def refused_port() -> Any:
+    """A socket bound to a port without listening: connecting there is refused for as long
+    as the caller holds it (nothing else can take the port meanwhile)."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def inherited_fds(env: dict[str, str]) -> tuple[int, ...]:
+    """The descriptors ``env``'s ``fd:N`` settings name: what a server process must inherit."""
+    return tuple(int(v[3:]) for k, v in env.items()
+                 if k.endswith("_LISTEN") and v.startswith("fd:"))
+
+
+def smtp_server(handler: Any) -> tuple[Any, int]:
+    """aiosmtpd serving ``handler`` on a socket bound here; (controller, port)."""
+    from aiosmtpd.controller import Controller
+
+    sock = listener()
+
+    class BoundController(Controller):  # type: ignore[misc]
+        def _create_server(self) -> Any:
+            return self.loop.create_server(self._factory_invoker, sock=sock)
+
+        def stop(self, *args: Any, **kwargs: Any) -> None:
+            super().stop(*args, **kwargs)
+            sock.close()
+
+    controller = BoundController(handler, hostname="127.0.0.1", port=port_of(sock))
+    controller.start()
+    return controller, port_of(sock)

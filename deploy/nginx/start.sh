@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start nginx as a relying party: client certificates must chain to CHAIN and be "good" at
 # OCSP_URL. Usage: deploy/nginx/start.sh RUN_DIR LISTEN CHAIN OCSP_URL  → prints https://LISTEN
+# (LISTEN: host:port, or unix:/path/to.sock as the tests use: no port to race for)
 set -euo pipefail
 run="$1"; listen="$2"; chain="$3"; ocsp="$4"
 here="$(cd "$(dirname "$0")" && pwd)"

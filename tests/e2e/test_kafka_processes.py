@@ -32,7 +32,7 @@ from ca_core.eventmodel import all_events
 from ca_core.processing import RejectedMessage
 from ca_core.request import CertificateRequest
 from tests.consistency import check_consistency
-from tests.support import PASSPHRASE
+from tests.support import PASSPHRASE, inherited_fds
 
 ROOT = Path(__file__).resolve().parents[2]
 IN_FLIGHT = 300
@@ -50,7 +50,8 @@ class Roles:
         log = (self.logs / f"{role}.log").open("ab")
         self.procs[role] = subprocess.Popen(
             ["partner-ca", "serve", "--role", role], env=self.env, stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            pass_fds=inherited_fds(self.env))
 
     def kill(self, role: str) -> None:
         proc = self.procs.pop(role)

@@ -16,27 +16,41 @@ import pytest
 
 from adapters.token import Token
 from tests.conftest import SoftToken
-from tests.integration.test_notifications import free_port
-from tests.support import MODULE, PASSPHRASE, USER, make_system, register, until
+from tests.support import (
+    MODULE,
+    PASSPHRASE,
+    USER,
+    inherited_fds,
+    listener,
+    make_system,
+    port_of,
+    register,
+    until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def ocsp(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
-    port = free_port()
+    sock = listener()  # handed to the responder (fd:N): no port is guessed
+    port = port_of(sock)
     env = {**os.environ, "PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
            "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE, "PARTNER_CA_OCSP_WORKERS": "1",
-           "PARTNER_CA_OCSP_LISTEN": f"127.0.0.1:{port}", "PARTNER_CA_RELYING_POLL_SECONDS": "0.2",
+           "PARTNER_CA_OCSP_LISTEN": f"fd:{sock.fileno()}",
+           "PARTNER_CA_RELYING_POLL_SECONDS": "0.2",
            "PARTNER_CA_OCSP_URL": f"http://127.0.0.1:{port}/ocsp"}
     yield env, f"http://127.0.0.1:{port}/ocsp"
+    sock.close()
 
 
-def curl(url: str, token: SoftToken, cert: Path) -> subprocess.CompletedProcess[str]:
+def curl(socket_path: Path, token: SoftToken, cert: Path) -> subprocess.CompletedProcess[str]:
+    """curl to nginx on its unix socket (no TCP port to race for), the key on the token."""
     key = f"pkcs11:token={token.label};object=partner-ca;type=private;pin-value={token.pin}"
     return subprocess.run(
         ["curl", "-s", "-k", "-o", "-", "-w", "\n%{http_code}", "--engine", "pkcs11",
-         "--key-type", "ENG", "--key", key, "--cert", str(cert), url],
+         "--key-type", "ENG", "--key", key, "--cert", str(cert), "--unix-socket",
+         str(socket_path), "https://127.0.0.1/"],
         capture_output=True, text=True, timeout=60,
         env={**os.environ, "PKCS11_MODULE_PATH": token.module, "SOFTHSM2_CONF": token.conf})
 
@@ -61,16 +75,17 @@ def test_token_certificate_logs_in_to_nginx_until_revoked(
     (tmp_path / "chain.pem").write_text(picked.chain_pem)
     responder = subprocess.Popen(["partner-ca", "serve", "--role", "ocsp"], env=env,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=(tmp_path / "ocsp.log").open("w"))
+                                 stderr=(tmp_path / "ocsp.log").open("w"),
+                                 pass_fds=inherited_fds(env))
     run = tmp_path / "nginx"
-    listen = f"127.0.0.1:{free_port()}"
+    listen = f"unix:{run / 'https.sock'}"
     try:
         until(lambda: _answers(ocsp_url), "the OCSP responder")
         started = subprocess.run(["bash", str(ROOT / "deploy/nginx/start.sh"), str(run), listen,
                                   str(tmp_path / "chain.pem"), ocsp_url],
                                  capture_output=True, text=True)
         assert started.returncode == 0, started.stderr
-        url = started.stdout.strip().splitlines()[-1] + "/"
+        url = run / "https.sock"
         allowed = curl(url, soft_token, tmp_path / "client.pem")
         assert allowed.stdout.endswith("\n200"), (allowed.stdout, allowed.stderr)
         assert f"CN={USER}" in allowed.stdout

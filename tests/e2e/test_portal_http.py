@@ -7,20 +7,21 @@ import base64
 import os
 import re
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 from cryptography import x509
 
 from adapters import softtoken
 from tests.e2e.test_kafka_processes import _database
-from tests.integration.test_notifications import Inbox, free_port, text_of
-from tests.support import request_body, until
+from tests.integration.test_notifications import Inbox, text_of
+from tests.support import inherited_fds, listener, port_of, request_body, smtp_server, until
 
 PASSPHRASE = "portal http test passphrase"
 USER, PASSWORD = "P24-000321", "revocation secret 9"
@@ -29,15 +30,18 @@ USER, PASSWORD = "P24-000321", "revocation secret 9"
 
 
 def installation(tmp_path: Path, postgres_url: str, database: str
-                 ) -> tuple[dict[str, str], Inbox, Controller]:
-    """An initialised installation on PostgreSQL with one registered user, mail to aiosmtpd."""
-    inbox, smtp_port, api_port = Inbox(), free_port(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
-    controller.start()
+                 ) -> tuple[dict[str, str], Inbox, Any, socket.socket]:
+    """An initialised installation on PostgreSQL with one registered user, mail to aiosmtpd;
+    the API's listening socket is made here and handed to every `serve` (fd:N), so restarts
+    keep the port and nothing races for it. Hold the returned socket while serve runs."""
+    inbox = Inbox()
+    controller, smtp_port = smtp_server(inbox)
+    api = listener()
+    api_port = port_of(api)
     env = {**os.environ, "PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
            "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE,
            "PARTNER_CA_DATABASE_URL": _database(postgres_url, database),
-           "PARTNER_CA_PORTAL_LISTEN": f"127.0.0.1:{api_port}",
+           "PARTNER_CA_PORTAL_LISTEN": f"fd:{api.fileno()}",
            "PARTNER_CA_PORTAL_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
            "PARTNER_CA_SMTP_HOST": "127.0.0.1", "PARTNER_CA_SMTP_PORT": str(smtp_port),
            "PARTNER_CA_RELYING_POLL_SECONDS": "0.2", "PARTNER_CA_EXPIRY_INTERVAL_SECONDS": "0.5"}
@@ -47,13 +51,13 @@ def installation(tmp_path: Path, postgres_url: str, database: str
         done = subprocess.run(["partner-ca", *command], env=env, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL)
         assert done.returncode == 0, done.stderr
-    return env, inbox, controller
+    return env, inbox, controller, api
 
 
 @pytest.fixture
 def portal(tmp_path: Path, postgres_url: str) -> Iterator[tuple[httpx.Client, Inbox,
                                                               dict[str, str]]]:
-    env, inbox, controller = installation(tmp_path, postgres_url, "partner_ca_http")
+    env, inbox, controller, _api = installation(tmp_path, postgres_url, "partner_ca_http")
     process, client = start_serve(env, tmp_path / "serve.log")
     try:
         yield client, inbox, env
@@ -68,7 +72,7 @@ def portal(tmp_path: Path, postgres_url: str) -> Iterator[tuple[httpx.Client, In
 def start_serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], httpx.Client]:
     process = subprocess.Popen(["partner-ca", "serve", "--role", "portal"], env=env,
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=log.open("a"))
+                               stderr=log.open("a"), pass_fds=inherited_fds(env))
     client = httpx.Client(base_url=env["PARTNER_CA_PORTAL_PUBLIC_URL"], timeout=10)
 
     def up() -> bool:
@@ -164,7 +168,8 @@ def test_expiry_reminder_and_expiry_emails_from_serve(tmp_path: Path,
                                                       postgres_url: str) -> None:
     """R11 by email: the installation restarted with its clock 10 days before the certificate's
     end (reminder), then one day after it (expiry recorded by the CA, notice sent)."""
-    env, inbox, controller = installation(tmp_path, postgres_url, "partner_ca_http_expiry")
+    env, inbox, controller, _api = installation(tmp_path, postgres_url,
+                                                "partner_ca_http_expiry")
     log = tmp_path / "serve.log"
     try:
         process, client = start_serve(env, log)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,30 +13,26 @@ import httpx
 import pytest
 from cryptography import x509
 
-from tests.support import PASSPHRASE, enroll, make_system, register, until
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
+from tests.support import PASSPHRASE, enroll, listener, make_system, port_of, register, until
 
 
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[tuple[dict[str, str], str, str]]:
     make_system(tmp_path / "data").close()  # initialised first: serve refuses an empty store
-    ocsp_port, crl_port = free_port(), free_port()
+    sockets = {"ocsp": listener(), "crl": listener()}  # handed over: no port is guessed
+    ocsp_port, crl_port = port_of(sockets["ocsp"]), port_of(sockets["crl"])
     env = {**os.environ, "PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
            "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE,
-           "PARTNER_CA_OCSP_LISTEN": f"127.0.0.1:{ocsp_port}",
-           "PARTNER_CA_CRL_LISTEN": f"127.0.0.1:{crl_port}",
+           "PARTNER_CA_OCSP_LISTEN": f"fd:{sockets['ocsp'].fileno()}",
+           "PARTNER_CA_CRL_LISTEN": f"fd:{sockets['crl'].fileno()}",
            "PARTNER_CA_CRL_DELAY_SECONDS": "1", "PARTNER_CA_RELYING_POLL_SECONDS": "0.2"}
     started = [subprocess.Popen(["partner-ca", "serve", "--role", role], env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=(tmp_path / f"{role}.log").open("w"))
+                                stderr=(tmp_path / f"{role}.log").open("w"),
+                                pass_fds=(sockets[role].fileno(),))
                for role in ("ocsp", "crl")]
+    for sock in sockets.values():
+        sock.close()  # the servers hold them now
     try:
         yield env, f"http://127.0.0.1:{ocsp_port}", f"http://127.0.0.1:{crl_port}"
         for proc in started:

@@ -10,13 +10,12 @@ import subprocess
 from pathlib import Path
 
 import httpx
-from aiosmtpd.controller import Controller
 
 from tests.conftest import SoftToken
 from tests.e2e import test_kafka_processes as kafka_processes
 from tests.e2e.test_kafka_processes import Roles
-from tests.integration.test_notifications import Inbox, free_port, text_of
-from tests.support import until
+from tests.integration.test_notifications import Inbox, text_of
+from tests.support import listener, port_of, smtp_server, until
 
 USER, PASSWORD = "P24-000555", "revocation secret 5"
 
@@ -38,16 +37,17 @@ def cli(env: dict[str, str], *args: str, check: int | None = 0,
 
 def test_manual_with_a_token_against_serve_on_postgres_and_kafka(
         env: dict[str, str], roles: Roles, soft_token: SoftToken, tmp_path: Path) -> None:
-    inbox, smtp_port, api_port, ocsp_port = Inbox(), free_port(), free_port(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
-    controller.start()
-    env = {**env, "PARTNER_CA_PORTAL_LISTEN": f"127.0.0.1:{api_port}",
+    inbox = Inbox()
+    controller, smtp_port = smtp_server(inbox)
+    api, ocsp = listener(), listener()  # handed to the serve roles: no port is guessed
+    api_port, ocsp_port = port_of(api), port_of(ocsp)
+    env = {**env, "PARTNER_CA_PORTAL_LISTEN": f"fd:{api.fileno()}",
            "PARTNER_CA_PORTAL_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
            "PARTNER_CA_PORTAL_URL": f"http://127.0.0.1:{api_port}",
            "PARTNER_CA_NOTIFIER_IN_PORTAL": "true", "PARTNER_CA_SMTP_HOST": "127.0.0.1",
            "PARTNER_CA_SMTP_PORT": str(smtp_port), "PARTNER_CA_RELYING_POLL_SECONDS": "0.3",
            "SOFTHSM2_CONF": soft_token.conf, "PARTNER_CA_PKCS11_MODULE": soft_token.module,
-           "PARTNER_CA_OCSP_LISTEN": f"127.0.0.1:{ocsp_port}", "PARTNER_CA_OCSP_WORKERS": "1",
+           "PARTNER_CA_OCSP_LISTEN": f"fd:{ocsp.fileno()}", "PARTNER_CA_OCSP_WORKERS": "1",
            "PARTNER_CA_OCSP_URL": f"http://127.0.0.1:{ocsp_port}/ocsp", "COLUMNS": "250",
            "PARTNER_CA_CLIENT_STATE_DIR": str(tmp_path / "client-state"),
            "PARTNER_CA_AUDIT_CHECKPOINT_SECONDS": "1"}
@@ -114,6 +114,8 @@ def test_manual_with_a_token_against_serve_on_postgres_and_kafka(
         roles.assert_alive()
     finally:
         controller.stop()
+        api.close()
+        ocsp.close()
         assert os.environ.get("PARTNER_CA_TOKEN_PIN") is None
 
 

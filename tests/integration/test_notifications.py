@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 
 from adapters.bootstrap import PartnerCa
@@ -24,7 +22,17 @@ from adapters.mailer import MaildirTransport, Notifier, SmtpTransport
 from adapters.portal_api import portal_api
 from adapters.settings import Settings
 from ca_core.otp import OtpRefused
-from tests.support import MODULE, USER, advance, enroll, make_system, register
+from tests.support import (
+    MODULE,
+    USER,
+    advance,
+    enroll,
+    make_system,
+    port_of,
+    refused_port,
+    register,
+    smtp_server,
+)
 
 
 class Inbox:
@@ -47,17 +55,10 @@ class Inbox:
         return [str(m["Message-ID"]) for m in self.messages]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
+    inbox = Inbox()
+    controller, port = smtp_server(inbox)
     yield inbox, port
     controller.stop()
 
@@ -144,9 +145,8 @@ def _request_only(system: PartnerCa, user: str) -> Any:
 
 def test_a_restart_in_the_middle_of_a_batch_sends_nothing_twice_and_loses_nothing(
         tmp_path: Path, database_url: str) -> None:
-    inbox, port = Inbox(delay=0.05), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
+    inbox = Inbox(delay=0.05)
+    controller, port = smtp_server(inbox)
     system = make_system(tmp_path / "data", database_url)
     register(system)
     for _ in range(24):
@@ -180,8 +180,9 @@ def test_delivery_is_retried_with_back_off_when_the_server_is_away(
     system = make_system(tmp_path / "data")
     register(system)
     _request_only(system, USER)
-    away = notifier_for(system, free_port())  # nothing listens there
-    away.step()
+    with refused_port() as nobody:  # nothing listens there
+        away = notifier_for(system, port_of(nobody))
+        away.step()
     [mail] = away.outbox.all()
     assert (mail.state, mail.attempts) == ("pending", 1) and mail.last_error
     assert away.outbox.due(system.clock.now(), 10) == [], "not before the back-off"
