@@ -17,7 +17,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from adapters.bulkread import bulk_reader_for
 from adapters.inprocess import InProcessTransport
 from adapters.keystore import FileKeyStore
-from adapters.persistence import status_view, store_env
+from adapters.persistence import private_directory, status_view, store_env
 from adapters.settings import Settings
 from ca_core.ca import CaNotInitialised, CertificateAuthority
 from ca_core.clock import Clock, ManualClock, SystemClock
@@ -57,7 +57,7 @@ def portal_secret(settings: Settings) -> bytes:
         return settings.portal_secret.get_secret_value().encode()
     path = settings.data_dir / "portal.secret"
     if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(settings.data_dir)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(secrets.token_hex(32))
@@ -69,7 +69,8 @@ def key_store(settings: Settings, passphrase: str | None) -> FileKeyStore | None
         settings.key_passphrase.get_secret_value() if settings.key_passphrase else None)
     if secret is None:
         return None
-    return FileKeyStore(Path(settings.data_dir) / "keys", secret.encode())
+    return FileKeyStore(Path(settings.data_dir) / "keys", secret.encode(),
+                        settings.key_kdf_iterations)
 
 
 class StoreUnavailable(DomainError):

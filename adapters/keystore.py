@@ -1,4 +1,10 @@
-"""File key store: CA private keys as PKCS#8 PEM encrypted with a passphrase (encrypted at rest)."""
+"""File key store: CA private keys as PKCS#8 PEM encrypted with a passphrase (encrypted at rest).
+
+The files are standard EncryptedPrivateKeyInfo (RFC 8018 PBES2): PBKDF2-HMAC-SHA256 at
+``KDF_ITERATIONS`` (OWASP's 2023 figure) and AES-256-CBC, so ``openssl pkey`` reads them
+too. cryptography writes PKCS#8 only with its own 2,048-iteration PBKDF2, so the envelope
+is built here with asn1crypto (``encrypt_pkcs8``); reading is cryptography's.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +12,64 @@ import hashlib
 import os
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from asn1crypto import algos as asn1_algos
+from asn1crypto import keys as asn1_keys
+from asn1crypto import pem as asn1_pem
+from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from ca_core.errors import DomainError
 from ca_core.x509profile import SigningKey
+
+
+KDF_ITERATIONS = 600_000  # PBKDF2-HMAC-SHA256, OWASP Password Storage Cheat Sheet (2023)
 
 
 class KeyStoreError(DomainError):
     code = "key-store"
 
 
+def encrypt_pkcs8(key: SigningKey, passphrase: bytes, iterations: int = KDF_ITERATIONS) -> bytes:
+    """``key`` as PEM EncryptedPrivateKeyInfo: PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC."""
+    plain = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())
+    salt, iv = os.urandom(16), os.urandom(16)
+    secret = PBKDF2HMAC(hashes.SHA256(), 32, salt, iterations).derive(passphrase)
+    padder = padding.PKCS7(128).padder()
+    padded = padder.update(plain) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(secret), modes.CBC(iv)).encryptor()
+    sealed = encryptor.update(padded) + encryptor.finalize()
+    info = asn1_keys.EncryptedPrivateKeyInfo({
+        "encryption_algorithm": {"algorithm": "pbes2", "parameters": {
+            "key_derivation_func": {"algorithm": "pbkdf2", "parameters": {
+                "salt": asn1_algos.Pbkdf2Salt(name="specified", value=salt),
+                "iteration_count": iterations, "key_length": 32,
+                "prf": {"algorithm": "sha256", "parameters": None}}},
+            "encryption_scheme": {"algorithm": "aes256_cbc", "parameters": iv}}},
+        "encrypted_data": sealed})
+    return bytes(asn1_pem.armor("ENCRYPTED PRIVATE KEY", info.dump()))
+
+
 class FileKeyStore:
     """Keys in ``<directory>/<name>.key.pem``, mode 0600, encrypted with the passphrase."""
 
-    def __init__(self, directory: Path, passphrase: bytes) -> None:
+    def __init__(self, directory: Path, passphrase: bytes,
+                 iterations: int = KDF_ITERATIONS) -> None:
         if len(passphrase) < 12:
             raise KeyStoreError("the key passphrase must have at least 12 characters",
                                 code="key-passphrase-too-short")
         self.directory = directory
         self._passphrase = passphrase
+        self.iterations = iterations
 
     def _path(self, name: str) -> Path:
         return self.directory / f"{name}.key.pem"
 
     def save(self, name: str, key: SigningKey) -> str:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(self._passphrase),
-        )
+        pem = encrypt_pkcs8(key, self._passphrase, self.iterations)
         path = self._path(name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:

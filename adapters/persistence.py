@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -14,6 +15,24 @@ from projections.ocsp import OcspStore, PostgresOcspStore, SQLiteOcspStore
 from projections.status import PostgresStatusView, SQLiteStatusView, StatusView
 
 
+def private_directory(path: Path) -> Path:
+    """``path`` made (if need be) and readable by its owner only (0700), whatever the umask:
+    the data directory holds the stores' hashes, e-mail addresses, CSRs and the keys."""
+    path.mkdir(parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != 0o700:
+        path.chmod(0o700)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """``path`` created if missing and set to 0600 before anything is written to it (SQLite
+    gives its journal files the mode of the database file)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    if path.stat().st_mode & 0o777 != 0o600:
+        path.chmod(0o600)
+    return path
+
+
 def store_env(database_url: str, data_dir: Path, app_name: str) -> dict[str, str]:
     """The eventsourcing environment for one application's event store.
 
@@ -21,10 +40,10 @@ def store_env(database_url: str, data_dir: Path, app_name: str) -> dict[str, str
     PostgreSQL: one database, tables prefixed by the application name.
     """
     if not database_url:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(data_dir)
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            "SQLITE_DBNAME": str(data_dir / f"{app_name}.sqlite"),
+            "SQLITE_DBNAME": str(private_file(data_dir / f"{app_name}.sqlite")),
             "SQLITE_LOCK_TIMEOUT": "10",
         }
     url = urlparse(database_url)

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     #: ``partner-ca audit checkpoint`` still works). See docs/audit.md.
     audit_checkpoint_seconds: float = Field(default=3600.0, ge=0.0)
     key_passphrase: SecretStr | None = None
+    #: PBKDF2-HMAC-SHA256 iterations for key files written from now on (OWASP: 600,000);
+    #: files keep the count they were written with, so older ones still open.
+    key_kdf_iterations: int = Field(default=600_000, ge=10_000)
     portal_secret: SecretStr | None = None
     #: DEBUG shows every record each role publishes and applies; INFO (``serve``'s default)
     #: shows starts, stops and what each step did; one-shot commands log WARNING and above.

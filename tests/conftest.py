@@ -17,6 +17,9 @@ from adapters.migrate import apply_migrations
 from tests.support import make_system
 
 ROOT = Path(__file__).resolve().parent.parent
+# key files are written with 10,000 PBKDF2 rounds here instead of 600,000 (0.1 s each, many
+# times per test); tests/integration/test_key_files.py checks the default
+os.environ.setdefault("PARTNER_CA_KEY_KDF_ITERATIONS", "10000")
 APP_TABLES = ("portal_events", "portal_tracking", "ca_events", "ca_tracking",
               "portal_relay_tracking", "ca_relay_tracking", "revocation_status_tracking",
               "ocsp_responses_tracking", "mail_outbox_tracking")
