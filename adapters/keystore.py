@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from ca_core.errors import DomainError
 from ca_core.x509profile import SigningKey
 
-
 KDF_ITERATIONS = 600_000  # PBKDF2-HMAC-SHA256, OWASP Password Storage Cheat Sheet (2023)
 
 
