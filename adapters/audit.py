@@ -82,7 +82,10 @@ def _fingerprint(public: ec.EllipticCurvePublicKey) -> str:
 def audit_key(keys: KeyStore, public_file: Path) -> ec.EllipticCurvePrivateKey:
     """The audit signing key (made on first use; its public half written for verifiers)."""
     if not keys.exists(AUDIT_KEY):
-        keys.save(AUDIT_KEY, ec.generate_private_key(ec.SECP256R1()))
+        try:
+            keys.save(AUDIT_KEY, ec.generate_private_key(ec.SECP256R1()))
+        except FileExistsError:  # the other log's checkpoint thread made it first
+            pass
     key = keys.load(AUDIT_KEY)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     if not public_file.exists():

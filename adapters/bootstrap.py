@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlparse
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
@@ -17,11 +16,16 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from adapters.bulkread import bulk_reader_for
 from adapters.inprocess import InProcessTransport
 from adapters.keystore import FileKeyStore
-from adapters.persistence import private_directory, status_view, store_env
+from adapters.persistence import (
+    StoreUnavailable,
+    open_store,
+    private_directory,
+    status_view,
+    store_env,
+)
 from adapters.settings import Settings
 from ca_core.ca import CaNotInitialised, CertificateAuthority
 from ca_core.clock import Clock, ManualClock, SystemClock
-from ca_core.errors import DomainError
 from ca_core.portal import Portal, TrustChain
 from ca_core.ports import StatusSource, Transport
 from ca_core.x509profile import split_pems
@@ -69,46 +73,8 @@ def key_store(settings: Settings, passphrase: str | None) -> FileKeyStore | None
         settings.key_passphrase.get_secret_value() if settings.key_passphrase else None)
     if secret is None:
         return None
-    return FileKeyStore(Path(settings.data_dir) / "keys", secret.encode(),
+    return FileKeyStore(settings.ca_key_dir, secret.encode(),
                         settings.key_kdf_iterations)
-
-
-class StoreUnavailable(DomainError):
-    """An event store cannot be opened; the message names which one and why."""
-
-    code = "store-unavailable"
-
-
-def describe_store(url: str, data_dir: Path, app_name: str) -> str:
-    """Where an application's store is, without the password."""
-    if not url:
-        return f"SQLite {data_dir / (app_name + '.sqlite')}"
-    parsed = urlparse(url)
-    user = f"{parsed.username}@" if parsed.username else ""
-    return f"PostgreSQL {user}{parsed.hostname}:{parsed.port or 5432}{parsed.path}"
-
-
-def _why_unreachable(url: str, exc: Exception) -> str:
-    """The server's own reason (no such database, authentication failed, …): the pool in
-    front of it only says it got no connection in time."""
-    if url:
-        try:
-            psycopg.connect(url, connect_timeout=3).close()
-        except psycopg.Error as direct:
-            return str(direct).strip().splitlines()[-1].removeprefix("FATAL:  ")
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def open_store(app_name: str, settings: Settings, make: Callable[[], T]) -> T:
-    """``make()`` an application on its store, or StoreUnavailable naming the store."""
-    try:
-        return make()
-    except (psycopg.Error, PersistenceError, OSError, ValueError) as exc:
-        url = settings.store_url(app_name)
-        what = {"ca": "the CA's", "portal": "the portal's"}.get(app_name, app_name)
-        raise StoreUnavailable(
-            f"cannot open {what} event store ({describe_store(url, settings.data_dir, app_name)}"
-            f"): {_why_unreachable(url, exc)}", code="store-unavailable") from exc
 
 
 def opening() -> Retrying:
@@ -126,6 +92,10 @@ def build_ca(settings: Settings, clock: Clock, passphrase: str | None = None
     ca = open_store("ca", settings, lambda: CertificateAuthority(
         store_env(settings.store_url("ca"), settings.data_dir, "ca"),
         keys=keys, clock=clock, policy=settings.issuance_policy()))
+    if settings.ocsp_key_passphrase is not None:  # delegated OCSP keys apart from the CA keys
+        ca.ocsp_keys = FileKeyStore(settings.ocsp_key_dir,
+                                    settings.ocsp_key_passphrase.get_secret_value().encode(),
+                                    settings.key_kdf_iterations)
     ca.bulk_reader = bulk_reader_for(ca.recorder)
     return ca
 

@@ -85,23 +85,26 @@ def _passphrase(confirm: bool = False) -> str | None:
     return None
 
 
-def _signing() -> bool:
-    """Whether the CA signs inside this command: the embedded wiring, where the in-process
-    transport hands requests straight to the CA (with Kafka the ``serve`` processes do)."""
-    return not os.environ.get("PARTNER_CA_KAFKA_BOOTSTRAP")
-
-
 @contextmanager
-def system(need_keys: bool = False, initialised: bool | None = True) -> Iterator[PartnerCa]:
+def system(need_keys: bool = False, initialised: bool | None = True,
+           user_side: bool = False) -> Iterator[PartnerCa]:
     """Open the configured system; turn every refusal into a one-line error and an exit code.
 
     The state is checked before any secret is asked for: a command that needs an
     initialised CA (``initialised``: True), or one that is not (``init``: False), says so
     first; then the key passphrase is asked for and the keys opened at once, so that a wrong
-    passphrase ends here (exit 3), before anything is recorded."""
+    passphrase ends here (exit 3), before anything is recorded.
+
+    ``user_side``: a partner's command never asks for a CA secret. In the embedded wiring the
+    CA signs in this process only when the CA role's own settings carry its passphrase
+    (PARTNER_CA_KEY_PASSPHRASE, as on a one-machine installation); otherwise the request is
+    recorded and the running ``serve`` signs it."""
     settings = load_settings()
+    # in-process delivery makes the CA sign here: only where it can (its keys are opened first)
+    in_process = not settings.kafka_bootstrap and (
+        (need_keys and not user_side) or settings.key_passphrase is not None)
     try:
-        built = build(settings, transport=None if settings.kafka_bootstrap else "in-process")
+        built = build(settings, transport="in-process" if in_process else None)
     except StoreUnavailable as exc:
         fail(str(exc), EXIT_SETUP)
     except Exception as exc:  # noqa: BLE001 - a view's store may be unreachable too
@@ -119,6 +122,8 @@ def system(need_keys: bool = False, initialised: bool | None = True) -> Iterator
             built.ca.keys = key_store(settings, passphrase)
             if initialised:
                 built.ca.unlock()
+        elif in_process and initialised:
+            built.ca.unlock()  # keys from the CA role's settings: a wrong passphrase ends here
         yield built
         built.pump()
     except (CaNotInitialised, KeyStoreError) as exc:
@@ -199,20 +204,27 @@ def serve(
     Before it starts: the CA must be initialised and, for the roles that sign, the key
     passphrase must open the keys; otherwise one line on stderr and exit 3."""
     from adapters.bootstrap import build_ca, make_clock
-    from adapters.serve import HTTP_ROLES, ROLES
+    from adapters.persistence import open_ca_store
+    from adapters.serve import EMBEDDED_ROLES, HTTP_ROLES, ROLES
     from adapters.serve import serve as run_role
 
     if role not in ROLES and role not in HTTP_ROLES:
         fail(f"unknown role {role!r}; use one of {', '.join([*ROLES, *HTTP_ROLES])}", EXIT_USAGE)
     configure_logging(role)
     settings = load_settings()
-    embedded = ("portal", "all", "portal-api", "notifier")
-    if not settings.kafka_bootstrap and role not in (*HTTP_ROLES, *embedded):
+    if not settings.kafka_bootstrap and role not in (*HTTP_ROLES, *EMBEDDED_ROLES):
         fail(f"--role {role} needs PARTNER_CA_KAFKA_BOOTSTRAP (the broker address)", EXIT_SETUP)
-    signing_roles = ("ca", "all", "ca-inbox", *HTTP_ROLES,
-                     *(embedded if not settings.kafka_bootstrap else ()))
+    # the OCSP and CRL roles sign nothing: the CA role publishes what they serve
+    signing_roles = ("ca", "all", "ca-inbox",
+                     *(EMBEDDED_ROLES if not settings.kafka_bootstrap else ()))
     passphrase: str | None = None
     try:
+        if role in HTTP_ROLES:
+            probe = open_ca_store(settings)
+            try:
+                probe.authority()  # not initialised: said at once
+            finally:
+                probe.close()
         if role in signing_roles:
             ca = build_ca(settings, make_clock(settings))
             try:
@@ -632,7 +644,7 @@ def crl(
     CrlPublished, and put it where ``serve --role crl`` serves it
     (<data_dir>/crl/issuing.crl, shards beside it; --out writes a copy too). Files are
     replaced atomically."""
-    from adapters.relying import crl_publisher
+    from adapters.publishing import crl_publisher
 
     settings = load_settings()
     with system(need_keys=True) as s:
@@ -765,7 +777,7 @@ def client_request(
     if csr is None:
         fail("give --csr (key file) or --token (PKCS#11 token)", EXIT_USAGE)
     csr_pem = _read(csr, "CSR")
-    with system(need_keys=_signing()) as s:
+    with system(user_side=True) as s:
         first, second = _revocation_passwords()
         s.portal.check_request(csr_pem, first, second)
         secret = otp if otp is not None else _prompt_secret("One-time password")
@@ -904,7 +916,7 @@ def client_renew(
     if csr is None:
         fail("give --csr with --cert/--key", EXIT_USAGE)
     csr_pem = _read(csr, "CSR")
-    with system(need_keys=_signing()) as s:
+    with system(user_side=True) as s:
         first, second = _revocation_passwords()
         s.portal.check_request(csr_pem, first, second)
         session = _cert_login(s, cert, key)
@@ -928,7 +940,7 @@ def client_revoke(
         client_revoke_with_token(token, key_label, reason, portal, pin_fd, as_json)
         return
     cert, key = _files(cert, key)
-    with system(need_keys=_signing()) as s:
+    with system(user_side=True) as s:
         password = os.environ.get("PARTNER_CA_REVOCATION_PASSWORD") or _prompt_secret(
             "Revocation password")
         session = _cert_login(s, cert, key)

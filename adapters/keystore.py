@@ -70,9 +70,14 @@ class FileKeyStore:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         pem = encrypt_pkcs8(key, self._passphrase, self.iterations)
         path = self._path(name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(pem)
+        try:  # whole or not at all, and never over an existing key (FileExistsError)
+            os.link(tmp, path)
+        finally:
+            tmp.unlink()
         spki = key.public_key().public_bytes(serialization.Encoding.DER,
                                              serialization.PublicFormat.SubjectPublicKeyInfo)
         return f"file:{name}:{hashlib.sha256(spki).hexdigest()[:16]}"

@@ -36,18 +36,21 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
 from adapters.persistence import ocsp_store
 from adapters.settings import Settings
 from adapters.sockets import inherited, listening_socket, shown
 from ca_core.ca import CertificateAuthority
-from ca_core.certificate import serial_hex
 from ca_core.clock import Clock
+from ca_core.errors import DomainError
 from ca_core.ocsp import (
     MAX_REQUEST_BYTES,
     OcspRefusal,
@@ -57,7 +60,7 @@ from ca_core.ocsp import (
     refusal,
     sign_response,
 )
-from ca_core.x509profile import from_pem
+from ca_core.x509profile import SigningKey, from_pem
 from projections.ocsp import CA_PREFIX, OcspResponseProjection, StoredResponse
 
 log = logging.getLogger("partner_ca.ocsp")
@@ -100,14 +103,22 @@ class OcspResponder:
                               f"serial {question.serial} was not issued by this CA")
         return question, row
 
+    def _nonce_signer(self) -> Signer | None:
+        try:
+            return self.projection.signer()
+        except DomainError:  # no delegated key here: the pre-signed answer (RFC 5019 allows it)
+            return None
+
     def answer(self, der: bytes, if_none_match: str | None = None) -> OcspReply:
         no_store = {"Content-Type": OCSP_RESPONSE, "Cache-Control": "no-store"}
         try:
             question, row = self._lookup(der)
-            if question.nonce is not None and not question.of_root:  # the root key is not in the workers
+            signer = self._nonce_signer() if question.nonce is not None and not \
+                question.of_root else None  # the root key is never here
+            if signer is not None and question.nonce is not None:
                 self.fresh_signatures += 1
                 return OcspReply(sign_response(
-                    self.projection.signer(), row.answer, question.algorithm, self.clock.now(),
+                    signer, row.answer, question.algorithm, self.clock.now(),
                     self.projection.validity, question.nonce), no_store)
             body = row.der(question.algorithm)
         except OcspRefusal as exc:
@@ -325,7 +336,11 @@ class SignerCache:
         self._current = self.ca.ocsp_signer(self.validity, self.renew)
 
     def reload(self) -> None:
-        self._current = self.ca.current_ocsp_signer()
+        try:
+            self._current = self.ca.current_ocsp_signer()
+        except DomainError:
+            self._current = None  # no delegated key at hand; asked again on the next change
+            raise
 
 
 def ocsp_responder(ca: CertificateAuthority, settings: Settings) -> OcspResponder:
@@ -338,28 +353,58 @@ def ocsp_responder(ca: CertificateAuthority, settings: Settings) -> OcspResponde
                          authority.root_certificate_pem)
 
 
-def maintain_ocsp(responder: OcspResponder, ca: CertificateAuthority) -> int:
-    """One maintenance step: rotate the signer if due, sign what is new, refresh what is old."""
-    signers = responder.projection.signer
-    if isinstance(signers, SignerCache):
-        signers.rotate()
-    done = responder.projection.catch_up(ca)
-    done += responder.projection.refresh_issuing_ca(
-        serial_hex(responder.issuer.serial_number), ca.root_signer)
-    while (refreshed := responder.projection.refresh()) > 0:
-        done += refreshed
-    return done
+class DelegatedKeyFiles:
+    """Read-only access to the delegated OCSP signing keys (``<data_dir>/ocsp-keys``, written
+    by the CA role, encrypted with PARTNER_CA_OCSP_KEY_PASSPHRASE): all the responder holds."""
+
+    def __init__(self, directory: Path, passphrase: bytes) -> None:
+        self.directory = directory
+        self._passphrase = passphrase
+
+    def _path(self, name: str) -> Path:
+        return self.directory / f"{name}.key.pem"
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).exists()
+
+    def load(self, name: str) -> SigningKey:
+        try:
+            key = serialization.load_pem_private_key(self._path(name).read_bytes(),
+                                                     self._passphrase)
+        except (OSError, ValueError, TypeError):
+            raise DomainError(f"cannot open the OCSP signing key {name!r} in {self.directory}",
+                              code="ocsp-key-unavailable") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise DomainError(f"{name!r} is not an EC key", code="ocsp-key-unavailable")
+        return key
+
+    def save(self, name: str, key: SigningKey) -> str:
+        raise DomainError("the OCSP responder does not write keys", code="read-only")
+
+
+def responder_settings(settings: Settings) -> Settings:
+    """What the OCSP and CRL roles keep of the settings: never the CA key passphrase."""
+    return settings.model_copy(update={"key_passphrase": None})
+
+
+def open_ca(settings: Settings) -> CertificateAuthority:
+    """The CA's store for a relying-party role: read, no CA key; the delegated OCSP key
+    files when PARTNER_CA_OCSP_KEY_PASSPHRASE is set."""
+    from adapters.persistence import open_ca_store
+
+    ca = open_ca_store(settings)
+    if settings.ocsp_key_passphrase is not None:
+        ca.ocsp_keys = DelegatedKeyFiles(settings.ocsp_key_dir,
+                                         settings.ocsp_key_passphrase.get_secret_value().encode())
+    return ca
 
 
 # -- processes ---------------------------------------------------------------------------
-def _worker(settings: Settings, passphrase: str | None,
-            shared: socket.socket | None = None) -> None:
+def _worker(settings: Settings, shared: socket.socket | None = None) -> None:
     """One HTTP worker process: its own socket on the shared port (or the one inherited
-    socket, ``fd:N``, shared by all workers), its own cache."""
-    from adapters.bootstrap import build_ca, make_clock
-
+    socket, ``fd:N``, shared by all workers), its own cache; no CA key, no CA passphrase."""
     logging.basicConfig(level=logging.WARNING, format="ocsp worker %(process)d: %(message)s")
-    ca = build_ca(settings, make_clock(settings), passphrase)
+    ca = open_ca(settings)
     app = OcspAsgi(ocsp_responder(ca, settings), poll_seconds=settings.relying_poll_seconds)
     config = uvicorn.Config(app, http="httptools", loop="uvloop", lifespan="on",
                             access_log=False, log_level="warning")
@@ -368,17 +413,23 @@ def _worker(settings: Settings, passphrase: str | None,
     ca.close()
 
 
-def serve_ocsp(settings: Settings, ca: CertificateAuthority, passphrase: str | None,
-               stop: threading.Event) -> None:
-    """Maintainer in this process, ``ocsp_workers`` HTTP worker processes; until ``stop``."""
-    responder = ocsp_responder(ca, settings)
-    maintain_ocsp(responder, ca)  # a signer and responses exist before the first request
+def serve_ocsp(settings: Settings, stop: threading.Event) -> None:
+    """``ocsp_workers`` HTTP worker processes, restarted when one dies; until ``stop``. The
+    responses are pre-signed by the CA role (adapters/publishing.py); this role holds no CA
+    key and no CA passphrase, at most the delegated OCSP key for requests with a nonce."""
+    settings = responder_settings(settings)
+    ca = open_ca(settings)
+    try:
+        ca.current_ocsp_signer()
+    except DomainError as exc:
+        log.warning("requests with a nonce get the pre-signed answer without it: %s", exc)
+    finally:
+        ca.close()
     context = multiprocessing.get_context("spawn")  # no inherited database connections
     shared = listening_socket(settings.ocsp_listen) if inherited(settings.ocsp_listen) else None
 
     def start() -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=_worker, args=(settings, passphrase, shared),
-                                  daemon=True)
+        process = context.Process(target=_worker, args=(settings, shared), daemon=True)
         process.start()
         return process
 
@@ -386,10 +437,6 @@ def serve_ocsp(settings: Settings, ca: CertificateAuthority, passphrase: str | N
     log.info("serving ocsp on http://%s with %d worker(s)",
              shown(shared) if shared else settings.ocsp_listen, len(workers))
     while not stop.wait(settings.relying_poll_seconds):
-        try:
-            maintain_ocsp(responder, ca)
-        except Exception:
-            log.exception("OCSP maintenance failed; will try again")
         for i, process in enumerate(workers):
             if not process.is_alive():
                 log.error("OCSP worker %s exited (%s); starting another", process.pid,

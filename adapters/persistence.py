@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
-from eventsourcing.persistence import InfrastructureFactory, TrackingRecorder
+import psycopg
+from eventsourcing.persistence import InfrastructureFactory, PersistenceError, TrackingRecorder
 from eventsourcing.utils import Environment, get_topic
 
 from adapters.pgrecorder import ArrayInsertApplicationRecorder, ArrayInsertProcessRecorder
+from adapters.settings import Settings
+from ca_core.ca import CertificateAuthority
+from ca_core.clock import Clock
+from ca_core.errors import DomainError
 from projections.notifications import MailOutbox, PostgresMailOutbox, SQLiteMailOutbox
 from projections.ocsp import OcspStore, PostgresOcspStore, SQLiteOcspStore
 from projections.status import PostgresStatusView, SQLiteStatusView, StatusView
+
+T = TypeVar("T")
 
 
 def private_directory(path: Path) -> Path:
@@ -92,3 +101,48 @@ def mail_outbox(database_url: str, data_dir: Path) -> MailOutbox:
     env = Environment(name, store_env(database_url, data_dir, name))
     outbox_class: type[MailOutbox] = PostgresMailOutbox if database_url else SQLiteMailOutbox
     return InfrastructureFactory[MailOutbox].construct(env).tracking_recorder(outbox_class)
+
+
+class StoreUnavailable(DomainError):
+    """An event store cannot be opened; the message names which one and why."""
+
+    code = "store-unavailable"
+
+
+def describe_store(url: str, data_dir: Path, app_name: str) -> str:
+    """Where an application's store is, without the password."""
+    if not url:
+        return f"SQLite {data_dir / (app_name + '.sqlite')}"
+    parsed = urlparse(url)
+    user = f"{parsed.username}@" if parsed.username else ""
+    return f"PostgreSQL {user}{parsed.hostname}:{parsed.port or 5432}{parsed.path}"
+
+
+def _why_unreachable(url: str, exc: Exception) -> str:
+    """The server's own reason (no such database, authentication failed, …): the pool in
+    front of it only says it got no connection in time."""
+    if url:
+        try:
+            psycopg.connect(url, connect_timeout=3).close()
+        except psycopg.Error as direct:
+            return str(direct).strip().splitlines()[-1].removeprefix("FATAL:  ")
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def open_store(app_name: str, settings: Settings, make: Callable[[], T]) -> T:
+    """``make()`` an application on its store, or StoreUnavailable naming the store."""
+    try:
+        return make()
+    except (psycopg.Error, PersistenceError, OSError, ValueError) as exc:
+        url = settings.store_url(app_name)
+        what = {"ca": "the CA's", "portal": "the portal's"}.get(app_name, app_name)
+        raise StoreUnavailable(
+            f"cannot open {what} event store ({describe_store(url, settings.data_dir, app_name)}"
+            f"): {_why_unreachable(url, exc)}", code="store-unavailable") from exc
+
+
+def open_ca_store(settings: Settings, clock: Clock | None = None) -> CertificateAuthority:
+    """The CA application on its store without any key (what read-only roles open)."""
+    return open_store("ca", settings, lambda: CertificateAuthority(
+        store_env(settings.store_url("ca"), settings.data_dir, "ca"), clock=clock,
+        policy=settings.issuance_policy()))

@@ -34,16 +34,18 @@ log = logging.getLogger("partner_ca.serve")
 
 ROLES: dict[str, tuple[str, ...]] = {
     "portal": ("portal-relay", "portal-inbox", "portal-api", "notifier"),
-    "ca": ("ca-inbox", "ca-relay", "ca-expiry"),
+    "ca": ("ca-inbox", "ca-relay", "ca-expiry", "ca-publish"),
     "all": ("portal-relay", "portal-inbox", "portal-api", "notifier", "ca-inbox", "ca-relay",
-            "ca-expiry"),
+            "ca-expiry", "ca-publish"),
     "portal-relay": ("portal-relay",),
     "portal-inbox": ("portal-inbox",),
     "portal-api": ("portal-api",),
     "notifier": ("notifier",),
     "ca-relay": ("ca-relay",),
-    "ca-inbox": ("ca-inbox", "ca-expiry"),
+    "ca-inbox": ("ca-inbox", "ca-expiry", "ca-publish"),
 }
+#: Roles that run without a broker: both applications in one process (``ca``: no portal API).
+EMBEDDED_ROLES = ("portal", "all", "portal-api", "notifier", "ca")
 
 
 def _expiry_loop(ca: CertificateAuthority, interval: float) -> Callable[[threading.Event], None]:
@@ -140,7 +142,7 @@ def _serve_embedded(role: str, settings: Settings, passphrase: str | None,
     API and notifier serve, the transport is pumped and expiries recorded in the background."""
     from adapters.bootstrap import build
 
-    if role not in ("portal", "all", "portal-api", "notifier"):
+    if role not in EMBEDDED_ROLES:
         raise ValueError(f"--role {role} needs PARTNER_CA_KAFKA_BOOTSTRAP (the broker address)")
     apply_migrations(settings.store_url("ca"))
     if settings.store_url("portal") != settings.store_url("ca"):
@@ -156,34 +158,35 @@ def _serve_embedded(role: str, settings: Settings, passphrase: str | None,
             except Exception:
                 log.exception("in-process delivery failed; will try again")
 
-    components = ("portal-api", "notifier") if role in ("portal", "all") else ROLES[role]
+    from adapters.publishing import run_publishing
+
+    components = {"portal": ("portal-api", "notifier"), "all": ("portal-api", "notifier"),
+                  "ca": ()}.get(role, ROLES[role])
     threads = [threading.Thread(target=pump, args=(stop,), name="pump", daemon=True),
                threading.Thread(target=_expiry_loop(system.ca, settings.expiry_interval_seconds),
                                 args=(stop,), name="ca-expiry", daemon=True),
+               threading.Thread(target=run_publishing, args=(system.ca, settings, stop),
+                                name="ca-publish", daemon=True),
                *_portal_threads(components, system.portal, settings, stop),
                *_checkpoint_thread(system.ca, settings, passphrase, stop),
                *_checkpoint_thread(system.portal, settings, passphrase, stop)]
     for thread in threads:
         thread.start()
-    log.info("serving %s (embedded: %s, in-process transport)", role, ", ".join(components))
+    log.info("serving %s (embedded: %s, in-process transport)", role,
+             ", ".join((*components, "ca-expiry", "ca-publish")))
     stop.wait()
     for thread in threads:
         thread.join(timeout=10)
     system.close()
 
 
-def _serve_relying(role: str, settings: Settings, passphrase: str | None,
-                   stop: threading.Event) -> None:
+def _serve_relying(role: str, settings: Settings, stop: threading.Event) -> None:
+    """``ocsp`` or ``crl``: no CA key, no passphrase (adapters/relying.py)."""
     from adapters.relying import serve_relying
 
     apply_migrations(settings.store_url("ca"))
-    ca = build_ca(settings, make_clock(settings), passphrase)
-    ca.authority()  # refuse to start before 'partner-ca init'
     _on_signals(stop)
-    try:
-        serve_relying(role, settings, ca, stop, passphrase)
-    finally:
-        ca.close()
+    serve_relying(role, settings, stop)
 
 
 #: The Kafka roles' cyclic garbage collector runs after this many allocations (Python's default
@@ -204,7 +207,7 @@ def serve(role: str, settings: Settings, passphrase: str | None,
           stop: threading.Event | None = None) -> None:
     """Run a role until stopped."""
     if role in HTTP_ROLES:
-        _serve_relying(role, settings, passphrase, stop or threading.Event())
+        _serve_relying(role, settings, stop or threading.Event())
         return
     if not settings.kafka_bootstrap:
         _serve_embedded(role, settings, passphrase, stop or threading.Event())
@@ -247,6 +250,11 @@ def serve(role: str, settings: Settings, passphrase: str | None,
             threads.append(threading.Thread(
                 target=_expiry_loop(ca, settings.expiry_interval_seconds), args=(stop,),
                 name=name, daemon=True))
+        elif name == "ca-publish" and ca is not None and settings.kafka_inbox_worker_index == 0:
+            from adapters.publishing import run_publishing  # OCSP responses and CRLs
+
+            threads.append(threading.Thread(target=run_publishing, args=(ca, settings, stop),
+                                            name=name, daemon=True))
     if portal is not None:
         threads.extend(_portal_threads(components, portal, settings, stop))
     if portal is not None and "portal-relay" in components:

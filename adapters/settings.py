@@ -53,9 +53,15 @@ class Settings(BaseSettings):
     #: ``partner-ca audit checkpoint`` still works). See docs/audit.md.
     audit_checkpoint_seconds: float = Field(default=3600.0, ge=0.0)
     key_passphrase: SecretStr | None = None
+    #: Where the CA's private keys are (default ``<data_dir>/keys``); only the CA role needs it.
+    key_dir: Path | None = None
     #: PBKDF2-HMAC-SHA256 iterations for key files written from now on (OWASP: 600,000);
     #: files keep the count they were written with, so older ones still open.
     key_kdf_iterations: int = Field(default=600_000, ge=10_000)
+    #: Encrypts the delegated OCSP signing keys (``<data_dir>/ocsp-keys``), apart from the CA
+    #: keys: the CA role writes them, ``serve --role ocsp`` reads them to sign requests with a
+    #: nonce. Unset: they stay in the CA key store and nonces are not echoed.
+    ocsp_key_passphrase: SecretStr | None = None
     portal_secret: SecretStr | None = None
     #: DEBUG shows every record each role publishes and applies; INFO (``serve``'s default)
     #: shows starts, stops and what each step did; one-shot commands log WARNING and above.
@@ -134,6 +140,14 @@ class Settings(BaseSettings):
     def store_url(self, app_name: str) -> str:
         specific = {"portal": self.portal_database_url, "ca": self.ca_database_url}.get(app_name)
         return specific or self.database_url
+
+    @property
+    def ca_key_dir(self) -> Path:
+        return self.key_dir or self.data_dir / "keys"
+
+    @property
+    def ocsp_key_dir(self) -> Path:
+        return self.data_dir / "ocsp-keys"
 
     @property
     def chain_path(self) -> Path:

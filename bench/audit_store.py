@@ -41,8 +41,9 @@ from adapters import softtoken
 from adapters.audit import audit_key, checkpoint, verify
 from adapters.bootstrap import build_ca, build_portal
 from adapters.migrate import apply_migrations
-from adapters.ocsp_server import maintain_ocsp, ocsp_responder
+from adapters.ocsp_server import ocsp_responder
 from adapters.persistence import status_view
+from adapters.publishing import maintain_ocsp
 from adapters.replay import replay, total_positions
 from adapters.settings import Settings
 from ca_core.certificate import Certificate

@@ -50,8 +50,9 @@ from rich.table import Table
 
 from adapters import softtoken
 from adapters.bootstrap import build_ca
-from adapters.ocsp_server import maintain_ocsp, ocsp_responder
+from adapters.ocsp_server import ocsp_responder
 from adapters.persistence import status_view
+from adapters.publishing import maintain_ocsp
 from adapters.settings import Settings
 from ca_core.clock import SystemClock
 from ca_core.messages import CertificateRequested

@@ -128,6 +128,9 @@ class CertificateAuthority(MessageDrivenApplication):
     ) -> None:
         super().__init__(env)
         self.keys = keys
+        #: where delegated OCSP signing keys live, apart from the CA keys, so that the OCSP
+        #: responder can hold them without any CA secret (None: in ``keys``)
+        self.ocsp_keys: KeyStore | None = None
         self.clock: Clock = clock or SystemClock()
         self.issuance = policy or IssuancePolicy()
         self._signer: tuple[SigningKey, Any] | None = None
@@ -237,7 +240,7 @@ class CertificateAuthority(MessageDrivenApplication):
             now = self.clock.now()
             not_after = authority.ocsp_signer_not_after
             if authority.ocsp_signer_pem is not None and not_after is not None and (
-                    not_after - now >= renew_before):
+                    not_after - now >= renew_before) and self._ocsp_key_at_hand(authority):
                 break
             try:
                 self._issue_ocsp_signer(authority, now, validity)
@@ -256,22 +259,34 @@ class CertificateAuthority(MessageDrivenApplication):
         root = from_pem(self.authority().root_certificate_pem)
         return Signer(self.keys.load(ROOT_KEY), root, root)
 
+    def _ocsp_key_store(self) -> KeyStore:
+        store = self.ocsp_keys or self.keys
+        if store is None:
+            raise DomainError("no key store for the OCSP signing key configured",
+                              code="no-key-store")
+        return store
+
+    def _ocsp_key_at_hand(self, authority: Authority) -> bool:
+        """Whether the current signer's key is where responders look for it (after the OCSP
+        key store was first configured, the signer is replaced once)."""
+        return authority.ocsp_signer_key is not None and self._ocsp_key_store().exists(
+            authority.ocsp_signer_key)
+
     def current_ocsp_signer(self) -> Signer:
-        """The delegated OCSP signer as recorded (never issues one)."""
+        """The delegated OCSP signer as recorded (never issues one). Opens only the OCSP
+        signing key, never a CA key: the OCSP responder calls this."""
         authority = self.authority()
         if authority.ocsp_signer_pem is None or authority.ocsp_signer_key is None:
-            raise DomainError("no OCSP signer yet: the ocsp role issues one at start",
+            raise DomainError("no OCSP signer yet: the CA role issues one when it starts",
                               code="no-ocsp-signer")
         if self._ocsp is None or self._ocsp.serial != _pem_serial(authority.ocsp_signer_pem):
-            if self.keys is None:
-                raise DomainError("no key store configured", code="no-key-store")
-            self._ocsp = Signer(self.keys.load(authority.ocsp_signer_key),
-                                from_pem(authority.ocsp_signer_pem), self._issuer()[1])
+            self._ocsp = Signer(self._ocsp_key_store().load(authority.ocsp_signer_key),
+                                from_pem(authority.ocsp_signer_pem),
+                                from_pem(authority.issuing_certificate_pem))
         return self._ocsp
 
     def _issue_ocsp_signer(self, authority: Authority, now: datetime, validity: timedelta) -> None:
-        if self.keys is None:
-            raise DomainError("no key store configured", code="no-key-store")
+        store = self._ocsp_key_store()
         issuer_key, issuer = self._issuer()
         key = ec.generate_private_key(ec.SECP256R1())
         subject = ca_name(f"{authority.issuing_name} OCSP Responder",
@@ -279,7 +294,7 @@ class CertificateAuthority(MessageDrivenApplication):
         cert = build_ocsp_signer(issuer_key, issuer, key, subject, now, validity)
         serial = serial_hex(cert.serial_number)
         key_name = f"ocsp-{serial}"
-        self.keys.save(key_name, key)
+        store.save(key_name, key)
         authority.ocsp_signer_issued(serial=serial, not_before=cert.not_valid_before_utc,
                                      not_after=cert.not_valid_after_utc,
                                      certificate_pem=to_pem(cert), key_name=key_name,

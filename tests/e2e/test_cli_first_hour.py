@@ -52,7 +52,8 @@ def test_commands_before_init_say_so_first(tmp_path: Path) -> None:
     for command in (["partner", "register", USER, "--email", "p@example.com", "--module",
                      "EPAK"], ["otp", "issue", USER, "--module", "EPAK", "--by", "admin"],
                     ["crl"], ["client", "request", "--user", USER, "--csr", "/dev/null"],
-                    ["serve", "--role", "ocsp"], ["serve", "--role", "portal"]):
+                    ["serve", "--role", "ocsp"], ["serve", "--role", "crl"],
+                    ["serve", "--role", "portal"]):
         # no passphrase is set, so asking for one first would be a different error
         one_line_setup_error(run(*command, env=env, check=None), "not initialised")
 
@@ -215,7 +216,7 @@ def test_serve_with_a_wrong_passphrase_refuses_to_start(installed: dict[str, str
     env = {**installed, "PARTNER_CA_KEY_PASSPHRASE": "not the right passphrase",
            "PARTNER_CA_PORTAL_LISTEN": "127.0.0.1:0", "PARTNER_CA_OCSP_LISTEN": "127.0.0.1:0",
            "PARTNER_CA_CRL_LISTEN": "127.0.0.1:0"}
-    for role in ("portal", "ocsp", "crl"):
+    for role in ("portal", "ca", "all"):  # the roles that sign (ocsp and crl need no key)
         one_line_setup_error(run("serve", "--role", role, env=env, check=None), "passphrase")
 
 

@@ -73,7 +73,14 @@ def test_token_certificate_logs_in_to_nginx_until_revoked(
     system.close()
     (tmp_path / "client.pem").write_text(picked.certificate_pem)
     (tmp_path / "chain.pem").write_text(picked.chain_pem)
-    responder = subprocess.Popen(["partner-ca", "serve", "--role", "ocsp"], env=env,
+    # the CA role pre-signs the OCSP responses; the responder only serves them
+    signer = subprocess.Popen(["partner-ca", "serve", "--role", "ca"],
+                              env={**env, "PARTNER_CA_PORTAL_LISTEN": ""},
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=(tmp_path / "ca.log").open("w"))
+    responder = subprocess.Popen(["partner-ca", "serve", "--role", "ocsp"],
+                                 env={k: v for k, v in env.items()
+                                      if k != "PARTNER_CA_KEY_PASSPHRASE"},
                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=(tmp_path / "ocsp.log").open("w"),
                                  pass_fds=inherited_fds(env))
@@ -99,8 +106,9 @@ def test_token_certificate_logs_in_to_nginx_until_revoked(
     finally:
         subprocess.run(["bash", str(ROOT / "deploy/nginx/stop.sh"), str(run)],
                        capture_output=True)
-        responder.send_signal(signal.SIGTERM)
-        responder.wait(timeout=30)
+        for process in (responder, signer):
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
 
 
 def _answers(url: str) -> bool:

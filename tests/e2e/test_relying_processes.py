@@ -7,42 +7,78 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from cryptography import x509
 
-from tests.support import PASSPHRASE, enroll, listener, make_system, port_of, register, until
+from tests.support import (
+    PASSPHRASE,
+    Enrolled,
+    enroll,
+    listener,
+    make_system,
+    port_of,
+    register,
+    until,
+)
+
+OCSP_KEY_PASSPHRASE = "delegated ocsp key passphrase"
+
+
+@dataclass
+class Processes:
+    ca_env: dict[str, str]  # the CA role's: its key passphrase and key directory
+    relying_env: dict[str, str]  # what the OCSP and CRL roles get: no CA secret at all
+    ocsp_url: str
+    crl_url: str
+    pids: dict[str, int]
+    me: Enrolled
 
 
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[tuple[dict[str, str], str, str]]:
-    make_system(tmp_path / "data").close()  # initialised first: serve refuses an empty store
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """`serve --role ca` (the embedded CA role: it signs what relying parties are served),
+    `serve --role ocsp` and `serve --role crl` without the CA passphrase and with the CA keys
+    kept in a directory of the CA role's own."""
+    ca_keys = tmp_path / "ca-keys"
+    system = make_system(tmp_path / "data", key_dir=ca_keys)  # SQLite files shared with serve
+    register(system)
+    me = enroll(system)
+    system.close()
     sockets = {"ocsp": listener(), "crl": listener()}  # handed over: no port is guessed
     ocsp_port, crl_port = port_of(sockets["ocsp"]), port_of(sockets["crl"])
-    env = {**os.environ, "PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
-           "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE,
-           "PARTNER_CA_OCSP_LISTEN": f"fd:{sockets['ocsp'].fileno()}",
-           "PARTNER_CA_CRL_LISTEN": f"fd:{sockets['crl'].fileno()}",
-           "PARTNER_CA_CRL_DELAY_SECONDS": "1", "PARTNER_CA_RELYING_POLL_SECONDS": "0.2"}
-    started = [subprocess.Popen(["partner-ca", "serve", "--role", role], env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=(tmp_path / f"{role}.log").open("w"),
-                                pass_fds=(sockets[role].fileno(),))
-               for role in ("ocsp", "crl")]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PARTNER_CA_KEY")}
+    relying = {**base, "PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
+               "PARTNER_CA_OCSP_KEY_PASSPHRASE": OCSP_KEY_PASSPHRASE,
+               "PARTNER_CA_OCSP_LISTEN": f"fd:{sockets['ocsp'].fileno()}",
+               "PARTNER_CA_CRL_LISTEN": f"fd:{sockets['crl'].fileno()}",
+               "PARTNER_CA_CRL_DELAY_SECONDS": "1", "PARTNER_CA_RELYING_POLL_SECONDS": "0.2"}
+    ca_env = {**relying, "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE,
+              "PARTNER_CA_KEY_DIR": str(ca_keys), "PARTNER_CA_PORTAL_LISTEN": ""}
+    started = {role: subprocess.Popen(
+        ["partner-ca", "serve", "--role", role], env=ca_env if role == "ca" else relying,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / f"{role}.log").open("w"),
+        pass_fds=(sockets[role].fileno(),) if role in sockets else ())
+        for role in ("ca", "ocsp", "crl")}
     for sock in sockets.values():
         sock.close()  # the servers hold them now
     try:
-        yield env, f"http://127.0.0.1:{ocsp_port}", f"http://127.0.0.1:{crl_port}"
-        for proc in started:
+        yield Processes(ca_env, relying, f"http://127.0.0.1:{ocsp_port}",
+                        f"http://127.0.0.1:{crl_port}",
+                        {role: proc.pid for role, proc in started.items()}, me)
+        for proc in started.values():
             proc.send_signal(signal.SIGTERM)
-        assert [proc.wait(timeout=30) for proc in started] == [0, 0], "clean exit on SIGTERM"
+        assert [proc.wait(timeout=30) for proc in started.values()] == [0, 0, 0], \
+            "clean exit on SIGTERM"
     finally:
-        for proc in started:
+        for proc in started.values():
             if proc.poll() is None:
                 proc.kill()
-        for role in ("ocsp", "crl"):  # shown by pytest when the test failed
+        for role in started:  # shown by pytest when the test failed
             print(f"--- serve --role {role}:\n{(tmp_path / f'{role}.log').read_text()}")
 
 
@@ -55,11 +91,10 @@ def _up(url: str) -> bool:
 
 
 def test_revocation_by_cli_reaches_openssl_ocsp_and_the_crl(
-        tmp_path: Path, processes: tuple[dict[str, str], str, str]) -> None:
-    env, ocsp_url, crl_url = processes
-    system = make_system(tmp_path / "data", initialise=False)  # SQLite files shared with serve
-    register(system)
-    me = enroll(system)
+        tmp_path: Path, processes: Processes) -> None:
+    env, ocsp_url, crl_url = processes.ca_env, processes.ocsp_url, processes.crl_url
+    me = processes.me
+    system = make_system(tmp_path / "data", initialise=False, key_dir=tmp_path / "ca-keys")
     authority = system.ca.authority()
     system.close()
     (tmp_path / "issuing.pem").write_text(authority.issuing_certificate_pem)
@@ -67,6 +102,13 @@ def test_revocation_by_cli_reaches_openssl_ocsp_and_the_crl(
     (tmp_path / "chain.pem").write_text(authority.issuing_certificate_pem
                                         + authority.root_certificate_pem)
     (tmp_path / "leaf.pem").write_text(me.picked.certificate_pem)
+    # what the relying-party processes hold: no CA passphrase, no CA key file where they look
+    for role in ("ocsp", "crl"):
+        environ = Path(f"/proc/{processes.pids[role]}/environ").read_bytes().split(b"\0")
+        assert not any(v.startswith(b"PARTNER_CA_KEY_PASSPHRASE=") for v in environ), role
+    assert not list((tmp_path / "data").glob("keys/*.key.pem"))
+    assert sorted(p.name for p in (tmp_path / "ca-keys").glob("*.key.pem")) == [
+        "issuing.key.pem", "root.key.pem"]
     until(lambda: _up(ocsp_url + "/ocsp/") and _up(crl_url + "/ca/issuing.cer"), "both servers")
 
     def openssl_ocsp() -> str:
@@ -103,3 +145,32 @@ def test_revocation_by_cli_reaches_openssl_ocsp_and_the_crl(
     until(crl_revokes, "the CRL lists the revocation", timeout=10)
     crl = x509.load_der_x509_crl((tmp_path / "crl.der").read_bytes())
     assert crl.get_revoked_certificate_by_serial_number(int(me.picked.serial, 16)) is not None
+
+
+def test_a_nonce_is_echoed_by_the_ocsp_role_with_only_the_delegated_key(
+        tmp_path: Path, processes: Processes) -> None:
+    """openssl ocsp sends a nonce by default: the answer echoes it, signed by the delegated
+    signer whose key the OCSP role opened with its own passphrase."""
+    me = processes.me
+    system = make_system(tmp_path / "data", initialise=False, key_dir=tmp_path / "ca-keys")
+    authority = system.ca.authority()
+    system.close()
+    (tmp_path / "issuing.pem").write_text(authority.issuing_certificate_pem)
+    (tmp_path / "chain.pem").write_text(authority.issuing_certificate_pem
+                                        + authority.root_certificate_pem)
+    (tmp_path / "leaf.pem").write_text(me.picked.certificate_pem)
+
+    def with_nonce() -> str:
+        done = subprocess.run(
+            ["openssl", "ocsp", "-issuer", str(tmp_path / "issuing.pem"), "-cert",
+             str(tmp_path / "leaf.pem"), "-CAfile", str(tmp_path / "chain.pem"), "-url",
+             f"{processes.ocsp_url}/ocsp"], capture_output=True, text=True)
+        return done.stdout + done.stderr
+
+    def good_with_nonce() -> str:
+        out = with_nonce()
+        return out if "leaf.pem: good" in out else ""
+
+    said = until(good_with_nonce, "an answer to a request with a nonce")
+    assert "Response verify OK" in said and "WARNING" not in said, said  # e.g. no nonce
+    assert list((tmp_path / "data" / "ocsp-keys").glob("ocsp-*.key.pem"))

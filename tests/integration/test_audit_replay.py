@@ -9,8 +9,9 @@ from pathlib import Path
 import psycopg
 
 from adapters.mailer import MaildirTransport, Notifier
-from adapters.ocsp_server import maintain_ocsp, ocsp_responder
+from adapters.ocsp_server import ocsp_responder
 from adapters.persistence import status_view
+from adapters.publishing import maintain_ocsp
 from adapters.replay import replay
 from projections.status import RevocationStatusProjection, catch_up
 from tests.support import enroll, make_system, register

@@ -14,7 +14,8 @@ import pytest
 from cryptography import x509
 
 from adapters.bootstrap import PartnerCa
-from adapters.relying import CrlPublisher, crl_app, crl_publisher
+from adapters.publishing import CrlPublisher, crl_publisher
+from adapters.relying import crl_app
 from ca_core.clock import ManualClock
 from projections.status import catch_up
 from tests.support import HttpServer, enroll, make_system, register

@@ -21,7 +21,8 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
 from adapters.bootstrap import PartnerCa
-from adapters.ocsp_server import OcspAsgi, OcspResponder, maintain_ocsp, ocsp_responder
+from adapters.ocsp_server import OcspAsgi, OcspResponder, ocsp_responder
+from adapters.publishing import maintain_ocsp
 from ca_core.authority import Authority
 from ca_core.clock import ManualClock
 from ca_core.eventmodel import all_events
