@@ -37,15 +37,15 @@ from eventsourcing.utils import get_topic
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from adapters import softtoken
-from adapters.audit import audit_key, checkpoint, verify
-from adapters.bootstrap import build_ca, build_portal
-from adapters.migrate import apply_migrations
-from adapters.ocsp_server import ocsp_responder
-from adapters.persistence import status_view
-from adapters.publishing import maintain_ocsp
-from adapters.replay import replay, total_positions
+from adapters.audit.replay import replay, total_positions
+from adapters.audit.tree_heads import audit_key, checkpoint, verify
+from adapters.ca.publishing import maintain_ocsp
+from adapters.client import softtoken
+from adapters.entrypoints.bootstrap import build_ca, build_portal
+from adapters.relying.ocsp_http import ocsp_responder
 from adapters.settings import Settings
+from adapters.storage.migrate import apply_migrations
+from adapters.storage.persistence import status_view
 from ca_core.certificate import Certificate
 from ca_core.clock import ManualClock, SystemClock
 from ca_core.eventmodel import read_log

@@ -67,7 +67,7 @@ def ours(directory: Path, n: int, via_view: bool) -> None:
     issuer = x509.load_pem_x509_certificate((directory / "issuing.pem").read_bytes())
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     if via_view:
-        from adapters.persistence import status_view
+        from adapters.storage.persistence import status_view
 
         view = status_view("", directory / f"view-{n}")
         started = time.perf_counter()
@@ -84,7 +84,7 @@ def ours(directory: Path, n: int, via_view: bool) -> None:
 
 def fill_view(directory: Path, n: int) -> None:
     """A SQLite revocation-status view with n revoked rows (as the projection writes them)."""
-    from adapters.persistence import status_view
+    from adapters.storage.persistence import status_view
 
     view = status_view("", directory / f"view-{n}")
     if view.max_tracking_id("bench"):

@@ -17,8 +17,8 @@ from uuid import uuid4
 from eventsourcing.persistence import Tracking
 from rich.progress import track
 
-from adapters import softtoken
-from adapters.bootstrap import build
+from adapters.client import softtoken
+from adapters.entrypoints.bootstrap import build
 from adapters.settings import Settings
 from ca_core.clock import SystemClock
 from ca_core.messages import CertificateRequested

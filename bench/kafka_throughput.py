@@ -30,8 +30,8 @@ import psycopg
 from rich.console import Console
 from rich.progress import Progress
 
-from adapters.bootstrap import build_portal
-from adapters.serve import fewer_collections
+from adapters.entrypoints.bootstrap import build_portal
+from adapters.entrypoints.serve import fewer_collections
 from adapters.settings import Settings
 from bench.workload import make_csrs, submit_requests
 from ca_core.clock import SystemClock

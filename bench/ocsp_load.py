@@ -48,12 +48,12 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from adapters import softtoken
-from adapters.bootstrap import build_ca
-from adapters.ocsp_server import ocsp_responder
-from adapters.persistence import status_view
-from adapters.publishing import maintain_ocsp
+from adapters.ca.publishing import maintain_ocsp
+from adapters.client import softtoken
+from adapters.entrypoints.bootstrap import build_ca
+from adapters.relying.ocsp_http import ocsp_responder
 from adapters.settings import Settings
+from adapters.storage.persistence import status_view
 from ca_core.clock import SystemClock
 from ca_core.messages import CertificateRequested
 from projections.status import RevocationStatusProjection, catch_up

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from adapters import softtoken
+from adapters.client import softtoken
 from ca_core.clock import SystemClock
 from ca_core.credentials import hash_password
 from ca_core.portal import Portal

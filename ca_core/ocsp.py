@@ -1,6 +1,6 @@
 """OCSP (RFC 6960, RFC 5019 profile): the delegated signer, request checks and signed answers.
 
-No I/O here: the responder (adapters/ocsp_http.py) and the response store
+No I/O here: the responder (adapters/relying/ocsp_http.py) and the response store
 (projections/ocsp.py) use these functions. A request is answered from one
 pre-signed response per serial and hash algorithm; only a request carrying a
 nonce gets a freshly signed response that echoes it.

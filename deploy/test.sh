@@ -29,4 +29,5 @@ echo "Kafka: $PARTNER_CA_TEST_KAFKA"
 
 echo "== ruff"; ruff check .
 echo "== mypy ca_core"; mypy ca_core
+echo "== import contracts"; lint-imports --no-cache
 echo "== pytest"; python3 -m pytest "$@"

@@ -3,7 +3,7 @@
 The projection follows the portal's log and records one outbox row per
 notifying event in the same transaction as its tracking record, so a row is
 never lost or made twice. Rows hold the mail's kind, recipient, language and
-parameters only — the text is rendered when sending (adapters/mailer.py), and
+parameters only — the text is rendered when sending (adapters/portal/mailer.py), and
 the pickup link's token is recomputed there, so no credential sits in the table.
 """
 

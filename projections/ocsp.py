@@ -54,7 +54,7 @@ class StoredResponse:
 
 
 #: Row key prefix of the root-signed answer about the issuing CA certificate (not a projection
-#: of the CA's log: the maintainer keeps it fresh, see ``refresh_issuing_ca``).
+#: of the CA's log: the CA role's publishing keeps it fresh, see ``refresh_issuing_ca``).
 CA_PREFIX = "ca:"
 
 

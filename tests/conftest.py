@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from adapters.bootstrap import PartnerCa
-from adapters.migrate import apply_migrations
+from adapters.entrypoints.bootstrap import PartnerCa
+from adapters.storage.migrate import apply_migrations
 from tests.support import make_system
 
 ROOT = Path(__file__).resolve().parent.parent

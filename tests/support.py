@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from adapters import softtoken
-from adapters.bootstrap import PartnerCa, build
+from adapters.client import softtoken
+from adapters.entrypoints.bootstrap import PartnerCa, build
 from adapters.settings import Settings
 from ca_core.clock import ManualClock
 from ca_core.portal import CertificateSession, PickedUpCertificate

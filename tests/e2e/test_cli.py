@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from adapters import softtoken
-from adapters.cli import app
+from adapters.client import softtoken
+from adapters.entrypoints.cli import app
 
 PASSPHRASE = "cli test passphrase"
 

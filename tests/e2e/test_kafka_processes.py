@@ -21,11 +21,11 @@ import psycopg
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from adapters import softtoken
-from adapters.bootstrap import build_ca, build_portal
-from adapters.kafka_link.inbox import source_name
-from adapters.kafka_link.topics import ensure_topics
+from adapters.client import softtoken
+from adapters.entrypoints.bootstrap import build_ca, build_portal
 from adapters.settings import Settings
+from adapters.transport.kafka.inbox import source_name
+from adapters.transport.kafka.topics import ensure_topics
 from bench.workload import make_csrs, submit_requests, submit_revocations
 from ca_core.clock import SystemClock
 from ca_core.eventmodel import all_events

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.token import Token
+from adapters.client.token import Token
 from tests.conftest import SoftToken
 from tests.support import (
     MODULE,

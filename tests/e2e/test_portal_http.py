@@ -18,7 +18,7 @@ import httpx
 import pytest
 from cryptography import x509
 
-from adapters import softtoken
+from adapters.client import softtoken
 from tests.e2e.test_kafka_processes import _database
 from tests.integration.test_notifications import Inbox, text_of
 from tests.support import inherited_fds, listener, port_of, request_body, smtp_server, until

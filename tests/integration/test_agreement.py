@@ -12,8 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from adapters.ocsp_server import OcspResponder, ocsp_responder
-from adapters.publishing import crl_publisher, maintain_ocsp
+from adapters.ca.publishing import crl_publisher, maintain_ocsp
+from adapters.relying.ocsp_http import OcspResponder, ocsp_responder
 from ca_core.certificate import REVOCATION_REASONS
 from ca_core.clock import ManualClock
 from projections.ocsp import StoredResponse

@@ -9,8 +9,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from adapters.ops_auth import OpsTokens
-from adapters.portal_api import portal_api
+from adapters.portal.api import portal_api
+from adapters.portal.ops_auth import OpsTokens
 from tests.support import make_system, register
 
 EXAMPLES = 25  # per operation: bounded so the suite stays fast

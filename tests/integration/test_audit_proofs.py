@@ -16,9 +16,9 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric import ec
 from typer.testing import CliRunner
 
-from adapters.audit import checkpoint, verify
-from adapters.cli import app
-from adapters.kafka_link.heads import fetch_heads, write_heads
+from adapters.audit.tree_heads import checkpoint, verify
+from adapters.entrypoints.cli import app
+from adapters.transport.kafka.heads import fetch_heads, write_heads
 from tests.conftest import reset_postgres
 from tests.support import PASSPHRASE, enroll, make_system, register
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import psycopg
 
-from adapters.mailer import MaildirTransport, Notifier
-from adapters.ocsp_server import ocsp_responder
-from adapters.persistence import status_view
-from adapters.publishing import maintain_ocsp
-from adapters.replay import replay
+from adapters.audit.replay import replay
+from adapters.ca.publishing import maintain_ocsp
+from adapters.portal.mailer import MaildirTransport, Notifier
+from adapters.relying.ocsp_http import ocsp_responder
+from adapters.storage.persistence import status_view
 from projections.status import RevocationStatusProjection, catch_up
 from tests.support import enroll, make_system, register
 
@@ -132,7 +132,7 @@ def test_cli_replay_under_the_production_wiring_with_a_database_per_application(
 
     portal_url, ca_url = (_database(postgres_url, "partner_ca_replay_portal"),
                           _database(postgres_url, "partner_ca_replay_ca"))
-    from adapters.migrate import apply_migrations
+    from adapters.storage.migrate import apply_migrations
 
     for url in (portal_url, ca_url):  # as init (CA) and serve (portal's mail outbox) do
         apply_migrations(url)

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from adapters.audit import checkpoint, verify
+from adapters.audit.tree_heads import checkpoint, verify
 from tests.support import enroll, make_system, register
 
 Tamper = Callable[[Any, str], None]
@@ -158,13 +158,13 @@ def test_the_signed_time_cannot_be_changed_in_a_copy_and_v1_heads_still_verify(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    import adapters.audit
+    import adapters.audit.tree_heads
 
     system = make_system(tmp_path / "data")
     register(system)
     key = ec.generate_private_key(ec.SECP256R1())
     with monkeypatch.context() as old_format:  # a head signed before times were signed in
-        old_format.setattr(adapters.audit, "milliseconds", lambda _: None)
+        old_format.setattr(adapters.audit.tree_heads, "milliseconds", lambda _: None)
         checkpoint(system.ca, key, published=published(system))
     enroll(system)
     checkpoint(system.ca, key, published=published(system))

@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.persistence import Tracking
 
-from adapters import softtoken
+from adapters.client import softtoken
 from ca_core.certificate import SigningRequest
 from ca_core.messages import CertificateRequested
 from tests.support import MODULE, USER, make_system

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from adapters.cli import app
-from adapters.portal_api import portal_api
-from adapters.token import Token
+from adapters.client.token import Token
+from adapters.entrypoints.cli import app
+from adapters.portal.api import portal_api
 from tests.conftest import SoftToken
 from tests.support import MODULE, USER, HttpServer, make_system, register
 

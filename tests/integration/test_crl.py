@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from adapters.persistence import status_view
+from adapters.storage.persistence import status_view
 from ca_core.authority import Authority
 from ca_core.crl import RevokedEntry
 from ca_core.eventmodel import all_events
@@ -62,7 +62,7 @@ def test_crl_publishers_and_ocsp_signer_rotation_in_several_processes_share_the_
     import threading
     from datetime import UTC, datetime
 
-    from adapters.bootstrap import build_ca
+    from adapters.entrypoints.bootstrap import build_ca
     from ca_core.clock import SystemClock
 
     system = make_system(tmp_path / "data", start=datetime.now(UTC))

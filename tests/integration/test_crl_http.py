@@ -13,9 +13,9 @@ import httpx
 import pytest
 from cryptography import x509
 
-from adapters.bootstrap import PartnerCa
-from adapters.publishing import CrlPublisher, crl_publisher
-from adapters.relying import crl_app
+from adapters.ca.publishing import CrlPublisher, crl_publisher
+from adapters.entrypoints.bootstrap import PartnerCa
+from adapters.relying.crl_http import crl_app
 from ca_core.clock import ManualClock
 from projections.status import catch_up
 from tests.support import HttpServer, enroll, make_system, register

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from adapters.keystore import KDF_ITERATIONS, FileKeyStore
+from adapters.ca.keystore import KDF_ITERATIONS, FileKeyStore
 from tests.support import PASSPHRASE, make_system
 
 

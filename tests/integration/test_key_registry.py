@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.persistence import Tracking
 
-from adapters import softtoken
+from adapters.client import softtoken
 from ca_core.certificate import PublicKeyRecord, SigningRequest
 from ca_core.keypolicy import csr_fingerprint
 from ca_core.messages import CertificateRequested

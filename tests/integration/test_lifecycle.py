@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import Tracking
 
-from adapters import softtoken
-from adapters.bootstrap import PartnerCa
+from adapters.client import softtoken
+from adapters.entrypoints.bootstrap import PartnerCa
 from ca_core.certificate import Certificate
 from ca_core.errors import DomainError
 from ca_core.eventmodel import all_events

@@ -11,7 +11,7 @@ import pytest
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 
-from adapters.logreader import originator_bytes, part_of, records
+from adapters.storage.logreader import originator_bytes, part_of, records
 from tests.support import enroll, make_system, register
 
 

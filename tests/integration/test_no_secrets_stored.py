@@ -6,7 +6,7 @@ from pathlib import Path
 
 import psycopg
 
-from adapters.demo import demo_system, run_story
+from adapters.entrypoints.demo import demo_system, run_story
 
 
 def stored_bytes(database_url: str, data_dir: Path) -> bytes:

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from adapters.bootstrap import PartnerCa
-from adapters.mailer import MaildirTransport, Notifier, SmtpTransport
-from adapters.portal_api import portal_api
+from adapters.entrypoints.bootstrap import PartnerCa
+from adapters.portal.api import portal_api
+from adapters.portal.mailer import MaildirTransport, Notifier, SmtpTransport
 from adapters.settings import Settings
 from ca_core.otp import OtpRefused
 from tests.support import (
@@ -132,7 +132,7 @@ def test_the_manual_s_emails_arrive_and_the_pickup_link_works(
 
 
 def _request_only(system: PartnerCa, user: str) -> Any:
-    from adapters import softtoken
+    from adapters.client import softtoken
     from tests.support import PASSWORD
 
     _, otp = system.portal.issue_otp(user, MODULE, issued_by="admin")

@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
-from adapters.bootstrap import PartnerCa
-from adapters.ocsp_server import OcspAsgi, OcspResponder, ocsp_responder
-from adapters.publishing import maintain_ocsp
+from adapters.ca.publishing import maintain_ocsp
+from adapters.entrypoints.bootstrap import PartnerCa
+from adapters.relying.ocsp_http import OcspAsgi, OcspResponder, ocsp_responder
 from ca_core.authority import Authority
 from ca_core.clock import ManualClock
 from ca_core.eventmodel import all_events

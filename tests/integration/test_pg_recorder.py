@@ -9,9 +9,9 @@ from uuid import uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from adapters.bootstrap import build_ca
-from adapters.pgrecorder import ArrayInsertProcessRecorder
+from adapters.entrypoints.bootstrap import build_ca
 from adapters.settings import Settings
+from adapters.storage.pgrecorder import ArrayInsertProcessRecorder
 from ca_core.clock import SystemClock
 from tests.conftest import reset_postgres
 

@@ -11,10 +11,10 @@ import pytest
 from cryptography.hazmat.primitives.serialization import pkcs7
 from fastapi.testclient import TestClient
 
-from adapters import softtoken
-from adapters.bootstrap import PartnerCa
-from adapters.ops_auth import OpsTokens
-from adapters.portal_api import portal_api
+from adapters.client import softtoken
+from adapters.entrypoints.bootstrap import PartnerCa
+from adapters.portal.api import portal_api
+from adapters.portal.ops_auth import OpsTokens
 from tests.support import MODULE, PASSWORD, USER, make_system, register, request_body
 
 

@@ -11,9 +11,9 @@ import psycopg
 import pytest
 from eventsourcing.projection import ProjectionRunner
 
-from adapters.bootstrap import PartnerCa
-from adapters.migrate import apply_migrations
-from adapters.persistence import status_view, store_env
+from adapters.entrypoints.bootstrap import PartnerCa
+from adapters.storage.migrate import apply_migrations
+from adapters.storage.persistence import status_view, store_env
 from ca_core.ca import CertificateAuthority
 from ca_core.eventmodel import read_log
 from ca_core.portal import LoginRefused

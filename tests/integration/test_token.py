@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.token import Token, TokenError, list_tokens
+from adapters.client.token import Token, TokenError, list_tokens
 from ca_core.x509profile import split_pems
 from tests.conftest import SoftToken
 from tests.support import MODULE, USER, make_system, register

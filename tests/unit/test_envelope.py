@@ -9,8 +9,8 @@ import jsonschema
 import orjson
 import pytest
 
-from adapters.kafka_link.envelope import MalformedMessage, decode, encode
-from adapters.kafka_link.schemas import OUT, render, schemas
+from adapters.transport.kafka.envelope import MalformedMessage, decode, encode
+from adapters.transport.kafka.schemas import OUT, render, schemas
 from ca_core import messages as m
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -67,7 +67,7 @@ def test_record_values_validate_against_the_published_schema(message: m.Message)
 def test_published_schemas_are_up_to_date() -> None:
     for name, schema in schemas().items():
         assert (OUT / name).read_text() == render(schema), (
-            f"docs/events/{name} is stale: run python -m adapters.kafka_link.schemas")
+            f"docs/events/{name} is stale: run python -m adapters.transport.kafka.schemas")
 
 
 GOOD = [("ce_specversion", b"1.0"), ("ce_type", b"cz.partner-ca.RevocationRequested.v1"),

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from adapters import softtoken
+from adapters.client import softtoken
 from ca_core.credentials import hash_password, verify_password
 from ca_core.keypolicy import CsrRejected, check_key_policy, checked_csr
 from ca_core.request import RequestRefused, check_revocation_passwords

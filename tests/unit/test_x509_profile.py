@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from adapters import softtoken
+from adapters.client import softtoken
 from ca_core.policy import IssuancePolicy
 from ca_core.x509profile import (
     build_end_entity,

@@ -11,12 +11,14 @@ from urllib.parse import unquote, urlparse
 import psycopg
 from eventsourcing.persistence import InfrastructureFactory, PersistenceError, TrackingRecorder
 from eventsourcing.utils import Environment, get_topic
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
 
-from adapters.pgrecorder import ArrayInsertApplicationRecorder, ArrayInsertProcessRecorder
 from adapters.settings import Settings
+from adapters.storage.pgrecorder import ArrayInsertApplicationRecorder, ArrayInsertProcessRecorder
 from ca_core.ca import CertificateAuthority
 from ca_core.clock import Clock
 from ca_core.errors import DomainError
+from ca_core.portal import Portal
 from projections.notifications import MailOutbox, PostgresMailOutbox, SQLiteMailOutbox
 from projections.ocsp import OcspStore, PostgresOcspStore, SQLiteOcspStore
 from projections.status import PostgresStatusView, SQLiteStatusView, StatusView
@@ -67,7 +69,7 @@ def store_env(database_url: str, data_dir: Path, app_name: str) -> dict[str, str
         "POSTGRES_PASSWORD": unquote(url.password or ""),
         "POSTGRES_CONNECT_TIMEOUT": "5",
         "POSTGRES_POOL_SIZE": "4",
-        # events inserted as plain arrays in binary (adapters/pgrecorder.py)
+        # events inserted as plain arrays in binary (adapters/storage/pgrecorder.py)
         "APPLICATION_RECORDER_TOPIC": get_topic(ArrayInsertApplicationRecorder),
         "PROCESS_RECORDER_TOPIC": get_topic(ArrayInsertProcessRecorder),
     }
@@ -146,3 +148,20 @@ def open_ca_store(settings: Settings, clock: Clock | None = None) -> Certificate
     return open_store("ca", settings, lambda: CertificateAuthority(
         store_env(settings.store_url("ca"), settings.data_dir, "ca"), clock=clock,
         policy=settings.issuance_policy()))
+
+
+def opening() -> Retrying:
+    """Retries for opening stores: processes starting at once race on CREATE TABLE IF NOT
+    EXISTS in PostgreSQL ("tuple concurrently updated"), so try again a few times."""
+    return Retrying(stop=stop_after_attempt(5), wait=wait_random(0.2, 1.0),
+                    retry=retry_if_exception_type((psycopg.Error, PersistenceError,
+                                                   StoreUnavailable)),
+                    reraise=True)
+
+
+def open_portal_store(settings: Settings, clock: Clock | None = None) -> Portal:
+    """The portal application on its store, for reading (audit): without the portal secret,
+    so it can check no login and sign no pickup link."""
+    return open_store("portal", settings, lambda: Portal(
+        store_env(settings.store_url("portal"), settings.data_dir, "portal"), clock=clock,
+        policy=settings.portal_policy()))

@@ -24,9 +24,9 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from adapters.client.portal_client import PortalClient, PortalRefused
+from adapters.client.token import Token, TokenError, list_tokens
 from adapters.output import EXIT_REFUSED, EXIT_SETUP, JsonOpt, fail, load_settings, out, result
-from adapters.portal_client import PortalClient, PortalRefused
-from adapters.token import Token, TokenError, list_tokens
 from ca_core.errors import DomainError
 from ca_core.request import check_revocation_passwords
 from ca_core.x509profile import split_pems

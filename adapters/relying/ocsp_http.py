@@ -11,8 +11,10 @@ Layers, fastest first:
    response from the store (projections/ocsp.py). Only a request with a nonce
    is signed here, echoing the nonce; nothing else signs or touches the event
    store.
-3. The maintainer (parent process) keeps the store current: signer rotation,
-   responses for new and revoked certificates, refresh at half validity.
+3. The CA role (adapters/ca/publishing.py), not this one, keeps the store current:
+   signer rotation, responses for new and revoked certificates, refresh at half
+   validity. This role holds no CA key and no CA passphrase; only the delegated OCSP
+   key, to sign requests with a nonce (``DelegatedKeyFiles``).
 
 The parent starts ``ocsp_workers`` processes, each with its own listening socket
 on the same port (SO_REUSEPORT, TCP_NODELAY): the kernel spreads connections.
@@ -45,9 +47,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
-from adapters.persistence import ocsp_store
 from adapters.settings import Settings
 from adapters.sockets import inherited, listening_socket, shown
+from adapters.storage.persistence import ocsp_store
 from ca_core.ca import CertificateAuthority
 from ca_core.clock import Clock
 from ca_core.errors import DomainError
@@ -317,8 +319,9 @@ async def _send(send: Any, status: int, body: bytes, headers: list[tuple[bytes, 
 
 # -- signers -----------------------------------------------------------------------------
 class SignerCache:
-    """The current delegated signer. The maintainer ``rotate``s (may issue a new one, recorded
-    as an event); workers only ``reload`` what is recorded. Never called per request."""
+    """The current delegated signer. The CA role ``rotate``s (may issue a new one, recorded
+    as an event: it needs the issuing key); workers only ``reload`` what is recorded.
+    Never called per request."""
 
     def __init__(self, ca: CertificateAuthority, settings: Settings) -> None:
         self.ca = ca
@@ -390,9 +393,9 @@ def responder_settings(settings: Settings) -> Settings:
 def open_ca(settings: Settings) -> CertificateAuthority:
     """The CA's store for a relying-party role: read, no CA key; the delegated OCSP key
     files when PARTNER_CA_OCSP_KEY_PASSPHRASE is set."""
-    from adapters.persistence import open_ca_store
+    from adapters.storage.persistence import open_ca_store, opening
 
-    ca = open_ca_store(settings)
+    ca = opening()(open_ca_store, settings)  # roles starting at once race on CREATE TABLE
     if settings.ocsp_key_passphrase is not None:
         ca.ocsp_keys = DelegatedKeyFiles(settings.ocsp_key_dir,
                                          settings.ocsp_key_passphrase.get_secret_value().encode())
@@ -415,7 +418,7 @@ def _worker(settings: Settings, shared: socket.socket | None = None) -> None:
 
 def serve_ocsp(settings: Settings, stop: threading.Event) -> None:
     """``ocsp_workers`` HTTP worker processes, restarted when one dies; until ``stop``. The
-    responses are pre-signed by the CA role (adapters/publishing.py); this role holds no CA
+    responses are pre-signed by the CA role (adapters/ca/publishing.py); this role holds no CA
     key and no CA passphrase, at most the delegated OCSP key for requests with a nonce."""
     settings = responder_settings(settings)
     ca = open_ca(settings)

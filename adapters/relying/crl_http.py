@@ -1,6 +1,6 @@
 """What relying parties talk to: the CRL and CA certificate, the status endpoint (and the OCSP role).
 
-``serve --role ocsp`` is adapters/ocsp_server.py.
+``serve --role ocsp`` is adapters/relying/ocsp_http.py.
 ``serve --role crl`` publishes a full CRL within ``crl_delay_seconds`` of a
 revocation and on schedule, and serves it at the CRL distribution point URL,
 with the issuing CA certificate (AIA caIssuers) and ``/status/<serial>`` for ops
@@ -25,11 +25,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapters.crlfiles import CrlFile, CrlFiles, served_crl
-from adapters.ocsp_server import http_date, open_ca, responder_settings, serve_ocsp
-from adapters.persistence import status_view
+from adapters.relying.ocsp_http import http_date, open_ca, responder_settings, serve_ocsp
 from adapters.settings import Settings
 from adapters.sockets import listening_socket, shown
+from adapters.storage.crl_files import CrlFile, CrlFiles, served_crl
+from adapters.storage.persistence import status_view
 from ca_core.ca import CertificateAuthority
 from ca_core.certificate import serial_hex
 from ca_core.x509profile import from_pem
@@ -114,8 +114,8 @@ def _loop(step: Any, interval: float, stop: threading.Event, name: str) -> None:
 
 
 def serve_relying(role: str, settings: Settings, stop: threading.Event) -> None:
-    """Run ``ocsp`` (adapters/ocsp_server.py) or ``crl`` until ``stop`` is set. Neither holds
-    a CA key or the CA passphrase: the CA role signs what they serve (adapters/publishing.py).
+    """Run ``ocsp`` (adapters/relying/ocsp_http.py) or ``crl`` until ``stop`` is set. Neither holds
+    a CA key or the CA passphrase: the CA role signs what they serve (adapters/ca/publishing.py).
     """
     settings = responder_settings(settings)
     if role == "ocsp":

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from adapters import softtoken
-from adapters.bootstrap import PartnerCa, build
+from adapters.client import softtoken
+from adapters.entrypoints.bootstrap import PartnerCa, build
 from adapters.settings import Settings
 from ca_core.clock import ManualClock
 

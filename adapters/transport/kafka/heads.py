@@ -16,8 +16,8 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from adapters.kafka_link.envelope import MalformedMessage, ce_type, decode
-from adapters.kafka_link.topics import topic_names
+from adapters.transport.kafka.envelope import MalformedMessage, ce_type, decode
+from adapters.transport.kafka.topics import topic_names
 from ca_core.messages import CA_EVENTS, PORTAL_EVENTS, TreeHeadSigned
 
 HEAD_TYPE = ce_type("TreeHeadSigned").encode()

@@ -17,7 +17,7 @@ from typing import cast
 from eventsourcing.persistence import Tracking, TrackingRecorder
 from kafka import KafkaProducer
 
-from adapters.kafka_link.envelope import encode
+from adapters.transport.kafka.envelope import encode
 from ca_core.eventmodel import DomainEvent
 from ca_core.messages import Message
 from ca_core.processing import MessageDrivenApplication

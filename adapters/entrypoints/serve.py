@@ -5,8 +5,9 @@ inbox (ca-events); ``--role ca`` runs the CA inbox (requests), the CA relay
 (ca-events) and the expiry timer; ``--role all`` runs both. Single components
 (``portal-relay``, ``portal-inbox``, ``ca-relay``, ``ca-inbox``) can run as
 processes of their own. ``--role ocsp`` and ``--role crl`` serve relying parties
-over HTTP (adapters/relying.py) and need no broker. SIGTERM or SIGINT stops a role cleanly; SIGKILL loses
-nothing either (positions are recorded with the effects).
+over HTTP (adapters/relying/) and need no broker, no CA key and no passphrase.
+SIGTERM or SIGINT stops a role cleanly; SIGKILL loses nothing either (positions are
+recorded with the effects).
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from adapters.bootstrap import build_ca, build_portal, make_clock
-from adapters.bootstrap import opening as open_retrying
-from adapters.kafka_link.inbox import KafkaInbox
-from adapters.kafka_link.relay import KafkaRelay
-from adapters.kafka_link.topics import ensure_topics
-from adapters.kafka_link.transport import ca_inbox, ca_relay, portal_inbox, portal_relay
-from adapters.migrate import apply_migrations
+from adapters.entrypoints.bootstrap import build_ca, build_portal, make_clock
 from adapters.settings import Settings
+from adapters.storage.migrate import apply_migrations
+from adapters.storage.persistence import opening as open_retrying
+from adapters.transport.kafka.inbox import KafkaInbox
+from adapters.transport.kafka.relay import KafkaRelay
+from adapters.transport.kafka.topics import ensure_topics
+from adapters.transport.kafka.transport import ca_inbox, ca_relay, portal_inbox, portal_relay
 from ca_core.ca import CertificateAuthority
 from ca_core.portal import Portal
 
@@ -68,7 +69,7 @@ def _start_inbox(name: str, inbox: KafkaInbox, stop: threading.Event) -> KafkaIn
     return inbox
 
 
-#: HTTP roles for relying parties (adapters/relying.py); they need no broker.
+#: HTTP roles for relying parties (adapters/relying/crl_http.py); they need no broker.
 HTTP_ROLES = ("ocsp", "crl")
 
 
@@ -87,8 +88,8 @@ def _checkpoint_thread(app: Any, settings: Settings, passphrase: str | None,
     """Periodic signed tree heads over ``app``'s log (needs the key passphrase)."""
     if settings.audit_checkpoint_seconds <= 0:
         return []
-    from adapters.audit import run_checkpoints
-    from adapters.bootstrap import key_store
+    from adapters.audit.tree_heads import run_checkpoints
+    from adapters.entrypoints.bootstrap import key_store
 
     keys = key_store(settings, passphrase)
     if keys is None:
@@ -107,8 +108,8 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
     if "portal-api" in components and settings.portal_listen:
         import uvicorn
 
-        from adapters.ops_auth import OpsTokens
-        from adapters.portal_api import portal_api
+        from adapters.portal.api import portal_api
+        from adapters.portal.ops_auth import OpsTokens
         from adapters.sockets import listening_socket, shown
 
         api = portal_api(portal, ops_tokens=OpsTokens(settings.data_dir / "ops-tokens.json"))
@@ -129,7 +130,7 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
         threads.append(threading.Thread(target=run_api, args=(stop,), name="portal-api",
                                         daemon=True))
     if "notifier" in components and (settings.notifier_in_portal or components == ("notifier",)):
-        from adapters.mailer import run_notifier
+        from adapters.portal.mailer import run_notifier
 
         threads.append(threading.Thread(target=run_notifier, args=(portal, settings, stop),
                                         name="notifier", daemon=True))
@@ -140,7 +141,7 @@ def _serve_embedded(role: str, settings: Settings, passphrase: str | None,
                     stop: threading.Event) -> None:
     """Without a broker: both applications in this process, linked in-process; the portal's
     API and notifier serve, the transport is pumped and expiries recorded in the background."""
-    from adapters.bootstrap import build
+    from adapters.entrypoints.bootstrap import build
 
     if role not in EMBEDDED_ROLES:
         raise ValueError(f"--role {role} needs PARTNER_CA_KAFKA_BOOTSTRAP (the broker address)")
@@ -158,7 +159,7 @@ def _serve_embedded(role: str, settings: Settings, passphrase: str | None,
             except Exception:
                 log.exception("in-process delivery failed; will try again")
 
-    from adapters.publishing import run_publishing
+    from adapters.ca.publishing import run_publishing
 
     components = {"portal": ("portal-api", "notifier"), "all": ("portal-api", "notifier"),
                   "ca": ()}.get(role, ROLES[role])
@@ -181,8 +182,8 @@ def _serve_embedded(role: str, settings: Settings, passphrase: str | None,
 
 
 def _serve_relying(role: str, settings: Settings, stop: threading.Event) -> None:
-    """``ocsp`` or ``crl``: no CA key, no passphrase (adapters/relying.py)."""
-    from adapters.relying import serve_relying
+    """``ocsp`` or ``crl``: no CA key, no passphrase (adapters/relying/crl_http.py)."""
+    from adapters.relying.crl_http import serve_relying
 
     apply_migrations(settings.store_url("ca"))
     _on_signals(stop)
@@ -251,7 +252,7 @@ def serve(role: str, settings: Settings, passphrase: str | None,
                 target=_expiry_loop(ca, settings.expiry_interval_seconds), args=(stop,),
                 name=name, daemon=True))
         elif name == "ca-publish" and ca is not None and settings.kafka_inbox_worker_index == 0:
-            from adapters.publishing import run_publishing  # OCSP responses and CRLs
+            from adapters.ca.publishing import run_publishing  # OCSP responses and CRLs
 
             threads.append(threading.Thread(target=run_publishing, args=(ca, settings, stop),
                                             name=name, daemon=True))

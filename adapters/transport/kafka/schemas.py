@@ -1,6 +1,6 @@
 """JSON Schemas of every public message, generated from the pydantic models into docs/events/.
 
-Run ``python -m adapters.kafka_link.schemas`` after changing a message; a test
+Run ``python -m adapters.transport.kafka.schemas`` after changing a message; a test
 fails while the files in docs/events/ differ from what this generates.
 """
 
@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from adapters.kafka_link.envelope import _ENVELOPE_FIELDS, SCHEMA_BASE, ce_type
+from adapters.transport.kafka.envelope import _ENVELOPE_FIELDS, SCHEMA_BASE, ce_type
 from ca_core.messages import SCHEMA_VERSION, TOPIC_TYPES
 
-OUT = Path(__file__).resolve().parents[2] / "docs" / "events"
+OUT = Path(__file__).resolve().parents[3] / "docs" / "events"
 
 
 def schemas() -> dict[str, dict[str, Any]]:

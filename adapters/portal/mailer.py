@@ -26,8 +26,8 @@ from string import Template
 from typing import Protocol
 from uuid import UUID
 
-from adapters.persistence import mail_outbox
 from adapters.settings import Settings
+from adapters.storage.persistence import mail_outbox
 from ca_core.portal import Portal
 from projections.notifications import Mail, MailOutbox, NotificationProjection, Recipient, remind
 from projections.status import catch_up

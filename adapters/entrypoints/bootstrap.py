@@ -9,21 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-import psycopg
-from eventsourcing.persistence import PersistenceError
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
-
-from adapters.bulkread import bulk_reader_for
-from adapters.inprocess import InProcessTransport
-from adapters.keystore import FileKeyStore
-from adapters.persistence import (
-    StoreUnavailable,
+from adapters.ca.keystore import FileKeyStore
+from adapters.settings import Settings
+from adapters.storage.bulkread import bulk_reader_for
+from adapters.storage.persistence import (
     open_store,
     private_directory,
     status_view,
     store_env,
 )
-from adapters.settings import Settings
+from adapters.transport.inprocess import InProcessTransport
 from ca_core.ca import CaNotInitialised, CertificateAuthority
 from ca_core.clock import Clock, ManualClock, SystemClock
 from ca_core.portal import Portal, TrustChain
@@ -75,15 +70,6 @@ def key_store(settings: Settings, passphrase: str | None) -> FileKeyStore | None
         return None
     return FileKeyStore(settings.ca_key_dir, secret.encode(),
                         settings.key_kdf_iterations)
-
-
-def opening() -> Retrying:
-    """Retries for opening stores: processes starting at once race on CREATE TABLE IF NOT
-    EXISTS in PostgreSQL ("tuple concurrently updated"), so try again a few times."""
-    return Retrying(stop=stop_after_attempt(5), wait=wait_random(0.2, 1.0),
-                    retry=retry_if_exception_type((psycopg.Error, PersistenceError,
-                                                   StoreUnavailable)),
-                    reraise=True)
 
 
 def build_ca(settings: Settings, clock: Clock, passphrase: str | None = None
@@ -167,7 +153,7 @@ def _link(settings: Settings, clock: Clock, ca: CertificateAuthority,
     if transport is None:
         link = NoTransport()
     elif transport == "kafka" or (transport == "auto" and settings.kafka_bootstrap):
-        from adapters.kafka_link.transport import KafkaTransport
+        from adapters.transport.kafka.transport import KafkaTransport
 
         link = KafkaTransport(portal, ca, settings)
     else:

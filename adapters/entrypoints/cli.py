@@ -23,10 +23,9 @@ import typer
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from rich.console import Console
 
-from adapters import softtoken
-from adapters.bootstrap import PartnerCa, StoreUnavailable, build, key_store
-from adapters.keystore import KeyStoreError
-from adapters.migrate import apply_migrations
+from adapters.ca.keystore import KeyStoreError
+from adapters.client import softtoken
+from adapters.entrypoints.bootstrap import PartnerCa, build, key_store
 from adapters.output import (
     EXIT_REFUSED,
     EXIT_SETUP,
@@ -38,8 +37,9 @@ from adapters.output import (
     out,
     result,
 )
-from adapters.persistence import status_view
 from adapters.settings import Settings
+from adapters.storage.migrate import apply_migrations
+from adapters.storage.persistence import StoreUnavailable, status_view
 from ca_core.ca import CaNotInitialised
 from ca_core.certificate import REVOCATION_REASONS
 from ca_core.errors import DomainError
@@ -57,7 +57,7 @@ client_app = typer.Typer(help="The user's side of the portal, with key files (R2
 app.add_typer(otp_app, name="otp")
 app.add_typer(partner_app, name="partner")
 app.add_typer(client_app, name="client")
-from adapters.token_cli import token_app  # noqa: E402 - after the app it extends
+from adapters.client.token_cli import token_app  # noqa: E402 - after the app it extends
 
 app.add_typer(token_app, name="token")
 audit_app = typer.Typer(help="Auditors: tamper evidence for the event stores.",
@@ -162,7 +162,7 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event.")] = False,
 ) -> None:
     """Run the manual's whole story on a throw-away embedded system and print its timeline."""
-    from adapters.demo import demo_system, run_story
+    from adapters.entrypoints.demo import demo_system, run_story
 
     started = time.perf_counter()
     with demo_system() as (s, passphrase):
@@ -203,10 +203,10 @@ def serve(
 
     Before it starts: the CA must be initialised and, for the roles that sign, the key
     passphrase must open the keys; otherwise one line on stderr and exit 3."""
-    from adapters.bootstrap import build_ca, make_clock
-    from adapters.persistence import open_ca_store
-    from adapters.serve import EMBEDDED_ROLES, HTTP_ROLES, ROLES
-    from adapters.serve import serve as run_role
+    from adapters.entrypoints.bootstrap import build_ca, make_clock
+    from adapters.entrypoints.serve import EMBEDDED_ROLES, HTTP_ROLES, ROLES
+    from adapters.entrypoints.serve import serve as run_role
+    from adapters.storage.persistence import open_ca_store, opening
 
     if role not in ROLES and role not in HTTP_ROLES:
         fail(f"unknown role {role!r}; use one of {', '.join([*ROLES, *HTTP_ROLES])}", EXIT_USAGE)
@@ -220,13 +220,13 @@ def serve(
     passphrase: str | None = None
     try:
         if role in HTTP_ROLES:
-            probe = open_ca_store(settings)
+            probe = opening()(open_ca_store, settings)  # serve roles start at once
             try:
                 probe.authority()  # not initialised: said at once
             finally:
                 probe.close()
         if role in signing_roles:
-            ca = build_ca(settings, make_clock(settings))
+            ca = opening()(build_ca, settings, make_clock(settings))
             try:
                 ca.authority()  # not initialised: said before any secret is asked for
                 passphrase = _passphrase()
@@ -304,7 +304,7 @@ def audit_history(
 
 
 def _mails(settings: Settings) -> list[Any]:
-    from adapters.persistence import mail_outbox
+    from adapters.storage.persistence import mail_outbox
 
     try:
         return mail_outbox(settings.store_url("portal"), settings.data_dir).all()
@@ -369,7 +369,7 @@ def audit_replay(
     stored OCSP response says what its row says; exit 1 on differences."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from adapters.replay import replay, total_positions
+    from adapters.audit.replay import replay, total_positions
 
     settings = load_settings()
     with system(need_keys=False) as s:
@@ -397,7 +397,7 @@ def audit_replay(
 @audit_app.command("checkpoint")
 def audit_checkpoint(which: AppOpt = "all", as_json: JsonOpt = False) -> None:
     """Sign a tree head over each log (RFC 6962 Merkle root); a copy goes to <data_dir>/audit."""
-    from adapters.audit import audit_key, checkpoint
+    from adapters.audit.tree_heads import audit_key, checkpoint
 
     settings = load_settings()
     with system(need_keys=True) as s:
@@ -425,7 +425,7 @@ def audit_verify(which: AppOpt = "all", heads_files: HeadsOpt = None,
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    from adapters.audit import verify
+    from adapters.audit.tree_heads import verify
 
     settings = load_settings()
     public_file = settings.data_dir / "keys" / "audit.pub.pem"
@@ -483,7 +483,7 @@ def audit_prove(
     """Inclusion proof (RFC 6962 audit path) of one stored event in a signed tree head, as
     JSON: the leaf data, its hash, the path and the head (docs/audit.md shows how to check
     it without this program)."""
-    from adapters.audit import inclusion
+    from adapters.audit.tree_heads import inclusion
 
     _print_proof(lambda s: inclusion(_one_app(s, which), position, size))
 
@@ -498,7 +498,7 @@ def audit_consistency(
 ) -> None:
     """Consistency proof (RFC 6962) that the older signed tree is a prefix of the newer one:
     nothing covered by the older head was changed, removed or reordered. JSON."""
-    from adapters.audit import consistency
+    from adapters.audit.tree_heads import consistency
 
     _print_proof(lambda s: consistency(_one_app(s, which), old_size, new_size))
 
@@ -510,7 +510,7 @@ def audit_fetch_heads(
 ) -> None:
     """Copy every signed tree head published on Kafka (ca-events, portal-events) into a file
     for `audit verify --heads` — copies the database's administrators cannot rewrite."""
-    from adapters.kafka_link.heads import fetch_heads, write_heads
+    from adapters.transport.kafka.heads import fetch_heads, write_heads
 
     settings = load_settings()
     if not settings.kafka_bootstrap:
@@ -531,7 +531,7 @@ def ops_token(
     as_json: JsonOpt = False,
 ) -> None:
     """Create (or replace) the ops API token of NAME; printed once, only its hash is kept."""
-    from adapters.ops_auth import OpsTokens
+    from adapters.portal.ops_auth import OpsTokens
 
     settings = load_settings()
     try:
@@ -644,7 +644,7 @@ def crl(
     CrlPublished, and put it where ``serve --role crl`` serves it
     (<data_dir>/crl/issuing.crl, shards beside it; --out writes a copy too). Files are
     replaced atomically."""
-    from adapters.publishing import crl_publisher
+    from adapters.ca.publishing import crl_publisher
 
     settings = load_settings()
     with system(need_keys=True) as s:
@@ -769,7 +769,7 @@ def client_request(
     the key policy, the two revocation password entries): a refusal there leaves the OTP
     usable."""
     if token is not None:
-        from adapters.token_cli import client_request_with_token
+        from adapters.client.token_cli import client_request_with_token
 
         client_request_with_token(user_id, otp, token, key_label, portal, pin_fd, wait, timeout,
                                   as_json)
@@ -795,7 +795,7 @@ def client_pickup_link(
     as_json: JsonOpt = False,
 ) -> None:
     """Follow the emailed single-use link and put the certificate and chain on the token (R4)."""
-    from adapters.token_cli import client_pickup_link_with_token
+    from adapters.client.token_cli import client_pickup_link_with_token
 
     client_pickup_link_with_token(link, token, key_label, portal, pin_fd, as_json)
 
@@ -810,7 +810,7 @@ def client_wait(
 ) -> None:
     """Wait for a request made with `client request --token` (progress shown), then pick the
     certificate up and put it with its chain on the token (R4)."""
-    from adapters.token_cli import client_wait_with_token
+    from adapters.client.token_cli import client_wait_with_token
 
     client_wait_with_token(str(request_id), token, pin_fd, timeout, as_json=as_json)
 
@@ -833,7 +833,7 @@ def client_pickup(
     """Pick up an issued certificate with its chain (R4): onto the token over the portal API
     (--token), or from the local store into files (--out with --user or --link-token)."""
     if token is not None:
-        from adapters.token_cli import client_wait_with_token
+        from adapters.client.token_cli import client_wait_with_token
 
         client_wait_with_token(str(request_id), token, pin_fd, 0.0, wait=False, as_json=as_json)
         return
@@ -883,7 +883,7 @@ def client_login(cert: CertOptional = None, key: KeyOptional = None, token: Toke
                  pin_fd: PinFd = None, as_json: JsonOpt = False) -> None:
     """Log in with the certificate: sign the portal's challenge with the key (R5)."""
     if token is not None:
-        from adapters.token_cli import client_login_with_token
+        from adapters.client.token_cli import client_login_with_token
 
         client_login_with_token(token, key_label, portal, pin_fd, as_json)
         return
@@ -908,7 +908,7 @@ def client_renew(
 ) -> None:
     """Renew while the current certificate is valid (R7); with --token a new key is made on it."""
     if token is not None:
-        from adapters.token_cli import client_renew_with_token
+        from adapters.client.token_cli import client_renew_with_token
 
         client_renew_with_token(token, key_label, new_key_label, portal, pin_fd, as_json)
         return
@@ -935,7 +935,7 @@ def client_revoke(
 ) -> None:
     """Revoke your certificate with the revocation password (R9)."""
     if token is not None:
-        from adapters.token_cli import client_revoke_with_token
+        from adapters.client.token_cli import client_revoke_with_token
 
         client_revoke_with_token(token, key_label, reason, portal, pin_fd, as_json)
         return

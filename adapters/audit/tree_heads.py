@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from eventsourcing.application import AggregateNotFoundError
 
-from adapters.logreader import originator_bytes, records
+from adapters.storage.logreader import originator_bytes, records
 from ca_core import merkle
 from ca_core.clock import Clock, SystemClock
 from ca_core.eventmodel import read_log

@@ -27,7 +27,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapters.ops_auth import OpsIdentity, OpsTokens
+from adapters.portal.ops_auth import OpsIdentity, OpsTokens
 from ca_core.errors import DomainError, NotFound
 from ca_core.portal import CertificateSession, EnrollmentSession, Portal
 from ca_core.x509profile import from_pem

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 
-from adapters.kafka_link.inbox import KafkaInbox
-from adapters.kafka_link.relay import KafkaRelay, new_producer
-from adapters.kafka_link.topics import ensure_topics, topic_names
-from adapters.persistence import position_recorder
 from adapters.settings import Settings
+from adapters.storage.persistence import position_recorder
+from adapters.transport.kafka.inbox import KafkaInbox
+from adapters.transport.kafka.relay import KafkaRelay, new_producer
+from adapters.transport.kafka.topics import ensure_topics, topic_names
 from ca_core.ca import CertificateAuthority
 from ca_core.messages import (
     CA_EVENTS,

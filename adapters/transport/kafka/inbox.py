@@ -18,7 +18,7 @@ import time
 from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import KafkaConsumer, TopicPartition
 
-from adapters.kafka_link.envelope import MalformedMessage, decode
+from adapters.transport.kafka.envelope import MalformedMessage, decode
 from ca_core.messages import Message
 from ca_core.processing import MessageDrivenApplication
 

@@ -1,7 +1,7 @@
 """`partner-ca audit replay`: rebuild every projection from position 0 into a scratch store and
 compare it row by row with the live one.
 
-The logs are read with plain cursors (``adapters.logreader``: SQLite in pages of
+The logs are read with plain cursors (``adapters.storage.logreader``: SQLite in pages of
 10,000, PostgreSQL as one query through a server-side cursor); the records a
 projection follows are decoded and fed to the projection's own ``process_event``
 — the same code the live views run — with an in-memory view behind it. The work
@@ -47,9 +47,17 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
-from adapters.logreader import Decoder, Part, records
-from adapters.persistence import mail_outbox, ocsp_store, status_view, store_env
 from adapters.settings import Settings
+from adapters.storage.logreader import Decoder, Part, records
+from adapters.storage.persistence import (
+    mail_outbox,
+    ocsp_store,
+    open_ca_store,
+    open_portal_store,
+    opening,
+    status_view,
+    store_env,
+)
 from ca_core.clock import SystemClock
 from ca_core.ocsp import Answer
 from ca_core.request import CertificateRequest
@@ -246,9 +254,9 @@ MAX_DIFFERENCES = 1000  # per view: enough to see what is wrong
 
 
 def _app(settings: Settings, which: str) -> Any:
-    from adapters.bootstrap import build_ca, build_portal, opening
-
-    return opening()(build_ca if which == "ca" else build_portal, settings, SystemClock())
+    """An application to read: the audit role opens no key and no portal secret."""
+    return opening()(open_ca_store if which == "ca" else open_portal_store, settings,
+                     SystemClock())
 
 
 _STORES: dict[str, Callable[[str, Path], Any]] = {
@@ -260,8 +268,6 @@ def _scratch(which: str, scratch: Path) -> Any:
 
 
 def _live(settings: Settings, which: str) -> Any:
-    from adapters.bootstrap import opening
-
     return opening()(_STORES[which],
                      settings.store_url("portal" if which == "mail_outbox" else "ca"),
                      settings.data_dir)

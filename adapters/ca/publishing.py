@@ -5,7 +5,7 @@
   the delegated key), and the root's answer about the issuing CA (with the root key);
   ``serve --role ocsp`` only reads them.
 - CRL: a new full CRL (and its shards) within ``crl_delay_seconds`` of a revocation and at
-  half its validity, written where ``serve --role crl`` serves it (adapters/crlfiles.py).
+  half its validity, written where ``serve --role crl`` serves it (adapters/storage/crl_files.py).
 
 ``serve`` runs this in the process that holds the CA keys: ``--role ca`` (with Kafka, worker
 0 of the CA inbox), or the embedded ``--role all|portal|ca``.
@@ -20,10 +20,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from adapters.crlfiles import CrlFile, CrlFiles, served_crl, write_crls
-from adapters.ocsp_server import SignerCache, ocsp_responder
-from adapters.persistence import status_view
+from adapters.relying.ocsp_http import SignerCache, ocsp_responder
 from adapters.settings import Settings
+from adapters.storage.crl_files import CrlFile, CrlFiles, served_crl, write_crls
+from adapters.storage.persistence import status_view
 from ca_core.ca import CertificateAuthority, PublishedCrls
 from ca_core.certificate import serial_hex
 from projections.status import RevocationStatusProjection, catch_up
