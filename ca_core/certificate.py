@@ -38,7 +38,26 @@ def check_revocation_reason(reason: str) -> None:
 
 
 def serial_hex(serial: int) -> str:
+    """A serial as the log, the views and the stores key it: upper-case hex, 32 digits."""
     return format(serial, "x").upper().rjust(32, "0")
+
+
+class SerialInvalid(DomainError):
+    code = "serial-invalid"
+
+
+def parse_serial(text: str) -> str:
+    """A serial as people type it (any case, ``0x``, colons, leading zeros dropped) in the
+    one form it is kept in (``serial_hex``): ``1a2b`` and ``00001A2B`` are the same."""
+    cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
+    try:
+        value = int(cleaned, 16)
+    except ValueError:
+        raise SerialInvalid(f"not a hexadecimal serial: {text[:80]!r}") from None
+    if not 0 < value < 1 << 160:  # RFC 5280 §4.1.2.2: positive, at most 20 octets
+        raise SerialInvalid(f"not a certificate serial (positive, at most 20 octets): "
+                            f"{text[:80]!r}")
+    return serial_hex(value)
 
 
 class Certificate(Aggregate):

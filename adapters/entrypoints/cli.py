@@ -41,7 +41,7 @@ from adapters.settings import Settings
 from adapters.storage.migrate import apply_migrations
 from adapters.storage.persistence import StoreUnavailable, status_view
 from ca_core.ca import CaNotInitialised
-from ca_core.certificate import REVOCATION_REASONS
+from ca_core.certificate import REVOCATION_REASONS, parse_serial
 from ca_core.errors import DomainError
 from ca_core.portal import CertificateSession
 from ca_core.x509profile import from_pem
@@ -256,6 +256,14 @@ def _apps(s: PartnerCa, which: str) -> list[Any]:
     return [a for a in (s.ca, s.portal) if which in ("all", a.name)]
 
 
+def _serial(text: str) -> str:
+    """A serial as typed, in the form the stores keep it; exit 2 if it is not one."""
+    try:
+        return parse_serial(text)
+    except DomainError as exc:
+        fail(f"{exc} [{exc.code}]", EXIT_USAGE)
+
+
 def _parse_at(text: str) -> datetime:
     """An ISO 8601 instant (UTC when no offset is given), or exit 2."""
     try:
@@ -283,10 +291,10 @@ def audit_history(
     settings = load_settings()
     with system(need_keys=False) as s:
         entries = history(timeline(s.portal, s.ca), user_id,
-                          serial.upper() if serial else None)
+                          _serial(serial) if serial else None)
         mails = [m for m in _mails(settings)
                  if (user_id and m.params.get("user_id") == user_id)
-                 or (serial and m.params.get("serial") == serial.upper())]
+                 or (serial and m.params.get("serial") == _serial(serial))]
     if as_json:
         for entry in entries:
             out.print(jsonlib.dumps(entry.as_json(), default=str), soft_wrap=True,
@@ -327,7 +335,7 @@ def audit_at(
 
     at = _parse_at(moment)
     with system(need_keys=False) as s:
-        found = s.ca.status_at(serial.upper(), at)
+        found = s.ca.status_at(_serial(serial), at)
         crl = None
         signer = None
         for _, event in all_events(s.ca):
@@ -584,9 +592,9 @@ def revoke(
 ) -> None:
     """Revoke a certificate as ops (R10): lost token, suspected misuse."""
     with system(need_keys=True) as s:
-        changed = s.ca.revoke(serial.upper(), reason, operator)
-        result(as_json, f"revoked {serial.upper()} ({reason})" if changed
-               else f"{serial.upper()} was already revoked", serial=serial.upper(),
+        changed = s.ca.revoke(_serial(serial), reason, operator)
+        result(as_json, f"revoked {_serial(serial)} ({reason})" if changed
+               else f"{_serial(serial)} was already revoked", serial=_serial(serial),
                reason=reason, changed=changed)
 
 
@@ -607,13 +615,13 @@ def status(
             if serial is None:
                 fail("--at needs a serial", EXIT_USAGE)
             moment = _parse_at(at)
-            _print_status([asdict(s.ca.status_at(serial.upper(), moment))], as_json)
+            _print_status([asdict(s.ca.status_at(_serial(serial), moment))], as_json)
             return
         apply_migrations(settings.store_url("ca"))
         projection = RevocationStatusProjection(
             status_view(settings.store_url("ca"), settings.data_dir))
         catch_up(projection, s.ca)
-        rows = ([projection.view.get(serial.upper())] if serial
+        rows = ([projection.view.get(_serial(serial))] if serial
                 else projection.view.for_user(user or ""))
         found = [asdict(r) for r in rows if r is not None]
         if not found:

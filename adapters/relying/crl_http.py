@@ -31,7 +31,7 @@ from adapters.sockets import listening_socket, shown
 from adapters.storage.crl_files import CrlFile, CrlFiles, served_crl
 from adapters.storage.persistence import status_view
 from ca_core.ca import CertificateAuthority
-from ca_core.certificate import serial_hex
+from ca_core.certificate import SerialInvalid, parse_serial
 from ca_core.x509profile import from_pem
 from projections.status import RevocationStatusProjection, StatusView, catch_up
 
@@ -70,11 +70,10 @@ def crl_app(ca: CertificateAuthority, crl_path: Path, status: StatusView) -> Sta
         return Response(der, media_type="application/pkix-cert")
 
     async def status_of(request: Request) -> Response:
-        text = request.path_params["serial"].lower().removeprefix("0x")
         try:
-            serial = serial_hex(int(text, 16))
-        except ValueError:
-            return JSONResponse({"error": f"not a hexadecimal serial: {text[:80]!r}"}, 400)
+            serial = parse_serial(request.path_params["serial"])
+        except SerialInvalid as exc:
+            return JSONResponse({"error": str(exc)}, 400)
         at = request.query_params.get("at")
         if at is not None:
             try:

@@ -254,3 +254,25 @@ def test_debug_log_level_shows_what_serve_publishes_and_applies(
         serve.wait(timeout=30)
     with psycopg.connect(env["PARTNER_CA_DATABASE_URL"]) as conn:
         assert conn.execute("SELECT count(*) FROM ca_events").fetchone()[0] > 0
+
+
+def test_a_serial_is_found_however_it_is_typed(installed: dict[str, str],
+                                               tmp_path: Path) -> None:
+    """`status 1a2b` used to miss where the HTTP /status padded: one normal form for all."""
+    env = installed
+    _key, csr = csr_file(tmp_path, "k1")
+    done = json.loads(run("client", "request", "--user", USER, "--otp", issue_otp(env),
+                          "--csr", str(csr), "--json",
+                          env={**env, "PARTNER_CA_REVOCATION_PASSWORD": "revocation pw 1"}
+                          ).stdout)
+    serial = done["serial"]
+    short = serial.lstrip("0").lower()
+    typed = [short, "0x" + short, ":".join(serial[i:i + 2] for i in range(0, 32, 2)), serial]
+    for text in typed:
+        found = json.loads(run("status", text, "--json", env=env).stdout)
+        assert found["serial"] == serial, text
+    bad = run("status", "not-hex", env=env, check=None)
+    assert bad.returncode == 2 and "serial-invalid" in bad.stderr
+    revoked = json.loads(run("revoke", short, "--reason", "keyCompromise", "--operator", "ops",
+                             "--json", env=env).stdout)
+    assert revoked["serial"] == serial and revoked["changed"]
