@@ -18,6 +18,7 @@ from eventsourcing.persistence import Recording, Tracking
 from eventsourcing.projection import EventSourcedProjection
 from eventsourcing.utils import EnvType
 
+from ca_core import compat_eventsourcing
 from ca_core.clock import Clock, SystemClock
 from ca_core.eventmodel import Aggregate
 from ca_core.messages import Message
@@ -77,9 +78,7 @@ class MessageDrivenApplication(EventSourcedProjection[UUID]):
         """``Application.save`` with the faster ``Batch`` (same steps, same order)."""
         batch = Batch()
         batch.collect_events(*objs, **kwargs)
-        recordings = self._record(batch)
-        self._take_snapshots(batch)
-        self._notify(recordings)
+        recordings: list[Recording[UUID]] = compat_eventsourcing.record(self, batch)
         self.notify(batch.events)  # the library's deprecated hook, kept as it calls it
         return recordings
 
@@ -112,10 +111,8 @@ class MessageDrivenApplication(EventSourcedProjection[UUID]):
                         tracking.application_name, position, reason, excerpt, self.clock.now()))
         finally:
             self._prefetched = {}  # a retried batch reads everything again
-        recordings = self._record(batch)
-        self._take_snapshots(batch)
+        compat_eventsourcing.record(self, batch)
         self.notify(batch.events)
-        self._notify(recordings)
 
     def _prefetch(self, ids: list[UUID]) -> None:
         """Read the batch's aggregates in one query; absent ones are remembered as absent."""

@@ -27,9 +27,7 @@ history).
 """
 from __future__ import annotations
 
-import functools
 import gc
-import inspect
 import logging
 import multiprocessing
 import sqlite3
@@ -47,6 +45,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
+from adapters.compat import singledispatch
 from adapters.settings import Settings
 from adapters.storage.logreader import Decoder, Part, records
 from adapters.storage.persistence import (
@@ -199,11 +198,7 @@ class _Answers(OcspResponseProjection):
 def _handler(projection: Projection[Any], event_type: type) -> Callable[[Any, Tracking], None]:
     """The projection's ``process_event`` for one event type, dispatched once: a
     ``singledispatchmethod`` re-dispatches (and wraps) on every call in Python 3.11."""
-    descriptor = inspect.getattr_static(type(projection), "process_event")
-    dispatcher = getattr(descriptor, "dispatcher", None)
-    if dispatcher is None:
-        return projection.process_event
-    return functools.partial(dispatcher.dispatch(event_type), projection)
+    return singledispatch.handler(projection, "process_event", event_type)
 
 
 def _feed(source: Any, feeds: list[tuple[Projection[Any], int]], progress: Any,

@@ -25,6 +25,8 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
+from ca_core import compat_eventsourcing
+
 
 def _statement(datastore: PostgresDatastore, table: str) -> Composed:
     return SQL(
@@ -36,8 +38,7 @@ def _statement(datastore: PostgresDatastore, table: str) -> Composed:
 
 
 def _insert(recorder: Any, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent]) -> None:
-    recorder._lock_table(curs)  # the library's own steps, in its order
-    recorder._notify_channel(curs)
+    compat_eventsourcing.prepare_insert(recorder, curs)  # the library's own steps, in its order
     curs.execute(recorder.array_insert_statement, (
         [e.originator_id for e in stored_events], [e.originator_version for e in stored_events],
         [e.topic for e in stored_events], [e.state for e in stored_events]), binary=True)

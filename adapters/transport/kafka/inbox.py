@@ -18,6 +18,7 @@ import time
 from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import KafkaConsumer, TopicPartition
 
+from adapters.compat.kafka_python import io_wakeup
 from adapters.transport.kafka.envelope import MalformedMessage, decode
 from ca_core.messages import Message
 from ca_core.processing import MessageDrivenApplication
@@ -45,8 +46,7 @@ class _IoLoopNudger(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        net = getattr(self.consumer, "_net", None)
-        wakeup = getattr(net, "wakeup", None)
+        wakeup = io_wakeup(self.consumer)
         while wakeup is not None and not self.stopped.wait(0.1):
             wakeup()
 
