@@ -24,6 +24,7 @@ from ca_core.certificate import (
     RevocationRefused,
     SigningRequest,
     check_revocation_reason,
+    effective_status,
     serial_hex,
 )
 from ca_core.clock import Clock, SystemClock
@@ -475,9 +476,7 @@ class CertificateAuthority(MessageDrivenApplication):
             c = self.certificate(serial)
         except CertificateNotFound:
             return "unknown"
-        if c.status == "good" and self.clock.now() > c.not_after:
-            return "expired"
-        return c.status
+        return effective_status(c.status, c.not_after, self.clock.now())
 
     def status_at(self, serial: str, at: datetime) -> StatusAt:
         """Point-in-time status from the certificate's own history (not from any view)."""
@@ -495,8 +494,7 @@ class CertificateAuthority(MessageDrivenApplication):
                 status, reason, cause = "revoked", event.reason, event
             elif isinstance(event, Certificate.CertificateExpired):
                 status, cause = "expired", event
-        if status == "good" and not_after is not None and at > not_after:
-            status = "expired"  # by time, before the expiry was recorded
+        status = effective_status(status, not_after, at)  # by time, before it is recorded
         return StatusAt(serial, at, status, reason, type(cause).__name__ if cause else None,
                         cause.timestamp if cause else None,
                         cause.originator_version if cause else None)

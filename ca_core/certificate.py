@@ -42,6 +42,14 @@ def serial_hex(serial: int) -> str:
     return format(serial, "x").upper().rjust(32, "0")
 
 
+def effective_status(status: str, not_after: datetime | None, now: datetime) -> str:
+    """R11 as read: a ``good`` certificate past its notAfter is ``expired`` even before the
+    expiry is recorded. The one place this is decided."""
+    if status == "good" and not_after is not None and now > not_after:
+        return "expired"
+    return status
+
+
 class SerialInvalid(DomainError):
     code = "serial-invalid"
 
@@ -145,7 +153,8 @@ class Certificate(Aggregate):
 
     def expire_if_due(self, now: datetime) -> bool:
         """R11: once not_after has passed, an expiry is recorded."""
-        if self.status == "good" and now > self.not_after:
+        if self.status == "good" and effective_status(self.status, self.not_after,
+                                                      now) == "expired":
             self._expired(serial=self.serial, request_id=self.request_id,
                           not_after=self.not_after, timestamp=now)
             return True

@@ -23,7 +23,7 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import get_topic
 from psycopg.rows import tuple_row
 
-from ca_core.certificate import Certificate
+from ca_core.certificate import Certificate, effective_status
 from ca_core.clock import Clock
 from ca_core.crl import RevokedEntry
 from ca_core.eventmodel import read_log
@@ -245,9 +245,7 @@ class ViewStatusSource:
         row = self.view.get(serial)
         if row is None:
             return "unknown"
-        if row.status == "good" and self.clock.now() > row.not_after:
-            return "expired"
-        return row.status
+        return effective_status(row.status, row.not_after, self.clock.now())
 
 
 def catch_up(projection: Projection[Any], source: Any) -> int:

@@ -31,7 +31,7 @@ from adapters.sockets import listening_socket, shown
 from adapters.storage.crl_files import CrlFile, CrlFiles, served_crl
 from adapters.storage.persistence import status_view
 from ca_core.ca import CertificateAuthority
-from ca_core.certificate import SerialInvalid, parse_serial
+from ca_core.certificate import SerialInvalid, effective_status, parse_serial
 from ca_core.x509profile import from_pem
 from projections.status import RevocationStatusProjection, StatusView, catch_up
 
@@ -89,8 +89,7 @@ def crl_app(ca: CertificateAuthority, crl_path: Path, status: StatusView) -> Sta
         row = status.get(serial)
         if row is None:
             return JSONResponse({"serial": serial, "status": "unknown"}, 404)
-        effective = "expired" if row.status == "good" and ca.clock.now() > row.not_after \
-            else row.status
+        effective = effective_status(row.status, row.not_after, ca.clock.now())
         data: dict[str, Any] = {k: (v.isoformat() if isinstance(v, datetime) else str(v)
                                     if k == "request_id" else v) for k, v in vars(row).items()}
         return JSONResponse({**data, "status": effective})
