@@ -736,6 +736,14 @@ def _read(path: Path, what: str) -> str:
         fail(f"cannot read {what} {path}: {exc.strerror}", EXIT_USAGE)
 
 
+def _checked_request(s: PartnerCa, csr_pem: str) -> tuple[str, str]:
+    """The revocation password twice, and R3's checks that need no session, before anything
+    is used up (the OTP, a certificate login)."""
+    first, second = _revocation_passwords()
+    s.portal.check_request(csr_pem, first, second)
+    return first, second
+
+
 def _report_request(s: PartnerCa, request_id: UUID, as_json: bool) -> None:
     request = s.portal.request(request_id)
     if request.state == "rejected":
@@ -786,8 +794,7 @@ def client_request(
         fail("give --csr (key file) or --token (PKCS#11 token)", EXIT_USAGE)
     csr_pem = _read(csr, "CSR")
     with system(user_side=True) as s:
-        first, second = _revocation_passwords()
-        s.portal.check_request(csr_pem, first, second)
+        first, second = _checked_request(s, csr_pem)
         secret = otp if otp is not None else _prompt_secret("One-time password")
         session = s.portal.login_with_otp(user_id, secret)
         request_id = s.portal.submit_request(session, csr_pem, first, second)
@@ -925,8 +932,7 @@ def client_renew(
         fail("give --csr with --cert/--key", EXIT_USAGE)
     csr_pem = _read(csr, "CSR")
     with system(user_side=True) as s:
-        first, second = _revocation_passwords()
-        s.portal.check_request(csr_pem, first, second)
+        first, second = _checked_request(s, csr_pem)
         session = _cert_login(s, cert, key)
         request_id = s.portal.request_renewal(session, csr_pem, first, second)
         s.pump()
