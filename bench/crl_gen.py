@@ -33,7 +33,8 @@ from eventsourcing.persistence import Tracking
 from rich.console import Console
 from rich.table import Table
 
-from ca_core.crl import REVOCATION_REASONS_IN_CRL, RevokedEntry, build_crl
+from ca_core.certificate import REVOCATION_REASONS
+from ca_core.crl import RevokedEntry, build_crl
 from ca_core.policy import IssuancePolicy
 from ca_core.x509profile import build_issuing, build_root, ca_name
 
@@ -44,7 +45,7 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 def make_entries(n: int) -> list[RevokedEntry]:
     rng = random.Random(n)
     # openssl ca's index has no privilegeWithdrawn: the common reasons only, the same for both
-    reasons = [r for r in REVOCATION_REASONS_IN_CRL if r != "privilegeWithdrawn"]
+    reasons = [r for r in REVOCATION_REASONS if r != "privilegeWithdrawn"]
     return [RevokedEntry(format(rng.getrandbits(126) | 1 << 125, "X"),
                          NOW - timedelta(seconds=rng.randrange(3 * 365 * 86400)),
                          reasons[i % len(reasons)]) for i in range(n)]

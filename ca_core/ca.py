@@ -20,6 +20,7 @@ from eventsourcing.utils import EnvType, get_topic
 from ca_core.authority import AUTHORITY_ID, Authority
 from ca_core.certificate import (
     Certificate,
+    CertificateStatus,
     PublicKeyRecord,
     RevocationRefused,
     SigningRequest,
@@ -29,7 +30,7 @@ from ca_core.certificate import (
 )
 from ca_core.clock import Clock, SystemClock
 from ca_core.crl import MAX_CRL_VALIDITY, RevokedEntry, build_crl
-from ca_core.errors import DomainError, NotFound
+from ca_core.errors import DomainError, NotFound, NotReady
 from ca_core.eventmodel import PYDANTIC_ENV, DomainEvent, read_log
 from ca_core.keypolicy import checked_csr, csr_fingerprint, spki_fingerprint
 from ca_core.messages import CertificateRequested, Message, RevocationRequested
@@ -72,7 +73,7 @@ class CertificateNotFound(NotFound):
     code = "certificate-unknown"
 
 
-class CaNotInitialised(DomainError):
+class CaNotInitialised(NotReady):
     code = "ca-not-initialised"
 
 
@@ -394,8 +395,9 @@ class CertificateAuthority(MessageDrivenApplication):
     def _check_renewable(self, serial: str, now: datetime, batch: Batch | None) -> None:
         """R7 on the CA side: the certificate being renewed must still be valid."""
         old = self.certificate(serial, batch)
-        if old.status != "good" or now > old.not_after:
-            raise RevocationRefused(f"certificate {serial} is {old.status}; renewal not allowed",
+        status = effective_status(old.status, old.not_after, now)
+        if status != CertificateStatus.GOOD:
+            raise RevocationRefused(f"certificate {serial} is {status}; renewal not allowed",
                                     code="renewal-not-allowed")
 
     # -- revocation and expiry -----------------------------------------
@@ -470,17 +472,17 @@ class CertificateAuthority(MessageDrivenApplication):
             raise CertificateNotFound(f"no certificate with serial {serial}")
         return cast(Certificate, found)
 
-    def status_of(self, serial: str) -> str:
+    def status_of(self, serial: str) -> CertificateStatus:
         """``good``/``revoked``/``expired``/``unknown`` (the portal's R5 status source)."""
         try:
             c = self.certificate(serial)
         except CertificateNotFound:
-            return "unknown"
+            return CertificateStatus.UNKNOWN
         return effective_status(c.status, c.not_after, self.clock.now())
 
     def status_at(self, serial: str, at: datetime) -> StatusAt:
         """Point-in-time status from the certificate's own history (not from any view)."""
-        status: str = "unknown"
+        status: str = CertificateStatus.UNKNOWN
         reason: str | None = None
         cause: Any = None
         not_after: datetime | None = None
@@ -489,11 +491,11 @@ class CertificateAuthority(MessageDrivenApplication):
             if event.timestamp > at:
                 break
             if isinstance(event, Certificate.CertificateIssued):
-                status, cause, not_after = "good", event, event.not_after
+                status, cause, not_after = CertificateStatus.GOOD, event, event.not_after
             elif isinstance(event, Certificate.CertificateRevoked):
-                status, reason, cause = "revoked", event.reason, event
+                status, reason, cause = CertificateStatus.REVOKED, event.reason, event
             elif isinstance(event, Certificate.CertificateExpired):
-                status, cause = "expired", event
+                status, cause = CertificateStatus.EXPIRED, event
         status = effective_status(status, not_after, at)  # by time, before it is recorded
         return StatusAt(serial, at, status, reason, type(cause).__name__ if cause else None,
                         cause.timestamp if cause else None,
@@ -504,7 +506,7 @@ class CertificateAuthority(MessageDrivenApplication):
         return StatusAnswer(
             serial=c.serial, status=self.status_of(serial), user_id=c.user_id, module=c.module,
             not_before=c.not_before, not_after=c.not_after, reason=c.revocation_reason,
-            changed_at=c.revoked_at if c.status == "revoked" else (
-                c.modified_on if c.status == "expired" else None),
+            changed_at=c.revoked_at if c.status == CertificateStatus.REVOKED else (
+                c.modified_on if c.status == CertificateStatus.EXPIRED else None),
             changed_by=c.revoked_by,
         )

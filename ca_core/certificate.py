@@ -3,38 +3,61 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any, ClassVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
 
+from ca_core.crl import REASON_CODES
 from ca_core.errors import DomainError
 from ca_core.eventmodel import Aggregate
 from ca_core.keypolicy import CsrRejected
 
-#: RFC 5280 reason codes, spelled as the RFC spells them, usable for end-entity certificates.
-REVOCATION_REASONS = (
-    "unspecified",
-    "keyCompromise",
-    "affiliationChanged",
-    "superseded",
-    "cessationOfOperation",
-    "privilegeWithdrawn",
-)
+
+class CertificateStatus(StrEnum):
+    """What the CA says of a certificate (RFC 6960 ``good``/``revoked``; R11's ``expired``).
+    Members are strings, so the stored events and views keep the plain words."""
+
+    GOOD = "good"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"  # RFC 6960: never issued by this CA
+
+
+class RevocationReason(StrEnum):
+    """RFC 5280 §5.3.1 CRLReason values usable for end-entity certificates, spelled as the RFC
+    (and ``x509.ReasonFlags``) spells them; ``code`` is the CRLReason enumeration value."""
+
+    UNSPECIFIED = "unspecified"
+    KEY_COMPROMISE = "keyCompromise"
+    AFFILIATION_CHANGED = "affiliationChanged"
+    SUPERSEDED = "superseded"
+    CESSATION_OF_OPERATION = "cessationOfOperation"
+    PRIVILEGE_WITHDRAWN = "privilegeWithdrawn"
+
+    @property
+    def code(self) -> int:
+        return REASON_CODES[self.value]
+
+#: the reasons as strings, in RFC order (for help texts and random tests)
+REVOCATION_REASONS = tuple(reason.value for reason in RevocationReason)
 
 
 class RevocationRefused(DomainError):
     code = "revocation-refused"
 
 
-def check_revocation_reason(reason: str) -> None:
+def check_revocation_reason(reason: str) -> RevocationReason:
     """R10: the reason must be an RFC 5280 reason code allowed for end-entity certificates."""
-    if reason not in REVOCATION_REASONS:
+    try:
+        return RevocationReason(reason)
+    except ValueError:
         raise RevocationRefused(
             f"unknown revocation reason {reason!r}; use one of: {', '.join(REVOCATION_REASONS)}",
             code="revocation-reason-invalid",
-        )
+        ) from None
 
 
 def serial_hex(serial: int) -> str:
@@ -42,12 +65,13 @@ def serial_hex(serial: int) -> str:
     return format(serial, "x").upper().rjust(32, "0")
 
 
-def effective_status(status: str, not_after: datetime | None, now: datetime) -> str:
+def effective_status(status: str, not_after: datetime | None,
+                     now: datetime) -> CertificateStatus:
     """R11 as read: a ``good`` certificate past its notAfter is ``expired`` even before the
     expiry is recorded. The one place this is decided."""
-    if status == "good" and not_after is not None and now > not_after:
-        return "expired"
-    return status
+    if status == CertificateStatus.GOOD and not_after is not None and now > not_after:
+        return CertificateStatus.EXPIRED
+    return CertificateStatus(status)
 
 
 class SerialInvalid(DomainError):
@@ -132,17 +156,17 @@ class Certificate(Aggregate):
         self.key_fingerprint = key_fingerprint
         self.renews_serial = renews_serial
         self.certificate_pem = certificate_pem
-        self.status = "good"
+        self.status: str = CertificateStatus.GOOD.value
         self.revocation_reason: str | None = None
         self.revoked_at: datetime | None = None
         self.revoked_by: str | None = None
 
     def revoke(self, reason: str, by: str, now: datetime) -> bool:
         """R9/R10: record a revocation. Revoking an already revoked certificate changes nothing."""
-        check_revocation_reason(reason)
-        if self.status == "revoked":
+        reason = check_revocation_reason(reason).value  # the event keeps the RFC's word
+        if self.status == CertificateStatus.REVOKED:
             return False
-        if self.status == "expired":
+        if self.status == CertificateStatus.EXPIRED:
             raise RevocationRefused(f"certificate {self.serial} has already expired",
                                     code="certificate-expired")
         self._revocation_requested(serial=self.serial, reason=reason, requested_by=by,
@@ -153,8 +177,8 @@ class Certificate(Aggregate):
 
     def expire_if_due(self, now: datetime) -> bool:
         """R11: once not_after has passed, an expiry is recorded."""
-        if self.status == "good" and effective_status(self.status, self.not_after,
-                                                      now) == "expired":
+        if (self.status == CertificateStatus.GOOD and effective_status(
+                self.status, self.not_after, now) == CertificateStatus.EXPIRED):
             self._expired(serial=self.serial, request_id=self.request_id,
                           not_after=self.not_after, timestamp=now)
             return True
@@ -176,7 +200,7 @@ class Certificate(Aggregate):
         revoked_at: datetime,
         timestamp: datetime,
     ) -> None:
-        self.status = "revoked"
+        self.status = CertificateStatus.REVOKED.value
         self.revocation_reason = reason
         self.revoked_at = revoked_at
         self.revoked_by = revoked_by
@@ -185,7 +209,7 @@ class Certificate(Aggregate):
     def _expired(
         self, serial: str, request_id: UUID, not_after: datetime, timestamp: datetime
     ) -> None:
-        self.status = "expired"
+        self.status = CertificateStatus.EXPIRED.value
 
 
 class SigningRequest(Aggregate):

@@ -30,11 +30,6 @@ REASON_CODES = {"unspecified": 0, "keyCompromise": 1, "cACompromise": 2, "affili
                 "removeFromCRL": 8, "privilegeWithdrawn": 9, "aACompromise": 10}
 
 
-#: the reasons a CRL entry of this CA can carry (certificateHold/removeFromCRL are never used)
-REVOCATION_REASONS_IN_CRL = ("unspecified", "keyCompromise", "affiliationChanged", "superseded",
-                             "cessationOfOperation", "privilegeWithdrawn")
-
-
 class RevokedEntry(NamedTuple):
     serial: str  # hex
     revoked_at: datetime

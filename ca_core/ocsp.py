@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from ca_core.certificate import REVOCATION_REASONS, serial_hex
+from ca_core.certificate import CertificateStatus, RevocationReason, serial_hex
 from ca_core.x509profile import SigningKey, _aki, _hash_for, new_serial
 
 #: CertID hash algorithms answered (RFC 5019 requires SHA-1; SHA-256 is what newer clients send).
@@ -150,9 +150,9 @@ def sign_response(signer: Signer, answer: Answer, algorithm: str, this_update: d
                   validity: timedelta, nonce: bytes | None = None) -> bytes:
     """A successful BasicOCSPResponse for one serial, signed by the delegated signer (DER)."""
     name_hash, key_hash = issuer_hashes(signer.issuer, algorithm)
-    revoked = answer.status == "revoked"
+    revoked = answer.status == CertificateStatus.REVOKED
     reason = (x509.ReasonFlags(answer.reason)
-              if revoked and answer.reason and answer.reason in REVOCATION_REASONS else None)
+              if revoked and answer.reason in tuple(RevocationReason) else None)
     builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
         issuer_name_hash=name_hash, issuer_key_hash=key_hash,
         serial_number=int(answer.serial, 16), algorithm=HASHES[algorithm],
@@ -212,10 +212,10 @@ def stored_response_findings(der: bytes, algorithm: str, expected: Answer,
         found.append(f"{algorithm} response names another issuer or CertID hash")
     if said_status != expected.status:
         found.append(f"{algorithm} response says {said_status}, its row {expected.status}")
-    elif expected.status == "revoked":
+    elif expected.status == CertificateStatus.REVOKED:
         reason = said_reason.value if said_reason is not None else None
         if reason != expected.reason and not (reason is None and expected.reason in (
-                None, "unspecified")):
+                None, RevocationReason.UNSPECIFIED)):
             found.append(f"{algorithm} response gives reason {reason}, its row "
                          f"{expected.reason}")
         if said_revoked_at != _second(expected.revoked_at):

@@ -9,14 +9,20 @@ from uuid import UUID
 from eventsourcing.domain import event
 
 from ca_core.credentials import verify_otp
-from ca_core.errors import DomainError
+from ca_core.errors import Conflict, NotAuthenticated
 from ca_core.eventmodel import Aggregate
 
 
-class OtpRefused(DomainError):
+class OtpRefused(NotAuthenticated):
     """R2: the OTP cannot open a session (the code says why)."""
 
     code = "otp-invalid"
+
+
+class SessionUsed(Conflict, OtpRefused):
+    """R3: the enrollment session has had its request."""
+
+    code = "session-used"
 
 
 class OneTimePassword(Aggregate):

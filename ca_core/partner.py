@@ -8,11 +8,11 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
 
-from ca_core.errors import DomainError
+from ca_core.errors import Forbidden
 from ca_core.eventmodel import Aggregate
 
 
-class ModuleRefused(DomainError):
+class ModuleRefused(Forbidden):
     """R1: the user is not registered in the module asked through."""
 
     code = "module-not-registered"

@@ -19,7 +19,7 @@ from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import EnvType, get_topic
 
 from ca_core import messages as m
-from ca_core.certificate import check_revocation_reason, serial_hex
+from ca_core.certificate import CertificateStatus, check_revocation_reason, serial_hex
 from ca_core.clock import Clock, SystemClock
 from ca_core.credentials import (
     hash_otp,
@@ -29,17 +29,17 @@ from ca_core.credentials import (
     same_token,
     verify_otp,
 )
-from ca_core.errors import DomainError, NotFound
+from ca_core.errors import Conflict, DomainError, Forbidden, NotAuthenticated, NotFound, NotReady
 from ca_core.eventmodel import PYDANTIC_ENV, read_log
 from ca_core.keypolicy import checked_csr
-from ca_core.otp import OneTimePassword, OtpRefused
+from ca_core.otp import OneTimePassword, OtpRefused, SessionUsed
 from ca_core.partner import PartnerAccount
 from ca_core.policy import PortalPolicy
 from ca_core.ports import StatusSource
 from ca_core.processing import Batch, MessageDrivenApplication
 from ca_core.request import (
     CertificateRequest,
-    RequestRefused,
+    PickupLinkInvalid,
     check_revocation_passwords,
 )
 from ca_core.x509profile import subject_identity
@@ -49,10 +49,16 @@ _WRONG_OTP = "the user identifier or one-time password is wrong"
 REQUESTS_PER_SESSION = 3
 
 
-class LoginRefused(DomainError):
+class LoginRefused(Forbidden):
     """R5: the certificate cannot log in (the code says why)."""
 
     code = "certificate-login-refused"
+
+
+class ChallengeRefused(NotAuthenticated, LoginRefused):
+    """R5: the challenge is not ours, too old, or not signed by the certificate's key."""
+
+    code = "challenge-invalid"
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,7 @@ class Portal(MessageDrivenApplication):
         for module in modules:
             self._check_known_module(module)
         if PartnerAccount.id_for(user_id) in self.repository:
-            raise DomainError(f"user {user_id} is already registered", code="user-exists")
+            raise Conflict(f"user {user_id} is already registered", code="user-exists")
         partner = PartnerAccount(user_id=user_id, email=email, language=language,
                                  modules=list(modules), timestamp=self.clock.now(),
                                  registered_by=registered_by)
@@ -261,12 +267,10 @@ class Portal(MessageDrivenApplication):
             if request_id not in self.repository:
                 break
             if self.request(request_id).state != "rejected":
-                raise OtpRefused("this enrollment session has already been used for a request",
-                                 code="session-used")
+                raise SessionUsed("this enrollment session has already been used for a request")
         else:
-            raise OtpRefused(f"{REQUESTS_PER_SESSION} requests of this enrollment session were "
-                             "rejected; ask the module administrator for a new OTP",
-                             code="session-used")
+            raise SessionUsed(f"{REQUESTS_PER_SESSION} requests of this enrollment session were "
+                              "rejected; ask the module administrator for a new OTP")
         return self._file_request(session.user_id, otp.module, csr_pem, revocation_password,
                                   revocation_password_again, otp_id=session.otp_id,
                                   attempt=attempt)
@@ -286,8 +290,7 @@ class Portal(MessageDrivenApplication):
         try:
             self.save(request, partner)
         except IntegrityError:
-            raise OtpRefused("this enrollment session has already been used for a request",
-                             code="session-used") from None
+            raise SessionUsed("this enrollment session has already been used for a request") from None
         return request.id
 
     def request(self, request_id: UUID) -> CertificateRequest:
@@ -311,7 +314,7 @@ class Portal(MessageDrivenApplication):
     def pickup_with_link(self, request_id: UUID, token: str) -> PickedUpCertificate:
         """R4: pickup by the emailed single-use link."""
         if not same_token(token, self.pickup_token(request_id)):
-            raise RequestRefused("the pickup link is not valid", code="pickup-link-invalid")
+            raise PickupLinkInvalid("the pickup link is not valid")
         return self._pick_up(self.request(request_id), via="link")
 
     def _pick_up(self, request: CertificateRequest, via: str) -> PickedUpCertificate:
@@ -323,7 +326,8 @@ class Portal(MessageDrivenApplication):
         if request.renews_serial:
             # R7: once the renewed certificate is picked up, the old one is superseded.
             old = self._request_for_serial(request.user_id, request.renews_serial)
-            if old is not None and old.certificate_status == "good" and not old.revocation_pending:
+            if (old is not None and old.certificate_status == CertificateStatus.GOOD
+                    and not old.revocation_pending):
                 old.submit_revocation(self.rules.renewal_supersede_reason, "portal:renewal", now)
                 changed.append(old)
         self.save(*changed)
@@ -336,7 +340,7 @@ class Portal(MessageDrivenApplication):
 
     def _trust(self) -> TrustChain:
         if self.trust is None:
-            raise DomainError("the portal has no CA chain configured", code="no-trust-anchor")
+            raise NotReady("the portal has no CA chain configured", code="no-trust-anchor")
         return self.trust()
 
     def _request_for_serial(self, user_id: str, serial: str) -> CertificateRequest | None:
@@ -377,10 +381,11 @@ class Portal(MessageDrivenApplication):
         if request is None:
             raise LoginRefused(f"certificate {serial} is unknown to the portal",
                                code="certificate-unknown")
-        status = self.status_source.status_of(serial) if self.status_source else "good"
-        if status == "good":
-            status = request.certificate_status or "unknown"
-        if status != "good":
+        status = (self.status_source.status_of(serial) if self.status_source
+                  else CertificateStatus.GOOD)
+        if status == CertificateStatus.GOOD:
+            status = request.certificate_status or CertificateStatus.UNKNOWN
+        if status != CertificateStatus.GOOD:
             raise LoginRefused(f"certificate {serial} is {status}", code=f"certificate-{status}")
         _verify_signature(cert, challenge.encode(), signature)
         return CertificateSession(user_id, module, serial, request.id)
@@ -390,12 +395,11 @@ class Portal(MessageDrivenApplication):
             issued, nonce, mac = challenge.split(".")
             age = now.timestamp() - int(issued)
         except ValueError:
-            raise LoginRefused("the challenge is malformed", code="challenge-invalid") from None
+            raise ChallengeRefused("the challenge is malformed") from None
         if not same_token(mac, keyed_token(self.secret, "challenge", issued, nonce)):
-            raise LoginRefused("the challenge was not issued by this portal",
-                               code="challenge-invalid")
+            raise ChallengeRefused("the challenge was not issued by this portal")
         if age < 0 or age > self.rules.challenge_lifetime.total_seconds():
-            raise LoginRefused("the challenge has expired", code="challenge-expired")
+            raise ChallengeRefused("the challenge has expired", code="challenge-expired")
 
     def _check_chains_to_issuer(self, cert: x509.Certificate) -> None:
         try:
@@ -455,7 +459,7 @@ class Portal(MessageDrivenApplication):
     @policy.register
     def _(self, msg: m.CertificateRevoked, batch: Batch) -> None:
         request = self._find(msg.request_id, batch)
-        if request is None or request.certificate_status == "revoked":
+        if request is None or request.certificate_status == CertificateStatus.REVOKED:
             return
         request.revocation_confirmed(serial=msg.serial, reason=msg.reason,
                                      revoked_at=msg.revoked_at, timestamp=self.clock.now())
@@ -464,7 +468,7 @@ class Portal(MessageDrivenApplication):
     @policy.register
     def _(self, msg: m.CertificateExpired, batch: Batch) -> None:
         request = self._find(msg.request_id, batch)
-        if request is None or request.certificate_status != "good":
+        if request is None or request.certificate_status != CertificateStatus.GOOD:
             return
         request.expiry_noted(serial=msg.serial, not_after=msg.not_after,
                              timestamp=self.clock.now())
@@ -481,5 +485,5 @@ def _verify_signature(cert: x509.Certificate, data: bytes, signature: bytes) -> 
         else:
             raise LoginRefused("unsupported certificate key", code="certificate-key-unsupported")
     except InvalidSignature:
-        raise LoginRefused("the challenge signature does not verify with the certificate's key",
-                           code="challenge-signature-invalid") from None
+        raise ChallengeRefused("the challenge signature does not verify with the certificate's "
+                               "key", code="challenge-signature-invalid") from None

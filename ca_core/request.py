@@ -11,24 +11,45 @@ from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.domain import event
 
+from ca_core.certificate import CertificateStatus, effective_status
 from ca_core.credentials import verify_password
-from ca_core.errors import DomainError
+from ca_core.errors import Conflict, Forbidden, NotFound
 from ca_core.eventmodel import Aggregate
 
 MIN_REVOCATION_PASSWORD = 8
 
 
-class RequestRefused(DomainError):
+class RequestRefused(Conflict):
+    """The request is not in the state the command needs (not ready, rejected, used)."""
+
     code = "request-refused"
+
+
+class RevocationPasswordRefused(RequestRefused):
+    """R3: the revocation password typed at request time breaks a rule."""
+
+    code = "revocation-password-refused"
+    http_status = 422
+
+
+class CertificateRefused(Forbidden, RequestRefused):
+    """R9: this certificate cannot be revoked by its user (unknown, revoked, expired) or the
+    revocation password is wrong."""
+
+    code = "certificate-refused"
+
+
+class PickupLinkInvalid(NotFound, RequestRefused):
+    code = "pickup-link-invalid"
 
 
 def check_revocation_passwords(first: str, second: str) -> None:
     """R3: the revocation password is typed twice and both entries must match."""
     if first != second:
-        raise RequestRefused("the two revocation password entries do not match",
+        raise RevocationPasswordRefused("the two revocation password entries do not match",
                              code="revocation-password-mismatch")
     if len(first) < MIN_REVOCATION_PASSWORD:
-        raise RequestRefused(
+        raise RevocationPasswordRefused(
             f"the revocation password must have at least {MIN_REVOCATION_PASSWORD} characters",
             code="revocation-password-too-short",
         )
@@ -149,14 +170,16 @@ class CertificateRequest(Aggregate):
 
     def check_certificate_valid(self, now: datetime, action: str) -> None:
         if self.serial is None or self.not_after is None:
-            raise RequestRefused("no certificate was issued for this request",
+            raise CertificateRefused("no certificate was issued for this request",
                                  code="certificate-unknown")
-        if self.certificate_status == "revoked" or self.revocation_pending:
-            raise RequestRefused(f"cannot {action}: certificate {self.serial} is revoked",
+        refused = RequestRefused if action == "renew" else CertificateRefused
+        if self.certificate_status == CertificateStatus.REVOKED or self.revocation_pending:
+            raise refused(f"cannot {action}: certificate {self.serial} is revoked",
                                  code="renewal-not-allowed" if action == "renew"
                                  else "certificate-revoked")
-        if self.certificate_status == "expired" or now > self.not_after:
-            raise RequestRefused(f"cannot {action}: certificate {self.serial} has expired",
+        if effective_status(self.certificate_status or CertificateStatus.GOOD, self.not_after,
+                            now) == CertificateStatus.EXPIRED:
+            raise refused(f"cannot {action}: certificate {self.serial} has expired",
                                  code="renewal-not-allowed" if action == "renew"
                                  else "certificate-expired")
 
@@ -164,7 +187,7 @@ class CertificateRequest(Aggregate):
     def check_revocation_password(self, password: str) -> None:
         """R9: the user revokes with the revocation password given at request time."""
         if not verify_password(password, self.revocation_password_hash):
-            raise RequestRefused("the revocation password is wrong",
+            raise CertificateRefused("the revocation password is wrong",
                                  code="revocation-password-wrong")
 
     def submit_revocation(self, reason: str, requested_by: str, now: datetime) -> None:
@@ -191,7 +214,7 @@ class CertificateRequest(Aggregate):
         self.not_before = not_before
         self.not_after = not_after
         self.certificate_pem = certificate_pem
-        self.certificate_status = "good"
+        self.certificate_status = CertificateStatus.GOOD.value
 
     @event(CertificatePickedUp)
     def picked_up(self, serial: str, via: str, timestamp: datetime) -> None:
@@ -208,9 +231,9 @@ class CertificateRequest(Aggregate):
         self, serial: str, reason: str, revoked_at: datetime, timestamp: datetime
     ) -> None:
         self.revocation_pending = False
-        self.certificate_status = "revoked"
+        self.certificate_status = CertificateStatus.REVOKED.value
 
     @event(ExpiryNoted)
     def expiry_noted(self, serial: str, not_after: datetime, timestamp: datetime) -> None:
-        self.certificate_status = "expired"
+        self.certificate_status = CertificateStatus.EXPIRED.value
 

@@ -24,6 +24,7 @@ from eventsourcing.projection import Projection
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import get_topic
 
+from ca_core.certificate import CertificateStatus
 from ca_core.eventmodel import read_log
 from ca_core.otp import OneTimePassword
 from ca_core.request import CertificateRequest
@@ -217,7 +218,7 @@ def remind(outbox: MailOutbox, portal: Any, recipient: Callable[[str], Recipient
         if not ready.not_after - REMINDER_BEFORE <= now < ready.not_after:
             continue
         request = portal.request(ready.originator_id)
-        if request.serial != ready.serial or request.certificate_status != "good":
+        if request.serial != ready.serial or request.certificate_status != CertificateStatus.GOOD:
             continue
         to = recipient(request.user_id)
         mails.append(Mail(id=f"reminder.{ready.serial}", kind="expiry-reminder",

@@ -23,7 +23,7 @@ from eventsourcing.projection import Projection
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import get_topic
 
-from ca_core.certificate import Certificate
+from ca_core.certificate import Certificate, CertificateStatus
 from ca_core.clock import Clock, SystemClock
 from ca_core.eventmodel import read_log
 from ca_core.ocsp import HASHES, Answer, Signer, sign_response
@@ -214,9 +214,9 @@ def signed(signer: Signer, answer: Answer, now: datetime, validity: timedelta,
 
 def _answer(event: Any) -> Answer | None:
     if isinstance(event, Certificate.CertificateIssued):
-        return Answer(event.serial, "good")
+        return Answer(event.serial, CertificateStatus.GOOD)
     if isinstance(event, Certificate.CertificateRevoked):
-        return Answer(event.serial, "revoked", event.revoked_at, event.reason)
+        return Answer(event.serial, CertificateStatus.REVOKED, event.revoked_at, event.reason)
     return None  # expiry changes nothing: an expired certificate keeps its last answer
 
 
@@ -242,11 +242,11 @@ class OcspResponseProjection(Projection[OcspStore]):
 
     @process_event.register
     def _(self, e: Certificate.CertificateIssued, tracking: Tracking) -> None:
-        self._save(Answer(e.serial, "good"), tracking)
+        self._save(Answer(e.serial, CertificateStatus.GOOD), tracking)
 
     @process_event.register
     def _(self, e: Certificate.CertificateRevoked, tracking: Tracking) -> None:
-        self._save(Answer(e.serial, "revoked", e.revoked_at, e.reason), tracking)
+        self._save(Answer(e.serial, CertificateStatus.REVOKED, e.revoked_at, e.reason), tracking)
 
     def catch_up(self, source: Any, batch: int = 500) -> int:
         """Sign responses for everything of ``source`` (the CA) not yet seen, ``batch`` events per
@@ -276,7 +276,7 @@ class OcspResponseProjection(Projection[OcspStore]):
         row = self.view.get(key)
         if row is not None and row.this_update > now - self.validity / 2:
             return False
-        fresh = signed(root(), Answer(issuing_serial, "good"), now, self.validity, 0)
+        fresh = signed(root(), Answer(issuing_serial, CertificateStatus.GOOD), now, self.validity, 0)
         self.view.save([replace(fresh, serial=key)], None)
         return True
 

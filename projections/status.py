@@ -23,7 +23,7 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import get_topic
 from psycopg.rows import tuple_row
 
-from ca_core.certificate import Certificate, effective_status
+from ca_core.certificate import Certificate, CertificateStatus, effective_status
 from ca_core.clock import Clock
 from ca_core.crl import RevokedEntry
 from ca_core.eventmodel import read_log
@@ -94,7 +94,7 @@ class StatusView(TrackingRecorder, ABC):
         """The log position of the newest revocation in the view (0 if none)."""
         return max((r.cause_position for r in self._select(
             f"WHERE status = {self.placeholder} ORDER BY cause_position DESC LIMIT 1",
-            ("revoked",))), default=0)
+            (CertificateStatus.REVOKED.value,))), default=0)
 
 
 def status_row(values: Any) -> StatusRow:
@@ -203,7 +203,7 @@ class RevocationStatusProjection(Projection[StatusView]):
     def _(self, e: Certificate.CertificateIssued, tracking: Tracking) -> None:
         self.view.save_row(StatusRow(
             serial=e.serial, user_id=e.user_id, module=e.module, request_id=e.request_id,
-            not_before=e.not_before, not_after=e.not_after, status="good", reason=None,
+            not_before=e.not_before, not_after=e.not_after, status=CertificateStatus.GOOD.value, reason=None,
             changed_at=None, changed_by=None, cause_position=tracking.notification_id), tracking)
 
     @process_event.register
@@ -212,17 +212,17 @@ class RevocationStatusProjection(Projection[StatusView]):
         if row is None:
             self.view.insert_tracking(tracking)
             return
-        self.view.save_row(row.changed("revoked", e.reason, e.revoked_at, e.revoked_by,
+        self.view.save_row(row.changed(CertificateStatus.REVOKED.value, e.reason, e.revoked_at, e.revoked_by,
                                        tracking.notification_id), tracking)
 
     @process_event.register
     def _(self, e: Certificate.CertificateExpired, tracking: Tracking) -> None:
         row = self.view.get(e.serial)
-        if row is None or row.status != "good":
+        if row is None or row.status != CertificateStatus.GOOD:
             self.view.insert_tracking(tracking)
             return
-        self.view.save_row(row.changed("expired", row.reason, e.timestamp, row.changed_by,
-                                       tracking.notification_id), tracking)
+        self.view.save_row(row.changed(CertificateStatus.EXPIRED.value, row.reason, e.timestamp,
+                                       row.changed_by, tracking.notification_id), tracking)
 
 
 class ViewStatusSource:
@@ -244,7 +244,7 @@ class ViewStatusSource:
             self.refresh()
         row = self.view.get(serial)
         if row is None:
-            return "unknown"
+            return CertificateStatus.UNKNOWN
         return effective_status(row.status, row.not_after, self.clock.now())
 
 

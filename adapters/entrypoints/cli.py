@@ -41,7 +41,7 @@ from adapters.settings import Settings
 from adapters.storage.migrate import apply_migrations
 from adapters.storage.persistence import StoreUnavailable, status_view
 from ca_core.ca import CaNotInitialised
-from ca_core.certificate import REVOCATION_REASONS, parse_serial
+from ca_core.certificate import RevocationReason, parse_serial
 from ca_core.errors import DomainError
 from ca_core.portal import CertificateSession
 from ca_core.x509profile import from_pem
@@ -586,16 +586,16 @@ def otp_issue(
 @app.command()
 def revoke(
     serial: Annotated[str, typer.Argument(help="Serial number, hex.")],
-    reason: Annotated[str, typer.Option(help=f"RFC 5280 reason: {', '.join(REVOCATION_REASONS)}.")],
+    reason: Annotated[RevocationReason, typer.Option(help="RFC 5280 reason.")],
     operator: Annotated[str, typer.Option(help="The acting operator (recorded).")],
     as_json: JsonOpt = False,
 ) -> None:
     """Revoke a certificate as ops (R10): lost token, suspected misuse."""
     with system(need_keys=True) as s:
         changed = s.ca.revoke(_serial(serial), reason, operator)
-        result(as_json, f"revoked {_serial(serial)} ({reason})" if changed
+        result(as_json, f"revoked {_serial(serial)} ({reason.value})" if changed
                else f"{_serial(serial)} was already revoked", serial=_serial(serial),
-               reason=reason, changed=changed)
+               reason=reason.value, changed=changed)
 
 
 @app.command()

@@ -28,36 +28,22 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.portal.ops_auth import OpsIdentity, OpsTokens
-from ca_core.errors import DomainError, NotFound
-from ca_core.portal import CertificateSession, EnrollmentSession, Portal
+from ca_core.certificate import RevocationReason
+from ca_core.errors import DomainError, NotAuthenticated, NotFound, TooManyAttempts
+from ca_core.portal import CertificateSession, ChallengeRefused, EnrollmentSession, Portal
 from ca_core.x509profile import from_pem
 
 PROBLEM = "application/problem+json"
 MAX_BODY = 64 * 1024  # a CSR is about 1 KiB; nothing this API takes is larger
 
-#: HTTP status per rule code; anything else a rule refuses is 422.
-STATUS = {
-    "otp-wrong": 401, "otp-expired": 401, "otp-locked": 401, "otp-used": 401,
-    "otp-superseded": 401, "session-expired": 401, "session-required": 401,
-    "challenge-invalid": 401, "challenge-expired": 401, "challenge-signature-invalid": 401,
-    "certificate-expired": 403, "certificate-revoked": 403, "certificate-unknown": 403,
-    "certificate-foreign": 403, "certificate-malformed": 403, "certificate-key-unsupported": 403,
-    "certificate-login-refused": 403, "revocation-password-wrong": 403,
-    "session-used": 409, "certificate-not-ready": 409, "pickup-used": 409,
-    "renewal-not-allowed": 409, "request-rejected": 409,
-    "request-unknown": 404, "pickup-link-invalid": 404, "not-found": 404,
-    "too-many-attempts": 429, "ops-token-required": 401, "ops-forbidden": 403,
-    "module-not-registered": 403, "user-exists": 409, "user-unknown": 404,
-    "body-too-large": 413, "no-trust-anchor": 503, "ca-not-initialised": 503,
-}
 TITLES = {400: "Malformed request", 401: "Not authenticated", 403: "Refused",
           404: "Not found", 405: "Method not allowed", 409: "Conflict",
           413: "Request too large", 422: "Refused by a rule", 429: "Too many attempts",
           503: "Not ready"}
 
 
-def problem(code: str, detail: str, status: int | None = None) -> JSONResponse:
-    status = status or STATUS.get(code, 422)
+def problem(code: str, detail: str, status: int) -> JSONResponse:
+    """An RFC 9457 problem; a domain error's status comes from its class (``http_status``)."""
     return JSONResponse({"type": f"urn:partner-ca:problem:{code}", "title": TITLES.get(
         status, "Error"), "status": status, "detail": detail, "code": code},
         status_code=status, media_type=PROBLEM)
@@ -149,8 +135,7 @@ class OtpOut(BaseModel):
 
 
 class OpsRevocationIn(BaseModel):
-    reason: Literal["unspecified", "keyCompromise", "affiliationChanged", "superseded",
-                    "cessationOfOperation", "privilegeWithdrawn"]
+    reason: RevocationReason
 
 
 class CertificateStatusOut(BaseModel):
@@ -202,7 +187,8 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = problem("body-too-large", f"request bodies are limited to {self.limit} bytes")
+        too_large = problem("body-too-large", f"request bodies are limited to {self.limit} bytes",
+                            413)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             await too_large(scope, receive, send)
@@ -233,12 +219,6 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-class Refused(Exception):
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-
-
 def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
                attempts_per_address: int = 20, attempts_window: float = 60.0) -> FastAPI:
     """The portal API for one Portal application (ops endpoints when ``ops_tokens`` is given)."""
@@ -254,11 +234,7 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
     # errors -------------------------------------------------------------------------
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
-        return problem(exc.code, str(exc), 404 if isinstance(exc, NotFound) else None)
-
-    @app.exception_handler(Refused)
-    async def _refused(request: Request, exc: Refused) -> JSONResponse:
-        return problem(exc.code, str(exc))
+        return problem(exc.code, str(exc), exc.http_status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -276,29 +252,33 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
     # sessions -------------------------------------------------------------------------
     def session(authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
         if not authorization or not authorization.startswith("Bearer "):
-            raise Refused("session-required", "log in first (Authorization: Bearer <token>)")
+            raise NotAuthenticated("log in first (Authorization: Bearer <token>)",
+                                   code="session-required")
         try:
             data: dict[str, Any] = sessions.loads(authorization[7:], max_age=lifetime)
         except SignatureExpired:
-            raise Refused("session-expired", "the session has expired; log in again") from None
+            raise NotAuthenticated("the session has expired; log in again",
+                                   code="session-expired") from None
         except BadSignature:
-            raise Refused("session-required", "the session token is not valid") from None
+            raise NotAuthenticated("the session token is not valid",
+                                   code="session-required") from None
         return data
 
     def enrollment(data: Annotated[dict[str, Any], Depends(session)]) -> EnrollmentSession:
         if data.get("k") != "enrollment":
-            raise Refused("session-required", "this needs an OTP login (enrollment session)")
+            raise NotAuthenticated("this needs an OTP login (enrollment session)",
+                                   code="session-required")
         return EnrollmentSession(UUID(data["o"]), data["u"], data["m"])
 
     def certificate(data: Annotated[dict[str, Any], Depends(session)]) -> CertificateSession:
         if data.get("k") != "certificate":
-            raise Refused("session-required", "this needs a certificate login")
+            raise NotAuthenticated("this needs a certificate login", code="session-required")
         return CertificateSession(data["u"], data["m"], data["s"], UUID(data["r"]))
 
     def check_address(request: Request) -> None:
         address = request.client.host if request.client else "unknown"
         if not by_address.allow(address):
-            raise Refused("too-many-attempts", "too many attempts from this address; wait a minute")
+            raise TooManyAttempts("too many attempts from this address; wait a minute")
 
     # chapter 3: OTP login -----------------------------------------------------------------
     @app.post("/v1/sessions/otp", response_model=SessionOut, status_code=201, tags=["login"],
@@ -365,7 +345,8 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
         try:
             signature = base64.b64decode(body.signature_b64, validate=True)
         except (binascii.Error, ValueError):
-            raise Refused("challenge-signature-invalid", "signature_b64 is not base64") from None
+            raise ChallengeRefused("signature_b64 is not base64",
+                                   code="challenge-signature-invalid") from None
         found = portal.login_with_certificate(body.certificate_pem, body.challenge, signature)
         token = sessions.dumps({"k": "certificate", "u": found.user_id, "m": found.module,
                                 "s": found.serial, "r": str(found.request_id)})
@@ -410,7 +391,7 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
         if ops_tokens is not None and authorization and authorization.startswith("Bearer "):
             found = ops_tokens.authenticate(authorization[7:])
         if found is None:
-            raise Refused("ops-token-required", "an ops API token is required")
+            raise NotAuthenticated("an ops API token is required", code="ops-token-required")
         return found
 
     @app.post("/v1/ops/partners", response_model=PartnerOut, status_code=201, tags=["ops"])

@@ -16,10 +16,10 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from ca_core.errors import DomainError
+from ca_core.errors import DomainError, Forbidden
 
 
-class OpsRefused(DomainError):
+class OpsRefused(Forbidden):
     code = "ops-forbidden"
 
 

@@ -17,7 +17,7 @@ from adapters.settings import Settings
 from adapters.storage.pgrecorder import ArrayInsertApplicationRecorder, ArrayInsertProcessRecorder
 from ca_core.ca import CertificateAuthority
 from ca_core.clock import Clock
-from ca_core.errors import DomainError
+from ca_core.errors import NotReady
 from ca_core.portal import Portal
 from projections.notifications import MailOutbox, PostgresMailOutbox, SQLiteMailOutbox
 from projections.ocsp import OcspStore, PostgresOcspStore, SQLiteOcspStore
@@ -105,7 +105,7 @@ def mail_outbox(database_url: str, data_dir: Path) -> MailOutbox:
     return InfrastructureFactory[MailOutbox].construct(env).tracking_recorder(outbox_class)
 
 
-class StoreUnavailable(DomainError):
+class StoreUnavailable(NotReady):
     """An event store cannot be opened; the message names which one and why."""
 
     code = "store-unavailable"
