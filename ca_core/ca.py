@@ -24,7 +24,7 @@ from ca_core.certificate import (
     PublicKeyRecord,
     RevocationRefused,
     SigningRequest,
-    check_revocation_reason,
+    check_operator_revocation,
     effective_status,
     serial_hex,
 )
@@ -403,9 +403,7 @@ class CertificateAuthority(MessageDrivenApplication):
     # -- revocation and expiry -----------------------------------------
     def revoke(self, serial: str, reason: str, operator: str) -> bool:
         """R10: revocation by ops, with an RFC 5280 reason and the acting operator recorded."""
-        check_revocation_reason(reason)
-        if not operator.strip():
-            raise DomainError("the acting operator must be named", code="operator-required")
+        check_operator_revocation(reason, operator)
         events = self._revocation(serial, reason, f"operator:{operator}")
         if events:
             self.save(*events)

@@ -19,7 +19,12 @@ from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import EnvType, get_topic
 
 from ca_core import messages as m
-from ca_core.certificate import CertificateStatus, check_revocation_reason, serial_hex
+from ca_core.certificate import (
+    CertificateStatus,
+    check_operator_revocation,
+    check_revocation_reason,
+    serial_hex,
+)
 from ca_core.clock import Clock, SystemClock
 from ca_core.credentials import (
     hash_otp,
@@ -161,9 +166,7 @@ class Portal(MessageDrivenApplication):
 
     def revoke_as_operator(self, serial: str, reason: str, operator: str) -> None:
         """R10: ops revoke with an RFC 5280 reason; the CA records the operator."""
-        check_revocation_reason(reason)
-        if not operator.strip():
-            raise DomainError("the acting operator must be named", code="operator-required")
+        check_operator_revocation(reason, operator)
         request = self.request_for_serial(serial)
         request.check_certificate_valid(self.clock.now(), action="revoke")
         request.submit_revocation(reason, f"operator:{operator}", self.clock.now())
