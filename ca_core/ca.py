@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import random
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import EnvType, get_topic
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from ca_core.authority import AUTHORITY_ID, Authority
 from ca_core.certificate import (
@@ -60,9 +59,12 @@ EXPIRY_TOPICS = tuple(get_topic(e) for e in (
 CONFLICT_ATTEMPTS = 30
 
 
-def _back_off(attempt: int) -> None:
-    """A short random pause, so that processes colliding on the Authority drift apart."""
-    time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+def on_conflict() -> Retrying:
+    """Retries for an Authority update another process recorded first: the state is read
+    again each time, after a short random pause so colliding processes drift apart."""
+    return Retrying(retry=retry_if_exception_type(IntegrityError),
+                    stop=stop_after_attempt(CONFLICT_ATTEMPTS),
+                    wait=wait_random_exponential(multiplier=0.005, max=0.15), reraise=True)
 
 
 def _pem_serial(pem: str) -> str:
@@ -200,14 +202,7 @@ class CertificateAuthority(MessageDrivenApplication):
 
         The Authority is shared (the OCSP role records its signers there): when another
         process recorded first, the CRL is signed again with the number after theirs."""
-        for attempt in range(CONFLICT_ATTEMPTS):
-            try:
-                return self._publish_crls(entries, log_position, validity)
-            except IntegrityError:
-                if attempt == CONFLICT_ATTEMPTS - 1:
-                    raise
-                _back_off(attempt)
-        raise AssertionError("unreachable")
+        return on_conflict()(self._publish_crls, entries, log_position, validity)
 
     def _publish_crls(self, entries: list[RevokedEntry], log_position: int,
                       validity: timedelta) -> PublishedCrls:
@@ -237,21 +232,17 @@ class CertificateAuthority(MessageDrivenApplication):
                     renew_before: timedelta = timedelta(days=10)) -> Signer:
         """The delegated OCSP signer; a new one is issued when none exists or the current one
         expires within ``renew_before`` (which must exceed the longest response validity)."""
-        for attempt in range(CONFLICT_ATTEMPTS):
-            authority = self.authority()
-            now = self.clock.now()
-            not_after = authority.ocsp_signer_not_after
-            if authority.ocsp_signer_pem is not None and not_after is not None and (
-                    not_after - now >= renew_before) and self._ocsp_key_at_hand(authority):
-                break
-            try:
-                self._issue_ocsp_signer(authority, now, validity)
-                break
-            except IntegrityError:  # another process changed the Authority first: look again
-                if attempt == CONFLICT_ATTEMPTS - 1:
-                    raise
-                _back_off(attempt)
+        on_conflict()(self._renew_ocsp_signer_if_due, validity, renew_before)
         return self.current_ocsp_signer()
+
+    def _renew_ocsp_signer_if_due(self, validity: timedelta, renew_before: timedelta) -> None:
+        authority = self.authority()
+        now = self.clock.now()
+        not_after = authority.ocsp_signer_not_after
+        if authority.ocsp_signer_pem is not None and not_after is not None and (
+                not_after - now >= renew_before) and self._ocsp_key_at_hand(authority):
+            return
+        self._issue_ocsp_signer(authority, now, validity)
 
     def root_signer(self) -> Signer:
         """The root itself as the OCSP signer for the issuing CA certificate it issued

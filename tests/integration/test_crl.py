@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -90,3 +91,27 @@ def test_crl_publishers_and_ocsp_signer_rotation_in_several_processes_share_the_
     assert sorted(numbers) == list(range(1, 17))
     for ca in cas:
         ca.close()
+
+
+def test_a_crl_number_taken_by_another_process_is_signed_again_with_the_next(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """Two CA processes share the Authority: when the other records its CRL between our read
+    and our save, ours is refused by the store (IntegrityError), read again and signed with
+    the number after theirs (tenacity's retry in ``on_conflict``)."""
+    ours = make_system(tmp_path / "data")
+    theirs = make_system(tmp_path / "data", initialise=False)
+    read = ours.ca.authority
+    reads = 0
+
+    def read_then_lose_the_race() -> Authority:
+        nonlocal reads
+        found = read()
+        reads += 1
+        if reads == 1:
+            theirs.ca.publish_crl([], 0)  # CRL number 1 is theirs now
+        return found
+
+    monkeypatch.setattr(ours.ca, "authority", read_then_lose_the_race)
+    der = ours.ca.publish_crl([], 0)
+    number = x509.load_der_x509_crl(der).extensions.get_extension_for_class(x509.CRLNumber)
+    assert number.value.crl_number == 2 and reads >= 2

@@ -17,6 +17,7 @@ import time
 
 from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import KafkaConsumer, TopicPartition
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
 from adapters.compat.kafka_python import io_wakeup
 from adapters.transport.kafka.envelope import MalformedMessage, decode
@@ -148,16 +149,20 @@ class KafkaInbox:
     def _apply(self, tp: TopicPartition, messages: list[Message],
                rejected: list[tuple[int, str, str]], next_offset: int) -> None:
         source = source_name(tp.topic, tp.partition)
-        for attempt in range(10):
+
+        def apply() -> None:
             try:
                 self.app.process_batch(messages, Tracking(source, next_offset), rejected)
             except IntegrityError:
                 if (self.app.recorder.max_tracking_id(source) or 0) >= next_offset:
                     return  # this batch was already applied: a redelivery changes nothing
-                time.sleep(0.01 * (attempt + 1))  # a concurrent writer won; reload and retry
-            else:
-                return
-        raise RuntimeError(f"{source}: could not apply batch ending at {next_offset}")
+                raise  # a concurrent writer won: reload and retry
+
+        try:
+            Retrying(retry=retry_if_exception_type(IntegrityError), stop=stop_after_attempt(10),
+                     wait=wait_incrementing(0.01, 0.01), reraise=True)(apply)
+        except IntegrityError as exc:
+            raise RuntimeError(f"{source}: could not apply batch ending at {next_offset}") from exc
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set() and not self.abandoned:
