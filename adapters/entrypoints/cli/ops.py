@@ -1,0 +1,307 @@
+"""Commands for the CA's operators and module administrators: set-up, the long-lived
+roles, users and OTPs, revocation (R10), status, CRL, chain (R12)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+from uuid import UUID
+
+import typer
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+
+from adapters.entrypoints.bootstrap import key_store
+from adapters.entrypoints.cli.common import (
+    app,
+    ca_passphrase,
+    system,
+    typed_instant,
+    typed_serial,
+)
+from adapters.output import (
+    EXIT_SETUP,
+    EXIT_USAGE,
+    JsonOpt,
+    configure_logging,
+    fail,
+    load_settings,
+    out,
+    result,
+)
+from adapters.storage.migrate import apply_migrations
+from adapters.storage.persistence import StoreUnavailable, status_view
+from ca_core.certificate import RevocationReason
+from ca_core.errors import DomainError
+from ca_core.x509profile import from_pem
+from projections.status import RevocationStatusProjection, catch_up
+
+otp_app = typer.Typer(help="One-time passwords (R1).", no_args_is_help=True)
+partner_app = typer.Typer(help="Portal users and their modules.", no_args_is_help=True)
+ops_app = typer.Typer(help="Ops API tokens (module administrators, operators).",
+                      no_args_is_help=True)
+
+
+# -- init and demo ----------------------------------------------------------
+@app.command()
+def init(
+    root_name: Annotated[str | None, typer.Option(help="Root CA common name.")] = None,
+    issuing_name: Annotated[str | None, typer.Option(help="Issuing CA common name.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create the CA hierarchy (root + issuing CA); keys are stored encrypted with the
+    passphrase (asked twice on a terminal)."""
+    settings = load_settings()
+    with system(need_keys=True, initialised=False) as s:
+        authority = s.ca.initialise(root_name or settings.root_name,
+                                    issuing_name or settings.issuing_name)
+        settings.chain_path.write_text(authority.issuing_certificate_pem
+                                       + authority.root_certificate_pem)
+        apply_migrations(settings.store_url("ca"))
+        keys = settings.data_dir / "keys"
+        result(as_json, f"CA initialised: root '{authority.root_name}', issuing "
+                        f"'{authority.issuing_name}' (keys in {keys})",
+               root=authority.root_name, issuing=authority.issuing_name, keys=str(keys),
+               chain=str(settings.chain_path))
+
+
+
+@app.command()
+def serve(
+    role: Annotated[str, typer.Option(help="portal (API, notifier, Kafka relay and inbox), ca, "
+                                           "all, or one of portal-api, notifier, portal-relay, "
+                                           "portal-inbox, ca-relay, ca-inbox; ocsp (OCSP "
+                                           "responder) or crl (CRL, CA certificate, status over "
+                                           "HTTP). Without Kafka settings, portal/all/portal-api "
+                                           "run both applications in-process.")] = "all",
+) -> None:
+    """Run a long-lived role until SIGTERM: Kafka relays/inboxes, the OCSP responder or the CRL server.
+
+    Before it starts: the CA must be initialised and, for the roles that sign, the key
+    passphrase must open the keys; otherwise one line on stderr and exit 3."""
+    from adapters.entrypoints.bootstrap import build_ca, make_clock
+    from adapters.entrypoints.serve import EMBEDDED_ROLES, HTTP_ROLES, ROLES
+    from adapters.entrypoints.serve import serve as run_role
+    from adapters.storage.persistence import open_ca_store, opening
+
+    if role not in ROLES and role not in HTTP_ROLES:
+        fail(f"unknown role {role!r}; use one of {', '.join([*ROLES, *HTTP_ROLES])}", EXIT_USAGE)
+    configure_logging(role)
+    settings = load_settings()
+    if not settings.kafka_bootstrap and role not in (*HTTP_ROLES, *EMBEDDED_ROLES):
+        fail(f"--role {role} needs PARTNER_CA_KAFKA_BOOTSTRAP (the broker address)", EXIT_SETUP)
+    # the OCSP and CRL roles sign nothing: the CA role publishes what they serve
+    signing_roles = ("ca", "all", "ca-inbox",
+                     *(EMBEDDED_ROLES if not settings.kafka_bootstrap else ()))
+    passphrase: str | None = None
+    try:
+        if role in HTTP_ROLES:
+            probe = opening()(open_ca_store, settings)  # serve roles start at once
+            try:
+                probe.authority()  # not initialised: said at once
+            finally:
+                probe.close()
+        if role in signing_roles:
+            ca = opening()(build_ca, settings, make_clock(settings))
+            try:
+                ca.authority()  # not initialised: said before any secret is asked for
+                passphrase = ca_passphrase()
+                if passphrase is None:
+                    fail("no CA key passphrase: set PARTNER_CA_KEY_PASSPHRASE or run on a "
+                         "terminal", EXIT_SETUP)
+                ca.keys = key_store(settings, passphrase)
+                ca.unlock()  # a wrong passphrase stops the role here, before it serves
+            finally:
+                ca.close()
+        run_role(role, settings, passphrase)
+    except StoreUnavailable as exc:
+        fail(str(exc), EXIT_SETUP)
+    except DomainError as exc:  # not initialised, keys that do not open, …
+        fail(f"{exc} [{exc.code}]", EXIT_SETUP)
+    except (OSError, ValueError) as exc:  # a listen address taken or not a socket
+        fail(f"cannot serve --role {role}: {exc}", EXIT_SETUP)
+
+
+
+@ops_app.command("token")
+def ops_token(
+    name: Annotated[str, typer.Option(help="Who acts with this token (recorded on every action).")],
+    role: Annotated[list[str], typer.Option(help="admin:<MODULE> or operator (repeatable).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Create (or replace) the ops API token of NAME; printed once, only its hash is kept."""
+    from adapters.portal.ops_auth import OpsTokens
+
+    settings = load_settings()
+    try:
+        token = OpsTokens(settings.data_dir / "ops-tokens.json").create(name, role)
+    except DomainError as exc:
+        fail(f"{exc} [{exc.code}]")
+    if as_json:
+        result(True, "", name=name, roles=sorted(role), token=token)
+        return
+    out.print(f"ops token for {name} ({', '.join(sorted(role))}), shown once:", markup=False)
+    out.print(token, markup=False)
+
+
+@partner_app.command("register")
+def partner_register(
+    user_id: Annotated[str, typer.Argument(help="User identifier, e.g. P24-000123.")],
+    email: Annotated[str, typer.Option(help="Where notifications go.")],
+    module: Annotated[list[str], typer.Option(help="Business module (repeatable).")],
+    language: Annotated[str, typer.Option(help="cs or en.")] = "cs",
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a portal user in one or more business modules (after ``init``)."""
+    with system(need_keys=False) as s:
+        s.portal.register_partner(user_id, email, module, language, registered_by="cli")
+        result(as_json, f"registered {user_id} in {', '.join(module)}", user_id=user_id,
+               modules=module, email=email, language=language)
+
+
+@otp_app.command("issue")
+def otp_issue(
+    user_id: Annotated[str, typer.Argument(help="User identifier.")],
+    module: Annotated[str, typer.Option(help="Business module the OTP is for.")],
+    by: Annotated[str, typer.Option("--by", help="The module administrator issuing it.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Issue (or reissue) a one-time password; it is shown once and stored only as a hash (R1)."""
+    with system(need_keys=False) as s:
+        otp_id, otp = s.portal.issue_otp(user_id, module, issued_by=by)
+        expires_at = s.portal.otp_expires_at(otp_id)
+        result(as_json, f"OTP for {user_id} in {module} (valid 21 days, shown once): {otp}",
+               user_id=user_id, module=module, otp_id=otp_id, otp=otp, expires_at=expires_at)
+
+
+@app.command()
+def revoke(
+    serial: Annotated[str, typer.Argument(help="Serial number, hex.")],
+    reason: Annotated[RevocationReason, typer.Option(help="RFC 5280 reason.")],
+    operator: Annotated[str, typer.Option(help="The acting operator (recorded).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke a certificate as ops (R10): lost token, suspected misuse."""
+    with system(need_keys=True) as s:
+        changed = s.ca.revoke(typed_serial(serial), reason, operator)
+        result(as_json, f"revoked {typed_serial(serial)} ({reason.value})" if changed
+               else f"{typed_serial(serial)} was already revoked", serial=typed_serial(serial),
+               reason=reason.value, changed=changed)
+
+
+@app.command()
+def status(
+    serial: Annotated[str | None, typer.Argument(help="Serial number, hex.")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="All certificates of a user.")] = None,
+    at: Annotated[str | None, typer.Option(help="ISO 8601 instant: the status then, from history.")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """Status of a certificate (or of a user's certificates) with its cause; --at for the past."""
+    if (serial is None) == (user is None):
+        fail("give a serial or --user", EXIT_USAGE)
+    settings = load_settings()
+    with system(need_keys=False) as s:
+        if at is not None:
+            if serial is None:
+                fail("--at needs a serial", EXIT_USAGE)
+            moment = typed_instant(at)
+            _print_status([asdict(s.ca.status_at(typed_serial(serial), moment))], as_json)
+            return
+        apply_migrations(settings.store_url("ca"))
+        projection = RevocationStatusProjection(
+            status_view(settings.store_url("ca"), settings.data_dir))
+        catch_up(projection, s.ca)
+        rows = ([projection.view.get(typed_serial(serial))] if serial
+                else projection.view.for_user(user or ""))
+        found = [asdict(r) for r in rows if r is not None]
+        if not found:
+            fail(f"no certificate for {serial or user} [certificate-unknown]")
+        _print_status(found, as_json)
+
+
+def _print_status(rows: list[dict[str, object]], as_json: bool) -> None:
+    for row in rows:
+        data = {k: (v.isoformat() if isinstance(v, datetime) else
+                    (str(v) if isinstance(v, UUID) else v)) for k, v in row.items()}
+        if as_json:
+            sys.stdout.write(json.dumps(data) + "\n")
+        else:
+            out.print("  ".join(f"{k}={v}" for k, v in data.items() if v is not None),
+                      soft_wrap=True, markup=False, highlight=False)
+
+
+@app.command()
+def crl(
+    output: Annotated[Path | None, typer.Option("--out", help="DER file to write "
+                                                "(default <data_dir>/crl/issuing.crl).")] = None,
+    hours: Annotated[int, typer.Option(min=1, max=168,
+                                       help="Validity (nextUpdate), at most 168 hours.")] = 24,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sign the next full CRL (and its shards) from the revocation-status view, record
+    CrlPublished, and put it where ``serve --role crl`` serves it
+    (<data_dir>/crl/issuing.crl, shards beside it; --out writes a copy too). Files are
+    replaced atomically."""
+    from adapters.ca.publishing import crl_publisher
+
+    settings = load_settings()
+    with system(need_keys=True) as s:
+        apply_migrations(settings.store_url("ca"))
+        publisher = crl_publisher(s.ca, settings)
+        publisher.validity = timedelta(hours=hours)
+        done = publisher.publish(copy=output)
+        written = [publisher.target, *([output] if output else [])]
+        shards = len(done.crls.shards)
+        result(as_json, f"CRL number {done.number}: {done.revoked} revoked, reflects CA log "
+                        f"position {done.log_position}, written to "
+                        f"{', '.join(map(str, written))}"
+                        + (f" ({shards} shards beside it)" if shards else ""),
+               crl_number=done.number, revoked=done.revoked, log_position=done.log_position,
+               files=[str(p) for p in written], shards=shards)
+
+
+@app.command()
+def migrate(as_json: JsonOpt = False) -> None:
+    """Apply migrations/ (read-model tables) to the PostgreSQL database; nothing for SQLite."""
+    settings = load_settings()
+    ran = apply_migrations(settings.store_url("ca"))
+    result(as_json, f"{ran} migration(s) applied", applied=ran)
+
+
+@app.command()
+def expire(as_json: JsonOpt = False) -> None:
+    """Record expiries that are due: certificates past not_after, OTPs past 21 days (R11)."""
+    with system(need_keys=False) as s:
+        serials = s.ca.expire_due()
+        otps = s.portal.expire_otps()
+        result(as_json, f"{len(serials)} certificate(s) and {otps} OTP(s) expired",
+               certificates=serials, otps=otps)
+
+
+@app.command()
+def chain(
+    fmt: Annotated[str, typer.Option("--format", help="pem or pkcs7.")] = "pem",
+    output: Annotated[Path | None, typer.Option("--out", help="File to write.")] = None,
+    certificate: Annotated[Path | None, typer.Option(help="Own certificate to include.")] = None,
+) -> None:
+    """Export root, issuing CA (and optionally your own certificate) as PEM or PKCS#7 (R12)."""
+    with system(need_keys=False) as s:
+        a = s.ca.authority()
+        pems = ([certificate.read_text()] if certificate else []) + [
+            a.issuing_certificate_pem, a.root_certificate_pem]
+        if fmt == "pem":
+            data = "".join(pems).encode()
+        elif fmt == "pkcs7":
+            data = pkcs7.serialize_certificates([from_pem(p) for p in pems], Encoding.DER)
+        else:
+            fail("--format must be pem or pkcs7", EXIT_USAGE)
+        if output:
+            output.write_bytes(data)
+        else:
+            sys.stdout.buffer.write(data)
+
+
