@@ -8,7 +8,7 @@ pickup). The OpenAPI description is served at ``/openapi.json`` (docs at
 (``urn:partner-ca:problem:<code>``) and the rule's ``code``.
 """
 # No ``from __future__ import annotations`` here: FastAPI reads the dependencies in the
-# endpoints' annotations, which name functions local to ``portal_api``.
+# endpoints' annotations, which name functions local to the route builders.
 
 
 import base64
@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.portal.ops_auth import OpsIdentity, OpsTokens
-from ca_core.certificate import RevocationReason
+from ca_core.certificate import RevocationReason, parse_serial
 from ca_core.errors import DomainError, NotAuthenticated, NotFound, TooManyAttempts
 from ca_core.portal import CertificateSession, ChallengeRefused, EnrollmentSession, Portal
 from ca_core.x509profile import from_pem
@@ -219,19 +219,74 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+class Sessions:
+    """Stateless bearer sessions signed with the portal secret (itsdangerous), and the
+    per-address attempt limit; its methods are the endpoints' FastAPI dependencies."""
+
+    def __init__(self, portal: Portal, attempts_per_address: int,
+                 attempts_window: float) -> None:
+        self.serializer = URLSafeTimedSerializer(portal.secret, salt="partner-ca portal session")
+        self.lifetime = int(portal.rules.session_lifetime.total_seconds())
+        self.by_address = AttemptLimiter(attempts_per_address, attempts_window)
+
+    def open(self, data: dict[str, Any]) -> str:
+        return self.serializer.dumps(data)
+
+    def session(self, authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise NotAuthenticated("log in first (Authorization: Bearer <token>)",
+                                   code="session-required")
+        try:
+            data: dict[str, Any] = self.serializer.loads(authorization[7:], max_age=self.lifetime)
+        except SignatureExpired:
+            raise NotAuthenticated("the session has expired; log in again",
+                                   code="session-expired") from None
+        except BadSignature:
+            raise NotAuthenticated("the session token is not valid",
+                                   code="session-required") from None
+        return data
+
+    def enrollment(self, authorization: Annotated[str | None, Header()] = None
+                   ) -> EnrollmentSession:
+        data = self.session(authorization)
+        if data.get("k") != "enrollment":
+            raise NotAuthenticated("this needs an OTP login (enrollment session)",
+                                   code="session-required")
+        return EnrollmentSession(UUID(data["o"]), data["u"], data["m"])
+
+    def certificate(self, authorization: Annotated[str | None, Header()] = None
+                    ) -> CertificateSession:
+        data = self.session(authorization)
+        if data.get("k") != "certificate":
+            raise NotAuthenticated("this needs a certificate login", code="session-required")
+        return CertificateSession(data["u"], data["m"], data["s"], UUID(data["r"]))
+
+    def check_address(self, request: Request) -> None:
+        address = request.client.host if request.client else "unknown"
+        if not self.by_address.allow(address):
+            raise TooManyAttempts("too many attempts from this address; wait a minute")
+
+
 def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
                attempts_per_address: int = 20, attempts_window: float = 60.0) -> FastAPI:
     """The portal API for one Portal application (ops endpoints when ``ops_tokens`` is given)."""
-    sessions = URLSafeTimedSerializer(portal.secret, salt="partner-ca portal session")
-    lifetime = int(portal.rules.session_lifetime.total_seconds())
-    by_address = AttemptLimiter(attempts_per_address, attempts_window)
+    sessions = Sessions(portal, attempts_per_address, attempts_window)
     app = FastAPI(title="Partner CA portal API", version="1",
                   description=(__doc__ or "").split("\n\n", 1)[-1],
                   responses={code: {"description": TITLES.get(code, "Error"), "content": {
                       PROBLEM: {"schema": Problem.model_json_schema()}}}
                       for code in (400, 401, 403, 404, 405, 409, 413, 422, 429, 503)})
+    _answer_with_problems(app)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.include_router(_partner_routes(portal, sessions))
+    app.include_router(_chain_routes(portal))
+    app.include_router(_ops_routes(portal, ops_tokens))
+    return app
 
-    # errors -------------------------------------------------------------------------
+
+def _answer_with_problems(app: FastAPI) -> None:
+    """Every refusal as ``application/problem+json``; a domain error's status is its class's."""
+
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
         return problem(exc.code, str(exc), exc.http_status)
@@ -247,52 +302,27 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
         return problem("not-found" if exc.status_code == 404 else "http-error", str(exc.detail),
                        exc.status_code)
 
-    app.add_middleware(BodyLimit, limit=MAX_BODY)
 
-    # sessions -------------------------------------------------------------------------
-    def session(authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
-        if not authorization or not authorization.startswith("Bearer "):
-            raise NotAuthenticated("log in first (Authorization: Bearer <token>)",
-                                   code="session-required")
-        try:
-            data: dict[str, Any] = sessions.loads(authorization[7:], max_age=lifetime)
-        except SignatureExpired:
-            raise NotAuthenticated("the session has expired; log in again",
-                                   code="session-expired") from None
-        except BadSignature:
-            raise NotAuthenticated("the session token is not valid",
-                                   code="session-required") from None
-        return data
-
-    def enrollment(data: Annotated[dict[str, Any], Depends(session)]) -> EnrollmentSession:
-        if data.get("k") != "enrollment":
-            raise NotAuthenticated("this needs an OTP login (enrollment session)",
-                                   code="session-required")
-        return EnrollmentSession(UUID(data["o"]), data["u"], data["m"])
-
-    def certificate(data: Annotated[dict[str, Any], Depends(session)]) -> CertificateSession:
-        if data.get("k") != "certificate":
-            raise NotAuthenticated("this needs a certificate login", code="session-required")
-        return CertificateSession(data["u"], data["m"], data["s"], UUID(data["r"]))
-
-    def check_address(request: Request) -> None:
-        address = request.client.host if request.client else "unknown"
-        if not by_address.allow(address):
-            raise TooManyAttempts("too many attempts from this address; wait a minute")
+def _partner_routes(portal: Portal, sessions: Sessions) -> APIRouter:
+    """The manual's chapters 3–8 for partners: logins, request, pickup, renewal, revocation."""
+    api = APIRouter()
+    lifetime = sessions.lifetime
+    session, enrollment, certificate = sessions.session, sessions.enrollment, sessions.certificate
+    check_address = sessions.check_address
 
     # chapter 3: OTP login -----------------------------------------------------------------
-    @app.post("/v1/sessions/otp", response_model=SessionOut, status_code=201, tags=["login"],
+    @api.post("/v1/sessions/otp", response_model=SessionOut, status_code=201, tags=["login"],
               dependencies=[Depends(check_address)])
     def login_with_otp(body: OtpLogin) -> SessionOut:
         """R2: user identifier + one-time password → an enrollment session (one request)."""
         found = portal.login_with_otp(body.user_id, body.otp)
-        token = sessions.dumps({"k": "enrollment", "u": found.user_id, "m": found.module,
+        token = sessions.open({"k": "enrollment", "u": found.user_id, "m": found.module,
                                 "o": str(found.otp_id)})
         return SessionOut(token=token, kind="enrollment", user_id=found.user_id,
                           module=found.module, expires_in=lifetime)
 
     # chapter 4: certificate request, status, pickup ----------------------------------
-    @app.post("/v1/requests", response_model=RequestAccepted, status_code=202, tags=["request"])
+    @api.post("/v1/requests", response_model=RequestAccepted, status_code=202, tags=["request"])
     def submit_request(body: CertificateRequestIn,
                        who: Annotated[EnrollmentSession, Depends(enrollment)]) -> RequestAccepted:
         """R3: the CSR and the revocation password twice; issuance is asynchronous."""
@@ -306,7 +336,7 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
             raise NotFound(f"no request {request_id}", code="request-unknown")
         return request
 
-    @app.get("/v1/requests/{request_id}", response_model=RequestStatus, tags=["request"])
+    @api.get("/v1/requests/{request_id}", response_model=RequestStatus, tags=["request"])
     def request_status(request_id: UUID,
                        data: Annotated[dict[str, Any], Depends(session)]) -> RequestStatus:
         """Where the request is (submitted, issued, rejected, picked up); poll while waiting."""
@@ -315,7 +345,7 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
                              certificate_status=request.certificate_status,
                              rejection=getattr(request, "rejection", None))
 
-    @app.get("/v1/requests/{request_id}/certificate", response_model=Certificate,
+    @api.get("/v1/requests/{request_id}/certificate", response_model=Certificate,
              tags=["request"])
     def pickup(request_id: UUID,
                data: Annotated[dict[str, Any], Depends(session)]) -> Certificate:
@@ -324,7 +354,7 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
         return Certificate(request_id=picked.request_id, serial=picked.serial,
                            certificate_pem=picked.certificate_pem, chain_pem=picked.chain_pem)
 
-    @app.get("/v1/pickup/{request_id}", response_model=Certificate, tags=["request"],
+    @api.get("/v1/pickup/{request_id}", response_model=Certificate, tags=["request"],
              dependencies=[Depends(check_address)])
     def pickup_with_link(request_id: UUID, token: str) -> Certificate:
         """R4: the single-use link from the email."""
@@ -333,12 +363,12 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
                            certificate_pem=picked.certificate_pem, chain_pem=picked.chain_pem)
 
     # chapter 5: certificate login ----------------------------------------------------------
-    @app.get("/v1/challenge", response_model=Challenge, tags=["login"])
+    @api.get("/v1/challenge", response_model=Challenge, tags=["login"])
     def challenge() -> Challenge:
         """A fresh challenge to sign with the token key (valid 5 minutes)."""
         return Challenge(challenge=portal.new_challenge())
 
-    @app.post("/v1/sessions/certificate", response_model=SessionOut, status_code=201,
+    @api.post("/v1/sessions/certificate", response_model=SessionOut, status_code=201,
               tags=["login"], dependencies=[Depends(check_address)])
     def login_with_certificate(body: CertificateLogin) -> SessionOut:
         """R5: the certificate, and the challenge signed by its key; status checked (view)."""
@@ -348,13 +378,13 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
             raise ChallengeRefused("signature_b64 is not base64",
                                    code="challenge-signature-invalid") from None
         found = portal.login_with_certificate(body.certificate_pem, body.challenge, signature)
-        token = sessions.dumps({"k": "certificate", "u": found.user_id, "m": found.module,
+        token = sessions.open({"k": "certificate", "u": found.user_id, "m": found.module,
                                 "s": found.serial, "r": str(found.request_id)})
         return SessionOut(token=token, kind="certificate", user_id=found.user_id,
                           module=found.module, expires_in=lifetime, serial=found.serial)
 
     # chapters 7, 8: renewal and revocation ---------------------------------------------------
-    @app.post("/v1/renewals", response_model=RequestAccepted, status_code=202, tags=["renewal"])
+    @api.post("/v1/renewals", response_model=RequestAccepted, status_code=202, tags=["renewal"])
     def renew(body: CertificateRequestIn,
               who: Annotated[CertificateSession, Depends(certificate)]) -> RequestAccepted:
         """R7: a new request while the current certificate is still valid."""
@@ -362,21 +392,28 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
                                             body.revocation_password_again)
         return RequestAccepted(request_id=request_id, status_url=f"/v1/requests/{request_id}")
 
-    @app.post("/v1/revocations", response_model=Accepted, status_code=202, tags=["revocation"])
+    @api.post("/v1/revocations", response_model=Accepted, status_code=202, tags=["revocation"])
     def revoke(body: RevocationIn,
                who: Annotated[CertificateSession, Depends(certificate)]) -> Accepted:
         """R9: revoke the logged-in certificate with its revocation password."""
         portal.revoke(who, body.revocation_password, body.reason)
         return Accepted(status="revocation requested")
 
+    return api
+
+
+def _chain_routes(portal: Portal) -> APIRouter:
+    """R12: the CA chain, public."""
+    api = APIRouter()
+
     # R12: the chain ------------------------------------------------------------------------
-    @app.get("/v1/chain.pem", tags=["chain"], response_class=Response,
+    @api.get("/v1/chain.pem", tags=["chain"], response_class=Response,
              responses={200: {"content": {"application/pem-certificate-chain": {}}}})
     def chain_pem() -> Response:
         """Issuing CA then root, PEM."""
         return Response(portal.chain().chain_pem, media_type="application/pem-certificate-chain")
 
-    @app.get("/v1/chain.p7b", tags=["chain"], response_class=Response,
+    @api.get("/v1/chain.p7b", tags=["chain"], response_class=Response,
              responses={200: {"content": {"application/pkcs7-mime": {}}}})
     def chain_pkcs7() -> Response:
         """Issuing CA and root as a degenerate PKCS#7 (certs-only), DER."""
@@ -384,6 +421,13 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
         der = pkcs7.serialize_certificates([from_pem(trust.issuing_pem),
                                             from_pem(trust.root_pem)], Encoding.DER)
         return Response(der, media_type="application/pkcs7-mime")
+
+    return api
+
+
+def _ops_routes(portal: Portal, ops_tokens: OpsTokens | None) -> APIRouter:
+    """Module administrators and operators, with ops API tokens (none given: every call 401)."""
+    api = APIRouter()
 
     # ops: module administrators and operators (API tokens) ---------------------------
     def ops(authorization: Annotated[str | None, Header()] = None) -> OpsIdentity:
@@ -394,7 +438,7 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
             raise NotAuthenticated("an ops API token is required", code="ops-token-required")
         return found
 
-    @app.post("/v1/ops/partners", response_model=PartnerOut, status_code=201, tags=["ops"])
+    @api.post("/v1/ops/partners", response_model=PartnerOut, status_code=201, tags=["ops"])
     def register_partner(body: PartnerIn,
                          who: Annotated[OpsIdentity, Depends(ops)]) -> PartnerOut:
         """Register a user in modules (an administrator of each module, or an operator)."""
@@ -405,7 +449,7 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
         return PartnerOut(user_id=partner.user_id, modules=partner.modules,
                           registered_by=f"ops:{who.name}")
 
-    @app.post("/v1/ops/partners/{user_id}/otps", response_model=OtpOut, status_code=201,
+    @api.post("/v1/ops/partners/{user_id}/otps", response_model=OtpOut, status_code=201,
               tags=["ops"])
     def issue_otp(user_id: str, body: OtpIn,
                   who: Annotated[OpsIdentity, Depends(ops)]) -> OtpOut:
@@ -414,25 +458,25 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
         _, otp = portal.issue_otp(user_id, body.module, issued_by=f"ops:{who.name}")
         return OtpOut(user_id=user_id, module=body.module, otp=otp, issued_by=f"ops:{who.name}")
 
-    @app.get("/v1/ops/certificates/{serial}", response_model=CertificateStatusOut, tags=["ops"])
+    @api.get("/v1/ops/certificates/{serial}", response_model=CertificateStatusOut, tags=["ops"])
     def certificate_status(serial: str,
                            who: Annotated[OpsIdentity, Depends(ops)]) -> CertificateStatusOut:
         """A certificate as the portal knows it (the CRL server's /status has the CA's view)."""
         who.check_operator()
-        request = portal.request_for_serial(serial.upper())
+        request = portal.request_for_serial(parse_serial(serial))
         return CertificateStatusOut(
             serial=request.serial, user_id=request.user_id, module=request.module,
             status=request.certificate_status or "unknown",
             revocation_pending=request.revocation_pending,
             not_after=request.not_after.isoformat() if request.not_after else None)
 
-    @app.post("/v1/ops/certificates/{serial}/revocation", response_model=Accepted,
+    @api.post("/v1/ops/certificates/{serial}/revocation", response_model=Accepted,
               status_code=202, tags=["ops"])
     def revoke_as_operator(serial: str, body: OpsRevocationIn,
                            who: Annotated[OpsIdentity, Depends(ops)]) -> Accepted:
         """R10: revoke with an RFC 5280 reason; the operator is recorded by the CA."""
         who.check_operator()
-        portal.revoke_as_operator(serial.upper(), body.reason, who.name)
+        portal.revoke_as_operator(parse_serial(serial), body.reason, who.name)
         return Accepted(status="revocation requested")
 
-    return app
+    return api
