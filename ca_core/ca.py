@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +30,7 @@ from ca_core.clock import Clock, SystemClock
 from ca_core.crl import MAX_CRL_VALIDITY, RevokedEntry, build_crl
 from ca_core.errors import DomainError, NotFound, NotReady
 from ca_core.eventmodel import PYDANTIC_ENV, DomainEvent, read_log
+from ca_core.expiry import EXPIRY_EVENTS, ExpiryIndex
 from ca_core.keypolicy import checked_csr, csr_fingerprint, spki_fingerprint
 from ca_core.messages import CertificateRequested, Message, RevocationRequested
 from ca_core.ocsp import Signer, build_ocsp_signer
@@ -51,8 +51,7 @@ from ca_core.x509profile import (
 
 ROOT_KEY, ISSUING_KEY = "root", "issuing"
 #: what the expiry index follows in the CA's log
-EXPIRY_TOPICS = tuple(get_topic(e) for e in (
-    Certificate.CertificateIssued, Certificate.CertificateRevoked, Certificate.CertificateExpired))
+EXPIRY_TOPICS = tuple(get_topic(e) for e in EXPIRY_EVENTS)
 
 
 #: How often an Authority update is tried again when another process recorded first.
@@ -140,11 +139,7 @@ class CertificateAuthority(MessageDrivenApplication):
         self._signer: tuple[SigningKey, Any] | None = None
         self._serial_candidates: list[int] = []
         self._ocsp: Signer | None = None
-        #: expiry index: (not_after, serial, certificate id) of issued certificates, and the
-        #: log position it has read up to (``expire_due`` then costs O(new + due))
-        self._expiries: list[tuple[datetime, str, UUID]] = []
-        self._expiries_position = 0
-        self._ended: set[UUID] = set()  # revoked or expired, not yet taken from the index
+        self._expiries = ExpiryIndex()  # R11: what is due, read from the log as it grows
 
     # -- hierarchy ------------------------------------------------------
     def initialise(self, root_name: str = "Partner CA Root",
@@ -421,22 +416,12 @@ class CertificateAuthority(MessageDrivenApplication):
         outage many may be due at once, and one huge transaction (a pipeline of 10^5 inserts)
         can stall the driver."""
         now = self.clock.now()
-        for position, event in read_log(self, topics=EXPIRY_TOPICS,
-                                        start=self._expiries_position + 1):
-            if isinstance(event, Certificate.CertificateIssued):
-                heapq.heappush(self._expiries, (event.not_after, event.serial,
-                                                event.originator_id))
-            else:  # revoked or expired: nothing left to record
-                self._ended.add(event.originator_id)
-            self._expiries_position = position
+        self._expiries.extend(read_log(self, topics=EXPIRY_TOPICS,
+                                       start=self._expiries.position + 1))
         expired: list[Certificate] = []
         done: list[str] = []
         try:
-            while self._expiries and self._expiries[0][0] < now:
-                _, _, certificate_id = heapq.heappop(self._expiries)
-                if certificate_id in self._ended:
-                    self._ended.discard(certificate_id)
-                    continue
+            for certificate_id in self._expiries.due(now):
                 certificate = cast(Certificate, self.repository.get(certificate_id))
                 if certificate.expire_if_due(now):
                     expired.append(certificate)
@@ -450,7 +435,7 @@ class CertificateAuthority(MessageDrivenApplication):
         except Exception:
             # e.g. another CA process recorded the same expiry first: rebuild the index from
             # the log next time rather than lose the entries taken from it
-            self._expiries, self._expiries_position, self._ended = [], 0, set()
+            self._expiries.reset()
             raise
         return done
 
