@@ -144,8 +144,8 @@ def measure(settings: Settings, repeat: int = 3) -> None:
     for _ in range(repeat):
         started = time.perf_counter()
         with console.status("audit verify …"):
-            checked, heads, findings = verify(ca, key.public_key(),
-                                              settings.data_dir / "audit" / "heads.jsonl")
+            verified = verify(ca, key.public_key(), settings.data_dir / "audit" / "heads.jsonl")
+        checked, heads, findings = verified.events, verified.heads, verified.findings
         seconds = time.perf_counter() - started
         rates.append(checked / seconds)
         console.print(f"audit verify: {checked:,} events, {heads} head(s), {len(findings)} "
