@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     kafka_partitions: int = 6
     kafka_replication_factor: int = 1
     kafka_client_prefix: str = "partner-ca"
+    #: Required with Kafka: the directory ``partner-ca kafka credentials`` writes, one folder
+    #: per role (TLS client certificate and key, record-signing key, the signing certificates
+    #: it accepts). A process reads only the folders of the roles it runs. docs/kafka.md.
+    kafka_credentials: Path | None = None
     #: Scale-out of the CA inbox: worker k of n takes the partitions p with p mod n = k.
     kafka_inbox_workers: int = 1
     kafka_inbox_worker_index: int = 0

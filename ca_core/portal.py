@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import singledispatchmethod
+from functools import lru_cache, singledispatchmethod
 from typing import Any, ClassVar, cast
 from uuid import UUID
 
@@ -36,12 +36,12 @@ from ca_core.credentials import (
 )
 from ca_core.errors import Conflict, DomainError, Forbidden, NotAuthenticated, NotFound, NotReady
 from ca_core.eventmodel import PYDANTIC_ENV, read_log
-from ca_core.keypolicy import checked_csr
+from ca_core.keypolicy import checked_csr, csr_fingerprint, spki_fingerprint
 from ca_core.otp import OneTimePassword, OtpRefused, SessionUsed
 from ca_core.partner import PartnerAccount
 from ca_core.policy import PortalPolicy
 from ca_core.ports import StatusSource
-from ca_core.processing import Batch, MessageDrivenApplication
+from ca_core.processing import Batch, MessageDrivenApplication, MessageRefused
 from ca_core.request import (
     CertificateRequest,
     PickupLinkInvalid,
@@ -66,6 +66,12 @@ class ChallengeRefused(NotAuthenticated, LoginRefused):
     code = "challenge-invalid"
 
 
+@lru_cache(maxsize=8)
+def _certificate(pem: str) -> x509.Certificate:
+    """A CA certificate parsed once (checked against every certificate the CA sends)."""
+    return x509.load_pem_x509_certificate(pem.encode())
+
+
 @dataclass(frozen=True)
 class TrustChain:
     """The CA certificates the portal trusts and hands out with every certificate (R5, R12)."""
@@ -75,7 +81,7 @@ class TrustChain:
 
     @property
     def issuing(self) -> x509.Certificate:
-        return x509.load_pem_x509_certificate(self.issuing_pem.encode())
+        return _certificate(self.issuing_pem)
 
     @property
     def chain_pem(self) -> str:
@@ -446,6 +452,7 @@ class Portal(MessageDrivenApplication):
         request = self._find(msg.request_id, batch)
         if request is None or request.state != "submitted":
             return
+        self._check_issued(msg, request)
         request.certificate_ready(serial=msg.serial, not_before=msg.not_before,
                                   not_after=msg.not_after, certificate_pem=msg.certificate_pem,
                                   timestamp=self.clock.now())
@@ -462,8 +469,14 @@ class Portal(MessageDrivenApplication):
     @policy.register
     def _(self, msg: m.CertificateRevoked, batch: Batch) -> None:
         request = self._find(msg.request_id, batch)
-        if request is None or request.certificate_status == CertificateStatus.REVOKED:
+        if request is None or request.serial != msg.serial:
+            raise MessageRefused(f"revocation of {msg.serial} for request {msg.request_id}, "
+                                 "which has no such certificate")
+        if request.certificate_status == CertificateStatus.REVOKED:
             return
+        if not request.revocation_pending and not msg.revoked_by.startswith("operator:"):
+            raise MessageRefused(f"revocation of {msg.serial} by {msg.revoked_by!r}, which "
+                                 "the portal did not ask for and no operator made")
         request.revocation_confirmed(serial=msg.serial, reason=msg.reason,
                                      revoked_at=msg.revoked_at, timestamp=self.clock.now())
         batch.collect_events(request)
@@ -476,6 +489,29 @@ class Portal(MessageDrivenApplication):
         request.expiry_noted(serial=msg.serial, not_after=msg.not_after,
                              timestamp=self.clock.now())
         batch.collect_events(request)
+
+
+    def _check_issued(self, msg: m.CertificateIssued, request: CertificateRequest) -> None:
+        """Even a message the CA signed must be the certificate this request asked for: our
+        issuing CA's signature on it, the CSR's key, this user and module, the serial and
+        validity the message says."""
+        try:
+            cert = x509.load_pem_x509_certificate(msg.certificate_pem.encode())
+            cert.verify_directly_issued_by(self._trust().issuing)
+        except (ValueError, TypeError, InvalidSignature):
+            raise MessageRefused(f"certificate {msg.serial} for request {msg.request_id} is "
+                                 "not signed by our issuing CA") from None
+        if spki_fingerprint(cert.public_key()) != csr_fingerprint(request.csr_pem):
+            raise MessageRefused(f"certificate {msg.serial} for request {msg.request_id} "
+                                 "carries another key than the request's CSR")
+        said = (serial_hex(cert.serial_number), *subject_identity(cert),
+                cert.not_valid_before_utc, cert.not_valid_after_utc)
+        if said != (msg.serial, request.user_id, request.module, msg.not_before,
+                    msg.not_after) or (msg.user_id, msg.module) != (request.user_id,
+                                                                    request.module):
+            raise MessageRefused(f"certificate {msg.serial} for request {msg.request_id} does "
+                                 "not match the message or the request (serial, user, module "
+                                 "or validity)")
 
 
 def _verify_signature(cert: x509.Certificate, data: bytes, signature: bytes) -> None:

@@ -42,8 +42,15 @@ class Batch(ProcessingEvent[UUID]):
         self.saved_kwargs.update(kwargs)
 
 
+class MessageRefused(Exception):
+    """Raised by a policy, before it changes anything, for a message that is well formed and
+    authenticated but must not take effect (a certificate that is not for this request, a
+    revocation nobody asked for). The message is recorded as rejected and causes nothing."""
+
+
 class RejectedMessage(Aggregate):
-    """A message that could not be understood (bad JSON, unknown type, wrong schema version)."""
+    """A message that could not be understood (bad JSON, unknown type, wrong schema version),
+    did not prove where it came from (its record signature), or was refused by a policy."""
 
     class MessageRejected(Aggregate.Created):
         source: str
@@ -55,12 +62,16 @@ class RejectedMessage(Aggregate):
     def id_for(source: str, position: int) -> UUID:
         return uuid5(NAMESPACE_URL, f"partner-ca:rejected:{source}:{position}")
 
+    @staticmethod
+    def id_for_message(source: str, message_id: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"partner-ca:refused:{source}:{message_id}")
+
     @classmethod
     def record(cls, source: str, position: int, reason: str, excerpt: str,
-               now: datetime) -> RejectedMessage:
-        return cls._create(cls.MessageRejected, id=cls.id_for(source, position), source=source,
-                           position=position, reason=reason[:500], excerpt=excerpt[:200],
-                           timestamp=now)
+               now: datetime, aggregate_id: UUID | None = None) -> RejectedMessage:
+        return cls._create(cls.MessageRejected, id=aggregate_id or cls.id_for(source, position),
+                           source=source, position=position, reason=reason[:500],
+                           excerpt=excerpt[:200], timestamp=now)
 
 
 class MessageDrivenApplication(EventSourcedProjection[UUID]):
@@ -103,7 +114,16 @@ class MessageDrivenApplication(EventSourcedProjection[UUID]):
                            + [RejectedMessage.id_for(tracking.application_name, position)
                               for position, _, _ in rejected])
             for message in messages:
-                self.policy(message, batch)
+                try:
+                    self.policy(message, batch)
+                except MessageRefused as exc:  # nothing changed: recorded, and that is all
+                    refused_id = RejectedMessage.id_for_message(tracking.application_name,
+                                                                message.message_id)
+                    if not self._exists(refused_id, batch):
+                        batch.collect_events(RejectedMessage.record(
+                            tracking.application_name, tracking.notification_id, str(exc),
+                            f"{message.type} {message.message_id}", self.clock.now(),
+                            aggregate_id=refused_id))
             for position, reason, excerpt in rejected:
                 if not self._exists(RejectedMessage.id_for(tracking.application_name, position),
                                     batch):

@@ -142,6 +142,7 @@ class CertificateRequest(Aggregate):
         self.kind = e.kind
         self.renews_serial = e.renews_serial
         self.revocation_password_hash = e.revocation_password_hash
+        self.csr_pem = e.csr_pem  # the key the CA's certificate must carry (checked on arrival)
         self.state = "submitted"
         self.serial: str | None = None
         self.not_before: datetime | None = None

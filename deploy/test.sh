@@ -25,7 +25,9 @@ export PARTNER_CA_TEST_DATABASE_URL
 echo "PostgreSQL: $PARTNER_CA_TEST_DATABASE_URL"
 PARTNER_CA_TEST_KAFKA="$(bash deploy/kafka/start.sh)"
 export PARTNER_CA_TEST_KAFKA
-echo "Kafka: $PARTNER_CA_TEST_KAFKA"
+PARTNER_CA_TEST_KAFKA_CREDENTIALS="${PARTNER_CA_KAFKA_DATA:-/tmp/partner-ca-kafka-${PARTNER_CA_KAFKA_PORT:-59092}}/credentials"
+export PARTNER_CA_TEST_KAFKA_CREDENTIALS
+echo "Kafka: $PARTNER_CA_TEST_KAFKA (secured; credentials in $PARTNER_CA_TEST_KAFKA_CREDENTIALS)"
 
 echo "== ruff"; ruff check .
 echo "== mypy ca_core"; mypy ca_core

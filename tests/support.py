@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,11 @@ from adapters.settings import Settings
 from ca_core.clock import ManualClock
 from ca_core.portal import CertificateSession, PickedUpCertificate
 
+#: the secured test broker's credentials (deploy/kafka/start.sh writes them; deploy/test.sh
+#: exports the variable)
+KAFKA_CREDENTIALS = Path(os.environ.get(
+    "PARTNER_CA_TEST_KAFKA_CREDENTIALS",
+    f"/tmp/partner-ca-kafka-{os.environ.get('PARTNER_CA_KAFKA_PORT', '59092')}/credentials"))
 PASSPHRASE = "test passphrase for keys"
 START = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 USER, MODULE, PASSWORD = "P24-000123", "EPAK", "revocation secret 1"
@@ -22,7 +28,12 @@ USER, MODULE, PASSWORD = "P24-000123", "EPAK", "revocation secret 1"
 def make_system(data_dir: Path, database_url: str = "", initialise: bool = True,
                 kafka_bootstrap: str = "", kafka_prefix: str = "",
                 start: datetime = START, **settings: Any) -> PartnerCa:
-    """The system under test; with ``kafka_bootstrap`` the two applications talk over Kafka."""
+    """The system under test; with ``kafka_bootstrap`` the two applications talk over Kafka
+    (the secured broker: the prefix's ACLs are granted first, each role uses its own
+    credentials)."""
+    if kafka_bootstrap:
+        grant_kafka(kafka_bootstrap, kafka_prefix or "partner-ca.")
+        settings.setdefault("kafka_credentials", KAFKA_CREDENTIALS)
     settings = Settings(data_dir=data_dir, database_url=database_url,
                         kafka_bootstrap=kafka_bootstrap,
                         kafka_topic_prefix=kafka_prefix or "partner-ca.",
@@ -34,6 +45,22 @@ def make_system(data_dir: Path, database_url: str = "", initialise: bool = True,
     if initialise:
         system.ca.initialise()
     return system
+
+
+def grant_kafka(bootstrap: str, prefix: str) -> list[str]:
+    """The ACLs of the portal, CA and reader principals on ``prefix``'s topics (as admin)."""
+    from adapters.transport.kafka.acls import default_grants, grant
+    from adapters.transport.kafka.security import role_credentials
+
+    admin = role_credentials(KAFKA_CREDENTIALS, "admin")
+    return grant(bootstrap, admin.client_options, prefix, default_grants())
+
+
+def kafka_env(bootstrap: str, prefix: str) -> dict[str, str]:
+    """Environment for processes on the secured broker, the prefix's ACLs granted."""
+    grant_kafka(bootstrap, prefix)
+    return {"PARTNER_CA_KAFKA_BOOTSTRAP": bootstrap, "PARTNER_CA_KAFKA_TOPIC_PREFIX": prefix,
+            "PARTNER_CA_KAFKA_CREDENTIALS": str(KAFKA_CREDENTIALS)}
 
 
 @dataclass

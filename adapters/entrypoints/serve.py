@@ -26,8 +26,13 @@ from adapters.storage.migrate import apply_migrations
 from adapters.storage.persistence import opening as open_retrying
 from adapters.transport.kafka.inbox import KafkaInbox
 from adapters.transport.kafka.relay import KafkaRelay
-from adapters.transport.kafka.topics import ensure_topics
-from adapters.transport.kafka.transport import ca_inbox, ca_relay, portal_inbox, portal_relay
+from adapters.transport.kafka.transport import (
+    ca_inbox,
+    ca_relay,
+    ensure_role_topics,
+    portal_inbox,
+    portal_relay,
+)
 from ca_core.ca import CertificateAuthority
 from ca_core.portal import Portal
 
@@ -215,8 +220,6 @@ def serve(role: str, settings: Settings, passphrase: str | None,
         return
     components = ROLES[role]
     stop = stop or threading.Event()
-    ensure_topics(settings.kafka_bootstrap, settings.kafka_topic_prefix,
-                  settings.kafka_partitions, settings.kafka_replication_factor)
     clock = make_clock(settings)
     portal: Portal | None = None
     ca: CertificateAuthority | None = None
@@ -227,6 +230,9 @@ def serve(role: str, settings: Settings, passphrase: str | None,
     if any(c.startswith("ca") for c in components):
         ca = opening(build_ca, settings, clock, passphrase)
         ca.authority()  # refuse to start before 'partner-ca init'
+    for role_name, app in (("portal", portal), ("ca", ca)):
+        if app is not None:  # its credentials are checked here, before anything runs
+            ensure_role_topics(settings, role_name)
     new_inbox: dict[str, Callable[[], KafkaInbox]] = {}
     relays: dict[str, KafkaRelay] = {}
     if portal is not None:

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from tests.e2e.test_cli import PASSPHRASE, csr_file, issue_otp, request, run
-from tests.support import until
+from tests.support import kafka_env, until
 
 USER = "P24-000123"
 
@@ -232,7 +232,7 @@ def test_debug_log_level_shows_what_serve_publishes_and_applies(
     env = {**os.environ, "PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
            "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE,
            "PARTNER_CA_DATABASE_URL": _database(postgres_url, "partner_ca_log_level"),
-           "PARTNER_CA_KAFKA_BOOTSTRAP": kafka_bootstrap, "PARTNER_CA_KAFKA_TOPIC_PREFIX": prefix,
+           **kafka_env(kafka_bootstrap, prefix),
            "PARTNER_CA_KAFKA_CLIENT_PREFIX": prefix.rstrip("."), "PARTNER_CA_KAFKA_PARTITIONS": "1",
            "PARTNER_CA_PORTAL_LISTEN": "", "PARTNER_CA_LOG_LEVEL": "DEBUG"}
     run("init", env=env)

@@ -25,14 +25,15 @@ from adapters.client import softtoken
 from adapters.entrypoints.bootstrap import build_ca, build_portal
 from adapters.settings import Settings
 from adapters.transport.kafka.inbox import source_name
-from adapters.transport.kafka.topics import ensure_topics
+from adapters.transport.kafka.security import role_credentials
+from adapters.transport.kafka.transport import ensure_role_topics
 from bench.workload import make_csrs, submit_requests, submit_revocations
 from ca_core.clock import SystemClock
 from ca_core.eventmodel import all_events
 from ca_core.processing import RejectedMessage
 from ca_core.request import CertificateRequest
 from tests.consistency import check_consistency
-from tests.support import PASSPHRASE, inherited_fds
+from tests.support import KAFKA_CREDENTIALS, PASSPHRASE, inherited_fds, kafka_env
 
 ROOT = Path(__file__).resolve().parents[2]
 IN_FLIGHT = 300
@@ -94,8 +95,7 @@ def env(tmp_path: Path, postgres_url: str, kafka_bootstrap: str) -> dict[str, st
         "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE,
         "PARTNER_CA_PORTAL_DATABASE_URL": _database(postgres_url, "partner_ca_portal"),
         "PARTNER_CA_CA_DATABASE_URL": _database(postgres_url, "partner_ca_ca"),
-        "PARTNER_CA_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "PARTNER_CA_KAFKA_TOPIC_PREFIX": prefix,
+        **kafka_env(kafka_bootstrap, prefix),
         "PARTNER_CA_KAFKA_CLIENT_PREFIX": prefix.rstrip("."),
         "PARTNER_CA_KAFKA_PARTITIONS": "4",
         "PARTNER_CA_PORTAL_LISTEN": "",  # no HTTP API in these processes
@@ -259,13 +259,14 @@ def test_restart_the_broker_mid_stream(roles: Roles, apps: tuple[Any, Any],
 def _duplicate_topic(bootstrap: str, topic: str) -> tuple[int, dict[tuple[str, int], int]]:
     """Deliver every record of ``topic`` a second time (same key, value and headers); returns
     how many were copied and each partition's end offset after the copies."""
+    admin = role_credentials(KAFKA_CREDENTIALS, "admin").client_options  # a super user
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=3000)
+                             consumer_timeout_ms=3000, **admin)
     partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
     end = consumer.end_offsets(partitions)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **admin)
     copied = 0
     for record in consumer:
         if record.offset < end[TopicPartition(record.topic, record.partition)]:
@@ -314,9 +315,12 @@ def test_malformed_messages_are_rejected_and_the_consumer_goes_on(
     roles.start("portal")
     topic = env["PARTNER_CA_KAFKA_TOPIC_PREFIX"] + "requests"
     settings = settings_of(env)
-    ensure_topics(settings.kafka_bootstrap, settings.kafka_topic_prefix,
-                  settings.kafka_partitions, settings.kafka_replication_factor)
-    producer = KafkaProducer(bootstrap_servers=env["PARTNER_CA_KAFKA_BOOTSTRAP"], acks="all")
+    ensure_role_topics(settings, "portal")
+    # written as a broker super user (a leaked credential); signed with the portal's key
+    # (a portal that went wrong), so that each reaches the decoder and is judged there
+    producer = KafkaProducer(bootstrap_servers=env["PARTNER_CA_KAFKA_BOOTSTRAP"], acks="all",
+                             **role_credentials(KAFKA_CREDENTIALS, "admin").client_options)
+    signer = role_credentials(KAFKA_CREDENTIALS, "portal", signs=True).signer()
     good_type = b"cz.partner-ca.CertificateRequested.v1"
     bad = [
         ([("ce_specversion", b"1.0"), ("ce_type", good_type)], b"{not json"),
@@ -329,15 +333,18 @@ def test_malformed_messages_are_rejected_and_the_consumer_goes_on(
         ([("ce_specversion", b"\xff\xfe")], b"\x00\x01"),
     ]
     for headers, value in bad:
-        producer.send(topic, value=value, key=b"k", headers=headers, partition=0)
+        producer.send(topic, value=value, key=b"k", headers=signer.sign(topic, b"k", headers, value),
+                      partition=0)
+    producer.send(topic, value=b"{}", key=b"k", headers=bad[0][0], partition=0)  # unsigned
     producer.flush()
     ids = _load(portal, 20)
     wait_for("issuance after garbage", all_ready(portal, len(ids)), roles)
     wait_for("rejections recorded", lambda: count_of(
-        ca, RejectedMessage.MessageRejected) >= len(bad), roles)
+        ca, RejectedMessage.MessageRejected) >= len(bad) + 1, roles)
     reasons = [e.reason for _, e in all_events(ca) if isinstance(e, RejectedMessage.MessageRejected)]
     assert any("not JSON" in r for r in reasons)
     assert any("unknown event type" in r for r in reasons)
     assert any("schema version" in r for r in reasons)
     assert any("does not match its schema" in r for r in reasons)
+    assert any("not signed" in r for r in reasons)
     check_consistency(portal, ca)

@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 from adapters.audit.tree_heads import checkpoint, verify
 from adapters.entrypoints.cli import app
 from adapters.transport.kafka.heads import fetch_heads, write_heads
+from adapters.transport.kafka.security import role_credentials
 from tests.conftest import reset_postgres
-from tests.support import PASSPHRASE, enroll, make_system, register
+from tests.support import KAFKA_CREDENTIALS, PASSPHRASE, enroll, make_system, register
 
 
 # -- an independent verifier, from the documentation --------------------------------------
@@ -143,7 +144,7 @@ def test_heads_go_out_on_kafka_and_verify_checks_the_store_against_them(
     checkpoint(system.ca, key)
     checkpoint(system.portal, key)
     system.pump()  # the relays publish the heads like any other public event
-    heads = fetch_heads(kafka_bootstrap, prefix)
+    heads = fetch_heads(kafka_bootstrap, prefix, role_credentials(KAFKA_CREDENTIALS, "reader"))
     assert [h["application"] for h in heads] == ["ca", "ca", "portal"]
     copy = tmp_path / "kafka-heads.jsonl"
     write_heads(heads, copy)

@@ -1,6 +1,7 @@
 """The ``partner-ca`` command line (Typer), one module per audience: ``ops`` (operators and
-module administrators), ``client`` (partners), ``audit`` (auditors), ``demo``; ``token`` is the
-user's token tool (adapters/client/token_cli.py). ``common`` holds what they share.
+module administrators), ``kafka`` (the secured cluster's operators), ``client`` (partners),
+``audit`` (auditors), ``demo``; ``token`` is the user's token tool
+(adapters/client/token_cli.py). ``common`` holds what they share.
 
 Exit codes: 0 success; 1 a rule refused the command (one-line error with its code);
 2 usage error; 3 set-up problem (not initialised, no or wrong passphrase, bad configuration,
@@ -14,6 +15,7 @@ from adapters.entrypoints.cli import demo as _demo  # noqa: F401 - registers its
 from adapters.entrypoints.cli.audit import audit_app
 from adapters.entrypoints.cli.client import client_app
 from adapters.entrypoints.cli.common import app
+from adapters.entrypoints.cli.kafka import kafka_app
 from adapters.entrypoints.cli.ops import ops_app, otp_app, partner_app
 
 app.add_typer(otp_app, name="otp")
@@ -22,6 +24,7 @@ app.add_typer(client_app, name="client")
 app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
 app.add_typer(ops_app, name="ops")
+app.add_typer(kafka_app, name="kafka")
 
 __all__ = ["app", "main"]
 

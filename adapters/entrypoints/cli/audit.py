@@ -32,6 +32,7 @@ from adapters.output import (
     result,
 )
 from adapters.settings import Settings
+from ca_core.errors import DomainError
 from projections.timeline import timeline
 
 audit_app = typer.Typer(help="Auditors: tamper evidence for the event stores.",
@@ -286,12 +287,16 @@ def audit_fetch_heads(
     """Copy every signed tree head published on Kafka (ca-events, portal-events) into a file
     for `audit verify --heads` — copies the database's administrators cannot rewrite."""
     from adapters.transport.kafka.heads import fetch_heads, write_heads
+    from adapters.transport.kafka.security import role_credentials
 
     settings = load_settings()
     if not settings.kafka_bootstrap:
         fail("PARTNER_CA_KAFKA_BOOTSTRAP is not set", EXIT_SETUP)
-    try:
-        heads = fetch_heads(settings.kafka_bootstrap, settings.kafka_topic_prefix)
+    try:  # read as the read-only principal: an auditor cannot publish anything
+        reader = role_credentials(settings.kafka_credentials, "reader")
+        heads = fetch_heads(settings.kafka_bootstrap, settings.kafka_topic_prefix, reader)
+    except DomainError as exc:
+        fail(f"{exc} [{exc.code}]", EXIT_SETUP)
     except Exception as exc:  # noqa: BLE001 - broker trouble of any kind is one set-up error
         fail(f"cannot read the tree heads from Kafka: {exc}", EXIT_SETUP)
     write_heads(heads, out_file)

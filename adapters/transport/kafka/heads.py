@@ -17,18 +17,24 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from adapters.transport.kafka.envelope import MalformedMessage, ce_type, decode
+from adapters.transport.kafka.security import RoleCredentials, UnauthenticatedRecord
 from adapters.transport.kafka.topics import topic_names
 from ca_core.messages import CA_EVENTS, PORTAL_EVENTS, TreeHeadSigned
 
 HEAD_TYPE = ce_type("TreeHeadSigned").encode()
 
 
-def fetch_heads(bootstrap: str, prefix: str, timeout: float = 30.0) -> list[dict[str, Any]]:
-    """Every tree head on the broker, oldest first per application."""
+def fetch_heads(bootstrap: str, prefix: str, credentials: RoleCredentials,
+                timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Every tree head on the broker, oldest first per application, read with a read-only
+    role's credentials; a head whose record signature does not verify is not taken."""
     names = topic_names(prefix)
+    logical_of = {names[CA_EVENTS]: CA_EVENTS, names[PORTAL_EVENTS]: PORTAL_EVENTS}
+    verifier = credentials.verifier()
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                              client_id="partner-ca-audit-heads", enable_auto_commit=False,
-                             auto_offset_reset="earliest", fetch_max_wait_ms=100)
+                             auto_offset_reset="earliest", fetch_max_wait_ms=100,
+                             **credentials.client_options)
     try:
         partitions = [TopicPartition(names[logical], p)
                       for logical in (CA_EVENTS, PORTAL_EVENTS)
@@ -47,8 +53,10 @@ def fetch_heads(bootstrap: str, prefix: str, timeout: float = 30.0) -> list[dict
                     if (dict(record.headers or []).get("ce_type") or b"") != HEAD_TYPE:
                         continue
                     try:
+                        verifier.verify(logical_of[record.topic], record.topic, record.key,
+                                        record.headers, record.value)
                         message = decode(record.headers, record.value)
-                    except MalformedMessage:
+                    except (MalformedMessage, UnauthenticatedRecord):
                         continue  # not ours to judge here; the inboxes record it as rejected
                     if isinstance(message, TreeHeadSigned):
                         heads.append(message.model_dump(

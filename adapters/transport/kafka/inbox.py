@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import UTC, datetime
+from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import KafkaConsumer, TopicPartition
@@ -21,6 +23,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from adapters.compat.kafka_python import io_wakeup
 from adapters.transport.kafka.envelope import MalformedMessage, decode
+from adapters.transport.kafka.security import RecordVerifier, UnauthenticatedRecord
 from ca_core.messages import Message
 from ca_core.processing import MessageDrivenApplication
 
@@ -56,10 +59,13 @@ class KafkaInbox:
     """Consumes one topic for one application."""
 
     def __init__(self, app: MessageDrivenApplication, topic: str, bootstrap: str,
-                 client_id: str, worker: tuple[int, int] = (0, 1),
+                 client_id: str, *, logical: str, verifier: RecordVerifier,
+                 security: dict[str, Any], worker: tuple[int, int] = (0, 1),
                  max_records: int = 2000) -> None:
         self.app = app
         self.topic = topic
+        self.logical = logical  # requests, ca-events or portal-events: who may publish it
+        self.verifier = verifier
         self.worker = worker
         self.max_records = max_records
         self.tracked: dict[TopicPartition, int] = {}
@@ -70,6 +76,7 @@ class KafkaInbox:
             bootstrap_servers=bootstrap, group_id=None, client_id=client_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=max_records, fetch_max_wait_ms=50, metadata_max_age_ms=5000,
+            **security,
         )
         self._nudger = _IoLoopNudger(self.consumer)
         self._nudger.start()
@@ -131,10 +138,15 @@ class KafkaInbox:
                 continue
             messages: list[Message] = []
             rejected: list[tuple[int, str, str]] = []
+            now = datetime.now(UTC)
             for record in records:
                 try:
+                    # nothing is believed before its signature: an unsigned, altered or
+                    # foreign record is only ever recorded as MessageRejected
+                    self.verifier.verify(self.logical, tp.topic, record.key, record.headers,
+                                         record.value, now)
                     messages.append(decode(record.headers, record.value))
-                except MalformedMessage as exc:
+                except (MalformedMessage, UnauthenticatedRecord) as exc:
                     log.warning("%s: rejected record at offset %d: %s",
                                 source_name(tp.topic, tp.partition), record.offset, exc)
                     excerpt = (record.value or b"")[:200].decode("utf-8", "replace")

@@ -12,12 +12,13 @@ import logging
 import threading
 import zlib
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
 from eventsourcing.persistence import Tracking, TrackingRecorder
 from kafka import KafkaProducer
 
 from adapters.transport.kafka.envelope import encode
+from adapters.transport.kafka.security import RecordSigner
 from ca_core.eventmodel import DomainEvent
 from ca_core.messages import Message
 from ca_core.processing import MessageDrivenApplication
@@ -34,9 +35,11 @@ Outbox = Callable[[DomainEvent], list[tuple[str, Message]]]
 BATCH_BYTES = 1_000_000
 
 
-def new_producer(bootstrap: str, client_id: str) -> KafkaProducer:
+def new_producer(bootstrap: str, client_id: str,
+                 security: dict[str, Any] | None = None) -> KafkaProducer:
+    """An idempotent producer; ``security``: the role's TLS options (RoleCredentials)."""
     return KafkaProducer(
-        bootstrap_servers=bootstrap, client_id=client_id, acks="all",
+        bootstrap_servers=bootstrap, client_id=client_id, acks="all", **(security or {}),
         # the relay flushes after every page, so batches need not linger on their own
         enable_idempotence=True, linger_ms=100, batch_size=BATCH_BYTES,
         compression_type=None, retries=2**31 - 1, max_in_flight_requests_per_connection=5,
@@ -54,6 +57,7 @@ class KafkaRelay:
         producer: KafkaProducer,
         position: TrackingRecorder,
         topic_names: dict[str, str],
+        signer: RecordSigner,
         page: int = 2000,
     ) -> None:
         self.app = app
@@ -62,6 +66,7 @@ class KafkaRelay:
         self.producer = producer
         self.position = position
         self.topic_names = topic_names
+        self.signer = signer
         self.page = page
         self.source = f"/partner-ca/{app.name}"
         self._published: int | None = None  # read from the store after start and after errors
@@ -103,6 +108,7 @@ class KafkaRelay:
             for logical, message in self.outbox(event):
                 key, value, headers = encode(message, self.source)
                 topic = self.topic_names[logical]
+                headers = self.signer.sign(topic, key, headers, value)
                 futures.append(self.producer.send(topic, value=value, key=key, headers=headers,
                                                   partition=self._partition(topic, key)))
         self.producer.flush()
