@@ -1,0 +1,338 @@
+"""Nothing on Kafka is believed unless it proves where it came from (issue 15), on the real,
+secured broker: the attacks an attacker with a broker credential tried, each causing nothing
+but a MessageRejected with its reason; the ACLs per principal; record signatures checked by
+an independent verifier (openssl) written from docs/kafka.md."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import NameOID
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, TopicAuthorizationFailedError
+
+from adapters.client import softtoken
+from adapters.entrypoints.bootstrap import PartnerCa
+from adapters.transport.kafka.envelope import encode
+from adapters.transport.kafka.security import (
+    RecordSigner,
+    UnauthenticatedRecord,
+    role_credentials,
+)
+from ca_core import messages as m
+from ca_core.certificate import Certificate, CertificateStatus
+from ca_core.eventmodel import all_events
+from ca_core.processing import RejectedMessage
+from ca_core.x509profile import to_pem
+from tests.support import KAFKA_CREDENTIALS, USER, enroll, make_system, register
+
+
+@pytest.fixture
+def system(tmp_path: Path, kafka_bootstrap: str) -> Iterator[PartnerCa]:
+    built = make_system(tmp_path / "data", kafka_bootstrap=kafka_bootstrap,
+                        kafka_prefix=f"s{uuid.uuid4().hex[:12]}.")
+    register(built)
+    register(built, "P24-000999")  # the attacker has an account of their own
+    yield built
+    built.close()
+
+
+def _options(role: str) -> dict[str, Any]:
+    return role_credentials(KAFKA_CREDENTIALS, role).client_options
+
+
+def publish(system: PartnerCa, logical: str, message: m.Message,
+            sign_as: str | RecordSigner | None = None,
+            tamper: Callable[[bytes, bytes, list[tuple[str, bytes]]],
+                             tuple[bytes, bytes, list[tuple[str, bytes]]]] | None = None) -> None:
+    """Write a record as a broker super user (a leaked admin credential, a broker under the
+    attacker's control): unsigned, or signed as ``sign_as``, then perhaps tampered with."""
+    topic = system.settings.kafka_topic_prefix + logical
+    key, value, headers = encode(message, "/partner-ca/portal")
+    if sign_as is not None:
+        signer = sign_as if isinstance(sign_as, RecordSigner) else role_credentials(
+            KAFKA_CREDENTIALS, sign_as, signs=True).signer()
+        headers = signer.sign(topic, key, headers, value)
+    if tamper is not None:
+        key, value, headers = tamper(key, value, headers)
+    producer = KafkaProducer(bootstrap_servers=system.settings.kafka_bootstrap, acks="all",
+                             **_options("admin"))
+    try:
+        producer.send(topic, key=key, value=value, headers=headers).get(timeout=30)
+    finally:
+        producer.close()
+
+
+def rejections(app: Any) -> list[str]:
+    return [e.reason for _, e in all_events(app) if isinstance(e, RejectedMessage.MessageRejected)]
+
+
+def until_rejected(system: PartnerCa, app: Any, count: int, pump: Callable[[], Any]) -> list[str]:
+    deadline = time.monotonic() + 60
+    while len(found := rejections(app)) < count:
+        assert time.monotonic() < deadline, f"only {found} rejected"
+        pump()
+    return found
+
+
+def certificates(system: PartnerCa) -> list[Any]:
+    return [e for _, e in all_events(system.ca) if isinstance(e, Certificate.CertificateIssued)]
+
+
+def _attacker_csr(user: str = "EVIL-1") -> str:
+    return softtoken.make_csr(softtoken.new_key(), user)
+
+
+def _requested(user: str = "EVIL-1", module: str = "EPAK") -> m.CertificateRequested:
+    return m.CertificateRequested(message_id=str(uuid.uuid4()), occurred_at=datetime.now(UTC),
+                                  request_id=uuid.uuid4(), user_id=user, module=module,
+                                  csr_pem=_attacker_csr(user), renews_serial=None)
+
+
+# -- the attacks of the issue, each now causing nothing ---------------------------------
+def test_a_forged_certificate_request_issues_nothing(system: PartnerCa) -> None:
+    """Unsigned, signed with a key of our own making, or with the CA's (not the portal's)
+    key: the CA records each as rejected and signs nothing."""
+    stranger = RecordSigner(ed25519.Ed25519PrivateKey.generate())
+    publish(system, m.REQUESTS, _requested())
+    publish(system, m.REQUESTS, _requested(), sign_as=stranger)
+    publish(system, m.REQUESTS, _requested(), sign_as="ca")
+    reasons = until_rejected(system, system.ca, 3, system.pump)
+    assert certificates(system) == []
+    assert any("not signed" in r for r in reasons)
+    assert sum("unknown key" in r for r in reasons) == 2  # the CA trusts the portal's key only
+
+
+def test_a_forged_revocation_revokes_nothing(system: PartnerCa) -> None:
+    victim = enroll(system)
+    serial = victim.picked.serial
+    forged = m.RevocationRequested(message_id=str(uuid.uuid4()), occurred_at=datetime.now(UTC),
+                                   serial=serial, reason="keyCompromise",
+                                   requested_by="operator:anna")
+    publish(system, m.REQUESTS, forged)
+    reasons = until_rejected(system, system.ca, 1, system.pump)
+    assert "not signed" in reasons[0]
+    assert system.ca.status_of(serial) == CertificateStatus.GOOD
+    assert system.portal.request(victim.request_id).certificate_status == "good"
+
+
+def _pending_request(system: PartnerCa, user: str = USER) -> tuple[softtoken.UserKey, uuid.UUID]:
+    """A request recorded by the portal and not yet relayed to the CA."""
+    _, otp = system.portal.issue_otp(user, "EPAK", issued_by="admin-epak")
+    session = system.portal.login_with_otp(user, otp)
+    key = softtoken.new_key()
+    return key, system.portal.submit_request(session, softtoken.make_csr(key, user),
+                                             "revocation secret 1", "revocation secret 1")
+
+
+def _portal_inbox(system: PartnerCa) -> Callable[[], Any]:
+    inbox = system.transport.inboxes[1]  # type: ignore[attr-defined]
+    assert inbox.logical == m.CA_EVENTS
+    return lambda: inbox.poll_once(timeout_ms=200)
+
+
+def _self_signed_for(key: ec.EllipticCurvePrivateKey, user: str) -> str:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user)])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + timedelta(days=365))
+            .sign(key, hashes.SHA256()))
+    return to_pem(cert)
+
+
+def _issued(request_id: uuid.UUID, pem: str, serial: str,
+            not_before: datetime, not_after: datetime) -> m.CertificateIssued:
+    return m.CertificateIssued(message_id=str(uuid.uuid4()), occurred_at=datetime.now(UTC),
+                               request_id=request_id, serial=serial, user_id=USER,
+                               module="EPAK", not_before=not_before, not_after=not_after,
+                               certificate_pem=pem)
+
+
+def test_a_forged_certificate_for_a_pending_request_is_not_handed_out(
+        system: PartnerCa) -> None:
+    """The victim's request is pending; the attacker sends a certificate for their own key
+    — unsigned, then signed with the CA's very key (a compromised CA relay): the first fails
+    its signature, the second the portal's own checks. The victim then gets their own."""
+    attacker = enroll(system, "P24-000999")  # a genuine certificate of ours, another key
+    key, request_id = _pending_request(system)
+    attacker_key = ec.generate_private_key(ec.SECP256R1())
+    foreign = _self_signed_for(attacker_key, USER)
+    now = datetime.now(UTC)
+    publish(system, m.CA_EVENTS, _issued(request_id, foreign, "AB" * 16, now, now))
+    publish(system, m.CA_EVENTS, _issued(request_id, foreign, "AB" * 16, now, now),
+            sign_as="ca")
+    cert = x509.load_pem_x509_certificate(attacker.picked.certificate_pem.encode())
+    publish(system, m.CA_EVENTS, _issued(request_id, attacker.picked.certificate_pem,
+                                         attacker.picked.serial, cert.not_valid_before_utc,
+                                         cert.not_valid_after_utc), sign_as="ca")
+    reasons = until_rejected(system, system.portal, 3, _portal_inbox(system))
+    assert system.portal.request(request_id).state == "submitted"
+    assert any("not signed" in r for r in reasons)
+    assert any("not signed by our issuing CA" in r for r in reasons)
+    assert any("another key than the request's CSR" in r for r in reasons)
+    system.pump()
+    picked = system.portal.pickup(request_id, USER)
+    mine = x509.load_pem_x509_certificate(picked.certificate_pem.encode()).public_key()
+    assert key.public_key().public_numbers() == mine.public_numbers()  # type: ignore[union-attr]
+
+
+def test_a_forged_revocation_confirmation_does_not_block_a_good_certificate(
+        system: PartnerCa) -> None:
+    victim = enroll(system)
+    other = enroll(system, "P24-000999")
+    forged = m.CertificateRevoked(message_id=str(uuid.uuid4()), occurred_at=datetime.now(UTC),
+                                  serial=victim.picked.serial, reason="keyCompromise",
+                                  revoked_at=datetime.now(UTC), revoked_by="user:P24-000123",
+                                  request_id=victim.request_id)
+    publish(system, m.CA_EVENTS, forged)  # unsigned
+    publish(system, m.CA_EVENTS, forged.model_copy(update={"message_id": str(uuid.uuid4())}),
+            sign_as="ca")  # authenticated, but nobody asked for it
+    publish(system, m.CA_EVENTS, forged.model_copy(update={
+        "message_id": str(uuid.uuid4()), "revoked_by": "operator:anna",
+        "request_id": other.request_id}), sign_as="ca")  # a serial that is not that request's
+    reasons = until_rejected(system, system.portal, 3, system.pump)
+    assert any("not signed" in r for r in reasons)
+    assert any("did not ask for" in r for r in reasons)
+    assert any("has no such certificate" in r for r in reasons)
+    for enrolled in (victim, other):
+        assert system.portal.request(enrolled.request_id).certificate_status == "good"
+
+
+def test_an_altered_or_moved_record_is_rejected(system: PartnerCa) -> None:
+    """A genuine portal signature on a changed value, an added header, another key, or moved
+    to another topic: each fails its signature."""
+    def changed_value(k: bytes, v: bytes, h: list[tuple[str, bytes]]) -> Any:
+        return k, v.replace(b"EVIL-1", b"EVIL-2"), h
+
+    def added_header(k: bytes, v: bytes, h: list[tuple[str, bytes]]) -> Any:
+        return k, v, [*h, ("ce_extra", b"1")]
+
+    def other_key(k: bytes, v: bytes, h: list[tuple[str, bytes]]) -> Any:
+        return str(uuid.uuid4()).encode(), v, h
+
+    for tamper in (changed_value, added_header, other_key):
+        publish(system, m.REQUESTS, _requested(), sign_as="portal", tamper=tamper)
+    # signed for portal-events, delivered on requests
+    message = _requested()
+    key, value, headers = encode(message, "/partner-ca/portal")
+    signer = role_credentials(KAFKA_CREDENTIALS, "portal", signs=True).signer()
+    moved = signer.sign(system.settings.kafka_topic_prefix + m.PORTAL_EVENTS, key, headers, value)
+    publish(system, m.REQUESTS, message, tamper=lambda k, v, h: (k, v, moved))
+    reasons = until_rejected(system, system.ca, 4, system.pump)
+    assert all("does not match the record" in r for r in reasons), reasons
+    assert certificates(system) == []
+
+
+def test_a_reader_takes_each_topic_only_from_its_publisher() -> None:
+    """The reader trusts both signing keys, each for its own topics only."""
+    reader = role_credentials(KAFKA_CREDENTIALS, "reader").verifier()
+    ca = role_credentials(KAFKA_CREDENTIALS, "ca", signs=True).signer()
+    key, value, headers = encode(_requested(), "/partner-ca/portal")
+    signed = ca.sign("p.portal-events", key, headers, value)
+    with pytest.raises(UnauthenticatedRecord, match="published by partner-ca-portal only"):
+        reader.verify(m.PORTAL_EVENTS, "p.portal-events", key, signed, value)
+    reader.verify(m.CA_EVENTS, "p.ca-events", key, ca.sign("p.ca-events", key, headers, value),
+                  value)
+
+
+# -- the broker's own checks ---------------------------------------------------------
+def test_a_client_without_credentials_cannot_connect(kafka_bootstrap: str) -> None:
+    """Plaintext to the TLS listener, and TLS without a client certificate: neither gets a
+    metadata answer (kafka-python gives up after its 30 s bootstrap; both tried at once)."""
+    def connect(options: dict[str, Any]) -> str:
+        try:
+            KafkaProducer(bootstrap_servers=kafka_bootstrap, request_timeout_ms=3000, **options)
+        except KafkaError as exc:
+            return type(exc).__name__
+        return "connected"
+
+    no_certificate = {"security_protocol": "SSL",
+                      "ssl_cafile": str(KAFKA_CREDENTIALS / "admin" / "service-ca.pem")}
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(connect, [{}, no_certificate]))
+    assert "connected" not in outcomes, outcomes
+
+
+@pytest.mark.parametrize(("role", "logical"), [("reader", m.REQUESTS), ("portal", m.CA_EVENTS),
+                                               ("ca", m.REQUESTS)])
+def test_a_principal_cannot_write_what_it_does_not_publish(
+        system: PartnerCa, role: str, logical: str) -> None:
+    system.pump()  # the topics exist
+    producer = KafkaProducer(bootstrap_servers=system.settings.kafka_bootstrap, acks="all",
+                             max_block_ms=10_000, **_options(role))
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            producer.send(system.settings.kafka_topic_prefix + logical, b"x").get(timeout=30)
+    finally:
+        producer.close()
+
+
+def test_the_reader_reads_ca_events_but_not_requests(system: PartnerCa) -> None:
+    enroll(system)
+    names = {t: system.settings.kafka_topic_prefix + t for t in (m.CA_EVENTS, m.REQUESTS)}
+    consumer = KafkaConsumer(bootstrap_servers=system.settings.kafka_bootstrap,
+                             **_options("reader"))
+    try:
+        assert consumer.partitions_for_topic(names[m.CA_EVENTS])
+        assert not consumer.partitions_for_topic(names[m.REQUESTS])  # not even described
+    finally:
+        consumer.close()
+
+
+# -- docs/kafka.md's scheme, checked by openssl ---------------------------------------
+def _signing_input_from_the_docs(topic: str, key: bytes, headers: list[tuple[str, bytes]],
+                                 value: bytes) -> bytes:
+    """Written from docs/kafka.md ("Record signatures"), not from our code."""
+    lines = [b"partner-ca record v1", topic.encode(), key]
+    lines += [name.encode() + b"=" + raw for name, raw in sorted(headers)
+              if name != "ce_signature"]
+    return b"\n".join(lines) + b"\n" + hashlib.sha256(value).hexdigest().encode()
+
+
+def test_openssl_verifies_a_ca_event_with_the_published_certificate(
+        system: PartnerCa, tmp_path: Path) -> None:
+    enroll(system)
+    topic = system.settings.kafka_topic_prefix + m.CA_EVENTS
+    consumer = KafkaConsumer(bootstrap_servers=system.settings.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=10_000,
+                             **_options("reader"))
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    consumer.assign(partitions)
+    record = next(iter(consumer))
+    consumer.close()
+    headers = [(n, v) for n, v in record.headers]
+    found = dict(headers)
+    # the CA's published signing certificate; its key id is the SHA-256 of its SPKI
+    certificate = KAFKA_CREDENTIALS / "ca" / "signing.crt"
+    public = subprocess.run(["openssl", "x509", "-in", str(certificate), "-pubkey", "-noout"],
+                            check=True, capture_output=True).stdout
+    (tmp_path / "pub.pem").write_bytes(public)
+    spki = subprocess.run(["openssl", "pkey", "-pubin", "-in", str(tmp_path / "pub.pem"),
+                           "-outform", "DER"], check=True, capture_output=True).stdout
+    assert found["ce_signer"].decode() == hashlib.sha256(spki).hexdigest()
+    (tmp_path / "sig.bin").write_bytes(base64.b64decode(found["ce_signature"]))
+
+    def openssl_verify(value: bytes) -> subprocess.CompletedProcess[str]:
+        (tmp_path / "input.bin").write_bytes(
+            _signing_input_from_the_docs(record.topic, record.key, headers, value))
+        return subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey",
+                               str(tmp_path / "pub.pem"), "-rawin", "-in",
+                               str(tmp_path / "input.bin"), "-sigfile",
+                               str(tmp_path / "sig.bin")], capture_output=True, text=True)
+
+    assert "Signature Verified Successfully" in openssl_verify(record.value).stdout
+    assert openssl_verify(record.value + b" ").returncode != 0
