@@ -1,11 +1,11 @@
 """End-to-end issuance over Kafka + PostgreSQL: from "submitted" in the portal to "issued" seen by the portal.
 
 Usage:
-  python bench/kafka_throughput.py --requests 20000 --rate 1000 --seconds 20 [--ca-workers 1]
+  python -m bench.kafka_throughput --requests 20000 --rate 1000 --seconds 20 [--ca-workers 1]
 
 Starts `partner-ca serve --role ca` (× ca-workers) and `--role portal` as separate
-processes against the broker of deploy/kafka/start.sh and PostgreSQL of
-deploy/postgres/start.sh, then
+processes against the secured broker of deploy/kafka/start.sh (mutual TLS, ACLs, every
+record signed and verified) and PostgreSQL of deploy/postgres/start.sh, then
   1. throughput: submits --requests requests at once and measures until the last
      CertificateReady is recorded in the portal store;
   2. latency: submits at --rate requests/s for --seconds and reports p50/p99 of
@@ -48,6 +48,12 @@ def fresh_database(admin_url: str, name: str) -> str:
 
 
 READY_TOPIC = "ca_core.request:CertificateRequest.CertificateReady"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (/proc/<pid>/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class ReadyCounter:
@@ -132,8 +138,13 @@ def main() -> None:
 
     pg = subprocess.run(["bash", str(ROOT / "deploy/postgres/start.sh")], check=True,
                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    kafka = subprocess.run(["bash", str(ROOT / "deploy/kafka/start.sh")], check=True,
-                           capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    started = subprocess.run(["bash", str(ROOT / "deploy/kafka/start.sh")], check=True,
+                             capture_output=True, text=True)
+    kafka = started.stdout.strip().splitlines()[-1]
+    # the secured broker: each role with its own TLS identity and record-signing key
+    # (none: a broker from before issue 15, for a baseline run of older code)
+    credentials = next((line.split(": ", 1)[1] for line in started.stderr.splitlines()
+                        if line.startswith("Kafka credentials: ")), None)
     tmp = Path(tempfile.mkdtemp(prefix="partner-ca-bench-"))
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     env = {
@@ -146,10 +157,14 @@ def main() -> None:
         "PARTNER_CA_KAFKA_TOPIC_PREFIX": prefix,
         "PARTNER_CA_KAFKA_CLIENT_PREFIX": prefix.rstrip("."),
         "PARTNER_CA_KAFKA_PARTITIONS": str(args.partitions),
+        **({"PARTNER_CA_KAFKA_CREDENTIALS": credentials} if credentials else {}),
         "PARTNER_CA_PORTAL_LISTEN": "",  # the portal API is not part of this benchmark
         "PARTNER_CA_NOTIFIER_IN_PORTAL": "false",
     }
     subprocess.run(["partner-ca", "init"], env=env, check=True, capture_output=True)
+    if credentials:
+        subprocess.run(["partner-ca", "kafka", "grant"], env=env, check=True,
+                       capture_output=True)
     portal_url = env["PARTNER_CA_PORTAL_DATABASE_URL"]
     logs = tmp / "logs"
     logs.mkdir()
@@ -175,10 +190,14 @@ def main() -> None:
         wait_ready(ready, 200, "warm-up")
 
         start_pos = max_position(portal_url)
+        cpu_before = [cpu_seconds(proc.pid) for proc in procs]
         t0 = time.perf_counter()
         submit_requests(portal, csrs[200:200 + args.requests], first=200, chunk=1000)
         submit_s = time.perf_counter() - t0
         wait_ready(ready, 200 + args.requests, "throughput")
+        cpu = {f"{role}-{i}": (cpu_seconds(proc.pid) - before) * 1e6 / args.requests
+               for i, ((role, _), proc, before) in enumerate(zip(roles, procs, cpu_before,
+                                                                  strict=True))}
         values, first, last = latencies(portal_url, start_pos)
         throughput = len(values) / (last - first)
         console.print(f"[bold]throughput[/bold]: {len(values)} certificates in "
@@ -186,6 +205,9 @@ def main() -> None:
                       f"(submitting took {submit_s:.2f} s); latency p50 "
                       f"{quantiles(values, n=100)[49] * 1000:.0f} ms, p99 "
                       f"{quantiles(values, n=100)[98] * 1000:.0f} ms")
+        console.print("CPU per certificate in the role processes: " + ", ".join(
+            f"{name} {us:.0f} µs" for name, us in cpu.items())
+            + f"; total {sum(cpu.values()):.0f} µs (the broker's own not counted)")
 
         start_pos = max_position(portal_url)
         base = 200 + args.requests

@@ -138,6 +138,7 @@ class Portal(MessageDrivenApplication):
         self.rules = policy or PortalPolicy()
         self.secret = secret or secrets.token_bytes(32)
         self.trust = trust
+        self._trusted: TrustChain | None = None  # the chain as last read (_issued_by_our_ca)
         self.status_source = status_source
 
     # -- partners (ops) ----------------------------------------------------
@@ -491,16 +492,30 @@ class Portal(MessageDrivenApplication):
         batch.collect_events(request)
 
 
+    def _issued_by_our_ca(self, cert: x509.Certificate) -> bool:
+        """Against the issuing CA last read; on a mismatch the chain is read again once (a
+        new issuing CA after a rollover), so a stale copy never refuses a good certificate."""
+        for fresh in (False, True):
+            if fresh or self._trusted is None:
+                self._trusted = self._trust()
+            try:
+                cert.verify_directly_issued_by(self._trusted.issuing)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            return True
+        return False
+
     def _check_issued(self, msg: m.CertificateIssued, request: CertificateRequest) -> None:
         """Even a message the CA signed must be the certificate this request asked for: our
         issuing CA's signature on it, the CSR's key, this user and module, the serial and
         validity the message says."""
         try:
             cert = x509.load_pem_x509_certificate(msg.certificate_pem.encode())
-            cert.verify_directly_issued_by(self._trust().issuing)
-        except (ValueError, TypeError, InvalidSignature):
+        except ValueError:
+            raise MessageRefused(f"certificate of {msg.request_id} is not PEM") from None
+        if not self._issued_by_our_ca(cert):
             raise MessageRefused(f"certificate {msg.serial} for request {msg.request_id} is "
-                                 "not signed by our issuing CA") from None
+                                 "not signed by our issuing CA")
         if spki_fingerprint(cert.public_key()) != csr_fingerprint(request.csr_pem):
             raise MessageRefused(f"certificate {msg.serial} for request {msg.request_id} "
                                  "carries another key than the request's CSR")

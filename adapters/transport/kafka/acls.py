@@ -5,10 +5,11 @@ grant``, run with the admin credentials) writes, for one topic prefix:
 
 - the portal: write and create ``requests`` and ``portal-events``, read ``ca-events``;
 - the CA: read ``requests``, write and create ``ca-events``;
-- a reader (another portal service, an auditor): read ``ca-events`` and ``portal-events``.
+- a reader (another portal service, an auditor): read ``ca-events`` and ``portal-events``,
+  and consumer groups whose id starts with its name.
 
-Read and write imply describe. Consumers assign partitions themselves (no group), so no group
-ACL is needed; the idempotent producer needs no cluster ACL on Kafka 4.
+Read and write imply describe. Our own consumers assign partitions themselves (no group), so
+they need no group ACL; the idempotent producer needs no cluster ACL on Kafka 4.
 """
 
 from __future__ import annotations
@@ -41,14 +42,23 @@ RIGHTS: dict[str, tuple[tuple[str, ACLOperation], ...]] = {
 
 
 def acls_for(kind: str, principal: str, prefix: str) -> list[ACL]:
+    """The ACLs of one principal; a reader may also use consumer groups whose id starts with
+    its own name (``User:billing`` → ``billing…``)."""
     if kind not in RIGHTS:
         raise ValueError(f"unknown kind {kind!r}; one of {', '.join(RIGHTS)}")
     names = topic_names(prefix)
-    return [ACL(principal=principal, host="*", operation=operation,
+    acls = [ACL(principal=principal, host="*", operation=operation,
                 permission_type=ACLPermissionType.ALLOW,
                 resource_pattern=ResourcePattern(ResourceType.TOPIC, names[logical],
                                                  ACLResourcePatternType.LITERAL))
             for logical, operation in RIGHTS[kind]]
+    if kind == "reader":
+        acls.append(ACL(principal=principal, host="*", operation=ACLOperation.READ,
+                        permission_type=ACLPermissionType.ALLOW,
+                        resource_pattern=ResourcePattern(
+                            ResourceType.GROUP, principal.removeprefix("User:"),
+                            ACLResourcePatternType.PREFIXED)))
+    return acls
 
 
 def default_grants() -> list[tuple[str, str]]:
@@ -70,5 +80,8 @@ def grant(bootstrap: str, admin_security: dict[str, Any], prefix: str,
     if result["failed"]:
         acl, error = result["failed"][0]
         raise RuntimeError(f"the broker refused ACL {acl}: {error}")
-    return [f"{acl.principal} {acl.operation.name} {acl.resource_pattern.resource_name}"
+    return [f"{acl.principal} {acl.operation.name} "
+            f"{acl.resource_pattern.resource_type.name.lower()} "
+            f"{acl.resource_pattern.resource_name}"
+            f"{'*' if acl.resource_pattern.pattern_type == ACLResourcePatternType.PREFIXED else ''}"
             for acl in wanted]
