@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     #: ``serve --role portal`` HTTP API, and the base URL written into pickup links.
     portal_listen: str = "127.0.0.1:8000"
     portal_public_url: str = "http://127.0.0.1:8000"
+    #: Proxies (a JSON list of addresses or networks, ``["127.0.0.1", "10.0.0.0/8"]``) whose X-Forwarded-For
+    #: and X-Forwarded-Proto the portal believes, and from which alone it accepts a
+    #: TLS-client-certificate login (docs/operations.md). Default: none.
+    portal_trusted_proxies: tuple[str, ...] = ()
+    #: Serve /docs and /redoc (their scripts come from a public CDN); /openapi.json always.
+    portal_api_docs: bool = False
     #: Email: SMTP when ``smtp_host`` is set, else a maildir in ``<data_dir>/mail``.
     smtp_host: str = ""
     smtp_port: int = 25

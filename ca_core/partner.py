@@ -39,6 +39,11 @@ class PartnerAccount(Aggregate):
     class RequestFiled(Aggregate.Event):
         request_id: UUID
 
+    class SessionsEnded(Aggregate.Event):
+        """Every session of the user opened until now ends (ops, or the user everywhere)."""
+
+        ended_by: str
+
     @staticmethod
     def create_id(*_: Any, user_id: str = "", **__: Any) -> UUID:
         return PartnerAccount.id_for(user_id)
@@ -59,6 +64,7 @@ class PartnerAccount(Aggregate):
         self.otps: dict[str, UUID] = {}
         self.otp_history: list[UUID] = []
         self.requests: list[UUID] = []
+        self.sessions_ended_at: datetime | None = None
 
     def check_module_registered(self, module: str) -> None:
         """R1: asking through a module the user is not registered in is refused."""
@@ -79,6 +85,10 @@ class PartnerAccount(Aggregate):
     def assign_otp(self, module: str, otp_id: UUID, timestamp: datetime) -> None:
         self.otps[module] = otp_id
         self.otp_history.append(otp_id)
+
+    @event(SessionsEnded)
+    def end_sessions(self, ended_by: str, timestamp: datetime) -> None:
+        self.sessions_ended_at = timestamp
 
     @event(RequestFiled)
     def file_request(self, request_id: UUID, timestamp: datetime) -> None:

@@ -19,6 +19,10 @@ class PortalPolicy(BaseModel):
     otp_max_attempts: int = 5
     session_lifetime: timedelta = timedelta(minutes=30)
     challenge_lifetime: timedelta = timedelta(minutes=5)
+    #: R9: wrong revocation passwords before it is locked (ops lift it)
+    revocation_max_attempts: int = 5
+    #: R7: renewal requests per user in 24 hours (besides: one pending per certificate)
+    renewals_per_day: int = 3
     renewal_supersede_reason: str = "superseded"
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache, singledispatchmethod
 from typing import Any, ClassVar, cast
-from uuid import UUID
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -23,6 +23,7 @@ from ca_core.certificate import (
     CertificateStatus,
     check_operator_revocation,
     check_revocation_reason,
+    effective_status,
     serial_hex,
 )
 from ca_core.clock import Clock, SystemClock
@@ -34,8 +35,16 @@ from ca_core.credentials import (
     same_token,
     verify_otp,
 )
-from ca_core.errors import Conflict, DomainError, Forbidden, NotAuthenticated, NotFound, NotReady
-from ca_core.eventmodel import PYDANTIC_ENV, read_log
+from ca_core.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotAuthenticated,
+    NotFound,
+    NotReady,
+    TooManyAttempts,
+)
+from ca_core.eventmodel import PYDANTIC_ENV, Aggregate, read_log
 from ca_core.keypolicy import checked_csr, csr_fingerprint, spki_fingerprint
 from ca_core.otp import OneTimePassword, OtpRefused, SessionUsed
 from ca_core.partner import PartnerAccount
@@ -43,13 +52,16 @@ from ca_core.policy import PortalPolicy
 from ca_core.ports import StatusSource
 from ca_core.processing import Batch, MessageDrivenApplication, MessageRefused
 from ca_core.request import (
+    CertificateRefused,
     CertificateRequest,
     PickupLinkInvalid,
+    RequestRefused,
     check_revocation_passwords,
 )
 from ca_core.x509profile import subject_identity
 
 _WRONG_OTP = "the user identifier or one-time password is wrong"
+_DECOY_OTP_HASH = hash_otp("decoy")
 #: requests one enrollment session may make when the CA rejects the earlier ones (R3)
 REQUESTS_PER_SESSION = 3
 
@@ -64,6 +76,35 @@ class ChallengeRefused(NotAuthenticated, LoginRefused):
     """R5: the challenge is not ours, too old, or not signed by the certificate's key."""
 
     code = "challenge-invalid"
+
+
+class UsedChallenge(Aggregate):
+    """R5: a certificate-login challenge that opened a session. Its id comes from the
+    challenge's nonce, so the store itself refuses a second use, in any portal process."""
+
+    class ChallengeUsed(Aggregate.Created):
+        serial: str
+
+    @staticmethod
+    def id_for(nonce: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"partner-ca:challenge:{nonce}")
+
+    @classmethod
+    def record(cls, nonce: str, serial: str, now: datetime) -> UsedChallenge:
+        return cls._create(cls.ChallengeUsed, id=cls.id_for(nonce), serial=serial,
+                           timestamp=now)
+
+
+class EndedSession(Aggregate):
+    """A session ended before its time (logout); its id comes from the session's id."""
+
+    class SessionEnded(Aggregate.Created):
+        user_id: str
+        ended_by: str
+
+    @staticmethod
+    def id_for(session_id: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"partner-ca:session:{session_id}")
 
 
 @lru_cache(maxsize=8)
@@ -238,6 +279,10 @@ class Portal(MessageDrivenApplication):
         try:
             partner = self.partner(user_id)
         except NotFound:
+            # the same work as for a known user with one OTP: a read and a hash, so the time
+            # of the answer does not tell known from unknown user ids
+            self._find(uuid5(NAMESPACE_URL, f"partner-ca:otp-decoy:{user_id}"))
+            verify_otp(otp, _DECOY_OTP_HASH)
             raise OtpRefused(_WRONG_OTP, code="otp-wrong") from None
         history = [self._otp(i) for i in partner.otp_history]
         for candidate in reversed(history):
@@ -365,17 +410,20 @@ class Portal(MessageDrivenApplication):
         return None
 
     # -- R5 -------------------------------------------------------------------
-    def new_challenge(self) -> str:
-        """A fresh, server-authenticated challenge for certificate login (stateless)."""
+    def new_challenge(self, serial: str = "") -> str:
+        """A fresh, server-authenticated challenge for certificate login, valid
+        ``challenge_lifetime`` and good for one login; with ``serial``, only for that
+        certificate."""
         issued = str(int(self.clock.now().timestamp()))
         nonce = secrets.token_urlsafe(18)
-        return f"{issued}.{nonce}.{keyed_token(self.secret, 'challenge', issued, nonce)}"
+        mac = keyed_token(self.secret, "challenge", issued, nonce, serial)
+        return f"{issued}.{nonce}.{serial}.{mac}"
 
     def login_with_certificate(self, certificate_pem: str, challenge: str,
                                signature: bytes) -> CertificateSession:
         """R5: chains to this CA, inside validity, not revoked, and the key signed our challenge."""
         now = self.clock.now()
-        self._check_challenge(challenge, now)
+        nonce, bound_to = self._check_challenge(challenge, now)
         try:
             cert = x509.load_pem_x509_certificate(certificate_pem.encode())
         except ValueError:
@@ -397,19 +445,32 @@ class Portal(MessageDrivenApplication):
             status = request.certificate_status or CertificateStatus.UNKNOWN
         if status != CertificateStatus.GOOD:
             raise LoginRefused(f"certificate {serial} is {status}", code=f"certificate-{status}")
+        if request.revocation_pending:  # the user said the key is gone: from that moment on
+            raise LoginRefused(f"certificate {serial} is being revoked",
+                               code="certificate-revoked")
+        if bound_to and bound_to != serial:
+            raise ChallengeRefused(f"the challenge was issued for certificate {bound_to}",
+                                   code="challenge-foreign")
         _verify_signature(cert, challenge.encode(), signature)
+        try:  # single use, across every portal process (the store refuses a second record)
+            self.save(UsedChallenge.record(nonce, serial, now))
+        except IntegrityError:
+            raise ChallengeRefused("the challenge has already been used for a login",
+                                   code="challenge-used") from None
         return CertificateSession(user_id, module, serial, request.id)
 
-    def _check_challenge(self, challenge: str, now: datetime) -> None:
+    def _check_challenge(self, challenge: str, now: datetime) -> tuple[str, str]:
+        """(nonce, the serial it is bound to or "") of a challenge of ours still valid."""
         try:
-            issued, nonce, mac = challenge.split(".")
+            issued, nonce, serial, mac = challenge.split(".")
             age = now.timestamp() - int(issued)
         except ValueError:
             raise ChallengeRefused("the challenge is malformed") from None
-        if not same_token(mac, keyed_token(self.secret, "challenge", issued, nonce)):
+        if not same_token(mac, keyed_token(self.secret, "challenge", issued, nonce, serial)):
             raise ChallengeRefused("the challenge was not issued by this portal")
         if age < 0 or age > self.rules.challenge_lifetime.total_seconds():
             raise ChallengeRefused("the challenge has expired", code="challenge-expired")
+        return nonce, serial
 
     def _check_chains_to_issuer(self, cert: x509.Certificate) -> None:
         try:
@@ -423,9 +484,26 @@ class Portal(MessageDrivenApplication):
                         revocation_password: str, revocation_password_again: str) -> UUID:
         """R7: renewal while the current certificate is valid, with a new key."""
         current = self.request(session.request_id)
-        current.check_renewal_allowed(self.clock.now())
+        now = self.clock.now()
+        current.check_renewal_allowed(now)
+        self._check_renewal_limits(session, now)
         return self._file_request(session.user_id, session.module, csr_pem, revocation_password,
                                   revocation_password_again, renews_serial=session.serial)
+
+    def _check_renewal_limits(self, session: CertificateSession, now: datetime) -> None:
+        """R7: one renewal pending per certificate (a second is refused: the first may already
+        be signed, and two new keys for one certificate help only a thief); at most
+        ``renewals_per_day`` renewal requests per user in 24 hours."""
+        mine = [self.request(i) for i in self.partner(session.user_id).requests]
+        if any(r.renews_serial == session.serial and r.state in ("submitted", "ready")
+               for r in mine):
+            raise RequestRefused(f"a renewal of {session.serial} is already pending; pick it "
+                                 "up (or wait for its answer) first", code="renewal-pending")
+        today = [r for r in mine if r.kind == "renewal" and now - r.created_on < timedelta(
+            days=1) and r.state != "rejected"]
+        if len(today) >= self.rules.renewals_per_day:
+            raise TooManyAttempts(f"at most {self.rules.renewals_per_day} renewals a day",
+                                  code="renewal-limit")
 
     # -- R9 -------------------------------------------------------------------
     def revoke(self, session: CertificateSession, revocation_password: str,
@@ -433,10 +511,64 @@ class Portal(MessageDrivenApplication):
         """R9: the logged-in user revokes with the revocation password; the CA is asked."""
         check_revocation_reason(reason)
         request = self.request(session.request_id)
-        request.check_revocation_password(revocation_password)
-        request.check_certificate_valid(self.clock.now(), action="revoke")
-        request.submit_revocation(reason, f"user:{session.user_id}", self.clock.now())
+        now = self.clock.now()
+        if not request.check_revocation_password(revocation_password, now,
+                                                 self.rules.revocation_max_attempts):
+            self.save(request)  # the failed attempt (and a lock) are facts: recorded
+            raise CertificateRefused("the revocation password is wrong",
+                                     code="revocation-password-wrong")
+        request.check_certificate_valid(now, action="revoke")
+        request.submit_revocation(reason, f"user:{session.user_id}", now)
         self.save(request)
+
+    def unlock_revocation(self, serial: str, operator: str) -> bool:
+        """Ops lift a revocation-password lock (R9); False if there was nothing to lift."""
+        if not operator.strip():
+            raise DomainError("the acting operator must be named", code="operator-required")
+        request = self.request_for_serial(serial)
+        changed = request.unlock_revocation(f"operator:{operator}", self.clock.now())
+        if changed:
+            self.save(request)
+        return changed
+
+    # -- sessions -----------------------------------------------------------------
+    def end_session(self, session_id: str, user_id: str) -> None:
+        """Logout: the session is refused from now on, by every portal process."""
+        try:
+            self.save(EndedSession._create(EndedSession.SessionEnded,
+                                           id=EndedSession.id_for(session_id), user_id=user_id,
+                                           ended_by=f"user:{user_id}",
+                                           timestamp=self.clock.now()))
+        except IntegrityError:
+            pass  # ended already: logging out twice is no error
+
+    def end_sessions(self, user_id: str, by: str) -> None:
+        """Ops: end every session of a user opened until now."""
+        partner = self.partner(user_id)
+        partner.end_sessions(ended_by=by, timestamp=self.clock.now())
+        self.save(partner)
+
+    def check_session_open(self, session_id: str, user_id: str, opened_at: datetime) -> None:
+        ended = EndedSession.id_for(session_id) in self.repository
+        if not ended:
+            try:
+                until = self.partner(user_id).sessions_ended_at
+            except NotFound:
+                until = None
+            ended = until is not None and opened_at <= until
+        if ended:
+            raise NotAuthenticated("the session has ended; log in again", code="session-ended")
+
+    def check_certificate_session(self, session: CertificateSession) -> None:
+        """A certificate session lasts only as long as its certificate: a revocation asked for,
+        confirmed, or an expiry ends it at once (R5 with R9, R11)."""
+        request = self.request(session.request_id)
+        if request.revocation_pending or effective_status(
+                request.certificate_status or CertificateStatus.GOOD, request.not_after,
+                self.clock.now()) != CertificateStatus.GOOD:
+            raise NotAuthenticated(f"the session ended with certificate {session.serial} "
+                                   "(revoked, revocation asked for, or expired)",
+                                   code="session-ended")
 
     # -- messages from the CA --------------------------------------------------
     @singledispatchmethod

@@ -13,7 +13,7 @@ from eventsourcing.domain import event
 
 from ca_core.certificate import CertificateStatus, effective_status
 from ca_core.credentials import verify_password
-from ca_core.errors import Conflict, Forbidden, NotFound
+from ca_core.errors import Conflict, Forbidden, NotFound, TooManyAttempts
 from ca_core.eventmodel import Aggregate
 
 MIN_REVOCATION_PASSWORD = 8
@@ -37,6 +37,12 @@ class CertificateRefused(Forbidden, RequestRefused):
     revocation password is wrong."""
 
     code = "certificate-refused"
+
+
+class RevocationLockedOut(TooManyAttempts):
+    """R9: the revocation password is locked after too many wrong attempts."""
+
+    code = "revocation-locked"
 
 
 class PickupLinkInvalid(NotFound, RequestRefused):
@@ -100,6 +106,22 @@ class CertificateRequest(Aggregate):
         serial: str
         not_after: datetime
 
+    class RevocationPasswordFailed(Aggregate.Event):
+        """R9: a wrong revocation password was given (the password itself is never kept)."""
+
+        serial: str
+        attempts: int
+
+    class RevocationLocked(Aggregate.Event):
+        """R9: too many wrong revocation passwords; only ops can lift it (or revoke)."""
+
+        serial: str
+        attempts: int
+
+    class RevocationUnlocked(Aggregate.Event):
+        serial: str
+        unlocked_by: str
+
     @staticmethod
     def create_id(*_: Any, otp_id: UUID | None = None, attempt: int = 0, **__: Any) -> UUID:
         return CertificateRequest.id_for_session(otp_id, attempt) if otp_id else uuid4()
@@ -151,6 +173,8 @@ class CertificateRequest(Aggregate):
         self.rejection: str | None = None
         self.certificate_status: str | None = None
         self.revocation_pending = False
+        self.revocation_failures = 0
+        self.revocation_locked = False
 
     # R4 ----------------------------------------------------------------
     def check_pickup_allowed(self) -> None:
@@ -185,11 +209,42 @@ class CertificateRequest(Aggregate):
                                  else "certificate-expired")
 
     # R9 ----------------------------------------------------------------
-    def check_revocation_password(self, password: str) -> None:
-        """R9: the user revokes with the revocation password given at request time."""
-        if not verify_password(password, self.revocation_password_hash):
-            raise CertificateRefused("the revocation password is wrong",
-                                 code="revocation-password-wrong")
+    def check_revocation_password(self, password: str, now: datetime, max_attempts: int) -> bool:
+        """R9: the user revokes with the revocation password given at request time. A wrong
+        one is recorded (False: the caller saves and refuses); after ``max_attempts`` wrong
+        ones the revocation password is locked until ops lift it."""
+        if self.revocation_locked:
+            raise RevocationLockedOut(f"the revocation password of {self.serial} is locked after "
+                                      "too many wrong attempts; ask ops (or have ops revoke)")
+        if verify_password(password, self.revocation_password_hash):
+            return True
+        assert self.serial is not None
+        attempts = self.revocation_failures + 1
+        self._revocation_password_failed(serial=self.serial, attempts=attempts, timestamp=now)
+        if attempts >= max_attempts:
+            self._revocation_locked(serial=self.serial, attempts=attempts, timestamp=now)
+        return False
+
+    def unlock_revocation(self, by: str, now: datetime) -> bool:
+        if not self.revocation_locked and not self.revocation_failures:
+            return False
+        assert self.serial is not None
+        self._revocation_unlocked(serial=self.serial, unlocked_by=by, timestamp=now)
+        return True
+
+    @event(RevocationPasswordFailed)
+    def _revocation_password_failed(self, serial: str, attempts: int,
+                                    timestamp: datetime) -> None:
+        self.revocation_failures = attempts
+
+    @event(RevocationLocked)
+    def _revocation_locked(self, serial: str, attempts: int, timestamp: datetime) -> None:
+        self.revocation_locked = True
+
+    @event(RevocationUnlocked)
+    def _revocation_unlocked(self, serial: str, unlocked_by: str, timestamp: datetime) -> None:
+        self.revocation_locked = False
+        self.revocation_failures = 0
 
     def submit_revocation(self, reason: str, requested_by: str, now: datetime) -> None:
         assert self.serial is not None

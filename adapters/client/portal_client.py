@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from cryptography import x509
 
 from ca_core.errors import DomainError
 
@@ -88,7 +89,9 @@ class PortalClient:
 
     def login_with_certificate(self, certificate_pem: str,
                                sign: Callable[[bytes], bytes]) -> dict[str, Any]:
-        challenge = self._call("GET", "/v1/challenge")["challenge"]
+        # a challenge bound to this certificate, good for this one login
+        serial = x509.load_pem_x509_certificate(certificate_pem.encode()).serial_number
+        challenge = self._call("GET", f"/v1/challenge?serial={serial:X}")["challenge"]
         found: dict[str, Any] = self._call("POST", "/v1/sessions/certificate", json={
             "certificate_pem": certificate_pem, "challenge": challenge,
             "signature_b64": base64.b64encode(sign(challenge.encode())).decode()})

@@ -117,9 +117,13 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
         from adapters.portal.ops_auth import OpsTokens
         from adapters.sockets import listening_socket, shown
 
-        api = portal_api(portal, ops_tokens=OpsTokens(settings.data_dir / "ops-tokens.json"))
-        server = uvicorn.Server(uvicorn.Config(api, log_level="warning",
-                                               access_log=False))  # URLs carry pickup tokens
+        api = portal_api(portal, ops_tokens=OpsTokens(settings.data_dir / "ops-tokens.json"),
+                         trusted_proxies=settings.portal_trusted_proxies,
+                         api_docs=settings.portal_api_docs)
+        # access log off: URLs carry pickup tokens; proxy headers are judged by the API
+        # itself against PARTNER_CA_PORTAL_TRUSTED_PROXIES (uvicorn would trust 127.0.0.1)
+        server = uvicorn.Server(uvicorn.Config(api, log_level="warning", access_log=False,
+                                               proxy_headers=False))
         sock = listening_socket(settings.portal_listen)
 
         def run_api(stop: threading.Event) -> None:

@@ -13,11 +13,14 @@ pickup). The OpenAPI description is served at ``/openapi.json`` (docs at
 
 import base64
 import binascii
+import ipaddress
 import threading
 import time
 from collections import defaultdict, deque
-from typing import Annotated, Any, Literal
-from uuid import UUID
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
+from uuid import UUID, uuid4
 
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
@@ -219,18 +222,84 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+class SecurityHeaders:
+    """ASGI middleware: the headers every answer carries. Nothing here is for a frame or a
+    cache (tokens, certificates, pickup answers); HSTS when the client came over HTTPS
+    through a trusted proxy (X-Forwarded-Proto) or directly."""
+
+    FIXED: ClassVar[list[tuple[bytes, bytes]]] = [(b"x-content-type-options", b"nosniff"),
+             (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+             (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer"),
+             (b"cache-control", b"no-store")]
+    HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+    def __init__(self, app: Any, sessions: "Sessions") -> None:
+        self.app, self.sessions = app, sessions
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        https = scope.get("scheme") == "https"
+        peer = (scope.get("client") or ("",))[0]
+        if not https and self.sessions._trusted(peer):
+            proto = dict(scope["headers"]).get(b"x-forwarded-proto", b"")
+            https = proto.split(b",")[-1].strip() == b"https"
+        extra = self.FIXED + ([self.HSTS] if https else [])
+        docs = scope["path"] in ("/docs", "/redoc")  # FastAPI's pages need their scripts
+
+        async def with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []), *(
+                    (k, v) for k, v in extra if k not in names
+                    and not (docs and k == b"content-security-policy"))]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 class Sessions:
     """Stateless bearer sessions signed with the portal secret (itsdangerous), and the
     per-address attempt limit; its methods are the endpoints' FastAPI dependencies."""
 
     def __init__(self, portal: Portal, attempts_per_address: int,
-                 attempts_window: float) -> None:
+                 attempts_window: float, trusted_proxies: Sequence[str] = ()) -> None:
+        self.portal = portal
         self.serializer = URLSafeTimedSerializer(portal.secret, salt="partner-ca portal session")
         self.lifetime = int(portal.rules.session_lifetime.total_seconds())
         self.by_address = AttemptLimiter(attempts_per_address, attempts_window)
+        self.proxies = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
 
     def open(self, data: dict[str, Any]) -> str:
-        return self.serializer.dumps(data)
+        """A new session token; ``i`` names the session (logout), ``t`` when it opened."""
+        opened = self.portal.clock.now()
+        return self.serializer.dumps({**data, "i": uuid4().hex,
+                                      "t": int(opened.timestamp() * 1000)})
+
+    def client_address(self, request: Request) -> str:
+        """The real client: the peer, unless the peer is a trusted proxy; then the nearest
+        address in X-Forwarded-For that is not one (a client cannot choose its bucket by
+        sending the header itself: only trusted proxies' additions count)."""
+        peer = request.client.host if request.client else "unknown"
+        if not self._trusted(peer):
+            return peer
+        hops = [h.strip() for h in ",".join(request.headers.getlist("x-forwarded-for"))
+                .split(",") if h.strip()]
+        for hop in reversed(hops):
+            if not self._trusted(hop):
+                return hop
+        return peer
+
+    def from_trusted_proxy(self, request: Request) -> bool:
+        return bool(request.client) and self._trusted(request.client.host)  # type: ignore[union-attr]
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.proxies)
 
     def session(self, authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
         if not authorization or not authorization.startswith("Bearer "):
@@ -244,6 +313,10 @@ class Sessions:
         except BadSignature:
             raise NotAuthenticated("the session token is not valid",
                                    code="session-required") from None
+        if "i" not in data or "t" not in data:
+            raise NotAuthenticated("the session token is not valid", code="session-required")
+        self.portal.check_session_open(data["i"], data["u"],
+                                       datetime.fromtimestamp(data["t"] / 1000, UTC))
         return data
 
     def enrollment(self, authorization: Annotated[str | None, Header()] = None
@@ -259,25 +332,35 @@ class Sessions:
         data = self.session(authorization)
         if data.get("k") != "certificate":
             raise NotAuthenticated("this needs a certificate login", code="session-required")
-        return CertificateSession(data["u"], data["m"], data["s"], UUID(data["r"]))
+        found = CertificateSession(data["u"], data["m"], data["s"], UUID(data["r"]))
+        self.portal.check_certificate_session(found)  # revoked or expiring ends the session
+        return found
 
     def check_address(self, request: Request) -> None:
-        address = request.client.host if request.client else "unknown"
-        if not self.by_address.allow(address):
+        if not self.by_address.allow(self.client_address(request)):
             raise TooManyAttempts("too many attempts from this address; wait a minute")
 
 
 def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
-               attempts_per_address: int = 20, attempts_window: float = 60.0) -> FastAPI:
-    """The portal API for one Portal application (ops endpoints when ``ops_tokens`` is given)."""
-    sessions = Sessions(portal, attempts_per_address, attempts_window)
+               attempts_per_address: int = 20, attempts_window: float = 60.0,
+               trusted_proxies: Sequence[str] = (), api_docs: bool = False) -> FastAPI:
+    """The portal API for one Portal application (ops endpoints when ``ops_tokens`` is given).
+
+    ``trusted_proxies``: addresses or networks whose X-Forwarded-For / X-Forwarded-Proto are
+    believed (default: none). ``api_docs``: serve ``/docs`` and ``/redoc`` (FastAPI's pages
+    load their scripts from a public CDN, so they are off unless asked for);
+    ``/openapi.json`` is always there."""
+    sessions = Sessions(portal, attempts_per_address, attempts_window, trusted_proxies)
     app = FastAPI(title="Partner CA portal API", version="1",
+                  docs_url="/docs" if api_docs else None,
+                  redoc_url="/redoc" if api_docs else None,
                   description=(__doc__ or "").split("\n\n", 1)[-1],
                   responses={code: {"description": TITLES.get(code, "Error"), "content": {
                       PROBLEM: {"schema": Problem.model_json_schema()}}}
                       for code in (400, 401, 403, 404, 405, 409, 413, 422, 429, 503)})
     _answer_with_problems(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(SecurityHeaders, sessions=sessions)
     app.include_router(_partner_routes(portal, sessions))
     app.include_router(_chain_routes(portal))
     app.include_router(_ops_routes(portal, ops_tokens))
@@ -364,9 +447,16 @@ def _partner_routes(portal: Portal, sessions: Sessions) -> APIRouter:
 
     # chapter 5: certificate login ----------------------------------------------------------
     @api.get("/v1/challenge", response_model=Challenge, tags=["login"])
-    def challenge() -> Challenge:
-        """A fresh challenge to sign with the token key (valid 5 minutes)."""
-        return Challenge(challenge=portal.new_challenge())
+    def challenge(serial: str | None = None) -> Challenge:
+        """A fresh challenge to sign with the token key: valid 5 minutes, good for one login;
+        with ``serial``, only for that certificate."""
+        return Challenge(challenge=portal.new_challenge(parse_serial(serial) if serial else ""))
+
+    @api.delete("/v1/session", status_code=204, tags=["login"], response_class=Response)
+    def logout(data: Annotated[dict[str, Any], Depends(session)]) -> Response:
+        """End this session (either kind); the token is refused from now on."""
+        portal.end_session(data["i"], data["u"])
+        return Response(status_code=204)
 
     @api.post("/v1/sessions/certificate", response_model=SessionOut, status_code=201,
               tags=["login"], dependencies=[Depends(check_address)])
@@ -478,5 +568,20 @@ def _ops_routes(portal: Portal, ops_tokens: OpsTokens | None) -> APIRouter:
         who.check_operator()
         portal.revoke_as_operator(parse_serial(serial), body.reason, who.name)
         return Accepted(status="revocation requested")
+
+    @api.post("/v1/ops/certificates/{serial}/revocation-unlock", response_model=Accepted,
+              tags=["ops"])
+    def unlock_revocation(serial: str, who: Annotated[OpsIdentity, Depends(ops)]) -> Accepted:
+        """R9: lift the lock after too many wrong revocation passwords (an operator)."""
+        who.check_operator()
+        changed = portal.unlock_revocation(parse_serial(serial), who.name)
+        return Accepted(status="unlocked" if changed else "was not locked")
+
+    @api.delete("/v1/ops/partners/{user_id}/sessions", response_model=Accepted, tags=["ops"])
+    def end_sessions(user_id: str, who: Annotated[OpsIdentity, Depends(ops)]) -> Accepted:
+        """End every session of a user opened until now (an operator)."""
+        who.check_operator()
+        portal.end_sessions(user_id, f"operator:{who.name}")
+        return Accepted(status="sessions ended")
 
     return api

@@ -31,7 +31,7 @@ from adapters.sockets import listening_socket, shown
 from adapters.storage.crl_files import CrlFile, CrlFiles, served_crl
 from adapters.storage.persistence import status_view
 from ca_core.ca import CertificateAuthority
-from ca_core.certificate import SerialInvalid, effective_status, parse_serial
+from ca_core.certificate import CertificateStatus, SerialInvalid, effective_status, parse_serial
 from ca_core.x509profile import from_pem
 from projections.status import RevocationStatusProjection, StatusView, catch_up
 
@@ -83,22 +83,32 @@ def crl_app(ca: CertificateAuthority, crl_path: Path, status: StatusView) -> Sta
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
             found = ca.status_at(serial, moment)
-            return JSONResponse({**vars(found), "at": found.at.isoformat(),
-                                 "decided_at": found.decided_at.isoformat()
-                                 if found.decided_at else None})
+            revoked = found.status == CertificateStatus.REVOKED
+            return JSONResponse(_public(serial, found.status, found.reason if revoked else None,
+                                        found.decided_at if revoked else None,
+                                        at=found.at.isoformat()))
         row = status.get(serial)
         if row is None:
             return JSONResponse({"serial": serial, "status": "unknown"}, 404)
         effective = effective_status(row.status, row.not_after, ca.clock.now())
-        data: dict[str, Any] = {k: (v.isoformat() if isinstance(v, datetime) else str(v)
-                                    if k == "request_id" else v) for k, v in vars(row).items()}
-        return JSONResponse({**data, "status": effective})
+        revoked = effective == CertificateStatus.REVOKED
+        return JSONResponse(_public(serial, effective, row.reason if revoked else None,
+                                    row.changed_at if revoked else None))
 
     return Starlette(routes=[
         Route("/crl/{name}", crl),
         Route("/ca/issuing.cer", issuing),
         Route("/status/{serial}", status_of),
     ])
+
+
+def _public(serial: str, status: str, reason: str | None, revoked_at: datetime | None,
+            **extra: Any) -> dict[str, Any]:
+    """What the public may know of a serial: what OCSP and the CRL tell anyone (status,
+    revocation time and reason), never whose it is or who revoked it (the portal's ops API
+    has that, behind an ops token)."""
+    return {"serial": serial, "status": status, "reason": reason,
+            "revoked_at": revoked_at.isoformat() if revoked_at else None, **extra}
 
 
 # -- the two roles --------------------------------------------------------------------

@@ -192,6 +192,20 @@ def revoke(
                reason=reason.value, changed=changed)
 
 
+@app.command("unlock-revocation")
+def unlock_revocation(
+    serial: Annotated[str, typer.Argument(help="Serial number, hex.")],
+    operator: Annotated[str, typer.Option(help="The acting operator (recorded).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Lift the lock on a certificate's revocation password after too many wrong tries (R9)."""
+    with system() as s:
+        changed = s.portal.unlock_revocation(typed_serial(serial), operator)
+        result(as_json, f"revocation password of {typed_serial(serial)} unlocked" if changed
+               else f"{typed_serial(serial)} was not locked", serial=typed_serial(serial),
+               changed=changed)
+
+
 @app.command()
 def status(
     serial: Annotated[str | None, typer.Argument(help="Serial number, hex.")] = None,
