@@ -1,0 +1,193 @@
+"""The portal's front door (issue 16) against `partner-ca serve --role portal` over HTTP:
+each attack of the issue, tried as it was tried, now refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.client import softtoken
+from tests.e2e.test_portal_http import (
+    PASSWORD,
+    USER,
+    bearer,
+    installation,
+    otp,
+    start_serve,
+    stop_serve,
+)
+from tests.support import request_body, until
+
+Portal = tuple[httpx.Client, dict[str, str]]
+
+
+def _serve(tmp_path: Path, postgres_url: str, database: str,
+           **extra: str) -> Iterator[Portal]:
+    env, _inbox, controller, _api = installation(tmp_path, postgres_url, database)
+    env.update(extra)
+    log = tmp_path / "serve.log"
+    process, client = start_serve(env, log)
+    try:
+        yield client, env
+        stop_serve(process, log)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        client.close()
+        controller.stop()
+
+
+@pytest.fixture
+def portal(tmp_path: Path, postgres_url: str) -> Iterator[Portal]:
+    yield from _serve(tmp_path, postgres_url, "partner_ca_front_door")
+
+
+def issued(portal: Portal) -> tuple[str, softtoken.UserKey]:
+    """A certificate of USER, picked up while logged in with the OTP."""
+    client, env = portal
+    token = client.post("/v1/sessions/otp", json={"user_id": USER, "otp": otp(env)}).json()[
+        "token"]
+    key = softtoken.new_key()
+    accepted = client.post("/v1/requests", headers=bearer(token),
+                           json=request_body(key, USER, PASSWORD)).json()
+    until(lambda: client.get(accepted["status_url"], headers=bearer(token)).json()["state"]
+          == "ready", "issuance")
+    pem = client.get(accepted["status_url"] + "/certificate", headers=bearer(token)).json()[
+        "certificate_pem"]
+    return pem, key
+
+
+def signed_login(client: httpx.Client, pem: str, key: softtoken.UserKey,
+                 serial: str | None = None) -> dict[str, Any]:
+    challenge = client.get("/v1/challenge", params={"serial": serial} if serial else {}).json()[
+        "challenge"]
+    return {"certificate_pem": pem, "challenge": challenge,
+            "signature_b64": base64.b64encode(softtoken.sign_challenge(key, challenge)).decode()}
+
+
+def refused(reply: httpx.Response, status: int, code: str) -> None:
+    assert reply.status_code == status, reply.text
+    assert reply.json()["code"] == code, reply.text
+
+
+def test_a_signed_challenge_opens_one_session_only(portal: Portal) -> None:
+    client, _ = portal
+    pem, key = issued(portal)
+    triple = signed_login(client, pem, key)
+    assert client.post("/v1/sessions/certificate", json=triple).status_code == 201
+    for _ in range(2):  # replayed as it was captured
+        refused(client.post("/v1/sessions/certificate", json=triple), 401, "challenge-used")
+    # a challenge asked for another certificate does not log this one in
+    bound = signed_login(client, pem, key, serial="ABCDEF")
+    refused(client.post("/v1/sessions/certificate", json=bound), 401, "challenge-foreign")
+
+
+def test_an_accepted_revocation_stops_login_and_ends_the_session_at_once(
+        portal: Portal) -> None:
+    client, _ = portal
+    pem, key = issued(portal)
+    token = client.post("/v1/sessions/certificate",
+                        json=signed_login(client, pem, key)).json()["token"]
+    other = client.post("/v1/sessions/certificate",
+                        json=signed_login(client, pem, key)).json()["token"]
+    assert client.post("/v1/revocations", headers=bearer(token), json={
+        "revocation_password": PASSWORD, "reason": "keyCompromise"}).status_code == 202
+    # immediately, whether or not the CA has confirmed yet
+    refused(client.post("/v1/sessions/certificate", json=signed_login(client, pem, key)), 403,
+            "certificate-revoked")
+    refused(client.post("/v1/renewals", headers=bearer(other),
+                        json=request_body(softtoken.new_key(), USER, PASSWORD)), 401,
+            "session-ended")
+
+
+def test_one_certificate_session_renews_once(portal: Portal) -> None:
+    client, _ = portal
+    pem, key = issued(portal)
+    token = client.post("/v1/sessions/certificate",
+                        json=signed_login(client, pem, key)).json()["token"]
+    first = client.post("/v1/renewals", headers=bearer(token),
+                        json=request_body(softtoken.new_key(), USER, PASSWORD))
+    assert first.status_code == 202, first.text
+    for _ in range(3):
+        refused(client.post("/v1/renewals", headers=bearer(token),
+                            json=request_body(softtoken.new_key(), USER, PASSWORD)), 409,
+                "renewal-pending")
+
+
+def test_revocation_passwords_cannot_be_guessed(portal: Portal) -> None:
+    client, env = portal
+    pem, key = issued(portal)
+    token = client.post("/v1/sessions/certificate",
+                        json=signed_login(client, pem, key)).json()["token"]
+    for _ in range(5):
+        refused(client.post("/v1/revocations", headers=bearer(token), json={
+            "revocation_password": "a wrong guess 1"}), 403, "revocation-password-wrong")
+    # locked now: even the right one is refused until ops lift it
+    refused(client.post("/v1/revocations", headers=bearer(token),
+                        json={"revocation_password": PASSWORD}), 429, "revocation-locked")
+    history = subprocess.run(["partner-ca", "audit", "history", "--user", USER, "--json"],
+                             env=env, capture_output=True, text=True, check=True).stdout
+    assert history.count("RevocationPasswordFailed") == 5 and "RevocationLocked" in history
+    assert PASSWORD not in history and "a wrong guess" not in history
+    serial = client.post("/v1/sessions/certificate",
+                         json=signed_login(client, pem, key)).json()["serial"]
+    unlocked = subprocess.run(["partner-ca", "unlock-revocation", serial, "--operator", "anna",
+                               "--json"], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(unlocked.stdout)["changed"] is True
+    assert client.post("/v1/revocations", headers=bearer(token),
+                       json={"revocation_password": PASSWORD}).status_code == 202
+
+
+def test_logout_ends_the_session(portal: Portal) -> None:
+    client, env = portal
+    token = client.post("/v1/sessions/otp", json={"user_id": USER, "otp": otp(env)}).json()[
+        "token"]
+    assert client.delete("/v1/session", headers=bearer(token)).status_code == 204
+    refused(client.post("/v1/requests", headers=bearer(token),
+                        json=request_body(softtoken.new_key(), USER, PASSWORD)), 401,
+            "session-ended")
+
+
+def test_headers_and_no_third_party_scripts(portal: Portal) -> None:
+    client, env = portal
+    login = client.post("/v1/sessions/otp", json={"user_id": USER, "otp": otp(env)})
+    for reply in (login, client.get("/v1/challenge")):
+        assert reply.headers["cache-control"] == "no-store"
+        assert reply.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in reply.headers["content-security-policy"]
+        assert "strict-transport-security" not in reply.headers  # plain HTTP, no proxy
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
+    assert client.get("/openapi.json").status_code == 200
+
+
+def _otp_logins(client: httpx.Client, n: int, forwarded: bool) -> list[int]:
+    return [client.post("/v1/sessions/otp", json={"user_id": USER, "otp": "WRONG"},
+                        headers={"X-Forwarded-For": f"198.51.100.{i}"} if forwarded else {}
+                        ).status_code for i in range(n)]
+
+
+def test_x_forwarded_for_from_a_client_does_not_buy_new_attempts(portal: Portal) -> None:
+    client, _ = portal
+    codes = _otp_logins(client, 21, forwarded=True)
+    assert codes[:20] == [401] * 20 and codes[20] == 429, codes
+
+
+def test_behind_a_trusted_proxy_each_client_has_its_own_limit(
+        tmp_path: Path, postgres_url: str) -> None:
+    for client, _ in _serve(tmp_path, postgres_url, "partner_ca_front_door_proxy",
+                            PARTNER_CA_PORTAL_TRUSTED_PROXIES='["127.0.0.1"]'):
+        assert set(_otp_logins(client, 25, forwarded=True)) == {401}  # 25 clients, 1 each
+        same = [client.post("/v1/sessions/otp", json={"user_id": USER, "otp": "WRONG"},
+                            headers={"X-Forwarded-For": "203.0.113.7"}).status_code
+                for _ in range(21)]
+        assert same[20] == 429, same
+        # over TLS at the proxy: HSTS
+        reply = client.get("/v1/challenge", headers={"X-Forwarded-Proto": "https"})
+        assert reply.headers["strict-transport-security"].startswith("max-age=")
