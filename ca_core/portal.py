@@ -424,6 +424,27 @@ class Portal(MessageDrivenApplication):
         """R5: chains to this CA, inside validity, not revoked, and the key signed our challenge."""
         now = self.clock.now()
         nonce, bound_to = self._check_challenge(challenge, now)
+        cert, serial, request = self._admitted(certificate_pem, now)
+        if bound_to and bound_to != serial:
+            raise ChallengeRefused(f"the challenge was issued for certificate {bound_to}",
+                                   code="challenge-foreign")
+        _verify_signature(cert, challenge.encode(), signature)
+        try:  # single use, across every portal process (the store refuses a second record)
+            self.save(UsedChallenge.record(nonce, serial, now))
+        except IntegrityError:
+            raise ChallengeRefused("the challenge has already been used for a login",
+                                   code="challenge-used") from None
+        return CertificateSession(request.user_id, request.module, serial, request.id)
+
+    def login_with_verified_certificate(self, certificate_pem: str) -> CertificateSession:
+        """R5 through the TLS proxy: the client proved possession of the key in the TLS
+        handshake (chapter 6: the token signs it); everything else is checked here again."""
+        _, serial, request = self._admitted(certificate_pem, self.clock.now())
+        return CertificateSession(request.user_id, request.module, serial, request.id)
+
+    def _admitted(self, certificate_pem: str,
+                  now: datetime) -> tuple[x509.Certificate, str, CertificateRequest]:
+        """R5 but the key possession: ours, inside validity, known, good, not being revoked."""
         try:
             cert = x509.load_pem_x509_certificate(certificate_pem.encode())
         except ValueError:
@@ -434,7 +455,7 @@ class Portal(MessageDrivenApplication):
         if now < cert.not_valid_before_utc or now > cert.not_valid_after_utc:
             raise LoginRefused(f"certificate {serial} is outside its validity",
                                code="certificate-expired")
-        user_id, module = subject_identity(cert)
+        user_id, _module = subject_identity(cert)
         request = self._request_for_serial(user_id, serial)
         if request is None:
             raise LoginRefused(f"certificate {serial} is unknown to the portal",
@@ -448,16 +469,7 @@ class Portal(MessageDrivenApplication):
         if request.revocation_pending:  # the user said the key is gone: from that moment on
             raise LoginRefused(f"certificate {serial} is being revoked",
                                code="certificate-revoked")
-        if bound_to and bound_to != serial:
-            raise ChallengeRefused(f"the challenge was issued for certificate {bound_to}",
-                                   code="challenge-foreign")
-        _verify_signature(cert, challenge.encode(), signature)
-        try:  # single use, across every portal process (the store refuses a second record)
-            self.save(UsedChallenge.record(nonce, serial, now))
-        except IntegrityError:
-            raise ChallengeRefused("the challenge has already been used for a login",
-                                   code="challenge-used") from None
-        return CertificateSession(user_id, module, serial, request.id)
+        return cert, serial, request
 
     def _check_challenge(self, challenge: str, now: datetime) -> tuple[str, str]:
         """(nonce, the serial it is bound to or "") of a challenge of ours still valid."""

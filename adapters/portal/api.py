@@ -16,6 +16,7 @@ import binascii
 import ipaddress
 import threading
 import time
+import urllib.parse
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -470,6 +471,25 @@ def _partner_routes(portal: Portal, sessions: Sessions) -> APIRouter:
         found = portal.login_with_certificate(body.certificate_pem, body.challenge, signature)
         token = sessions.open({"k": "certificate", "u": found.user_id, "m": found.module,
                                 "s": found.serial, "r": str(found.request_id)})
+        return SessionOut(token=token, kind="certificate", user_id=found.user_id,
+                          module=found.module, expires_in=lifetime, serial=found.serial)
+
+    @api.post("/v1/sessions/tls-client", response_model=SessionOut, status_code=201,
+              tags=["login"], dependencies=[Depends(check_address)])
+    def login_with_tls_client(request: Request) -> SessionOut:
+        """R5, chapter 6 behind the TLS proxy: the certificate the proxy verified in the TLS
+        handshake (``X-Client-Verify``, ``X-Client-Certificate``), believed only from a
+        trusted proxy (docs/operations.md)."""
+        if not sessions.from_trusted_proxy(request):
+            raise NotAuthenticated("a TLS client certificate is taken only from the trusted "
+                                   "TLS proxy", code="tls-client-untrusted")
+        pem = urllib.parse.unquote(request.headers.get("x-client-certificate", ""))
+        if request.headers.get("x-client-verify") != "SUCCESS" or not pem:
+            raise NotAuthenticated("the TLS proxy verified no client certificate",
+                                   code="tls-client-missing")
+        found = portal.login_with_verified_certificate(pem)
+        token = sessions.open({"k": "certificate", "u": found.user_id, "m": found.module,
+                               "s": found.serial, "r": str(found.request_id)})
         return SessionOut(token=token, kind="certificate", user_id=found.user_id,
                           module=found.module, expires_in=lifetime, serial=found.serial)
 
