@@ -113,13 +113,18 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
     if "portal-api" in components and settings.portal_listen:
         import uvicorn
 
-        from adapters.portal.api import portal_api
+        from adapters.portal.api import ATTEMPTS_PER_ADDRESS, ATTEMPTS_WINDOW, portal_api
         from adapters.portal.ops_auth import OpsTokens
         from adapters.sockets import listening_socket, shown
+        from adapters.storage.attempts import shared_attempts
 
+        # attempts per client address, counted in the portal's store: every process shares them
         api = portal_api(portal, ops_tokens=OpsTokens(settings.data_dir / "ops-tokens.json"),
                          trusted_proxies=settings.portal_trusted_proxies,
-                         api_docs=settings.portal_api_docs)
+                         api_docs=settings.portal_api_docs,
+                         attempts=shared_attempts(settings.store_url("portal"),
+                                                  settings.data_dir, ATTEMPTS_PER_ADDRESS,
+                                                  ATTEMPTS_WINDOW))
         # access log off: URLs carry pickup tokens; proxy headers are judged by the API
         # itself against PARTNER_CA_PORTAL_TRUSTED_PROXIES (uvicorn would trust 127.0.0.1)
         server = uvicorn.Server(uvicorn.Config(api, log_level="warning", access_log=False,

@@ -20,7 +20,7 @@ import urllib.parse
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 from uuid import UUID, uuid4
 
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
@@ -38,6 +38,8 @@ from ca_core.portal import CertificateSession, ChallengeRefused, EnrollmentSessi
 from ca_core.x509profile import from_pem
 
 PROBLEM = "application/problem+json"
+#: attempts per client address on the login and pickup-link calls, per sliding window (s)
+ATTEMPTS_PER_ADDRESS, ATTEMPTS_WINDOW = 20, 60.0
 MAX_BODY = 64 * 1024  # a CSR is about 1 KiB; nothing this API takes is larger
 
 TITLES = {400: "Malformed request", 401: "Not authenticated", 403: "Refused",
@@ -160,8 +162,16 @@ class Accepted(BaseModel):
 
 
 # -- limits -------------------------------------------------------------------------
+class Attempts(Protocol):
+    """Counts attempts per key; ``allow`` is False once the limit is reached. In production a
+    table every portal process shares (adapters/storage/attempts.py)."""
+
+    def allow(self, key: str) -> bool: ...
+
+
 class AttemptLimiter:
-    """At most ``limit`` attempts per key in a sliding ``window`` (seconds), in memory."""
+    """At most ``limit`` attempts per key in a sliding ``window`` (seconds), in this process's
+    memory (tests, and a single process without ``attempts``)."""
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit, self.window = limit, window
@@ -265,11 +275,13 @@ class Sessions:
     per-address attempt limit; its methods are the endpoints' FastAPI dependencies."""
 
     def __init__(self, portal: Portal, attempts_per_address: int,
-                 attempts_window: float, trusted_proxies: Sequence[str] = ()) -> None:
+                 attempts_window: float, trusted_proxies: Sequence[str] = (),
+                 attempts: Attempts | None = None) -> None:
         self.portal = portal
         self.serializer = URLSafeTimedSerializer(portal.secret, salt="partner-ca portal session")
         self.lifetime = int(portal.rules.session_lifetime.total_seconds())
-        self.by_address = AttemptLimiter(attempts_per_address, attempts_window)
+        self.by_address: Attempts = attempts or AttemptLimiter(attempts_per_address,
+                                                               attempts_window)
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
 
     def open(self, data: dict[str, Any]) -> str:
@@ -343,15 +355,18 @@ class Sessions:
 
 
 def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
-               attempts_per_address: int = 20, attempts_window: float = 60.0,
-               trusted_proxies: Sequence[str] = (), api_docs: bool = False) -> FastAPI:
+               attempts_per_address: int = ATTEMPTS_PER_ADDRESS,
+               attempts_window: float = ATTEMPTS_WINDOW,
+               trusted_proxies: Sequence[str] = (), api_docs: bool = False,
+               attempts: Attempts | None = None) -> FastAPI:
     """The portal API for one Portal application (ops endpoints when ``ops_tokens`` is given).
 
     ``trusted_proxies``: addresses or networks whose X-Forwarded-For / X-Forwarded-Proto are
     believed (default: none). ``api_docs``: serve ``/docs`` and ``/redoc`` (FastAPI's pages
     load their scripts from a public CDN, so they are off unless asked for);
     ``/openapi.json`` is always there."""
-    sessions = Sessions(portal, attempts_per_address, attempts_window, trusted_proxies)
+    sessions = Sessions(portal, attempts_per_address, attempts_window, trusted_proxies,
+                        attempts)
     app = FastAPI(title="Partner CA portal API", version="1",
                   docs_url="/docs" if api_docs else None,
                   redoc_url="/redoc" if api_docs else None,

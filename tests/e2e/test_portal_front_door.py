@@ -23,7 +23,7 @@ from tests.e2e.test_portal_http import (
     start_serve,
     stop_serve,
 )
-from tests.support import request_body, until
+from tests.support import listener, port_of, request_body, until
 
 Portal = tuple[httpx.Client, dict[str, str]]
 
@@ -191,3 +191,30 @@ def test_behind_a_trusted_proxy_each_client_has_its_own_limit(
         # over TLS at the proxy: HSTS
         reply = client.get("/v1/challenge", headers={"X-Forwarded-Proto": "https"})
         assert reply.headers["strict-transport-security"].startswith("max-age=")
+
+
+def test_two_portal_processes_share_one_limit(tmp_path: Path, postgres_url: str) -> None:
+    """Three portal processes behind a load balancer must not grant three times the attempts:
+    the count is in the portal's store."""
+    env, _inbox, controller, _api = installation(tmp_path, postgres_url,
+                                                 "partner_ca_front_door_shared")
+    second = listener()
+    env_b = {**env, "PARTNER_CA_PORTAL_LISTEN": f"fd:{second.fileno()}",
+             "PARTNER_CA_PORTAL_PUBLIC_URL": f"http://127.0.0.1:{port_of(second)}"}
+    log = tmp_path / "serve.log"
+    a, client_a = start_serve(env, log)
+    b, client_b = start_serve(env_b, log)
+    try:
+        codes = [c.post("/v1/sessions/otp", json={"user_id": USER, "otp": "WRONG"}).status_code
+                 for _ in range(10) for c in (client_a, client_b)]
+        assert codes == [401] * 20, codes
+        refused(client_a.post("/v1/sessions/otp", json={"user_id": USER, "otp": "WRONG"}), 429,
+                "too-many-attempts")
+        refused(client_b.post("/v1/sessions/otp", json={"user_id": USER, "otp": "WRONG"}), 429,
+                "too-many-attempts")
+    finally:
+        for process in (a, b):
+            stop_serve(process, log)
+        client_a.close()
+        client_b.close()
+        controller.stop()
