@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from adapters.client.token import Token
+from ca_core.portal import PickedUpCertificate
 from tests.conftest import SoftToken
 from tests.support import (
     MODULE,
@@ -55,10 +56,10 @@ def curl(socket_path: Path, token: SoftToken, cert: Path) -> subprocess.Complete
         env={**os.environ, "PKCS11_MODULE_PATH": token.module, "SOFTHSM2_CONF": token.conf})
 
 
-def test_token_certificate_logs_in_to_nginx_until_revoked(
-        tmp_path: Path, soft_token: SoftToken, ocsp: tuple[dict[str, str], str]) -> None:
-    env, ocsp_url = ocsp
-    # a certificate for a key generated on the token (an OTP session on the embedded store)
+def certificate_on_token(tmp_path: Path, soft_token: SoftToken,
+                         ocsp_url: str) -> PickedUpCertificate:
+    """A certificate for a key generated on the token (an OTP session on the embedded store),
+    written to client.pem and chain.pem in ``tmp_path``."""
     system = make_system(tmp_path / "data", start=datetime.now(UTC) - timedelta(minutes=5),
                          ocsp_url=ocsp_url)
     register(system)
@@ -73,17 +74,28 @@ def test_token_certificate_logs_in_to_nginx_until_revoked(
     system.close()
     (tmp_path / "client.pem").write_text(picked.certificate_pem)
     (tmp_path / "chain.pem").write_text(picked.chain_pem)
+    return picked
+
+
+def start_responder(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`serve --role ocsp` without the CA passphrase, on the socket ``env`` names."""
+    return subprocess.Popen(["partner-ca", "serve", "--role", "ocsp"],
+                            env={k: v for k, v in env.items()
+                                 if k != "PARTNER_CA_KEY_PASSPHRASE"},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=log.open("w"), pass_fds=inherited_fds(env))
+
+
+def test_token_certificate_logs_in_to_nginx_until_revoked(
+        tmp_path: Path, soft_token: SoftToken, ocsp: tuple[dict[str, str], str]) -> None:
+    env, ocsp_url = ocsp
+    picked = certificate_on_token(tmp_path, soft_token, ocsp_url)
     # the CA role pre-signs the OCSP responses; the responder only serves them
     signer = subprocess.Popen(["partner-ca", "serve", "--role", "ca"],
                               env={**env, "PARTNER_CA_PORTAL_LISTEN": ""},
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=(tmp_path / "ca.log").open("w"))
-    responder = subprocess.Popen(["partner-ca", "serve", "--role", "ocsp"],
-                                 env={k: v for k, v in env.items()
-                                      if k != "PARTNER_CA_KEY_PASSPHRASE"},
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=(tmp_path / "ocsp.log").open("w"),
-                                 pass_fds=inherited_fds(env))
+    responder = start_responder(env, tmp_path / "ocsp.log")
     run = tmp_path / "nginx"
     listen = f"unix:{run / 'https.sock'}"
     try:

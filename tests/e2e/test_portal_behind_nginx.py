@@ -12,23 +12,18 @@ import signal
 import subprocess
 import time
 import urllib.parse
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 
-from adapters.client.token import Token
 from tests.conftest import SoftToken
-from tests.e2e.test_nginx import ROOT, _answers
+from tests.e2e.test_nginx import ROOT, _answers, certificate_on_token, start_responder
 from tests.support import (
-    MODULE,
     PASSPHRASE,
     USER,
     inherited_fds,
     listener,
-    make_system,
     port_of,
-    register,
     until,
 )
 
@@ -63,37 +58,19 @@ def test_hardware_certificate_login_through_nginx_and_nowhere_else(
            "PARTNER_CA_RELYING_POLL_SECONDS": "0.2",
            "PARTNER_CA_PORTAL_TRUSTED_PROXIES": json.dumps([PROXY])}
     env.pop("PARTNER_CA_KAFKA_BOOTSTRAP", None)
-    system = make_system(tmp_path / "data", start=datetime.now(UTC) - timedelta(minutes=5),
-                         ocsp_url=ocsp_url)
-    register(system)
-    token = Token(soft_token.label, soft_token.pin, soft_token.module)
-    token.generate_key("partner-ca")
-    _, otp = system.portal.issue_otp(USER, MODULE, issued_by="admin-epak")
-    request_id = system.portal.submit_request(system.portal.login_with_otp(USER, otp),
-                                              token.csr("partner-ca", USER), "revocation pw 1",
-                                              "revocation pw 1")
-    system.pump()
-    picked = system.portal.pickup(request_id, USER)
-    system.close()
+    picked = certificate_on_token(tmp_path, soft_token, ocsp_url)
     cert = tmp_path / "client.pem"
-    cert.write_text(picked.certificate_pem)
-    (tmp_path / "chain.pem").write_text(picked.chain_pem)
     serve = subprocess.Popen(["partner-ca", "serve", "--role", "portal"], env=env,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=(tmp_path / "portal.log").open("w"),
                              pass_fds=inherited_fds(env))
-    responder = subprocess.Popen(["partner-ca", "serve", "--role", "ocsp"],
-                                 env={k: v for k, v in env.items()
-                                      if k != "PARTNER_CA_KEY_PASSPHRASE"},
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=(tmp_path / "ocsp.log").open("w"),
-                                 pass_fds=inherited_fds(env))
+    responder = start_responder(env, tmp_path / "ocsp.log")
     run = tmp_path / "nginx"
     sock = run / "https.sock"
     try:
         until(lambda: _answers(ocsp_url), "the OCSP responder")
         until(lambda: _up(f"http://{portal}/v1/challenge"), "the portal API")
-        started = subprocess.run(["bash", str(ROOT / "deploy/nginx/start-portal.sh"), str(run),
+        started = subprocess.run(["bash", str(ROOT / "deploy/nginx/start.sh"), str(run),
                                   f"unix:{sock}", str(tmp_path / "chain.pem"), ocsp_url,
                                   portal, PROXY], capture_output=True, text=True)
         assert started.returncode == 0, started.stderr
