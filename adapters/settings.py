@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     #: ``partner-ca audit checkpoint`` still works). See docs/audit.md.
     audit_checkpoint_seconds: float = Field(default=3600.0, ge=0.0)
     key_passphrase: SecretStr | None = None
+    #: Where the CA keys live: ``file`` (key files encrypted with the passphrase) or
+    #: ``pkcs11`` (generated and kept on an HSM token; docs/operations.md, "Keys in an HSM").
+    key_store: Literal["file", "pkcs11"] = "file"
+    hsm_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    hsm_token_label: str = ""
+    #: The token's user PIN: from this file (mode 0600), or PARTNER_CA_HSM_PIN. Never an option.
+    hsm_pin_file: Path | None = None
+    hsm_pin: SecretStr | None = None
     #: Where the CA's private keys are (default ``<data_dir>/keys``); only the CA role needs it.
     key_dir: Path | None = None
     #: PBKDF2-HMAC-SHA256 iterations for key files written from now on (OWASP: 600,000);
@@ -150,6 +158,20 @@ class Settings(BaseSettings):
     def store_url(self, app_name: str) -> str:
         specific = {"portal": self.portal_database_url, "ca": self.ca_database_url}.get(app_name)
         return specific or self.database_url
+
+    def hsm_user_pin(self) -> str | None:
+        if self.hsm_pin is not None:
+            return self.hsm_pin.get_secret_value()
+        if self.hsm_pin_file is not None:
+            return self.hsm_pin_file.read_text().strip()
+        return None
+
+    @property
+    def ca_keys_configured(self) -> bool:
+        """This process's own settings open the CA keys (passphrase, or an HSM PIN)."""
+        if self.key_store == "pkcs11":
+            return self.hsm_pin is not None or self.hsm_pin_file is not None
+        return self.key_passphrase is not None
 
     @property
     def ca_key_dir(self) -> Path:

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import singledispatchmethod
 from typing import Any, ClassVar, cast
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from cryptography.hazmat.primitives.asymmetric import ec
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import EnvType, get_topic
@@ -150,14 +149,13 @@ class CertificateAuthority(MessageDrivenApplication):
         if self.keys is None:
             raise DomainError("no key store configured", code="no-key-store")
         now = self.clock.now()
-        root_key = ec.generate_private_key(ec.SECP384R1())
-        issuing_key = ec.generate_private_key(ec.SECP256R1())
+        # each key made where it lives (a file, or inside the HSM), the root first
+        root_key, _ = self.keys.generate(ROOT_KEY, "secp384r1")
+        issuing_key, key_id = self.keys.generate(ISSUING_KEY, "secp256r1")
         org, country = self.issuance.organization, self.issuance.country
         root = build_root(root_key, ca_name(root_name, org, country), now)
         issuing = build_issuing(root_key, root, issuing_key, ca_name(issuing_name, org, country),
                                 now, self.issuance)
-        self.keys.save(ROOT_KEY, root_key)
-        key_id = self.keys.save(ISSUING_KEY, issuing_key)
         authority = Authority(
             root_name=root_name, issuing_name=issuing_name, root_certificate_pem=to_pem(root),
             issuing_certificate_pem=to_pem(issuing), issuing_key_id=key_id, timestamp=now,
@@ -276,13 +274,12 @@ class CertificateAuthority(MessageDrivenApplication):
     def _issue_ocsp_signer(self, authority: Authority, now: datetime, validity: timedelta) -> None:
         store = self._ocsp_key_store()
         issuer_key, issuer = self._issuer()
-        key = ec.generate_private_key(ec.SECP256R1())
+        key_name = f"ocsp-{uuid4().hex[:16]}"  # made before its certificate, so named apart
+        key, _ = store.generate(key_name, "secp256r1")
         subject = ca_name(f"{authority.issuing_name} OCSP Responder",
                           self.issuance.organization, self.issuance.country)
         cert = build_ocsp_signer(issuer_key, issuer, key, subject, now, validity)
         serial = serial_hex(cert.serial_number)
-        key_name = f"ocsp-{serial}"
-        store.save(key_name, key)
         authority.ocsp_signer_issued(serial=serial, not_before=cert.not_valid_before_utc,
                                      not_after=cert.not_valid_after_utc,
                                      certificate_pem=to_pem(cert), key_name=key_name,

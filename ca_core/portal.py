@@ -15,6 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import event
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import EnvType, get_topic
 
@@ -95,16 +96,61 @@ class UsedChallenge(Aggregate):
                            timestamp=now)
 
 
-class EndedSession(Aggregate):
-    """A session ended before its time (logout); its id comes from the session's id."""
+class PortalSession(Aggregate):
+    """A login session: opened by an OTP or certificate login, ended by logout or by ops (or
+    by its time). Recorded so that every portal process refuses an ended one and ops can see
+    who is logged in; the token itself carries only the session's id."""
 
-    class SessionEnded(Aggregate.Created):
+    class SessionOpened(Aggregate.Created):
         user_id: str
+        kind: str
+        module: str
+        serial: str | None
+        expires_at: datetime
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.apply_opened(self)
+
+    class SessionEnded(Aggregate.Event):
         ended_by: str
 
     @staticmethod
     def id_for(session_id: str) -> UUID:
-        return uuid5(NAMESPACE_URL, f"partner-ca:session:{session_id}")
+        """The session's id is the one its token carries (random, 122 bits)."""
+        try:
+            return UUID(session_id)
+        except ValueError:
+            raise NotAuthenticated("the session token is not valid",
+                                   code="session-required") from None
+
+    @classmethod
+    def open(cls, session_id: str, user_id: str, kind: str, module: str, serial: str | None,
+             now: datetime, lifetime: timedelta) -> PortalSession:
+        return cls._create(cls.SessionOpened, id=cls.id_for(session_id), user_id=user_id,
+                           kind=kind, module=module, serial=serial, expires_at=now + lifetime,
+                           timestamp=now)
+
+    def apply_opened(self, e: SessionOpened) -> None:
+        self.user_id, self.kind, self.module, self.serial = e.user_id, e.kind, e.module, e.serial
+        self.expires_at, self.opened_at = e.expires_at, e.timestamp
+        self.ended_by: str | None = None
+
+    @event(SessionEnded)
+    def end(self, ended_by: str, timestamp: datetime) -> None:
+        self.ended_by = ended_by
+
+
+@dataclass(frozen=True)
+class OpenSession:
+    """A session as ops see it (``GET /v1/ops/partners/{user}/sessions``)."""
+
+    session_id: UUID
+    user_id: str
+    kind: str
+    module: str
+    serial: str | None
+    opened_at: datetime
+    expires_at: datetime
 
 
 @lru_cache(maxsize=8)
@@ -273,8 +319,15 @@ class Portal(MessageDrivenApplication):
         return len(due)
 
     # -- R2 -------------------------------------------------------------------
-    def login_with_otp(self, user_id: str, otp: str) -> EnrollmentSession:
-        """R2: user identifier + OTP open an enrollment session; 5 wrong attempts lock the OTP."""
+    def login_with_otp(self, user_id: str, otp: str,
+                       module: str | None = None) -> EnrollmentSession:
+        """R2: user identifier + OTP open an enrollment session; 5 wrong attempts lock the OTP.
+
+        A wrong OTP counts against the OTP it was aimed at only: the one of ``module`` when
+        the login names it, else the user's only open OTP. With several open and no module
+        named, it counts against none (it cannot be told which was meant), so nobody can
+        lock a user out of every module with five guesses; guessing is bounded by the
+        per-address limit and the OTP's 80 bits."""
         now = self.clock.now()
         try:
             partner = self.partner(user_id)
@@ -293,6 +346,10 @@ class Portal(MessageDrivenApplication):
                 self.save(candidate)
                 return EnrollmentSession(candidate.id, user_id, candidate.module)
         open_otps = [o for o in history if o.is_open and now < o.expires_at]
+        if module is not None:
+            open_otps = [o for o in open_otps if o.module == module]
+        elif len(open_otps) > 1:
+            open_otps = []
         for o in open_otps:
             o.record_failed_attempt(now, self.rules.otp_max_attempts)
         if open_otps:
@@ -544,15 +601,19 @@ class Portal(MessageDrivenApplication):
         return changed
 
     # -- sessions -----------------------------------------------------------------
-    def end_session(self, session_id: str, user_id: str) -> None:
-        """Logout: the session is refused from now on, by every portal process."""
-        try:
-            self.save(EndedSession._create(EndedSession.SessionEnded,
-                                           id=EndedSession.id_for(session_id), user_id=user_id,
-                                           ended_by=f"user:{user_id}",
-                                           timestamp=self.clock.now()))
-        except IntegrityError:
-            pass  # ended already: logging out twice is no error
+    def open_session(self, session_id: str, user_id: str, kind: str, module: str,
+                     serial: str | None = None) -> None:
+        self.save(PortalSession.open(session_id, user_id, kind, module, serial,
+                                     self.clock.now(), self.rules.session_lifetime))
+
+    def end_session(self, session_id: str, by: str) -> bool:
+        """Logout, or ops ending one session: refused from now on by every portal process."""
+        found = self._find(PortalSession.id_for(session_id))
+        if found is None or found.ended_by is not None:
+            return False
+        found.end(ended_by=by, timestamp=self.clock.now())
+        self.save(found)
+        return True
 
     def end_sessions(self, user_id: str, by: str) -> None:
         """Ops: end every session of a user opened until now."""
@@ -560,14 +621,32 @@ class Portal(MessageDrivenApplication):
         partner.end_sessions(ended_by=by, timestamp=self.clock.now())
         self.save(partner)
 
-    def check_session_open(self, session_id: str, user_id: str, opened_at: datetime) -> None:
-        ended = EndedSession.id_for(session_id) in self.repository
-        if not ended:
+    def sessions_of(self, user_id: str) -> list[OpenSession]:
+        """The user's sessions still open (ops; reads the log of opened sessions)."""
+        now = self.clock.now()
+        until = self.partner(user_id).sessions_ended_at
+        found = []
+        for _, opened in read_log(self, topics=[get_topic(PortalSession.SessionOpened)]):
+            assert isinstance(opened, PortalSession.SessionOpened)
+            if opened.user_id != user_id or opened.expires_at <= now or (
+                    until is not None and opened.timestamp <= until):
+                continue
+            current = self._find(opened.originator_id)
+            if current is not None and current.ended_by is None:
+                found.append(OpenSession(opened.originator_id, user_id, opened.kind,
+                                         opened.module, opened.serial, opened.timestamp,
+                                         opened.expires_at))
+        return found
+
+    def check_session_open(self, session_id: str, user_id: str) -> None:
+        found = self._find(PortalSession.id_for(session_id))
+        ended = found is None or found.ended_by is not None or found.user_id != user_id
+        if found is not None and not ended:
             try:
                 until = self.partner(user_id).sessions_ended_at
             except NotFound:
                 until = None
-            ended = until is not None and opened_at <= until
+            ended = until is not None and found.opened_at <= until
         if ended:
             raise NotAuthenticated("the session has ended; log in again", code="session-ended")
 

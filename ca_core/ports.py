@@ -14,6 +14,12 @@ from ca_core.x509profile import SigningKey
 class KeyStore(Protocol):
     """Where CA private keys live, encrypted at rest (a file by default, PKCS#11 beside it)."""
 
+    def generate(self, name: str, curve: str) -> tuple[SigningKey, str]:
+        """A new EC key (``curve``: ``secp256r1``/``secp384r1``) made where it will live — in
+        the token for an HSM — stored under ``name``; with a key id for the record (never a
+        secret). FileExistsError if ``name`` is taken."""
+        ...
+
     def save(self, name: str, key: SigningKey) -> str:
         """Store ``key`` under ``name``; returns a key id for the record."""
         ...

@@ -83,7 +83,7 @@ def audit_key(keys: KeyStore, public_file: Path) -> ec.EllipticCurvePrivateKey:
     """The audit signing key (made on first use; its public half written for verifiers)."""
     if not keys.exists(AUDIT_KEY):
         try:
-            keys.save(AUDIT_KEY, ec.generate_private_key(ec.SECP256R1()))
+            keys.generate(AUDIT_KEY, "secp256r1")
         except FileExistsError:  # the other log's checkpoint thread made it first
             pass
     key = keys.load(AUDIT_KEY)

@@ -82,6 +82,11 @@ class FileKeyStore:
                                              serialization.PublicFormat.SubjectPublicKeyInfo)
         return f"file:{name}:{hashlib.sha256(spki).hexdigest()[:16]}"
 
+    def generate(self, name: str, curve: str) -> tuple[SigningKey, str]:
+        key = ec.generate_private_key({"secp256r1": ec.SECP256R1(),
+                                       "secp384r1": ec.SECP384R1()}[curve])
+        return key, self.save(name, key)
+
     def load(self, name: str) -> SigningKey:
         path = self._path(name)
         try:

@@ -22,7 +22,7 @@ from adapters.transport.inprocess import InProcessTransport
 from ca_core.ca import CaNotInitialised, CertificateAuthority
 from ca_core.clock import Clock, ManualClock, SystemClock
 from ca_core.portal import Portal, TrustChain
-from ca_core.ports import StatusSource, Transport
+from ca_core.ports import KeyStore, StatusSource, Transport
 from ca_core.x509profile import split_pems
 from projections.status import RevocationStatusProjection, ViewStatusSource, catch_up
 
@@ -63,7 +63,16 @@ def portal_secret(settings: Settings) -> bytes:
     return bytes.fromhex(path.read_text().strip())
 
 
-def key_store(settings: Settings, passphrase: str | None) -> FileKeyStore | None:
+def key_store(settings: Settings, passphrase: str | None) -> KeyStore | None:
+    """The CA's key store: key files opened with the passphrase, or the HSM token opened with
+    its PIN (``PARTNER_CA_KEY_STORE=pkcs11``); None when this process has neither."""
+    if settings.key_store == "pkcs11":
+        pin = settings.hsm_user_pin()
+        if pin is None:
+            return None
+        from adapters.ca.hsm import Pkcs11KeyStore
+
+        return Pkcs11KeyStore(settings.hsm_module, settings.hsm_token_label, pin)
     secret = passphrase or (
         settings.key_passphrase.get_secret_value() if settings.key_passphrase else None)
     if secret is None:

@@ -19,7 +19,7 @@ import time
 import urllib.parse
 from collections import defaultdict, deque
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Protocol
 from uuid import UUID, uuid4
 
@@ -67,6 +67,9 @@ class Problem(BaseModel):
 class OtpLogin(BaseModel):
     user_id: str = Field(min_length=1, max_length=64)
     otp: str = Field(min_length=1, max_length=64)
+    module: str | None = Field(default=None, min_length=1, max_length=32,
+                               description="the module the OTP is for: a wrong OTP then counts "
+                                           "against that module's OTP only")
 
 
 class CertificateLogin(BaseModel):
@@ -151,6 +154,16 @@ class CertificateStatusOut(BaseModel):
     status: str
     revocation_pending: bool
     not_after: str | None
+
+
+class SessionInfo(BaseModel):
+    session_id: UUID
+    user_id: str
+    kind: str
+    module: str
+    serial: str | None
+    opened_at: datetime
+    expires_at: datetime
 
 
 class Challenge(BaseModel):
@@ -285,10 +298,10 @@ class Sessions:
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
 
     def open(self, data: dict[str, Any]) -> str:
-        """A new session token; ``i`` names the session (logout), ``t`` when it opened."""
-        opened = self.portal.clock.now()
-        return self.serializer.dumps({**data, "i": uuid4().hex,
-                                      "t": int(opened.timestamp() * 1000)})
+        """A new session, recorded (``PortalSession``), and its token; ``i`` names it."""
+        session_id = str(uuid4())
+        self.portal.open_session(session_id, data["u"], data["k"], data["m"], data.get("s"))
+        return self.serializer.dumps({**data, "i": session_id})
 
     def client_address(self, request: Request) -> str:
         """The real client: the peer, unless the peer is a trusted proxy; then the nearest
@@ -326,10 +339,9 @@ class Sessions:
         except BadSignature:
             raise NotAuthenticated("the session token is not valid",
                                    code="session-required") from None
-        if "i" not in data or "t" not in data:
+        if "i" not in data:
             raise NotAuthenticated("the session token is not valid", code="session-required")
-        self.portal.check_session_open(data["i"], data["u"],
-                                       datetime.fromtimestamp(data["t"] / 1000, UTC))
+        self.portal.check_session_open(data["i"], data["u"])
         return data
 
     def enrollment(self, authorization: Annotated[str | None, Header()] = None
@@ -414,7 +426,7 @@ def _partner_routes(portal: Portal, sessions: Sessions) -> APIRouter:
               dependencies=[Depends(check_address)])
     def login_with_otp(body: OtpLogin) -> SessionOut:
         """R2: user identifier + one-time password → an enrollment session (one request)."""
-        found = portal.login_with_otp(body.user_id, body.otp)
+        found = portal.login_with_otp(body.user_id, body.otp, body.module)
         token = sessions.open({"k": "enrollment", "u": found.user_id, "m": found.module,
                                 "o": str(found.otp_id)})
         return SessionOut(token=token, kind="enrollment", user_id=found.user_id,
@@ -471,7 +483,7 @@ def _partner_routes(portal: Portal, sessions: Sessions) -> APIRouter:
     @api.delete("/v1/session", status_code=204, tags=["login"], response_class=Response)
     def logout(data: Annotated[dict[str, Any], Depends(session)]) -> Response:
         """End this session (either kind); the token is refused from now on."""
-        portal.end_session(data["i"], data["u"])
+        portal.end_session(data["i"], f"user:{data['u']}")
         return Response(status_code=204)
 
     @api.post("/v1/sessions/certificate", response_model=SessionOut, status_code=201,
@@ -611,6 +623,22 @@ def _ops_routes(portal: Portal, ops_tokens: OpsTokens | None) -> APIRouter:
         who.check_operator()
         changed = portal.unlock_revocation(parse_serial(serial), who.name)
         return Accepted(status="unlocked" if changed else "was not locked")
+
+    @api.get("/v1/ops/partners/{user_id}/sessions", response_model=list[SessionInfo],
+             tags=["ops"])
+    def list_sessions(user_id: str,
+                      who: Annotated[OpsIdentity, Depends(ops)]) -> list[SessionInfo]:
+        """The user's open sessions (an operator)."""
+        who.check_operator()
+        return [SessionInfo(**vars(found)) for found in portal.sessions_of(user_id)]
+
+    @api.delete("/v1/ops/sessions/{session_id}", response_model=Accepted, tags=["ops"])
+    def end_one_session(session_id: UUID,
+                        who: Annotated[OpsIdentity, Depends(ops)]) -> Accepted:
+        """End one session (an operator)."""
+        who.check_operator()
+        ended = portal.end_session(str(session_id), f"operator:{who.name}")
+        return Accepted(status="session ended" if ended else "no such open session")
 
     @api.delete("/v1/ops/partners/{user_id}/sessions", response_model=Accepted, tags=["ops"])
     def end_sessions(user_id: str, who: Annotated[OpsIdentity, Depends(ops)]) -> Accepted:

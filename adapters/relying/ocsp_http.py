@@ -387,7 +387,8 @@ class DelegatedKeyFiles:
 
 def responder_settings(settings: Settings) -> Settings:
     """What the OCSP and CRL roles keep of the settings: never the CA key passphrase."""
-    return settings.model_copy(update={"key_passphrase": None})
+    return settings.model_copy(update={"key_passphrase": None, "hsm_pin": None,
+                                       "hsm_pin_file": None, "key_store": "file"})
 
 
 def open_ca(settings: Settings) -> CertificateAuthority:

@@ -218,3 +218,58 @@ def test_two_portal_processes_share_one_limit(tmp_path: Path, postgres_url: str)
         client_a.close()
         client_b.close()
         controller.stop()
+
+
+def test_five_wrong_otps_lock_only_the_otp_they_were_aimed_at(portal: Portal) -> None:
+    client, env = portal
+    user = "P24-000777"  # registered in two modules, an OTP open in each
+
+    def cli(*args: str) -> Any:
+        done = subprocess.run(["partner-ca", *args, "--json"], env=env, capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    cli("partner", "register", user, "--email", "q@example.com", "--module", "EPAK",
+        "--module", "REV")
+    epak = cli("otp", "issue", user, "--module", "EPAK", "--by", "admin-epak")["otp"]
+    rev = cli("otp", "issue", user, "--module", "REV", "--by", "admin-rev")["otp"]
+    # an attacker who does not name the module cannot say which OTP was meant: locks nothing
+    for _ in range(6):
+        refused(client.post("/v1/sessions/otp", json={"user_id": user, "otp": "WRONG"}), 401,
+                "otp-wrong")
+    # aimed at REV: locks REV only
+    for _ in range(5):
+        client.post("/v1/sessions/otp", json={"user_id": user, "otp": "WRONG", "module": "REV"})
+    refused(client.post("/v1/sessions/otp", json={"user_id": user, "otp": rev}), 401,
+            "otp-locked")
+    assert client.post("/v1/sessions/otp", json={"user_id": user, "otp": epak}).status_code \
+        == 201
+
+
+def test_ops_list_and_end_sessions(portal: Portal) -> None:
+    client, env = portal
+    made = subprocess.run(["partner-ca", "ops", "token", "--name", "anna", "--role", "operator",
+                           "--json"], env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    assert made.returncode == 0, made.stderr
+    ops = bearer(json.loads(made.stdout)["token"])
+    pem, key = issued(portal)
+    tokens = [client.post("/v1/sessions/certificate",
+                          json=signed_login(client, pem, key)).json()["token"] for _ in range(2)]
+    listed = client.get(f"/v1/ops/partners/{USER}/sessions", headers=ops)
+    assert listed.status_code == 200, listed.text
+    certificate_sessions = [s for s in listed.json() if s["kind"] == "certificate"]
+    assert len(certificate_sessions) == 2
+    ended = client.delete(f"/v1/ops/sessions/{certificate_sessions[0]['session_id']}",
+                          headers=ops)
+    assert ended.json()["status"] == "session ended"
+    alive = [client.get("/v1/requests/00000000-0000-0000-0000-000000000000",
+                        headers=bearer(t)).json()["code"] for t in tokens]
+    assert sorted(alive) == ["request-unknown", "session-ended"], alive  # one ended, one not
+    assert client.delete(f"/v1/ops/partners/{USER}/sessions", headers=ops).status_code == 200
+    for token in tokens:
+        refused(client.get("/v1/requests/00000000-0000-0000-0000-000000000000",
+                           headers=bearer(token)), 401, "session-ended")
+    assert [s for s in client.get(f"/v1/ops/partners/{USER}/sessions", headers=ops).json()
+            if s["kind"] == "certificate"] == []

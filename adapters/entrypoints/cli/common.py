@@ -23,10 +23,12 @@ from adapters.output import (
     load_settings,
     out,
 )
+from adapters.settings import Settings
 from adapters.storage.persistence import StoreUnavailable
 from ca_core.ca import CaNotInitialised
 from ca_core.certificate import parse_serial
 from ca_core.errors import DomainError
+from ca_core.ports import KeyStore
 from projections.timeline import TimelineEntry
 
 app = typer.Typer(help="Partner CA: an event-sourced certificate authority for a partner portal.",
@@ -42,6 +44,8 @@ def _everywhere() -> None:
 def ca_passphrase(confirm: bool = False) -> str | None:
     """The key passphrase: PARTNER_CA_KEY_PASSPHRASE, else a hidden prompt on a terminal
     (typed twice when ``confirm``: a typo there would lock the keys away for good)."""
+    if load_settings().key_store == "pkcs11":
+        return ""  # the keys are on the HSM token, opened with its PIN from the settings
     value = os.environ.get("PARTNER_CA_KEY_PASSPHRASE")
     if value:
         return value
@@ -49,6 +53,15 @@ def ca_passphrase(confirm: bool = False) -> str | None:
         return str(typer.prompt("CA key passphrase", hide_input=True,
                                 confirmation_prompt=confirm))
     return None
+
+
+def open_keys(settings: Settings, passphrase: str) -> KeyStore:
+    """The CA's key store, or exit 3 naming what is missing (never the secret)."""
+    keys = key_store(settings, passphrase)
+    if keys is None:
+        fail("no PIN for the HSM token: set PARTNER_CA_HSM_PIN_FILE (or PARTNER_CA_HSM_PIN)",
+             EXIT_SETUP)
+    return keys
 
 
 @contextmanager
@@ -68,7 +81,7 @@ def system(need_keys: bool = False, initialised: bool | None = True,
     settings = load_settings()
     # in-process delivery makes the CA sign here: only where it can (its keys are opened first)
     in_process = not settings.kafka_bootstrap and (
-        (need_keys and not user_side) or settings.key_passphrase is not None)
+        (need_keys and not user_side) or settings.ca_keys_configured)
     try:
         built = build(settings, transport="in-process" if in_process else None)
     except StoreUnavailable as exc:
@@ -85,7 +98,7 @@ def system(need_keys: bool = False, initialised: bool | None = True,
             if passphrase is None:
                 fail("no CA key passphrase: set PARTNER_CA_KEY_PASSPHRASE or run on a "
                      "terminal", EXIT_SETUP)
-            built.ca.keys = key_store(settings, passphrase)
+            built.ca.keys = open_keys(settings, passphrase)
             if initialised:
                 built.ca.unlock()
         elif in_process and initialised:

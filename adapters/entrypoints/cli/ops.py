@@ -14,10 +14,10 @@ from uuid import UUID
 import typer
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
-from adapters.entrypoints.bootstrap import key_store
 from adapters.entrypoints.cli.common import (
     app,
     ca_passphrase,
+    open_keys,
     system,
     typed_instant,
     typed_serial,
@@ -112,7 +112,7 @@ def serve(
                 if passphrase is None:
                     fail("no CA key passphrase: set PARTNER_CA_KEY_PASSPHRASE or run on a "
                          "terminal", EXIT_SETUP)
-                ca.keys = key_store(settings, passphrase)
+                ca.keys = open_keys(settings, passphrase)
                 ca.unlock()  # a wrong passphrase stops the role here, before it serves
             finally:
                 ca.close()

@@ -1,0 +1,124 @@
+"""CA keys on a SoftHSM2 token over PKCS#11 (issue 17, part 1): generated inside the token,
+sensitive and never extractable; certificates, CRLs and OCSP responses signed through the
+token and judged by openssl and pkilint; nothing of the keys in the data directory."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import ocsp
+
+from adapters.ca.hsm import Pkcs11KeyStore, TokenKey
+from adapters.ca.keystore import KeyStoreError
+from adapters.entrypoints.bootstrap import PartnerCa
+from ca_core.ca import ISSUING_KEY, ROOT_KEY
+from ca_core.crl import RevokedEntry
+from ca_core.ocsp import Answer, sign_response
+from tests.conftest import SoftToken
+from tests.integration.test_crl import openssl_verify
+from tests.integration.test_pkilint import lint
+from tests.support import enroll, make_system, register
+
+
+def _system(tmp_path: Path, token: SoftToken) -> PartnerCa:
+    return make_system(tmp_path / "data", key_store="pkcs11", hsm_module=token.module,
+                       hsm_token_label=token.label, hsm_pin=token.pin)
+
+
+def test_the_whole_story_signed_on_the_token(tmp_path: Path, soft_token: SoftToken) -> None:
+    system = _system(tmp_path, soft_token)
+    assert isinstance(system.ca.keys, Pkcs11KeyStore)
+    register(system)
+    good, bad = enroll(system), enroll(system)
+    system.ca.revoke(bad.picked.serial, "keyCompromise", operator="ops-anna")
+    revoked = system.ca.certificate(bad.picked.serial)
+    crl = system.ca.publish_crl([RevokedEntry(bad.picked.serial, revoked.revoked_at
+                                              or revoked.not_before, "keyCompromise")], 1)
+    authority = system.ca.authority()
+    assert authority.issuing_key_id.startswith("pkcs11:")
+    (tmp_path / "root.pem").write_text(authority.root_certificate_pem)
+    (tmp_path / "issuing.pem").write_text(authority.issuing_certificate_pem)
+    (tmp_path / "crl.der").write_bytes(crl)
+    at = int(system.clock.now().timestamp())
+    # openssl: the chain holds, the CRL says which one is revoked
+    assert openssl_verify(tmp_path, good.picked.certificate_pem, at).returncode == 0
+    refused = openssl_verify(tmp_path, bad.picked.certificate_pem, at)
+    assert refused.returncode != 0 and "revoked" in refused.stdout + refused.stderr
+    # pkilint on what the token signed
+    for name, pem in (("leaf.pem", good.picked.certificate_pem),
+                      ("issuing.pem", authority.issuing_certificate_pem)):
+        (tmp_path / name).write_text(pem)
+        assert lint("lint_pkix_cert", "lint", str(tmp_path / name)) == ""
+    # an OCSP response signed by the delegated signer, whose key is on the token too
+    signer = system.ca.ocsp_signer()
+    assert isinstance(signer.key, TokenKey)
+    system.close()
+
+
+def test_keys_on_the_token_are_sensitive_never_extractable_and_absent_from_disk(
+        tmp_path: Path, soft_token: SoftToken) -> None:
+    system = _system(tmp_path, soft_token)
+    system.ca.ocsp_signer()
+    keys = system.ca.keys
+    assert isinstance(keys, Pkcs11KeyStore)
+    for name in (ROOT_KEY, ISSUING_KEY, system.ca.authority().ocsp_signer_key):
+        assert keys.attributes(name) == {"sensitive": True, "extractable": False,
+                                         "never_extractable": True}, name
+        key = keys.load(name)
+        with pytest.raises(TypeError, match="cannot be exported"):
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())
+    data = tmp_path / "data"
+    assert not (data / "keys").exists() or not any((data / "keys").iterdir())
+    for path in data.rglob("*"):
+        if path.is_file():
+            assert b"PRIVATE KEY" not in path.read_bytes(), path
+    system.close()
+
+
+def test_openssl_checks_an_ocsp_response_the_token_signed(tmp_path: Path,
+                                                         soft_token: SoftToken) -> None:
+    system = _system(tmp_path, soft_token)
+    register(system)
+    me = enroll(system)
+    authority = system.ca.authority()
+    issuer = x509.load_pem_x509_certificate(authority.issuing_certificate_pem.encode())
+    cert = x509.load_pem_x509_certificate(me.picked.certificate_pem.encode())
+    signer = system.ca.ocsp_signer()
+    der = sign_response(signer, Answer(me.picked.serial, "good"), "sha1", system.clock.now(),
+                        timedelta(days=1))
+    response = ocsp.load_der_ocsp_response(der)
+    assert response.certificate_status == ocsp.OCSPCertStatus.GOOD
+    (tmp_path / "resp.der").write_bytes(der)
+    (tmp_path / "issuing.pem").write_text(authority.issuing_certificate_pem)
+    (tmp_path / "chain.pem").write_text(authority.issuing_certificate_pem
+                                        + authority.root_certificate_pem)
+    (tmp_path / "leaf.pem").write_text(me.picked.certificate_pem)
+    done = subprocess.run(
+        ["openssl", "ocsp", "-respin", str(tmp_path / "resp.der"), "-issuer",
+         str(tmp_path / "issuing.pem"), "-cert", str(tmp_path / "leaf.pem"), "-CAfile",
+         str(tmp_path / "chain.pem"), "-attime", str(int(system.clock.now().timestamp())),
+         "-validity_period", "31622400"],  # the test clock is in January
+        capture_output=True, text=True)
+    assert "Response verify OK" in done.stdout + done.stderr, done.stdout + done.stderr
+    assert f"{tmp_path / 'leaf.pem'}: good" in done.stdout
+    assert cert.issuer == issuer.subject
+    system.close()
+
+
+def test_a_wrong_pin_and_a_missing_token_are_one_line_errors(soft_token: SoftToken) -> None:
+    with pytest.raises(KeyStoreError) as wrong:
+        Pkcs11KeyStore(soft_token.module, soft_token.label, "000000")
+    assert wrong.value.code == "hsm-pin-wrong" and "000000" not in str(wrong.value)
+    with pytest.raises(KeyStoreError) as missing:
+        Pkcs11KeyStore(soft_token.module, "no-such-token", soft_token.pin)
+    assert missing.value.code == "hsm-token-missing"
+    keys = Pkcs11KeyStore(soft_token.module, soft_token.label, soft_token.pin)
+    with pytest.raises(KeyStoreError) as absent:
+        keys.load("issuing")
+    assert absent.value.code == "key-missing"
