@@ -71,7 +71,10 @@ class Pkcs11KeyStore:
     def _open(self) -> Any:
         try:
             if self._opened == 0:  # the first session logs the application in
-                found = self.token.open(user_pin=self._pin, rw=True)
+                try:
+                    found = self.token.open(user_pin=self._pin, rw=True)
+                except pkcs11.UserAlreadyLoggedIn:  # another store of this process did
+                    found = self.token.open(rw=True)
             else:
                 found = self.token.open(rw=True)
         except pkcs11.PinIncorrect:
