@@ -8,8 +8,12 @@ whose ``sign`` hashes here and has the token sign the digest (CKM_ECDSA), so tha
 certificates, CRLs, OCSP responses and tree heads are built exactly as with a key file
 (cryptography accepts such objects in its builders, see pyca/cryptography#11616).
 
-Sessions are pooled: the token is logged in once, and each thread that signs takes a session
-of its own from the pool, so concurrent workers do not serialise on one session. The PIN
+Sessions are pooled and the token is logged in once. Calls into the PKCS#11 library are
+serialised by one lock per process: python-pkcs11 0.10 initialises the library with
+``C_Initialize(NULL)``, which by the PKCS#11 standard promises the library that no two
+threads call it at once (SoftHSM2 then takes no locks of its own; concurrent calls fail
+with CKR_GENERAL_ERROR — bench/hsm_sign.py found it). Measured rates are in
+docs/benchmarks.md. The PIN
 comes from settings (a file, or the environment), never the command line; it is never
 logged and never part of an error.
 """
@@ -38,6 +42,8 @@ from adapters.ca.keystore import KeyStoreError
 from ca_core.x509profile import SigningKey
 
 CURVES = {"secp256r1": ec.SECP256R1(), "secp384r1": ec.SECP384R1()}
+#: every call into a PKCS#11 library of this process holds it (see the module text)
+_LIBRARY = threading.RLock()
 
 
 class Pkcs11KeyStore:
@@ -64,6 +70,7 @@ class Pkcs11KeyStore:
         self._pool: queue.LifoQueue[Any] = queue.LifoQueue()
         self._opened = 0
         self._lock = threading.Lock()
+        self._handles: dict[tuple[int, str], Any] = {}  # (session, key name) -> private key
         with self.session():  # a wrong PIN ends here, before anything is served
             pass
 
@@ -88,16 +95,18 @@ class Pkcs11KeyStore:
 
     @contextmanager
     def session(self) -> Iterator[Any]:
-        """A session of the pool (opened on demand, up to ``sessions``; then waited for)."""
+        """A session of the pool (opened on demand, up to ``sessions``; then waited for),
+        used while holding the library lock."""
         try:
             current = self._pool.get_nowait()
         except queue.Empty:
-            with self._lock:
+            with self._lock, _LIBRARY:
                 current = self._open() if self._opened < self._size else None
             if current is None:
                 current = self._pool.get()
         try:
-            yield current
+            with _LIBRARY:
+                yield current
         finally:
             self._pool.put(current)
 
@@ -160,9 +169,12 @@ class Pkcs11KeyStore:
 
     def _sign_digest(self, name: str, digest: bytes) -> bytes:
         with self.session() as session:
-            key = self._find(session, name, ObjectClass.PRIVATE_KEY)
-            if key is None:
-                raise KeyStoreError(f"no key {name!r} on the token", code="key-missing")
+            key = self._handles.get((id(session), name))
+            if key is None:  # looked up once per session (C_FindObjects costs a third)
+                key = self._find(session, name, ObjectClass.PRIVATE_KEY)
+                if key is None:
+                    raise KeyStoreError(f"no key {name!r} on the token", code="key-missing")
+                self._handles[(id(session), name)] = key
             raw = key.sign(digest, mechanism=Mechanism.ECDSA)
         half = len(raw) // 2
         return encode_dss_signature(int.from_bytes(raw[:half], "big"),

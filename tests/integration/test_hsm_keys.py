@@ -122,3 +122,25 @@ def test_a_wrong_pin_and_a_missing_token_are_one_line_errors(soft_token: SoftTok
     with pytest.raises(KeyStoreError) as absent:
         keys.load("issuing")
     assert absent.value.code == "key-missing"
+
+
+def test_threads_signing_at_once_on_the_token_all_succeed(soft_token: SoftToken) -> None:
+    """python-pkcs11 initialises the library without OS locking: concurrent calls once
+    failed with CKR_GENERAL_ERROR (bench/hsm_sign.py); they are serialised now."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    keys = Pkcs11KeyStore(soft_token.module, soft_token.label, soft_token.pin)
+    key, _ = keys.generate("issuing", "secp256r1")
+
+    def sign(i: int) -> bool:
+        data = f"record {i}".encode()
+        key.public_key().verify(key.sign(data, ec.ECDSA(hashes.SHA256())), data,
+                                ec.ECDSA(hashes.SHA256()))
+        return True
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(sign, range(400)))
+    keys.close()
