@@ -88,8 +88,15 @@ def _database(url: str, name: str) -> str:
 
 
 @pytest.fixture
-def env(tmp_path: Path, postgres_url: str, kafka_bootstrap: str) -> dict[str, str]:
+def env(tmp_path: Path, postgres_url: str, kafka_bootstrap: str,
+        request: pytest.FixtureRequest) -> dict[str, str]:
     prefix = f"p{uuid.uuid4().hex[:10]}."
+    keys: dict[str, str] = {}
+    if request.node.get_closest_marker("keys_on_token"):  # the CA keys on a SoftHSM2 token
+        token = request.getfixturevalue("soft_token")
+        keys = {"PARTNER_CA_KEY_STORE": "pkcs11", "PARTNER_CA_HSM_MODULE": token.module,
+                "PARTNER_CA_HSM_TOKEN_LABEL": token.label, "PARTNER_CA_HSM_PIN": token.pin,
+                "SOFTHSM2_CONF": token.conf}
     values = {
         "PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
         "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE,
@@ -100,6 +107,7 @@ def env(tmp_path: Path, postgres_url: str, kafka_bootstrap: str) -> dict[str, st
         "PARTNER_CA_KAFKA_PARTITIONS": "4",
         "PARTNER_CA_PORTAL_LISTEN": "",  # no HTTP API in these processes
         "PARTNER_CA_NOTIFIER_IN_PORTAL": "false",
+        **keys,
     }
     full = {**os.environ, **values}
     done = subprocess.run(["partner-ca", "init"], env=full, capture_output=True, text=True,
@@ -207,6 +215,20 @@ def _load_until_some_issued(portal: Any, roles: Roles) -> list[Any]:
 
 
 def test_sigkill_the_ca_mid_stream(roles: Roles, apps: tuple[Any, Any]) -> None:
+    _sigkill_the_ca(roles, apps)
+
+
+@pytest.mark.keys_on_token
+def test_sigkill_the_ca_signing_on_a_token_mid_stream(roles: Roles, apps: tuple[Any, Any],
+                                                      env: dict[str, str]) -> None:
+    """The same with every CA key on a SoftHSM2 token: nothing lost, nothing doubled."""
+    assert env["PARTNER_CA_KEY_STORE"] == "pkcs11"
+    _sigkill_the_ca(roles, apps)
+    keys = Path(env["PARTNER_CA_DATA_DIR"]) / "keys"  # at most the audit key's public half
+    assert [p.name for p in keys.iterdir()] in ([], ["audit.pub.pem"]) if keys.exists() else True
+
+
+def _sigkill_the_ca(roles: Roles, apps: tuple[Any, Any]) -> None:
     portal, ca = apps
     roles.start("portal")
     roles.start("ca")
