@@ -50,6 +50,19 @@ def fresh_database(admin_url: str, name: str) -> str:
 READY_TOPIC = "ca_core.request:CertificateRequest.CertificateReady"
 
 
+def token_env(tmp: Path) -> dict[str, str]:
+    """A fresh SoftHSM2 token for the CA keys, and the settings that point at it."""
+    (tmp / "tokens").mkdir()
+    conf = tmp / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp / 'tokens'}\nlog.level = ERROR\n")
+    label = f"bench{uuid.uuid4().hex[:6]}"
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label, "--pin",
+                    "123456", "--so-pin", "87654321"], check=True, capture_output=True,
+                   env={**os.environ, "SOFTHSM2_CONF": str(conf)})
+    return {"SOFTHSM2_CONF": str(conf), "PARTNER_CA_KEY_STORE": "pkcs11",
+            "PARTNER_CA_HSM_TOKEN_LABEL": label, "PARTNER_CA_HSM_PIN": "123456"}
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process so far (/proc/<pid>/stat, clock ticks)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -132,6 +145,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--ca-workers", type=int, default=1)
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--keys-on-token", action="store_true",
+                        help="the CA keys on a fresh SoftHSM2 token (PARTNER_CA_KEY_STORE=pkcs11)")
     parser.add_argument("--split-portal", action="store_true",
                         help="run the portal's relay and inbox as two processes")
     args = parser.parse_args()
@@ -161,6 +176,8 @@ def main() -> None:
         "PARTNER_CA_PORTAL_LISTEN": "",  # the portal API is not part of this benchmark
         "PARTNER_CA_NOTIFIER_IN_PORTAL": "false",
     }
+    if args.keys_on_token:
+        env.update(token_env(tmp))
     subprocess.run(["partner-ca", "init"], env=env, check=True, capture_output=True)
     if credentials:
         subprocess.run(["partner-ca", "kafka", "grant"], env=env, check=True,
