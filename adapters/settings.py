@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     #: Where the CA keys live: ``file`` (key files encrypted with the passphrase) or
     #: ``pkcs11`` (generated and kept on an HSM token; docs/operations.md, "Keys in an HSM").
     key_store: Literal["file", "pkcs11"] = "file"
+    #: Per key, where it lives, over ``key_store``: JSON, e.g. ``{"root": "pkcs11",
+    #: "issuing": "pkcs11", "ocsp": "file", "audit": "file"}`` (ocsp: the delegated signers).
+    key_stores: dict[Literal["root", "issuing", "ocsp", "audit"], Literal["file", "pkcs11"]] = {}
     hsm_module: str = "/usr/lib/softhsm/libsofthsm2.so"
     hsm_token_label: str = ""
     #: The token's user PIN: from this file (mode 0600), or PARTNER_CA_HSM_PIN. Never an option.
@@ -166,12 +169,23 @@ class Settings(BaseSettings):
             return self.hsm_pin_file.read_text().strip()
         return None
 
+    def store_of(self, kind: str) -> str:
+        """``file`` or ``pkcs11`` for a kind of key (root, issuing, ocsp, audit)."""
+        return self.key_stores.get(kind, self.key_store)  # type: ignore[call-overload]
+
+    @property
+    def key_store_kinds(self) -> set[str]:
+        return {self.store_of(kind) for kind in ("root", "issuing", "ocsp", "audit")}
+
     @property
     def ca_keys_configured(self) -> bool:
-        """This process's own settings open the CA keys (passphrase, or an HSM PIN)."""
-        if self.key_store == "pkcs11":
-            return self.hsm_pin is not None or self.hsm_pin_file is not None
-        return self.key_passphrase is not None
+        """This process's own settings open the CA keys (passphrase and/or an HSM PIN)."""
+        ok = True
+        if "pkcs11" in self.key_store_kinds:
+            ok = self.hsm_pin is not None or self.hsm_pin_file is not None
+        if "file" in self.key_store_kinds:
+            ok = ok and self.key_passphrase is not None
+        return ok
 
     @property
     def ca_key_dir(self) -> Path:

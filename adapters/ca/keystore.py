@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from ca_core.errors import DomainError
+from ca_core.ports import KeyStore
 from ca_core.x509profile import SigningKey
 
 KDF_ITERATIONS = 600_000  # PBKDF2-HMAC-SHA256, OWASP Password Storage Cheat Sheet (2023)
@@ -105,3 +106,36 @@ class FileKeyStore:
 
     def exists(self, name: str) -> bool:
         return self._path(name).exists()
+
+
+def kind_of(name: str) -> str:
+    """root, issuing, ocsp (the delegated signers ``ocsp-…``) or audit."""
+    return "ocsp" if name.startswith("ocsp-") else name
+
+
+class KeysByKind:
+    """Each kind of key in its own store (``PARTNER_CA_KEY_STORES``): e.g. root and issuing
+    on the HSM token, the delegated OCSP signers and the audit key in files."""
+
+    def __init__(self, stores: dict[str, KeyStore | None]) -> None:
+        self.stores = stores
+
+    def _store(self, name: str) -> KeyStore:
+        store = self.stores.get(kind_of(name))
+        if store is None:
+            raise KeyStoreError(f"key {name!r} lives in a store this process cannot open "
+                                "(its passphrase or PIN is not set)", code="key-store-closed")
+        return store
+
+    def generate(self, name: str, curve: str) -> tuple[SigningKey, str]:
+        return self._store(name).generate(name, curve)
+
+    def save(self, name: str, key: SigningKey) -> str:
+        return self._store(name).save(name, key)
+
+    def load(self, name: str) -> SigningKey:
+        return self._store(name).load(name)
+
+    def exists(self, name: str) -> bool:
+        return self._store(name).exists(name)
+

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from adapters.ca.keystore import FileKeyStore
+from adapters.ca.keystore import FileKeyStore, KeysByKind
 from adapters.settings import Settings
 from adapters.storage.bulkread import bulk_reader_for
 from adapters.storage.persistence import (
@@ -66,19 +66,24 @@ def portal_secret(settings: Settings) -> bytes:
 def key_store(settings: Settings, passphrase: str | None) -> KeyStore | None:
     """The CA's key store: key files opened with the passphrase, or the HSM token opened with
     its PIN (``PARTNER_CA_KEY_STORE=pkcs11``); None when this process has neither."""
-    if settings.key_store == "pkcs11":
+    stores: dict[str, KeyStore | None] = {}
+    if "pkcs11" in settings.key_store_kinds:
         pin = settings.hsm_user_pin()
-        if pin is None:
-            return None
         from adapters.ca.hsm import Pkcs11KeyStore
 
-        return Pkcs11KeyStore(settings.hsm_module, settings.hsm_token_label, pin)
-    secret = passphrase or (
-        settings.key_passphrase.get_secret_value() if settings.key_passphrase else None)
-    if secret is None:
+        stores["pkcs11"] = None if pin is None else Pkcs11KeyStore(
+            settings.hsm_module, settings.hsm_token_label, pin)
+    if "file" in settings.key_store_kinds:
+        secret = passphrase or (
+            settings.key_passphrase.get_secret_value() if settings.key_passphrase else None)
+        stores["file"] = None if not secret else FileKeyStore(
+            settings.ca_key_dir, secret.encode(), settings.key_kdf_iterations)
+    if len(stores) == 1:
+        return next(iter(stores.values()))
+    if not any(stores.values()):
         return None
-    return FileKeyStore(settings.ca_key_dir, secret.encode(),
-                        settings.key_kdf_iterations)
+    return KeysByKind({kind: stores[settings.store_of(kind)]
+                       for kind in ("root", "issuing", "ocsp", "audit")})
 
 
 def build_ca(settings: Settings, clock: Clock, passphrase: str | None = None

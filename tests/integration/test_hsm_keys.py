@@ -144,3 +144,30 @@ def test_threads_signing_at_once_on_the_token_all_succeed(soft_token: SoftToken)
     with ThreadPoolExecutor(4) as pool:
         assert all(pool.map(sign, range(400)))
     keys.close()
+
+
+def test_each_kind_of_key_in_its_own_store(tmp_path: Path, soft_token: SoftToken) -> None:
+    """Root and issuing keys on the token, the delegated OCSP signer and the audit key in
+    files (PARTNER_CA_KEY_STORES)."""
+    from adapters.audit.tree_heads import AUDIT_KEY, audit_key
+    from adapters.ca.keystore import FileKeyStore, KeysByKind
+
+    system = make_system(tmp_path / "data", key_store="file",
+                         key_stores={"root": "pkcs11", "issuing": "pkcs11"},
+                         hsm_module=soft_token.module, hsm_token_label=soft_token.label,
+                         hsm_pin=soft_token.pin)
+    keys = system.ca.keys
+    assert isinstance(keys, KeysByKind)
+    register(system)
+    enroll(system)
+    signer = system.ca.ocsp_signer()
+    audit_key(keys, tmp_path / "audit.pub.pem")
+    on_token, in_files = keys.stores["root"], keys.stores["ocsp"]
+    assert isinstance(on_token, Pkcs11KeyStore) and isinstance(in_files, FileKeyStore)
+    assert on_token.exists(ROOT_KEY) and on_token.exists(ISSUING_KEY)
+    assert not on_token.exists(AUDIT_KEY) and not on_token.exists(signer_name := system.ca
+                                                                  .authority().ocsp_signer_key)
+    files = sorted(p.name for p in (tmp_path / "data" / "keys").glob("*.key.pem"))
+    assert files == sorted([f"{AUDIT_KEY}.key.pem", f"{signer_name}.key.pem"])
+    assert not isinstance(signer.key, TokenKey)
+    system.close()

@@ -44,7 +44,7 @@ def _everywhere() -> None:
 def ca_passphrase(confirm: bool = False) -> str | None:
     """The key passphrase: PARTNER_CA_KEY_PASSPHRASE, else a hidden prompt on a terminal
     (typed twice when ``confirm``: a typo there would lock the keys away for good)."""
-    if load_settings().key_store == "pkcs11":
+    if "file" not in load_settings().key_store_kinds:
         return ""  # the keys are on the HSM token, opened with its PIN from the settings
     value = os.environ.get("PARTNER_CA_KEY_PASSPHRASE")
     if value:
