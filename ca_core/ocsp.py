@@ -14,10 +14,12 @@ from functools import lru_cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ca_core.certificate import CertificateStatus, RevocationReason, serial_hex
+from ca_core.crl import _tlv
 from ca_core.x509profile import SigningKey, _aki, _hash_for, new_serial
 
 #: CertID hash algorithms answered (RFC 5019 requires SHA-1; SHA-256 is what newer clients send).
@@ -146,9 +148,100 @@ def parse_request(der: bytes, issuer: x509.Certificate,
     return Question(serial_hex(serial), algorithm, nonce, of_root)
 
 
+@dataclass(frozen=True)
+class _Template:
+    """The parts of a response that depend only on the signer and the CertID algorithm."""
+
+    responder_id: bytes  # [2] EXPLICIT OCTET STRING: SHA-1 of the signer's public key bits
+    cert_id_prefix: bytes  # hashAlgorithm, issuerNameHash, issuerKeyHash
+    tail: bytes  # signatureAlgorithm is added per key; certs [0] EXPLICIT { signer }
+
+
+_ECDSA_SHA256 = _tlv(0x30, bytes.fromhex("06082a8648ce3d040302"))  # ecdsa-with-SHA256
+_ALGORITHM_IDS = {"sha1": _tlv(0x30, bytes.fromhex("06052b0e03021a") + b"\x05\x00"),
+                  "sha256": _tlv(0x30, bytes.fromhex("0609608648016503040201") + b"\x05\x00")}
+_NONCE_OID = bytes.fromhex("06092b0601050507300102")
+_BASIC = bytes.fromhex("06092b0601050507300101")  # id-pkix-ocsp-basic
+
+
+@lru_cache(maxsize=16)
+def _template(certificate_der: bytes, issuer_der: bytes, algorithm: str) -> _Template:
+    certificate = x509.load_der_x509_certificate(certificate_der)
+    issuer = x509.load_der_x509_certificate(issuer_der)
+    name_hash, key_hash = issuer_hashes(issuer, algorithm)
+    by_key = x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest
+    return _Template(
+        responder_id=_tlv(0xA2, _tlv(0x04, by_key)),
+        cert_id_prefix=_ALGORITHM_IDS[algorithm] + _tlv(0x04, name_hash) + _tlv(0x04, key_hash),
+        tail=_tlv(0xA0, _tlv(0x30, certificate_der)))
+
+
+_BY_SIGNER: dict[tuple[int, str], tuple[x509.Certificate, x509.Certificate, _Template]] = {}
+
+
+def _template_for(signer: Signer, algorithm: str) -> _Template:
+    """The template of this signer object (by identity: the CA keeps its Signer), else made
+    from the certificates' DER (≈ 40 µs saved per response)."""
+    found = _BY_SIGNER.get((id(signer.certificate), algorithm))
+    if found is not None and found[0] is signer.certificate and found[1] is signer.issuer:
+        return found[2]
+    template = _template(signer.certificate.public_bytes(serialization.Encoding.DER),
+                         signer.issuer.public_bytes(serialization.Encoding.DER), algorithm)
+    if len(_BY_SIGNER) > 32:
+        _BY_SIGNER.clear()
+    _BY_SIGNER[(id(signer.certificate), algorithm)] = (signer.certificate, signer.issuer,
+                                                       template)
+    return template
+
+
+def _gtime(moment: datetime) -> bytes:
+    return _tlv(0x18, moment.strftime("%Y%m%d%H%M%SZ").encode())
+
+
+def _signed_fast(signer: Signer, answer: Answer, algorithm: str, this_update: datetime,
+                 next_update: datetime, nonce: bytes | None) -> bytes:
+    """The same DER as cryptography's OCSPResponseBuilder (a test compares the two byte for
+    byte), assembled from a per-signer template: the builder re-encodes the signer's
+    certificate and the whole response each time, ≈ 170 µs against ≈ 40 µs here, and the
+    CA signs two responses for every certificate it issues or revokes."""
+    t = _template_for(signer, algorithm)
+    serial = int(answer.serial, 16)
+    cert_id = _tlv(0x30, t.cert_id_prefix + _tlv(0x02, serial.to_bytes(
+        (serial.bit_length() + 8) // 8, "big")))
+    if answer.status == CertificateStatus.REVOKED:
+        revoked_info = _gtime((answer.revoked_at or this_update).replace(microsecond=0))
+        if answer.reason in tuple(RevocationReason):
+            revoked_info += _tlv(0xA0, _tlv(0x0A, bytes((RevocationReason(answer.reason).code,))))
+        status = _tlv(0xA1, revoked_info)
+    else:
+        status = b"\x80\x00"  # good: [0] IMPLICIT NULL
+    moment = _gtime(this_update.replace(microsecond=0))
+    single = _tlv(0x30, cert_id + status + moment + _tlv(0xA0, _gtime(
+        next_update.replace(microsecond=0))))
+    extensions = b""
+    if nonce is not None:
+        extensions = _tlv(0xA1, _tlv(0x30, _tlv(0x30, _NONCE_OID + _tlv(0x04, _tlv(0x04,
+                                                                                 nonce)))))
+    tbs = _tlv(0x30, t.responder_id + moment + _tlv(0x30, single) + extensions)
+    assert isinstance(signer.key, ec.EllipticCurvePrivateKey)
+    signature = signer.key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    basic = _tlv(0x30, tbs + _ECDSA_SHA256 + _tlv(0x03, b"\x00" + signature) + t.tail)
+    return _tlv(0x30, b"\x0a\x01\x00" + _tlv(0xA0, _tlv(0x30, _BASIC + _tlv(0x04, basic))))
+
+
 def sign_response(signer: Signer, answer: Answer, algorithm: str, this_update: datetime,
                   validity: timedelta, nonce: bytes | None = None) -> bytes:
     """A successful BasicOCSPResponse for one serial, signed by the delegated signer (DER)."""
+    next_update = min(this_update + validity, signer.certificate.not_valid_after_utc)
+    if isinstance(signer.key, ec.EllipticCurvePrivateKey):
+        return _signed_fast(signer, answer, algorithm, this_update, next_update, nonce)
+    return _signed_by_builder(signer, answer, algorithm, this_update, validity, nonce)
+
+
+def _signed_by_builder(signer: Signer, answer: Answer, algorithm: str, this_update: datetime,
+                       validity: timedelta, nonce: bytes | None = None) -> bytes:
+    """cryptography's OCSPResponseBuilder: RSA signers, and the reference the fast path is
+    tested against."""
     name_hash, key_hash = issuer_hashes(signer.issuer, algorithm)
     revoked = answer.status == CertificateStatus.REVOKED
     reason = (x509.ReasonFlags(answer.reason)
