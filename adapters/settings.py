@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     organization: str = "Partner Portal"
     country: str = "CZ"
     modules: tuple[str, ...] = DEFAULT_MODULES
+    #: R7: renewal requests a user may make in 24 hours (one pending per certificate besides)
+    renewals_per_day: int = Field(default=3, ge=1)
+    #: R9: wrong revocation passwords before the revocation password is locked
+    revocation_max_attempts: int = Field(default=5, ge=1)
     crl_url: str = "http://127.0.0.1:8081/crl/issuing.crl"
     ocsp_url: str = "http://127.0.0.1:8080/ocsp"
     ca_issuers_url: str = "http://127.0.0.1:8081/ca/issuing.cer"
@@ -208,4 +212,5 @@ class Settings(BaseSettings):
         )
 
     def portal_policy(self) -> PortalPolicy:
-        return PortalPolicy(modules=self.modules)
+        return PortalPolicy(modules=self.modules, renewals_per_day=self.renewals_per_day,
+                            revocation_max_attempts=self.revocation_max_attempts)
