@@ -19,7 +19,6 @@ import time
 import urllib.parse
 from collections import defaultdict, deque
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Protocol
 from uuid import UUID, uuid4
 
@@ -34,7 +33,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from adapters.portal.ops_auth import OpsIdentity, OpsTokens
 from ca_core.certificate import RevocationReason, parse_serial
 from ca_core.errors import DomainError, NotAuthenticated, NotFound, TooManyAttempts
-from ca_core.portal import CertificateSession, ChallengeRefused, EnrollmentSession, Portal
+from ca_core.portal import (
+    CertificateSession,
+    ChallengeRefused,
+    EnrollmentSession,
+    OpenSession,
+    Portal,
+)
 from ca_core.x509profile import from_pem
 
 PROBLEM = "application/problem+json"
@@ -154,16 +159,6 @@ class CertificateStatusOut(BaseModel):
     status: str
     revocation_pending: bool
     not_after: str | None
-
-
-class SessionInfo(BaseModel):
-    session_id: UUID
-    user_id: str
-    kind: str
-    module: str
-    serial: str | None
-    opened_at: datetime
-    expires_at: datetime
 
 
 class Challenge(BaseModel):
@@ -624,13 +619,13 @@ def _ops_routes(portal: Portal, ops_tokens: OpsTokens | None) -> APIRouter:
         changed = portal.unlock_revocation(parse_serial(serial), who.name)
         return Accepted(status="unlocked" if changed else "was not locked")
 
-    @api.get("/v1/ops/partners/{user_id}/sessions", response_model=list[SessionInfo],
+    @api.get("/v1/ops/partners/{user_id}/sessions", response_model=list[OpenSession],
              tags=["ops"])
     def list_sessions(user_id: str,
-                      who: Annotated[OpsIdentity, Depends(ops)]) -> list[SessionInfo]:
+                      who: Annotated[OpsIdentity, Depends(ops)]) -> list[OpenSession]:
         """The user's open sessions (an operator)."""
         who.check_operator()
-        return [SessionInfo(**vars(found)) for found in portal.sessions_of(user_id)]
+        return portal.sessions_of(user_id)
 
     @api.delete("/v1/ops/sessions/{session_id}", response_model=Accepted, tags=["ops"])
     def end_one_session(session_id: UUID,
