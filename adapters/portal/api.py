@@ -416,6 +416,13 @@ def _partner_routes(portal: Portal, sessions: Sessions) -> APIRouter:
     session, enrollment, certificate = sessions.session, sessions.enrollment, sessions.certificate
     check_address = sessions.check_address
 
+    def certificate_session(found: CertificateSession) -> SessionOut:
+        """A certificate session opened (R5), however the certificate was proven."""
+        token = sessions.open({"k": "certificate", "u": found.user_id, "m": found.module,
+                               "s": found.serial, "r": str(found.request_id)})
+        return SessionOut(token=token, kind="certificate", user_id=found.user_id,
+                          module=found.module, expires_in=lifetime, serial=found.serial)
+
     # chapter 3: OTP login -----------------------------------------------------------------
     @api.post("/v1/sessions/otp", response_model=SessionOut, status_code=201, tags=["login"],
               dependencies=[Depends(check_address)])
@@ -490,11 +497,8 @@ def _partner_routes(portal: Portal, sessions: Sessions) -> APIRouter:
         except (binascii.Error, ValueError):
             raise ChallengeRefused("signature_b64 is not base64",
                                    code="challenge-signature-invalid") from None
-        found = portal.login_with_certificate(body.certificate_pem, body.challenge, signature)
-        token = sessions.open({"k": "certificate", "u": found.user_id, "m": found.module,
-                                "s": found.serial, "r": str(found.request_id)})
-        return SessionOut(token=token, kind="certificate", user_id=found.user_id,
-                          module=found.module, expires_in=lifetime, serial=found.serial)
+        return certificate_session(
+            portal.login_with_certificate(body.certificate_pem, body.challenge, signature))
 
     @api.post("/v1/sessions/tls-client", response_model=SessionOut, status_code=201,
               tags=["login"], dependencies=[Depends(check_address)])
@@ -510,10 +514,7 @@ def _partner_routes(portal: Portal, sessions: Sessions) -> APIRouter:
             raise NotAuthenticated("the TLS proxy verified no client certificate",
                                    code="tls-client-missing")
         found = portal.login_with_verified_certificate(pem)
-        token = sessions.open({"k": "certificate", "u": found.user_id, "m": found.module,
-                               "s": found.serial, "r": str(found.request_id)})
-        return SessionOut(token=token, kind="certificate", user_id=found.user_id,
-                          module=found.module, expires_in=lifetime, serial=found.serial)
+        return certificate_session(found)
 
     # chapters 7, 8: renewal and revocation ---------------------------------------------------
     @api.post("/v1/renewals", response_model=RequestAccepted, status_code=202, tags=["renewal"])
