@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     #: and X-Forwarded-Proto the portal believes, and from which alone it accepts a
     #: TLS-client-certificate login (docs/operations.md). Default: none.
     portal_trusted_proxies: tuple[str, ...] = ()
+    #: A refused OTP login is answered no sooner than this many seconds after it came in, so
+    #: that the answer's time does not tell registered from unknown user ids.
+    otp_refusal_seconds: float = Field(default=0.25, ge=0, le=10)
     #: Serve /docs and /redoc (their scripts come from a public CDN); /openapi.json always.
     portal_api_docs: bool = False
     #: Email: SMTP when ``smtp_host`` is set, else a maildir in ``<data_dir>/mail``.

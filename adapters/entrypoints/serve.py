@@ -122,6 +122,7 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
         api = portal_api(portal, ops_tokens=OpsTokens(settings.data_dir / "ops-tokens.json"),
                          trusted_proxies=settings.portal_trusted_proxies,
                          api_docs=settings.portal_api_docs,
+                         otp_refusal_seconds=settings.otp_refusal_seconds,
                          attempts=shared_attempts(settings.store_url("portal"),
                                                   settings.data_dir, ATTEMPTS_PER_ADDRESS,
                                                   ATTEMPTS_WINDOW))

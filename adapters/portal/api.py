@@ -11,6 +11,7 @@ pickup). The OpenAPI description is served at ``/openapi.json`` (docs at
 # endpoints' annotations, which name functions local to the route builders.
 
 
+import asyncio
 import base64
 import binascii
 import ipaddress
@@ -28,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.portal.ops_auth import OpsIdentity, OpsTokens
@@ -45,6 +47,8 @@ from ca_core.x509profile import from_pem
 PROBLEM = "application/problem+json"
 #: attempts per client address on the login and pickup-link calls, per sliding window (s)
 ATTEMPTS_PER_ADDRESS, ATTEMPTS_WINDOW = 20, 60.0
+#: a refused OTP login is answered no sooner than this (s) after it came in (issue 16)
+OTP_REFUSAL_SECONDS = 0.25
 MAX_BODY = 64 * 1024  # a CSR is about 1 KiB; nothing this API takes is larger
 
 TITLES = {400: "Malformed request", 401: "Not authenticated", 403: "Refused",
@@ -365,13 +369,15 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
                attempts_per_address: int = ATTEMPTS_PER_ADDRESS,
                attempts_window: float = ATTEMPTS_WINDOW,
                trusted_proxies: Sequence[str] = (), api_docs: bool = False,
-               attempts: Attempts | None = None) -> FastAPI:
+               attempts: Attempts | None = None,
+               otp_refusal_seconds: float = OTP_REFUSAL_SECONDS) -> FastAPI:
     """The portal API for one Portal application (ops endpoints when ``ops_tokens`` is given).
 
     ``trusted_proxies``: addresses or networks whose X-Forwarded-For / X-Forwarded-Proto are
     believed (default: none). ``api_docs``: serve ``/docs`` and ``/redoc`` (FastAPI's pages
     load their scripts from a public CDN, so they are off unless asked for);
-    ``/openapi.json`` is always there."""
+    ``/openapi.json`` is always there. ``otp_refusal_seconds``: the least time before a
+    refused OTP login is answered (known and unknown user ids alike)."""
     sessions = Sessions(portal, attempts_per_address, attempts_window, trusted_proxies,
                         attempts)
     app = FastAPI(title="Partner CA portal API", version="1",
@@ -384,7 +390,7 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
     _answer_with_problems(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     app.add_middleware(SecurityHeaders, sessions=sessions)
-    app.include_router(_partner_routes(portal, sessions))
+    app.include_router(_partner_routes(portal, sessions, otp_refusal_seconds))
     app.include_router(_chain_routes(portal))
     app.include_router(_ops_routes(portal, ops_tokens))
     return app
@@ -409,7 +415,8 @@ def _answer_with_problems(app: FastAPI) -> None:
                        exc.status_code)
 
 
-def _partner_routes(portal: Portal, sessions: Sessions) -> APIRouter:
+def _partner_routes(portal: Portal, sessions: Sessions,
+                    otp_refusal_seconds: float) -> APIRouter:
     """The manual's chapters 3–8 for partners: logins, request, pickup, renewal, revocation."""
     api = APIRouter()
     lifetime = sessions.lifetime
@@ -426,9 +433,20 @@ def _partner_routes(portal: Portal, sessions: Sessions) -> APIRouter:
     # chapter 3: OTP login -----------------------------------------------------------------
     @api.post("/v1/sessions/otp", response_model=SessionOut, status_code=201, tags=["login"],
               dependencies=[Depends(check_address)])
-    def login_with_otp(body: OtpLogin) -> SessionOut:
-        """R2: user identifier + one-time password → an enrollment session (one request)."""
-        found = portal.login_with_otp(body.user_id, body.otp, body.module)
+    async def login_with_otp(body: OtpLogin) -> SessionOut:
+        """R2: user identifier + one-time password → an enrollment session (one request).
+
+        A refusal is answered no sooner than ``otp_refusal_seconds`` after the call began:
+        a registered user's wrong OTP records an attempt (a write) and an unknown id has
+        nothing to record, so without the floor the answer's time would tell them apart.
+        The wait is asynchronous: waiting refusals hold no worker thread."""
+        began = time.monotonic()
+        try:
+            found = await run_in_threadpool(portal.login_with_otp, body.user_id, body.otp,
+                                            body.module)
+        except DomainError:
+            await asyncio.sleep(max(0.0, began + otp_refusal_seconds - time.monotonic()))
+            raise
         token = sessions.open({"k": "enrollment", "u": found.user_id, "m": found.module,
                                 "o": str(found.otp_id)})
         return SessionOut(token=token, kind="enrollment", user_id=found.user_id,

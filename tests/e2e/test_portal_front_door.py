@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import statistics
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -273,3 +275,39 @@ def test_ops_list_and_end_sessions(portal: Portal) -> None:
                            headers=bearer(token)), 401, "session-ended")
     assert [s for s in client.get(f"/v1/ops/partners/{USER}/sessions", headers=ops).json()
             if s["kind"] == "certificate"] == []
+
+
+def test_known_and_unknown_user_ids_answer_alike(tmp_path: Path, postgres_url: str) -> None:
+    """A wrong OTP for a registered user records an attempt (a write); for an unknown id there
+    is nothing to record. The answer's time must not tell them apart: refusals are answered
+    no sooner than a fixed time after the request came in (PARTNER_CA_OTP_REFUSAL_SECONDS)."""
+    for client, env in _serve(tmp_path, postgres_url, "partner_ca_front_door_timing",
+                              PARTNER_CA_PORTAL_TRUSTED_PROXIES='["127.0.0.1"]',
+                              PARTNER_CA_OTP_REFUSAL_SECONDS="0.03"):
+        made = subprocess.run(["partner-ca", "ops", "token", "--name", "anna", "--role",
+                               "operator", "--json"], env=env, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        assert made.returncode == 0, made.stderr
+        ops = bearer(json.loads(made.stdout)["token"])
+        known = [f"P24-1{i:05d}" for i in range(24)]
+        for user in known:
+            assert client.post("/v1/ops/partners", headers=ops, json={
+                "user_id": user, "email": "t@example.com", "modules": ["EPAK"]}
+            ).status_code == 201
+            assert client.post(f"/v1/ops/partners/{user}/otps", headers=ops,
+                               json={"module": "EPAK"}).status_code == 201
+        pairs: list[tuple[float, float]] = []  # (known, unknown), taken side by side
+        for attempt in range(4):  # under the lock-out: every known attempt writes
+            for n, user in enumerate(known):
+                pair = []
+                for who in (user, f"P24-9{attempt}{n:04d}"):
+                    began = time.perf_counter()
+                    reply = client.post("/v1/sessions/otp", json={"user_id": who, "otp": "WRONG"},
+                                        headers={"X-Forwarded-For": f"198.51.{attempt}.{n}"})
+                    pair.append(time.perf_counter() - began)
+                    refused(reply, 401, "otp-wrong")
+                pairs.append((pair[0], pair[1]))
+        # without the floor the known id is ~1.3 ms slower here (a PostgreSQL write)
+        difference_ms = statistics.median(k - u for k, u in pairs) * 1000
+        assert abs(difference_ms) < 0.5, difference_ms
+        assert min(min(p) for p in pairs) >= 0.03
