@@ -106,6 +106,7 @@ class Certificate(Aggregate):
 
     class CertificateIssued(Aggregate.Created):
         private_fields: ClassVar[frozenset[str]] = frozenset({"certificate_pem"})
+        later_fields: ClassVar[frozenset[str]] = frozenset({"issuer_generation"})
         serial: str
         request_id: UUID
         user_id: str
@@ -115,6 +116,7 @@ class Certificate(Aggregate):
         key_fingerprint: str
         renews_serial: str | None
         certificate_pem: str
+        issuer_generation: int = 0  # which issuing CA signed it (ca_core/authority.py)
 
     class RevocationRequested(Aggregate.Event):
         serial: str
@@ -122,11 +124,13 @@ class Certificate(Aggregate):
         requested_by: str
 
     class CertificateRevoked(Aggregate.Event):
+        later_fields: ClassVar[frozenset[str]] = frozenset({"issuer_generation"})
         serial: str
         request_id: UUID
         reason: str
         revoked_by: str
         revoked_at: datetime
+        issuer_generation: int = 0
 
     class CertificateExpired(Aggregate.Event):
         serial: str
@@ -155,8 +159,10 @@ class Certificate(Aggregate):
         renews_serial: str | None,
         certificate_pem: str,
         timestamp: datetime,
+        issuer_generation: int = 0,
     ) -> None:
         self.serial = serial
+        self.issuer_generation = issuer_generation
         self.request_id = request_id
         self.user_id = user_id
         self.module = module
@@ -181,7 +187,8 @@ class Certificate(Aggregate):
         self._revocation_requested(serial=self.serial, reason=reason, requested_by=by,
                                    timestamp=now)
         self._revoked(serial=self.serial, request_id=self.request_id, reason=reason,
-                      revoked_by=by, revoked_at=now, timestamp=now)
+                      revoked_by=by, revoked_at=now, timestamp=now,
+                      issuer_generation=self.issuer_generation)
         return True
 
     def expire_if_due(self, now: datetime) -> bool:
@@ -208,6 +215,7 @@ class Certificate(Aggregate):
         revoked_by: str,
         revoked_at: datetime,
         timestamp: datetime,
+        issuer_generation: int = 0,
     ) -> None:
         self.status = CertificateStatus.REVOKED.value
         self.revocation_reason = reason

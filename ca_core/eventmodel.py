@@ -37,12 +37,17 @@ class DomainEvent(BaseModel):
     #: Fields that stay inside the owning application's store (hashes, bulky PEM).
     #: They are left out of timelines and of every public message.
     private_fields: ClassVar[frozenset[str]] = frozenset()
+    #: Fields added to the event after it was first recorded, shown only when they differ
+    #: from their default: a history exported today reads as it did before they existed.
+    later_fields: ClassVar[frozenset[str]] = frozenset()
 
     def public_fields(self) -> dict[str, Any]:
         """The event's own fields without ids, timestamps and private fields."""
         skip = {"originator_id", "originator_version", "timestamp", "originator_topic"}
         data = self.model_dump(mode="json")
-        return {k: v for k, v in data.items() if k not in skip and k not in self.private_fields}
+        fields = type(self).model_fields
+        return {k: v for k, v in data.items() if k not in skip and k not in self.private_fields
+                and not (k in self.later_fields and v == fields[k].default)}
 
 
 class Aggregate(BaseAggregate[UUID]):

@@ -8,6 +8,7 @@ nonce gets a freshly signed response that echoes it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -45,6 +46,8 @@ class Question:
     nonce: bytes | None
     #: asked of the root (about the issuing CA certificate), not of the issuing CA
     of_root: bool = False
+    #: which issuing CA the CertID names (ca_core/authority.py)
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,10 +112,13 @@ def issuer_hashes(issuer: x509.Certificate, algorithm: str) -> tuple[bytes, byte
     return name.finalize(), request.issuer_key_hash
 
 
-def parse_request(der: bytes, issuer: x509.Certificate,
+def parse_request(der: bytes, issuer: x509.Certificate | Mapping[int, x509.Certificate],
                   root: x509.Certificate | None = None) -> Question:
-    """Check a DER OCSPRequest; raises OcspRefusal naming what is wrong. A CertID naming
-    ``root`` as the issuer is accepted too (``Question.of_root``)."""
+    """Check a DER OCSPRequest; raises OcspRefusal naming what is wrong. ``issuer``: the
+    issuing CA, or the issuing CAs by generation (``Question.generation`` says which one the
+    CertID names). A CertID naming ``root`` as the issuer is accepted too
+    (``Question.of_root``)."""
+    issuers = issuer if isinstance(issuer, Mapping) else {0: issuer}
     if len(der) > MAX_REQUEST_BYTES:
         raise OcspRefusal(ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
                           f"request larger than {MAX_REQUEST_BYTES} bytes")
@@ -137,7 +143,9 @@ def parse_request(der: bytes, issuer: x509.Certificate,
         raise OcspRefusal(ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
                           f"CertID hash algorithm {algorithm} not supported (sha1, sha256)")
     of_root = root is not None and (name_hash, key_hash) == issuer_hashes(root, algorithm)
-    if not of_root and (name_hash, key_hash) != issuer_hashes(issuer, algorithm):
+    generation = next((g for g, cert in issuers.items()
+                       if (name_hash, key_hash) == issuer_hashes(cert, algorithm)), None)
+    if not of_root and generation is None:
         raise OcspRefusal(ocsp.OCSPResponseStatus.UNAUTHORIZED, "request for another issuer")
     if serial < 0:
         raise OcspRefusal(ocsp.OCSPResponseStatus.MALFORMED_REQUEST, "negative serial number")
@@ -145,7 +153,7 @@ def parse_request(der: bytes, issuer: x509.Certificate,
     if nonce is not None and not 1 <= len(nonce) <= 32:
         raise OcspRefusal(ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
                           "nonce must be 1 to 32 octets (RFC 8954)")
-    return Question(serial_hex(serial), algorithm, nonce, of_root)
+    return Question(serial_hex(serial), algorithm, nonce, of_root, generation or 0)
 
 
 @dataclass(frozen=True)

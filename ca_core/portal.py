@@ -161,18 +161,35 @@ def _certificate(pem: str) -> x509.Certificate:
 
 @dataclass(frozen=True)
 class TrustChain:
-    """The CA certificates the portal trusts and hands out with every certificate (R5, R12)."""
+    """The CA certificates the portal trusts and hands out with every certificate (R5, R12):
+    the issuing CAs still answering for certificates (the current one first; more than one
+    after a rollover) and the root."""
 
-    issuing_pem: str
+    issuing_pems: tuple[str, ...]
     root_pem: str
 
     @property
-    def issuing(self) -> x509.Certificate:
-        return _certificate(self.issuing_pem)
+    def issuing(self) -> tuple[x509.Certificate, ...]:
+        return tuple(_certificate(pem) for pem in self.issuing_pems)
 
     @property
     def chain_pem(self) -> str:
-        return self.issuing_pem + self.root_pem
+        return "".join(self.issuing_pems) + self.root_pem
+
+    def issuer_of(self, cert: x509.Certificate) -> str | None:
+        """The PEM of the issuing CA that signed ``cert`` (None: none of ours)."""
+        for pem in self.issuing_pems:
+            try:
+                cert.verify_directly_issued_by(_certificate(pem))
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            return pem
+        return None
+
+    def chain_for(self, certificate_pem: str) -> str:
+        """The certificate's own chain: the issuing CA that signed it, then the root."""
+        issuer = self.issuer_of(_certificate(certificate_pem))
+        return (issuer or "") + self.root_pem if issuer else self.chain_pem
 
 
 @dataclass(frozen=True)
@@ -196,7 +213,7 @@ class CertificateSession:
 
 @dataclass(frozen=True)
 class PickedUpCertificate:
-    """What pickup returns (R4): the certificate and its chain (issuing CA + root)."""
+    """What pickup returns (R4): the certificate and its chain (its issuing CA + root)."""
 
     request_id: UUID
     serial: str
@@ -444,7 +461,7 @@ class Portal(MessageDrivenApplication):
                 changed.append(old)
         self.save(*changed)
         return PickedUpCertificate(request.id, request.serial, request.certificate_pem,
-                                   self._trust().chain_pem)
+                                   self._trust().chain_for(request.certificate_pem))
 
     def chain(self) -> TrustChain:
         """The CA chain handed out with certificates (R12)."""
@@ -542,11 +559,9 @@ class Portal(MessageDrivenApplication):
         return nonce, serial
 
     def _check_chains_to_issuer(self, cert: x509.Certificate) -> None:
-        try:
-            cert.verify_directly_issued_by(self._trust().issuing)
-        except (ValueError, TypeError, InvalidSignature):
+        if not self._issued_by_our_ca(cert):
             raise LoginRefused("the certificate was not issued by this CA",
-                               code="certificate-foreign") from None
+                               code="certificate-foreign")
 
     # -- R7 -------------------------------------------------------------------
     def request_renewal(self, session: CertificateSession, csr_pem: str,
@@ -721,11 +736,8 @@ class Portal(MessageDrivenApplication):
         for fresh in (False, True):
             if fresh or self._trusted is None:
                 self._trusted = self._trust()
-            try:
-                cert.verify_directly_issued_by(self._trusted.issuing)
-            except (ValueError, TypeError, InvalidSignature):
-                continue
-            return True
+            if self._trusted.issuer_of(cert) is not None:
+                return True
         return False
 
     def _check_issued(self, msg: m.CertificateIssued, request: CertificateRequest) -> None:

@@ -11,11 +11,11 @@ status view, the store can be dropped and rebuilt from position 0.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import singledispatchmethod
-from typing import Any
+from typing import Any, Protocol
 
 from eventsourcing.persistence import Tracking, TrackingRecorder
 from eventsourcing.postgres import PostgresTrackingRecorder
@@ -25,6 +25,7 @@ from eventsourcing.utils import get_topic
 
 from ca_core.certificate import Certificate, CertificateStatus
 from ca_core.clock import Clock, SystemClock
+from ca_core.errors import DomainError
 from ca_core.eventmodel import read_log
 from ca_core.ocsp import HASHES, Answer, Signer, sign_response
 
@@ -72,12 +73,26 @@ class OcspStore(TrackingRecorder, ABC):
         found = self._select(f"WHERE serial = {self.placeholder}", (serial,))
         return found[0] if found else None
 
-    def due(self, signed_before: datetime, signer_serial: str, limit: int) -> list[StoredResponse]:
-        """Rows signed before ``signed_before`` or by another signer than the current one."""
+    def due(self, signed_before: datetime, signer_serials: str | Sequence[str],
+            limit: int) -> list[StoredResponse]:
+        """Rows signed before ``signed_before`` or by none of the current signers (one per
+        issuing CA)."""
         p = self.placeholder
-        return self._select(f"WHERE (this_update < {p} OR signer_serial <> {p}) "
+        current = (signer_serials,) if isinstance(signer_serials, str) else tuple(signer_serials)
+        return self._select(f"WHERE (this_update < {p} OR signer_serial NOT IN "
+                            f"({', '.join([p] * len(current))})) "
                             f"AND serial NOT LIKE {p} ORDER BY this_update LIMIT {int(limit)}",
-                            (self._time(signed_before), signer_serial, CA_PREFIX + "%"))
+                            (self._time(signed_before), *current, CA_PREFIX + "%"))
+
+    def drop_signed_by(self, signer_serials: Sequence[str]) -> None:
+        """Delete the answers these signers signed (those of a retired issuing CA)."""
+        if signer_serials:
+            self._execute("DELETE FROM ocsp_responses WHERE signer_serial IN "  # noqa: S608
+                          f"({', '.join([self.placeholder] * len(signer_serials))})",
+                          tuple(signer_serials))
+
+    @abstractmethod
+    def _execute(self, sql: str, args: tuple[Any, ...]) -> None: ...
 
     def rows(self) -> list[StoredResponse]:
         """The end-entity rows (the projection of the CA's log), by serial."""
@@ -171,6 +186,10 @@ class SQLiteOcspStore(SQLiteTrackingRecorder, OcspStore):
             c.execute(sql, args)
             return [tuple(r) for r in c.fetchall()]
 
+    def _execute(self, sql: str, args: tuple[Any, ...]) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(sql, args)
+
 
 class PostgresOcspStore(PostgresTrackingRecorder, OcspStore):
     """The ``ocsp_responses`` table from migrations/0002 (yoyo)."""
@@ -200,6 +219,10 @@ class PostgresOcspStore(PostgresTrackingRecorder, OcspStore):
             curs.execute(sql, args, prepare=False)
             return [tuple(r.values()) for r in curs.fetchall()]
 
+    def _execute(self, sql: str, args: tuple[Any, ...]) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(sql, args, prepare=False)
+
 
 def signed(signer: Signer, answer: Answer, now: datetime, validity: timedelta,
            cause_position: int) -> StoredResponse:
@@ -220,19 +243,41 @@ def _answer(event: Any) -> Answer | None:
     return None  # expiry changes nothing: an expired certificate keeps its last answer
 
 
+class Signers(Protocol):
+    """The delegated OCSP signer of each active issuing CA (adapters: ``SignerCache``)."""
+
+    def __call__(self, generation: int | None = None) -> Signer:
+        """The signer of issuing CA ``generation`` (None: the current one); DomainError
+        ``issuing-ca-retired`` for one that no longer answers."""
+        ...
+
+    def current(self) -> dict[int, Signer]:
+        """Every active issuing CA's signer."""
+        ...
+
+    def generation_of(self, signer_serial: str) -> int:
+        """Which issuing CA a signer (current or earlier) belongs to."""
+        ...
+
+
 class OcspResponseProjection(Projection[OcspStore]):
     """CertificateIssued → a ``good`` response; CertificateRevoked → a ``revoked`` one at once."""
 
     name = "ocsp_responses"
     topics = (get_topic(Certificate.CertificateIssued), get_topic(Certificate.CertificateRevoked),
               get_topic(Certificate.CertificateExpired))
-    #: set before use: the current delegated signer, the clock and the response validity
-    signer: Callable[[], Signer]
+    #: set before use: the delegated signers, the clock and the response validity
+    signer: Signers
     clock: Clock = SystemClock()
     validity: timedelta = timedelta(hours=24)
 
-    def _save(self, answer: Answer, tracking: Tracking) -> None:
-        self.view.save([signed(self.signer(), answer, self.clock.now(), self.validity,
+    def _save(self, answer: Answer, tracking: Tracking, generation: int) -> None:
+        try:
+            signer = self.signer(generation)
+        except DomainError:  # an issuing CA retired: its certificates have all expired
+            self.view.insert_tracking(tracking)
+            return
+        self.view.save([signed(signer, answer, self.clock.now(), self.validity,
                                tracking.notification_id)], tracking)
 
     @singledispatchmethod
@@ -242,11 +287,12 @@ class OcspResponseProjection(Projection[OcspStore]):
 
     @process_event.register
     def _(self, e: Certificate.CertificateIssued, tracking: Tracking) -> None:
-        self._save(Answer(e.serial, CertificateStatus.GOOD), tracking)
+        self._save(Answer(e.serial, CertificateStatus.GOOD), tracking, e.issuer_generation)
 
     @process_event.register
     def _(self, e: Certificate.CertificateRevoked, tracking: Tracking) -> None:
-        self._save(Answer(e.serial, CertificateStatus.REVOKED, e.revoked_at, e.reason), tracking)
+        self._save(Answer(e.serial, CertificateStatus.REVOKED, e.revoked_at, e.reason), tracking,
+                   e.issuer_generation)
 
     def catch_up(self, source: Any, batch: int = 500) -> int:
         """Sign responses for everything of ``source`` (the CA) not yet seen, ``batch`` events per
@@ -254,10 +300,11 @@ class OcspResponseProjection(Projection[OcspStore]):
         start = (self.view.max_tracking_id(source.name) or 0) + 1
         rows: dict[str, StoredResponse] = {}
         count, last = 0, 0
-        signer, now = self.signer(), self.clock.now()
+        signers, now = self.signer.current(), self.clock.now()
         for position, event in read_log(source, topics=self.topics, start=start):
             answer = _answer(event)
-            if answer is not None:
+            signer = signers.get(getattr(event, "issuer_generation", 0))
+            if answer is not None and signer is not None:  # none: a retired issuing CA
                 rows[answer.serial] = signed(signer, answer, now, self.validity, position)
             count, last = count + 1, position
             if count % batch == 0:
@@ -281,11 +328,20 @@ class OcspResponseProjection(Projection[OcspStore]):
         return True
 
     def refresh(self, limit: int = 1000) -> int:
-        """Re-sign responses past half their validity or signed by a retired signer."""
-        signer = self.signer()
+        """Re-sign responses past half their validity or signed by a replaced signer, each
+        with the current signer of the issuing CA that signed the certificate."""
+        signers = self.signer.current()
         now = self.clock.now()
-        due = self.view.due(now - self.validity / 2, signer.serial, limit)
-        if due:
-            self.view.save([signed(signer, row.answer, now, self.validity, row.cause_position)
-                            for row in due], None)
+        due = self.view.due(now - self.validity / 2, [s.serial for s in signers.values()],
+                            limit)
+        fresh, gone = [], set()
+        for row in due:
+            signer = signers.get(self.signer.generation_of(row.signer_serial))
+            if signer is None:  # signed for an issuing CA since retired
+                gone.add(row.signer_serial)
+            else:
+                fresh.append(signed(signer, row.answer, now, self.validity, row.cause_position))
+        if fresh:
+            self.view.save(fresh, None)
+        self.view.drop_signed_by(sorted(gone))
         return len(due)

@@ -149,6 +149,9 @@ class _MemoryOcsp(_Tracked, OcspStore):
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         raise NotImplementedError("in-memory replay view")
 
+    def _execute(self, sql: str, args: tuple[Any, ...]) -> None:
+        raise NotImplementedError("in-memory replay view")
+
 
 class _MemoryMail(_Tracked, MailOutbox):
     def __init__(self) -> None:
@@ -177,7 +180,7 @@ class _Answers(OcspResponseProjection):
         super().__init__(view)
         self.answers: dict[str, tuple[Answer, int]] = {}  # serial → answer, deciding position
 
-    def _save(self, answer: Answer, tracking: Tracking) -> None:
+    def _save(self, answer: Answer, tracking: Tracking, generation: int = 0) -> None:
         self.answers[answer.serial] = (answer, tracking.notification_id)
         self.view.insert_tracking(tracking)
 
@@ -499,8 +502,10 @@ def _check_responses(settings: Settings, part: int, verify_signatures: bool
     started = time.perf_counter()
     ca = _app(settings, "ca")
     authority = ca.authority()
-    issuing, root = (from_pem(authority.issuing_certificate_pem),
-                     from_pem(authority.root_certificate_pem))
+    issuing = {ca.generation: from_pem(ca.certificate_pem)  # every issuing CA, by generation
+               for ca in authority.issuing.values()}
+    root = from_pem(authority.root_certificate_pem)
+    issuer_of = authority.signer_generations
     signers = _signers(ca)
     ca.close()
     store = _live(settings, "ocsp_responses")
@@ -512,7 +517,8 @@ def _check_responses(settings: Settings, part: int, verify_signatures: bool
                           row.reason)
         for algorithm in HASHES:
             findings = stored_response_findings(
-                row.der(algorithm), algorithm, expected, root if about_ca else issuing,
+                row.der(algorithm), algorithm, expected,
+                root if about_ca else issuing[issuer_of.get(row.signer_serial, 0)],
                 row.this_update, row.next_update, signers.get(row.signer_serial),
                 verify_signatures)
             differences.extend(Difference("ocsp_responses", row.serial, row.der(algorithm),

@@ -109,8 +109,11 @@ class FileKeyStore:
 
 
 def kind_of(name: str) -> str:
-    """root, issuing, ocsp (the delegated signers ``ocsp-…``) or audit."""
-    return "ocsp" if name.startswith("ocsp-") else name
+    """root, issuing (``issuing``, ``issuing-g<g>`` after rollovers), ocsp (the delegated
+    signers ``ocsp-…``) or audit."""
+    if name.startswith("ocsp-"):
+        return "ocsp"
+    return "issuing" if name.startswith("issuing") else name
 
 
 class KeysByKind:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from adapters.relying.ocsp_http import SignerCache, ocsp_responder
 from adapters.settings import Settings
 from adapters.storage.crl_files import CrlFile, CrlFiles, served_crl, write_crls
 from adapters.storage.persistence import status_view
+from ca_core.authority import for_generation
 from ca_core.ca import CertificateAuthority, PublishedCrls
 from ca_core.certificate import serial_hex
 from projections.status import RevocationStatusProjection, catch_up
@@ -37,9 +38,11 @@ def maintain_ocsp(responder: Any, ca: CertificateAuthority) -> int:
     signers = responder.projection.signer
     if isinstance(signers, SignerCache):
         signers.rotate()
+    responder.reload_issuers()
     done: int = responder.projection.catch_up(ca)
-    done += responder.projection.refresh_issuing_ca(
-        serial_hex(responder.issuer.serial_number), ca.root_signer)
+    for issuer in responder.issuers.values():
+        done += responder.projection.refresh_issuing_ca(serial_hex(issuer.serial_number),
+                                                        ca.root_signer)
     while (refreshed := responder.projection.refresh()) > 0:
         done += refreshed
     return done
@@ -47,17 +50,22 @@ def maintain_ocsp(responder: Any, ca: CertificateAuthority) -> int:
 
 @dataclass(frozen=True)
 class CrlPublication:
+    """What one publication signed for the current issuing CA (``others``: the CRLs of the
+    earlier issuing CAs still answering, by generation)."""
+
     number: int
     revoked: int
     log_position: int
     crls: PublishedCrls
+    others: dict[int, PublishedCrls] = field(default_factory=dict)
 
 
 class CrlPublisher:
-    """Keeps the served CRL current: signs the next full CRL when a revocation the served one
-    lacks has been pending for ``delay``, at half its validity, and whenever the served file
-    is missing or is not known to reflect the log (another process published a newer one
-    somewhere else, or a publication was recorded but never written here)."""
+    """Keeps the served CRLs current, one per active issuing CA (``issuing.crl`` for the
+    first, ``issuing-g<g>.crl`` after a rollover): signs the next ones when a revocation the
+    served ones lack has been pending for ``delay``, at half their validity, and whenever a
+    served file is missing or is not known to reflect the log (another process published a
+    newer one somewhere else, or a publication was recorded but never written here)."""
 
     def __init__(self, ca: CertificateAuthority, status: RevocationStatusProjection, target: Path,
                  delay: timedelta, validity: timedelta) -> None:
@@ -68,43 +76,61 @@ class CrlPublisher:
         self.validity = validity
         self.pending_since: datetime | None = None
         self.files = CrlFiles()
-        #: CRL number → CA log position it reflects, for the CRLs this publisher wrote
-        self._reflects: dict[int, int] = {}
+        #: (generation, CRL number) → CA log position it reflects, for the CRLs written here
+        self._reflects: dict[tuple[int, int], int] = {}
+
+    def target_of(self, generation: int) -> Path:
+        return self.target.with_name(for_generation(self.target.name, generation))
 
     def publish(self, copy: Path | None = None) -> CrlPublication:
-        """Sign the next CRL from the caught-up status view and put it where it is served
-        (and at ``copy``)."""
+        """Sign the next CRL of every active issuing CA from the caught-up status view and
+        put them where they are served (the current CA's also at ``copy``)."""
         catch_up(self.status, self.ca)
         entries = self.status.view.revoked_entries()
         position = self.status.view.max_tracking_id(self.ca.name) or 0
-        published = self.ca.publish_crls(entries, position, self.validity)
-        write_crls(published, self.target, copy)
-        number = self.ca.authority().crl_number
-        self._reflects = {number: position}
-        self.pending_since = None
-        log.info("CRL %d published: %d revoked, CA log position %d", number, len(entries),
-                 position)
-        return CrlPublication(number, len(entries), position, published)
-
-    def served_position(self, served: CrlFile) -> int | None:
-        """The CA log position the served CRL reflects, when known."""
-        if served.number in self._reflects:
-            return self._reflects[served.number]
+        by_issuer = self.ca.generation_of(entries)
         authority = self.ca.authority()
-        if served.number == authority.crl_number:  # e.g. written here by `partner-ca crl`
-            return authority.crl_log_position
+        done: dict[int, PublishedCrls] = {}
+        for issuing in authority.active():
+            g = issuing.generation
+            done[g] = self.ca.publish_crls(by_issuer.get(g, []), position, self.validity, g)
+            write_crls(done[g], self.target_of(g), copy if g == authority.current else None, g)
+        authority = self.ca.authority()
+        self._reflects = {(g, authority.issuing[g].crl_number): position for g in done}
+        self.pending_since = None
+        number = authority.crl_number
+        revoked = len(by_issuer.get(authority.current, []))
+        log.info("CRL %d published: %d revoked, CA log position %d%s", number, revoked,
+                 position, f" (and the CRLs of {len(done) - 1} earlier issuing CAs)"
+                 if len(done) > 1 else "")
+        return CrlPublication(number, revoked, position, done[authority.current],
+                              {g: crls for g, crls in done.items() if g != authority.current})
+
+    def served_position(self, served: CrlFile, generation: int | None = None) -> int | None:
+        """The CA log position a served CRL reflects, when known."""
+        authority = self.ca.authority()
+        g = authority.current if generation is None else generation
+        if (g, served.number) in self._reflects:
+            return self._reflects[(g, served.number)]
+        if served.number == authority.issuing[g].crl_number:  # e.g. by `partner-ca crl`
+            return authority.issuing[g].crl_log_position
         return None
 
     def tick(self) -> bool:
-        """Publish if due; returns whether a CRL was published."""
+        """Publish if due; returns whether CRLs were published."""
         catch_up(self.status, self.ca)
         now = self.ca.clock.now()
-        served = self.files.read(self.target)
-        reflects = self.served_position(served) if served is not None else None
-        if served is None or reflects is None or now >= served.this_update + self.validity / 2:
-            self.publish()
-            return True
-        if self.status.view.revoked_position() > reflects:
+        reflected: list[int] = []
+        for issuing in self.ca.authority().active():
+            served = self.files.read(self.target_of(issuing.generation))
+            reflects = (self.served_position(served, issuing.generation)
+                        if served is not None else None)
+            if served is None or reflects is None or now >= served.this_update + \
+                    self.validity / 2:
+                self.publish()
+                return True
+            reflected.append(reflects)
+        if self.status.view.revoked_position() > min(reflected):
             self.pending_since = self.pending_since or now
             if now - self.pending_since >= self.delay:
                 self.publish()
@@ -132,6 +158,8 @@ class CaPublishing:
     def step(self) -> None:
         maintain_ocsp(self.ocsp, self.ca)
         self.crl.tick()
+        if self.ca.retire_due():  # its last certificate expired: no CRL or OCSP any more
+            maintain_ocsp(self.ocsp, self.ca)
 
 
 def run_publishing(ca: CertificateAuthority, settings: Settings,

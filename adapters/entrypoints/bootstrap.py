@@ -121,9 +121,9 @@ def chain_from_file(path: Path) -> TrustChain:
         raise CaNotInitialised(f"no CA chain at {path}: run 'partner-ca init' or set "
                                "PARTNER_CA_CHAIN_FILE") from None
     pems = split_pems(text)
-    if len(pems) != 2:
-        raise CaNotInitialised(f"{path} must hold the issuing and the root certificate")
-    return TrustChain(pems[0], pems[1])
+    if len(pems) < 2:
+        raise CaNotInitialised(f"{path} must hold the issuing CA certificates, then the root")
+    return TrustChain(tuple(pems[:-1]), pems[-1])
 
 
 def make_clock(settings: Settings) -> Clock:
@@ -157,7 +157,8 @@ def _link(settings: Settings, clock: Clock, ca: CertificateAuthority,
           transport: str | None) -> PartnerCa:
     def trust() -> TrustChain:
         authority = ca.authority()
-        return TrustChain(authority.issuing_certificate_pem, authority.root_certificate_pem)
+        return TrustChain(tuple(ca.certificate_pem for ca in authority.active()),
+                          authority.root_certificate_pem)
 
     # R5 asks the revocation-status view, caught up from the CA's log before each answer
     status = RevocationStatusProjection(status_view(settings.store_url("ca"), settings.data_dir))

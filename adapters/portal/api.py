@@ -561,15 +561,16 @@ def _chain_routes(portal: Portal) -> APIRouter:
     @api.get("/v1/chain.pem", tags=["chain"], response_class=Response,
              responses={200: {"content": {"application/pem-certificate-chain": {}}}})
     def chain_pem() -> Response:
-        """Issuing CA then root, PEM."""
+        """The issuing CAs (the current one first; two for a while after a rollover), then
+        the root, PEM."""
         return Response(portal.chain().chain_pem, media_type="application/pem-certificate-chain")
 
     @api.get("/v1/chain.p7b", tags=["chain"], response_class=Response,
              responses={200: {"content": {"application/pkcs7-mime": {}}}})
     def chain_pkcs7() -> Response:
-        """Issuing CA and root as a degenerate PKCS#7 (certs-only), DER."""
+        """The issuing CAs and the root as a degenerate PKCS#7 (certs-only), DER."""
         trust = portal.chain()
-        der = pkcs7.serialize_certificates([from_pem(trust.issuing_pem),
+        der = pkcs7.serialize_certificates([*map(from_pem, trust.issuing_pems),
                                             from_pem(trust.root_pem)], Encoding.DER)
         return Response(der, media_type="application/pkcs7-mime")
 

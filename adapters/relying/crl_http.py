@@ -36,7 +36,10 @@ from ca_core.x509profile import from_pem
 from projections.status import RevocationStatusProjection, StatusView, catch_up
 
 log = logging.getLogger("partner_ca.relying")
-SHARD_FILE = re.compile(r"shard-\d{1,4}\.crl")
+SHARD_FILE = re.compile(r"shard-\d{1,4}(-g\d{1,4})?\.crl")
+#: the full CRL of a later issuing CA, beside the first one's (ca_core/authority.py)
+LATER_CRL = re.compile(r"issuing-g\d{1,4}\.crl")
+CA_FILE = re.compile(r"issuing(-g(\d{1,4}))?\.cer")
 
 OCSP_RESPONSE = "application/ocsp-response"
 
@@ -61,12 +64,20 @@ def crl_app(ca: CertificateAuthority, crl_path: Path, status: StatusView) -> Sta
     async def crl(request: Request) -> Response:
         """The full CRL, or a shard (``shard-<n>.crl``) when sharding is on."""
         name = request.path_params["name"]
-        if name != crl_path.name and not SHARD_FILE.fullmatch(name):
+        if name != crl_path.name and not SHARD_FILE.fullmatch(name) and not \
+                LATER_CRL.fullmatch(name):
             return Response(b"no such CRL\n", status_code=404, media_type="text/plain")
         return _crl_reply(files.read(crl_path.with_name(name)), request)
 
     async def issuing(request: Request) -> Response:
-        der = from_pem(ca.authority().issuing_certificate_pem).public_bytes(Encoding.DER)
+        """An issuing CA certificate (AIA caIssuers): ``issuing.cer`` the first,
+        ``issuing-g<g>.cer`` the later ones."""
+        named = CA_FILE.fullmatch(request.path_params["name"])
+        found = ca.authority().issuing.get(int(named.group(2) or 0)) if named else None
+        if found is None:
+            return Response(b"no such CA certificate\n", status_code=404,
+                            media_type="text/plain")
+        der = from_pem(found.certificate_pem).public_bytes(Encoding.DER)
         return Response(der, media_type="application/pkix-cert")
 
     async def status_of(request: Request) -> Response:
@@ -97,7 +108,7 @@ def crl_app(ca: CertificateAuthority, crl_path: Path, status: StatusView) -> Sta
 
     return Starlette(routes=[
         Route("/crl/{name}", crl),
-        Route("/ca/issuing.cer", issuing),
+        Route("/ca/{name}", issuing),
         Route("/status/{serial}", status_of),
     ])
 

@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import uvicorn
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
@@ -88,26 +89,41 @@ class OcspReply:
 class OcspResponder:
     """Answers OCSP requests from the response store; signs only for requests with a nonce."""
 
-    def __init__(self, projection: OcspResponseProjection, issuer_pem: str, clock: Clock,
-                 root_pem: str | None = None) -> None:
+    def __init__(self, projection: OcspResponseProjection, ca: CertificateAuthority,
+                 clock: Clock) -> None:
         self.projection = projection
         self.store = projection.view
-        self.issuer = from_pem(issuer_pem)
-        self.root = from_pem(root_pem) if root_pem else None
+        self.ca = ca
+        self.issuers: dict[int, x509.Certificate] = {}
+        self.root: x509.Certificate | None = None
+        self.reload_issuers()
         self.clock = clock
         self.fresh_signatures = 0  # responses signed for nonce requests (tests and metrics)
 
+    def reload_issuers(self) -> None:
+        """The active issuing CAs (after a rollover or a retirement)."""
+        authority = self.ca.authority()
+        self.issuers = {ca.generation: from_pem(ca.certificate_pem) for ca in authority.active()}
+        self.root = from_pem(authority.root_certificate_pem)
+
+    @property
+    def issuer(self) -> x509.Certificate:
+        """The current issuing CA."""
+        return next(iter(self.issuers.values()))
+
     def _lookup(self, der: bytes) -> tuple[Question, StoredResponse]:
-        question = parse_request(der, self.issuer, self.root)
+        question = parse_request(der, self.issuers, self.root)
         row = self.store.get(CA_PREFIX + question.serial if question.of_root else question.serial)
-        if row is None:  # never issued here: never "good"
+        if row is None or (not question.of_root and self.projection.signer.generation_of(
+                row.signer_serial) != question.generation):
+            # never issued here (or by another of our issuing CAs): never "good"
             raise OcspRefusal(ocsp.OCSPResponseStatus.UNAUTHORIZED,
                               f"serial {question.serial} was not issued by this CA")
         return question, row
 
-    def _nonce_signer(self) -> Signer | None:
+    def _nonce_signer(self, generation: int) -> Signer | None:
         try:
-            return self.projection.signer()
+            return self.projection.signer(generation)
         except DomainError:  # no delegated key here: the pre-signed answer (RFC 5019 allows it)
             return None
 
@@ -115,8 +131,8 @@ class OcspResponder:
         no_store = {"Content-Type": OCSP_RESPONSE, "Cache-Control": "no-store"}
         try:
             question, row = self._lookup(der)
-            signer = self._nonce_signer() if question.nonce is not None and not \
-                question.of_root else None  # the root key is never here
+            signer = self._nonce_signer(question.generation) if question.nonce is not None \
+                and not question.of_root else None  # the root key is never here
             if signer is not None and question.nonce is not None:
                 self.fresh_signatures += 1
                 return OcspReply(sign_response(
@@ -204,7 +220,8 @@ class OcspAsgi:
         if changes:
             reload = getattr(self.responder.projection.signer, "reload", None)
             if reload is not None:
-                reload()  # a new signer may have re-signed them
+                reload()  # a new signer (or a new issuing CA) may have re-signed them
+            self.responder.reload_issuers()
         return dropped
 
     async def _follow_store(self) -> None:
@@ -319,28 +336,51 @@ async def _send(send: Any, status: int, body: bytes, headers: list[tuple[bytes, 
 
 # -- signers -----------------------------------------------------------------------------
 class SignerCache:
-    """The current delegated signer. The CA role ``rotate``s (may issue a new one, recorded
-    as an event: it needs the issuing key); workers only ``reload`` what is recorded.
-    Never called per request."""
+    """The delegated signer of each active issuing CA. The CA role ``rotate``s (may issue
+    new ones, recorded as events: it needs the issuing keys); workers only ``reload`` what is
+    recorded. Never called per request."""
 
     def __init__(self, ca: CertificateAuthority, settings: Settings) -> None:
         self.ca = ca
         self.validity = timedelta(days=settings.ocsp_signer_days)
         self.renew = timedelta(days=settings.ocsp_signer_renew_days)
-        self._current: Signer | None = None
+        self._current: dict[int, Signer] | None = None
+        self._generations: dict[str, int] = {}
+        self._now_current = 0
 
-    def __call__(self) -> Signer:
+    def __call__(self, generation: int | None = None) -> Signer:
+        current = self.current()
+        found = current.get(self._now_current if generation is None else generation)
+        if found is None:
+            raise DomainError(f"issuing CA {generation} is retired: no OCSP signer",
+                              code="issuing-ca-retired")
+        return found
+
+    def current(self) -> dict[int, Signer]:
         if self._current is None:
             self.reload()
         assert self._current is not None
         return self._current
 
+    def generation_of(self, signer_serial: str) -> int:
+        if not self._generations:
+            self._remember()
+        return self._generations.get(signer_serial, 0)
+
     def rotate(self) -> None:
-        self._current = self.ca.ocsp_signer(self.validity, self.renew)
+        self._current = self.ca.ocsp_signers(self.validity, self.renew)
+        self._remember()
+
+    def _remember(self) -> None:
+        authority = self.ca.authority()
+        self._generations = dict(authority.signer_generations)
+        self._now_current = authority.current
 
     def reload(self) -> None:
+        self._remember()  # which signer is whose, even where no delegated key is at hand
         try:
-            self._current = self.ca.current_ocsp_signer()
+            self._current = {ca.generation: self.ca.current_ocsp_signer(ca.generation)
+                             for ca in self.ca.authority().active()}
         except DomainError:
             self._current = None  # no delegated key at hand; asked again on the next change
             raise
@@ -351,9 +391,7 @@ def ocsp_responder(ca: CertificateAuthority, settings: Settings) -> OcspResponde
     projection.clock = ca.clock
     projection.validity = timedelta(hours=settings.ocsp_validity_hours)
     projection.signer = SignerCache(ca, settings)
-    authority = ca.authority()
-    return OcspResponder(projection, authority.issuing_certificate_pem, ca.clock,
-                         authority.root_certificate_pem)
+    return OcspResponder(projection, ca, ca.clock)
 
 
 class DelegatedKeyFiles:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from ca_core.authority import for_generation
 from ca_core.ca import PublishedCrls
 
 log = logging.getLogger("partner_ca.crl")
@@ -29,11 +30,19 @@ def _replace(target: Path, data: bytes) -> None:
     os.replace(tmp, target)
 
 
-def write_crls(published: PublishedCrls, target: Path, copy: Path | None = None) -> None:
+def served_crl_of(data_dir: Path, generation: int) -> Path:
+    """The full CRL of issuing CA ``generation`` (``issuing.crl``, ``issuing-g1.crl``, …)."""
+    target = served_crl(data_dir)
+    return target.with_name(for_generation(target.name, generation))
+
+
+def write_crls(published: PublishedCrls, target: Path, copy: Path | None = None,
+               generation: int = 0) -> None:
     """Put a publication where it is served: the full CRL at ``target``, each shard beside it
-    (``shard-<n>.crl``), every file replaced atomically; ``copy`` gets the full CRL too."""
+    (``shard-<n>.crl``; ``shard-<n>-g<g>.crl`` for a later issuing CA), every file replaced
+    atomically; ``copy`` gets the full CRL too."""
     for shard, shard_der in published.shards.items():
-        _replace(target.with_name(f"shard-{shard}.crl"), shard_der)
+        _replace(target.with_name(for_generation(f"shard-{shard}.crl", generation)), shard_der)
     _replace(target, published.full)
     if copy is not None and copy.resolve() != target.resolve():
         _replace(copy, published.full)

@@ -64,9 +64,14 @@ def test_keys_on_the_token_are_sensitive_never_extractable_and_absent_from_disk(
         tmp_path: Path, soft_token: SoftToken) -> None:
     system = _system(tmp_path, soft_token)
     system.ca.ocsp_signer()
+    system.ca.rollover()  # the next issuing key is made on the token too
+    system.ca.ocsp_signers()
     keys = system.ca.keys
     assert isinstance(keys, Pkcs11KeyStore)
-    for name in (ROOT_KEY, ISSUING_KEY, system.ca.authority().ocsp_signer_key):
+    authority = system.ca.authority()
+    assert authority.issuing[1].key_name == "issuing-g1"
+    for name in (ROOT_KEY, ISSUING_KEY, "issuing-g1", authority.issuing[0].ocsp_signer_key,
+                 authority.issuing[1].ocsp_signer_key):
         assert keys.attributes(name) == {"sensitive": True, "extractable": False,
                                          "never_extractable": True}, name
         key = keys.load(name)

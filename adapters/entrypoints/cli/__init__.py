@@ -16,7 +16,7 @@ from adapters.entrypoints.cli.audit import audit_app
 from adapters.entrypoints.cli.client import client_app
 from adapters.entrypoints.cli.common import app
 from adapters.entrypoints.cli.kafka import kafka_app
-from adapters.entrypoints.cli.ops import ops_app, otp_app, partner_app
+from adapters.entrypoints.cli.ops import ca_app, ops_app, otp_app, partner_app
 
 app.add_typer(otp_app, name="otp")
 app.add_typer(partner_app, name="partner")
@@ -25,6 +25,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
 app.add_typer(ops_app, name="ops")
 app.add_typer(kafka_app, name="kafka")
+app.add_typer(ca_app, name="ca")
 
 __all__ = ["app", "main"]
 

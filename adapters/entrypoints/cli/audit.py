@@ -91,41 +91,64 @@ def _mails(settings: Settings) -> list[Any]:
 @audit_app.command("at")
 def audit_at(
     moment: Annotated[str, typer.Argument(help="ISO 8601 instant, e.g. 2027-03-01T12:00:00Z.")],
-    serial: Annotated[str, typer.Option("--serial", help="Certificate serial (hex).")],
+    serial: Annotated[str | None, typer.Option(
+        "--serial", help="Certificate serial (hex); without it, only which issuing CA was "
+                         "current.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON.")] = False,
 ) -> None:
-    """Status of a certificate at a past instant, the event that decided it, and the CRL and
-    OCSP signer that were current then."""
+    """Which issuing CA was current at a past instant; with --serial, the certificate's
+    status then, the event that decided it, the issuing CA that signed it, and that CA's CRL
+    and OCSP signer current then."""
     import json as jsonlib
 
     from ca_core.authority import Authority
+    from ca_core.certificate import Certificate
     from ca_core.eventmodel import all_events
+    from ca_core.x509profile import from_pem
 
     at = typed_instant(moment)
     with system(need_keys=False) as s:
-        found = s.ca.status_at(typed_serial(serial), at)
-        crl = None
-        signer = None
+        found = s.ca.status_at(typed_serial(serial), at) if serial else None
+        current = s.ca.issuing_ca_at(at)
+        issuer = current.generation if current else 0
+        if serial:
+            issued = next((e for e in s.ca.repository.event_store.get(
+                Certificate.id_for(typed_serial(serial)))
+                if isinstance(e, Certificate.CertificateIssued)), None)
+            issuer = issued.issuer_generation if issued else issuer
+        crl: dict[int, Any] = {}
+        signer: dict[int, Any] = {}
         for _, event in all_events(s.ca):
             if event.timestamp > at:
                 break
             if isinstance(event, Authority.CrlPublished):
-                crl = event
+                crl[event.generation] = event
             elif isinstance(event, Authority.OcspSignerIssued):
-                signer = event
-    data = {"serial": found.serial, "at": at.isoformat(), "status": found.status,
-            "reason": found.reason, "decided_by": found.decided_by,
-            "decided_at": found.decided_at.isoformat() if found.decided_at else None,
-            "event_version": found.event_version,
-            "crl_number": crl.crl_number if crl else None,
-            "crl_this_update": crl.this_update.isoformat() if crl else None,
-            "crl_log_position": crl.log_position if crl else None,
-            "ocsp_signer_serial": signer.serial if signer else None}
+                signer[event.generation] = event
+        issuing = s.ca.authority().issuing.get(issuer)
+    data: dict[str, Any] = {
+        "at": at.isoformat(),
+        "issuing_ca_current": current.generation if current else None,
+        "issuing_ca_current_subject": from_pem(current.certificate_pem).subject
+        .rfc4514_string() if current else None}
+    if found is not None:
+        data |= {"serial": found.serial, "status": found.status,
+                 "reason": found.reason, "decided_by": found.decided_by,
+                 "decided_at": found.decided_at.isoformat() if found.decided_at else None,
+                 "event_version": found.event_version,
+                 "issued_by_ca": issuer if issuing else None,
+                 "issued_by_subject": from_pem(issuing.certificate_pem).subject
+                 .rfc4514_string() if issuing else None}
+    ours_crl, ours_signer = crl.get(issuer), signer.get(issuer)
+    data |= {"crl_number": ours_crl.crl_number if ours_crl else None,
+             "crl_this_update": ours_crl.this_update.isoformat() if ours_crl else None,
+             "crl_log_position": ours_crl.log_position if ours_crl else None,
+             "ocsp_signer_serial": ours_signer.serial if ours_signer else None}
     if as_json:
         out.print(jsonlib.dumps(data), soft_wrap=True, markup=False, highlight=False)
         return
     for key, value in data.items():
-        out.print(f"{key:<20} {value}", markup=False, highlight=False)
+        out.print(f"{key:<26} {value}", markup=False, highlight=False)
 
 
 @audit_app.command("replay")

@@ -4,6 +4,7 @@ roles, users and OTPs, revocation (R10), status, CRL, chain (R12)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict
 from datetime import datetime, timedelta
@@ -43,6 +44,8 @@ otp_app = typer.Typer(help="One-time passwords (R1).", no_args_is_help=True)
 partner_app = typer.Typer(help="Portal users and their modules.", no_args_is_help=True)
 ops_app = typer.Typer(help="Ops API tokens (module administrators, operators).",
                       no_args_is_help=True)
+ca_app = typer.Typer(help="The issuing CAs: list them, roll over to a new one.",
+                     no_args_is_help=True)
 
 
 # -- init and demo ----------------------------------------------------------
@@ -50,22 +53,81 @@ ops_app = typer.Typer(help="Ops API tokens (module administrators, operators).",
 def init(
     root_name: Annotated[str | None, typer.Option(help="Root CA common name.")] = None,
     issuing_name: Annotated[str | None, typer.Option(help="Issuing CA common name.")] = None,
+    key_store: Annotated[str | None, typer.Option(
+        "--key-store", help="file or pkcs11 (the HSM token of PARTNER_CA_HSM_MODULE / "
+                            "PARTNER_CA_HSM_TOKEN_LABEL, PIN from PARTNER_CA_HSM_PIN_FILE); "
+                            "default PARTNER_CA_KEY_STORE.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create the CA hierarchy (root + issuing CA); keys are stored encrypted with the
-    passphrase (asked twice on a terminal)."""
+    """The key ceremony: the root key and certificate, then the issuing key certified by the
+    root, each recorded as an event naming its key (a file fingerprint, or the token's serial
+    and the key's CKA_ID). File keys are encrypted with the passphrase (asked twice on a
+    terminal); with --key-store pkcs11 both keys are generated on the token."""
+    if key_store is not None:
+        if key_store not in ("file", "pkcs11"):
+            fail(f"--key-store must be file or pkcs11, not {key_store!r}", EXIT_USAGE)
+        os.environ["PARTNER_CA_KEY_STORE"] = key_store  # what the settings read, this process
     settings = load_settings()
     with system(need_keys=True, initialised=False) as s:
         authority = s.ca.initialise(root_name or settings.root_name,
                                     issuing_name or settings.issuing_name)
-        settings.chain_path.write_text(authority.issuing_certificate_pem
-                                       + authority.root_certificate_pem)
+        settings.chain_path.write_text(s.ca.chain_pem())
         apply_migrations(settings.store_url("ca"))
-        keys = settings.data_dir / "keys"
-        result(as_json, f"CA initialised: root '{authority.root_name}', issuing "
-                        f"'{authority.issuing_name}' (keys in {keys})",
+        keys = settings.data_dir / "keys" if settings.key_store == "file" else \
+            f"token {settings.hsm_token_label!r}"
+        result(as_json, f"CA initialised: root '{authority.root_name}' (key "
+                        f"{authority.root_key_id}), issuing '{authority.issuing_name}' (key "
+                        f"{authority.issuing_key_id}); keys in {keys}",
                root=authority.root_name, issuing=authority.issuing_name, keys=str(keys),
+               root_key_id=authority.root_key_id, issuing_key_id=authority.issuing_key_id,
                chain=str(settings.chain_path))
+
+
+@ca_app.command("rollover")
+def rollover(
+    issuing_name: Annotated[str | None, typer.Option(
+        help="Common name of the new issuing CA (default: the first one's with its number, "
+             "'Partner CA Issuing 2').")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A new issuing CA: its key generated where the issuing keys live, its certificate signed
+    by the root (the root key must be at hand), recorded as SigningKeyRotated. New
+    certificates come from it at once (running CA workers switch at their next batch); the
+    one it replaces keeps its CRL and OCSP until its last certificate has expired, then is
+    retired. Rewrites the chain file (PARTNER_CA_CHAIN_FILE) with both: give it to the portal
+    hosts and to nginx's trust bundle."""
+    settings = load_settings()
+    with system(need_keys=True) as s:
+        previous = s.ca.authority().issuing_ca
+        issuing = s.ca.rollover(issuing_name)
+        settings.chain_path.write_text(s.ca.chain_pem())
+        subject = from_pem(issuing.certificate_pem).subject.rfc4514_string()
+        result(as_json, f"issuing CA {issuing.generation} ({subject}, key {issuing.key_id}) "
+                        f"is current; issuing CA {previous.generation} answers for its "
+                        f"certificates until they expire; chain written to "
+                        f"{settings.chain_path}",
+               generation=issuing.generation, previous=previous.generation, subject=subject,
+               key_id=issuing.key_id, chain=str(settings.chain_path))
+
+
+@ca_app.command("list")
+def list_issuing(as_json: JsonOpt = False) -> None:
+    """The issuing CAs: generation, subject, key id, since when, current or retired."""
+    with system(need_keys=False) as s:
+        authority = s.ca.authority()
+        rows = [{"generation": ca.generation,
+                 "subject": from_pem(ca.certificate_pem).subject.rfc4514_string(),
+                 "key_id": ca.key_id, "since": ca.since.isoformat(),
+                 "state": "current" if ca.generation == authority.current else (
+                     "retired" if ca.retired_at else "answering"),
+                 "crl_number": ca.crl_number} for ca in authority.issuing.values()]
+        if as_json:
+            out.print(json.dumps(rows), soft_wrap=True, markup=False, highlight=False)
+        else:
+            for row in rows:
+                out.print(f"{row['generation']:>3}  {row['state']:<9}  {row['since']}  "
+                          f"{row['subject']}  key {row['key_id']}", markup=False,
+                          highlight=False, soft_wrap=True)
 
 
 
@@ -268,7 +330,9 @@ def crl(
         publisher = crl_publisher(s.ca, settings)
         publisher.validity = timedelta(hours=hours)
         done = publisher.publish(copy=output)
-        written = [publisher.target, *([output] if output else [])]
+        current = s.ca.authority().current
+        written = [publisher.target_of(current), *([output] if output else []),
+                   *(publisher.target_of(g) for g in done.others)]
         shards = len(done.crls.shards)
         result(as_json, f"CRL number {done.number}: {done.revoked} revoked, reflects CA log "
                         f"position {done.log_position}, written to "
@@ -306,7 +370,7 @@ def chain(
     with system(need_keys=False) as s:
         a = s.ca.authority()
         pems = ([certificate.read_text()] if certificate else []) + [
-            a.issuing_certificate_pem, a.root_certificate_pem]
+            *(ca.certificate_pem for ca in a.active()), a.root_certificate_pem]
         if fmt == "pem":
             data = "".join(pems).encode()
         elif fmt == "pkcs7":
