@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     #: The token's user PIN: from this file (mode 0600), or PARTNER_CA_HSM_PIN. Never an option.
     hsm_pin_file: Path | None = None
     hsm_pin: SecretStr | None = None
+    #: The root key on a token of its own (offline between ceremonies): its label, and its
+    #: PIN from PARTNER_CA_HSM_ROOT_PIN_FILE / PARTNER_CA_HSM_ROOT_PIN (default: the PIN
+    #: above). The token is opened only when the root is needed (init, ``ca rollover``,
+    #: ``ca sign-root-answers``); while it is unplugged the CA role runs without it.
+    hsm_root_token_label: str = ""
+    hsm_root_pin_file: Path | None = None
+    hsm_root_pin: SecretStr | None = None
+    #: Validity of the root's OCSP answers about the issuing CA certificates (days). With an
+    #: offline root, make it longer than the time between root ceremonies.
+    root_ocsp_days: float = Field(default=1.0, ge=1.0 / 3, le=400.0)
     #: Where the CA's private keys are (default ``<data_dir>/keys``); only the CA role needs it.
     key_dir: Path | None = None
     #: PBKDF2-HMAC-SHA256 iterations for key files written from now on (OWASP: 600,000);
@@ -175,6 +185,17 @@ class Settings(BaseSettings):
         if self.hsm_pin_file is not None:
             return self.hsm_pin_file.read_text().strip()
         return None
+
+    def hsm_root_user_pin(self) -> str | None:
+        if self.hsm_root_pin is not None:
+            return self.hsm_root_pin.get_secret_value()
+        if self.hsm_root_pin_file is not None:
+            return self.hsm_root_pin_file.read_text().strip()
+        return self.hsm_user_pin()
+
+    @property
+    def root_on_own_token(self) -> bool:
+        return bool(self.hsm_root_token_label) and self.store_of("root") == "pkcs11"
 
     def store_of(self, kind: str) -> str:
         """``file`` or ``pkcs11`` for a kind of key (root, issuing, ocsp, audit)."""

@@ -314,16 +314,20 @@ class OcspResponseProjection(Projection[OcspStore]):
             self.view.save(list(rows.values()), Tracking(source.name, last))
         return count
 
-    def refresh_issuing_ca(self, issuing_serial: str, root: Callable[[], Signer]) -> bool:
-        """Re-sign the root's ``good`` answer about the issuing CA certificate when it is
+    def refresh_issuing_ca(self, issuing_serial: str, root: Callable[[], Signer],
+                           validity: timedelta | None = None, force: bool = False) -> bool:
+        """Re-sign the root's ``good`` answer about an issuing CA certificate when it is
         missing or past half its validity (so that relying parties checking the whole chain,
-        such as nginx with ``ssl_ocsp on``, get an answer); ``root`` is called only then."""
+        such as nginx with ``ssl_ocsp on``, get an answer), or at once with ``force``;
+        ``root`` is called only then. ``validity``: of the root's answers (default: as the
+        others')."""
+        validity = validity or self.validity
         key = CA_PREFIX + issuing_serial
         now = self.clock.now()
         row = self.view.get(key)
-        if row is not None and row.this_update > now - self.validity / 2:
+        if not force and row is not None and row.this_update > now - validity / 2:
             return False
-        fresh = signed(root(), Answer(issuing_serial, CertificateStatus.GOOD), now, self.validity, 0)
+        fresh = signed(root(), Answer(issuing_serial, CertificateStatus.GOOD), now, validity, 0)
         self.view.save([replace(fresh, serial=key)], None)
         return True
 

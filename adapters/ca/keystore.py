@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from asn1crypto import algos as asn1_algos
@@ -142,3 +143,30 @@ class KeysByKind:
     def exists(self, name: str) -> bool:
         return self._store(name).exists(name)
 
+
+
+class OnDemand:
+    """A key store opened at its first use, and again after a failure: the root's own token,
+    plugged in only for ceremonies. While it cannot be opened, each use raises its
+    KeyStoreError (``hsm-token-missing``) and nothing else is affected."""
+
+    def __init__(self, opener: Callable[[], KeyStore]) -> None:
+        self._opener = opener
+        self._opened: KeyStore | None = None
+
+    def _store(self) -> KeyStore:
+        if self._opened is None:
+            self._opened = self._opener()
+        return self._opened
+
+    def generate(self, name: str, curve: str) -> tuple[SigningKey, str]:
+        return self._store().generate(name, curve)
+
+    def save(self, name: str, key: SigningKey) -> str:
+        return self._store().save(name, key)
+
+    def load(self, name: str) -> SigningKey:
+        return self._store().load(name)
+
+    def exists(self, name: str) -> bool:
+        return self._store().exists(name)

@@ -27,22 +27,36 @@ from adapters.storage.persistence import status_view
 from ca_core.authority import for_generation
 from ca_core.ca import CertificateAuthority, PublishedCrls
 from ca_core.certificate import serial_hex
+from ca_core.errors import DomainError
+from projections.ocsp import CA_PREFIX
 from projections.status import RevocationStatusProjection, catch_up
 
 log = logging.getLogger("partner_ca.publishing")
 
 
-def maintain_ocsp(responder: Any, ca: CertificateAuthority) -> int:
-    """One OCSP publishing step for ``responder``'s store: rotate the signer if due, sign
-    what is new, refresh what is old. Needs the CA keys."""
+def maintain_ocsp(responder: Any, ca: CertificateAuthority,
+                  root_validity: timedelta | None = None) -> int:
+    """One OCSP publishing step for ``responder``'s store: rotate the signers if due, sign
+    what is new, refresh what is old. Needs the issuing keys; the root key only to refresh
+    the root's answers about the issuing CAs — while it is offline that is skipped (with a
+    warning saying until when the current answers hold) and everything else goes on."""
     signers = responder.projection.signer
     if isinstance(signers, SignerCache):
         signers.rotate()
     responder.reload_issuers()
     done: int = responder.projection.catch_up(ca)
     for issuer in responder.issuers.values():
-        done += responder.projection.refresh_issuing_ca(serial_hex(issuer.serial_number),
-                                                        ca.root_signer)
+        serial = serial_hex(issuer.serial_number)
+        try:
+            done += responder.projection.refresh_issuing_ca(serial, ca.root_signer,
+                                                            root_validity)
+        except DomainError as exc:
+            row = responder.store.get(CA_PREFIX + serial)
+            log.warning("the root key is not at hand (%s), so its OCSP answer about issuing "
+                        "CA %s is not renewed; %s — run 'partner-ca ca sign-root-answers' "
+                        "with the root token", exc.code, serial,
+                        f"the current one holds until {row.next_update.isoformat()}" if row
+                        else "there is none yet")
     while (refreshed := responder.projection.refresh()) > 0:
         done += refreshed
     return done
@@ -154,12 +168,13 @@ class CaPublishing:
         self.ca = ca
         self.ocsp = ocsp_responder(ca, settings)
         self.crl = crl_publisher(ca, settings)
+        self.root_validity = timedelta(days=settings.root_ocsp_days)
 
     def step(self) -> None:
-        maintain_ocsp(self.ocsp, self.ca)
+        maintain_ocsp(self.ocsp, self.ca, self.root_validity)
         self.crl.tick()
         if self.ca.retire_due():  # its last certificate expired: no CRL or OCSP any more
-            maintain_ocsp(self.ocsp, self.ca)
+            maintain_ocsp(self.ocsp, self.ca, self.root_validity)
 
 
 def run_publishing(ca: CertificateAuthority, settings: Settings,

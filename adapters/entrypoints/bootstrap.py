@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from adapters.ca.keystore import FileKeyStore, KeysByKind
+from adapters.ca.keystore import FileKeyStore, KeysByKind, OnDemand
 from adapters.settings import Settings
 from adapters.storage.bulkread import bulk_reader_for
 from adapters.storage.persistence import (
@@ -78,12 +78,23 @@ def key_store(settings: Settings, passphrase: str | None) -> KeyStore | None:
             settings.key_passphrase.get_secret_value() if settings.key_passphrase else None)
         stores["file"] = None if not secret else FileKeyStore(
             settings.ca_key_dir, secret.encode(), settings.key_kdf_iterations)
-    if len(stores) == 1:
+    by_kind = {kind: stores[settings.store_of(kind)]
+               for kind in ("root", "issuing", "ocsp", "audit")}
+    if settings.root_on_own_token:  # opened when the root is needed, not at start
+        root_pin = settings.hsm_root_user_pin()
+        by_kind["root"] = None if root_pin is None else OnDemand(
+            lambda: _pkcs11(settings.hsm_module, settings.hsm_root_token_label, root_pin))
+    elif len(stores) == 1:
         return next(iter(stores.values()))
-    if not any(stores.values()):
+    if not any(by_kind.values()):
         return None
-    return KeysByKind({kind: stores[settings.store_of(kind)]
-                       for kind in ("root", "issuing", "ocsp", "audit")})
+    return KeysByKind(by_kind)
+
+
+def _pkcs11(module: str, label: str, pin: str) -> KeyStore:
+    from adapters.ca.hsm import Pkcs11KeyStore
+
+    return Pkcs11KeyStore(module, label, pin)
 
 
 def build_ca(settings: Settings, clock: Clock, passphrase: str | None = None

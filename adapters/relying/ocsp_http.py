@@ -426,7 +426,9 @@ class DelegatedKeyFiles:
 def responder_settings(settings: Settings) -> Settings:
     """What the OCSP and CRL roles keep of the settings: never the CA key passphrase."""
     return settings.model_copy(update={"key_passphrase": None, "hsm_pin": None,
-                                       "hsm_pin_file": None, "key_store": "file"})
+                                       "hsm_pin_file": None, "hsm_root_pin": None,
+                                       "hsm_root_pin_file": None, "key_store": "file",
+                                       "key_stores": {}})
 
 
 def open_ca(settings: Settings) -> CertificateAuthority:

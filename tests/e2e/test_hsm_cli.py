@@ -48,6 +48,9 @@ def test_init_on_the_token_and_a_wrong_pin_stops_the_role(tmp_path: Path,
                                              json.loads(rolled.stdout)["key_id"]]
     assert listed[1]["key_id"].startswith(f"pkcs11:{serial}:")
     assert _run(env, "chain").stdout.count("BEGIN CERTIFICATE") == 3
+    answers = _run(env, "ca", "sign-root-answers", "--days", "30", "--json")
+    assert answers.returncode == 0, answers.stderr
+    assert len(json.loads(answers.stdout)["issuing_cas"]) == 2  # the root speaks for both
     assert not (tmp_path / "data" / "keys").exists()
     pin_file.write_text("000000\n")
     refused = _run({**env, "PARTNER_CA_PORTAL_LISTEN": ""}, "serve", "--role", "ca")

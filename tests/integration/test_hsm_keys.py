@@ -4,6 +4,7 @@ token and judged by openssl and pkilint; nothing of the keys in the data directo
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -15,10 +16,13 @@ from cryptography.x509 import ocsp
 
 from adapters.ca.hsm import Pkcs11KeyStore, TokenKey
 from adapters.ca.keystore import KeyStoreError
+from adapters.ca.publishing import CaPublishing
 from adapters.entrypoints.bootstrap import PartnerCa
 from ca_core.ca import ISSUING_KEY, ROOT_KEY
+from ca_core.certificate import serial_hex
 from ca_core.crl import RevokedEntry
 from ca_core.ocsp import Answer, sign_response
+from projections.ocsp import CA_PREFIX
 from tests.conftest import SoftToken
 from tests.integration.test_crl import openssl_verify
 from tests.integration.test_pkilint import lint
@@ -176,3 +180,53 @@ def test_each_kind_of_key_in_its_own_store(tmp_path: Path, soft_token: SoftToken
     assert files == sorted([f"{AUDIT_KEY}.key.pem", f"{signer_name}.key.pem"])
     assert not isinstance(signer.key, TokenKey)
     system.close()
+
+
+def test_the_root_on_its_own_token_goes_offline_and_the_ca_runs_on(
+        tmp_path: Path, soft_token: SoftToken, softhsm_pool: list[SoftToken],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The ceremony puts the root on its own token; unplugged, the CA role issues, revokes
+    and publishes as before, only the root's answers about the issuing CA wait for it (a
+    warning says until when the current ones hold) and a rollover is refused; plugged in
+    again, `sign-root-answers` signs them for as long as asked."""
+    root_token = softhsm_pool.pop()
+    tokens = {"key_store": "pkcs11", "hsm_module": soft_token.module,
+              "hsm_token_label": soft_token.label, "hsm_pin": soft_token.pin,
+              "hsm_root_pin": root_token.pin}
+    online = make_system(tmp_path / "data", hsm_root_token_label=root_token.label, **tokens)
+    on_root = Pkcs11KeyStore(root_token.module, root_token.label, root_token.pin)
+    on_issuing = Pkcs11KeyStore(soft_token.module, soft_token.label, soft_token.pin)
+    assert on_root.exists(ROOT_KEY) and not on_root.exists(ISSUING_KEY)
+    assert on_issuing.exists(ISSUING_KEY) and not on_issuing.exists(ROOT_KEY)
+    authority = online.ca.authority()
+    assert authority.root_key_id.startswith(f"pkcs11:{on_root.serial}:")
+    assert authority.issuing_key_id.startswith(f"pkcs11:{on_issuing.serial}:")
+    online.close()
+
+    # the root token unplugged: its label names no token in the slot list
+    offline = make_system(tmp_path / "data", initialise=False,
+                          hsm_root_token_label="unplugged-root-token", **tokens)
+    register(offline)
+    me = enroll(offline)
+    publishing = CaPublishing(offline.ca, offline.settings)
+    with caplog.at_level(logging.WARNING, logger="partner_ca.publishing"):
+        publishing.step()
+    assert "the root key is not at hand (hsm-token-missing)" in caplog.text
+    assert publishing.ocsp.store.get(me.picked.serial) is not None  # end entities: signed
+    assert (tmp_path / "data" / "crl" / "issuing.crl").exists()
+    with pytest.raises(KeyStoreError) as refused:
+        offline.ca.rollover()
+    assert refused.value.code == "hsm-token-missing"
+    offline.close()
+
+    plugged = make_system(tmp_path / "data", initialise=False,
+                          hsm_root_token_label=root_token.label, **tokens)
+    publishing = CaPublishing(plugged.ca, plugged.settings)
+    issuing = x509.load_pem_x509_certificate(
+        plugged.ca.authority().issuing_certificate_pem.encode())
+    publishing.ocsp.projection.refresh_issuing_ca(
+        serial_hex(issuing.serial_number), plugged.ca.root_signer, timedelta(days=90),
+        force=True)
+    row = publishing.ocsp.store.get(CA_PREFIX + serial_hex(issuing.serial_number))
+    assert row is not None and row.next_update - row.this_update == timedelta(days=90)
+    plugged.close()
