@@ -13,12 +13,20 @@ ls /usr/lib/*/engines-3/pkcs11.so >/dev/null 2>&1 || need_apt+=(libengine-pkcs11
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
 ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v chromium >/dev/null || need_apt+=(chromium)  # the browser tests (Playwright)
+command -v npm >/dev/null || need_apt+=(npm)  # axe-core for their accessibility check
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e ".[dev]"
+
+# axe-core (npm) runs inside the pages in the browser tests; Playwright uses Debian's chromium
+axe_dir="${PARTNER_CA_AXE_DIR:-/tmp/partner-ca-axe}"
+[ -f "$axe_dir/node_modules/axe-core/axe.min.js" ] || \
+    npm install --silent --no-audit --no-fund --prefix "$axe_dir" axe-core@4 >/dev/null
+export PARTNER_CA_TEST_AXE="$axe_dir/node_modules/axe-core/axe.min.js"
 
 PARTNER_CA_TEST_DATABASE_URL="$(bash deploy/postgres/start.sh)"
 export PARTNER_CA_TEST_DATABASE_URL

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -82,9 +83,13 @@ class PortalClient:
         return found
 
     def pickup_link(self, link: str) -> dict[str, Any]:
-        """The emailed single-use link (absolute, or a path on this portal)."""
-        path = link.split(str(self.http.base_url), 1)[-1] if link.startswith("http") else link
-        found: dict[str, Any] = self._call("GET", path)
+        """The emailed single-use link (``…/pickup/<request id>?token=…``; the older
+        ``/v1/pickup/…`` form too): its request id and token are POSTed to the API."""
+        parsed = urllib.parse.urlsplit(link)
+        request_id = parsed.path.rstrip("/").rsplit("/", 1)[-1]
+        token = urllib.parse.parse_qs(parsed.query).get("token", [""])[0]
+        found: dict[str, Any] = self._call("POST", f"/v1/pickup/{request_id}",
+                                           json={"token": token})
         return found
 
     def login_with_certificate(self, certificate_pem: str,

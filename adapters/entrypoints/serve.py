@@ -107,8 +107,9 @@ def _checkpoint_thread(app: Any, settings: Settings, passphrase: str | None,
 
 
 def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Settings,
-                    stop: threading.Event) -> list[threading.Thread]:
-    """The portal's HTTP API and the notifier, when the role has them."""
+                    stop: threading.Event, ca: Any = None) -> list[threading.Thread]:
+    """The portal's HTTP API and the notifier, when the role has them; the auditor pages
+    read the CA's log too where this process has it (embedded)."""
     threads = []
     if "portal-api" in components and settings.portal_listen:
         import uvicorn
@@ -123,6 +124,7 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
                          trusted_proxies=settings.portal_trusted_proxies,
                          api_docs=settings.portal_api_docs,
                          otp_refusal_seconds=settings.otp_refusal_seconds,
+                         audit_apps=(lambda: [portal, ca]) if ca is not None else None,
                          attempts=shared_attempts(settings.store_url("portal"),
                                                   settings.data_dir, ATTEMPTS_PER_ADDRESS,
                                                   ATTEMPTS_WINDOW))
@@ -183,7 +185,7 @@ def _serve_embedded(role: str, settings: Settings, passphrase: str | None,
                                 args=(stop,), name="ca-expiry", daemon=True),
                threading.Thread(target=run_publishing, args=(system.ca, settings, stop),
                                 name="ca-publish", daemon=True),
-               *_portal_threads(components, system.portal, settings, stop),
+               *_portal_threads(components, system.portal, settings, stop, system.ca),
                *_checkpoint_thread(system.ca, settings, passphrase, stop),
                *_checkpoint_thread(system.portal, settings, passphrase, stop)]
     for thread in threads:

@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.parse
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, ClassVar, Literal, Protocol
 from uuid import UUID, uuid4
 
@@ -31,8 +31,10 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 
 from adapters.portal.ops_auth import OpsIdentity, OpsTokens
+from adapters.portal.web import STATIC, error_page, is_page, web_routes
 from ca_core.certificate import RevocationReason, parse_serial
 from ca_core.errors import DomainError, NotAuthenticated, NotFound, TooManyAttempts
 from ca_core.portal import (
@@ -120,6 +122,10 @@ class Certificate(BaseModel):
     serial: str
     certificate_pem: str
     chain_pem: str
+
+
+class PickupIn(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
 
 
 class RevocationIn(BaseModel):
@@ -370,7 +376,8 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
                attempts_window: float = ATTEMPTS_WINDOW,
                trusted_proxies: Sequence[str] = (), api_docs: bool = False,
                attempts: Attempts | None = None,
-               otp_refusal_seconds: float = OTP_REFUSAL_SECONDS) -> FastAPI:
+               otp_refusal_seconds: float = OTP_REFUSAL_SECONDS,
+               audit_apps: Callable[[], list[Any]] | None = None) -> FastAPI:
     """The portal API for one Portal application (ops endpoints when ``ops_tokens`` is given).
 
     ``trusted_proxies``: addresses or networks whose X-Forwarded-For / X-Forwarded-Proto are
@@ -393,6 +400,9 @@ def portal_api(portal: Portal, *, ops_tokens: OpsTokens | None = None,
     app.include_router(_partner_routes(portal, sessions, otp_refusal_seconds))
     app.include_router(_chain_routes(portal))
     app.include_router(_ops_routes(portal, ops_tokens))
+    app.include_router(web_routes(portal, sessions, ops_tokens, otp_refusal_seconds,
+                                  audit_apps))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
 
@@ -400,7 +410,9 @@ def _answer_with_problems(app: FastAPI) -> None:
     """Every refusal as ``application/problem+json``; a domain error's status is its class's."""
 
     @app.exception_handler(DomainError)
-    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+    async def _domain(request: Request, exc: DomainError) -> Response:
+        if is_page(request):  # a browser on one of the pages: the error as a page
+            return error_page(request, exc)
         return problem(exc.code, str(exc), exc.http_status)
 
     @app.exception_handler(RequestValidationError)
@@ -485,13 +497,21 @@ def _partner_routes(portal: Portal, sessions: Sessions,
         return Certificate(request_id=picked.request_id, serial=picked.serial,
                            certificate_pem=picked.certificate_pem, chain_pem=picked.chain_pem)
 
-    @api.get("/v1/pickup/{request_id}", response_model=Certificate, tags=["request"],
-             dependencies=[Depends(check_address)])
-    def pickup_with_link(request_id: UUID, token: str) -> Certificate:
-        """R4: the single-use link from the email."""
-        picked = portal.pickup_with_link(request_id, token)
+    @api.post("/v1/pickup/{request_id}", response_model=Certificate, tags=["request"],
+              dependencies=[Depends(check_address)])
+    def pickup_with_link(request_id: UUID, body: PickupIn) -> Certificate:
+        """R4: the request id and token of the single-use e-mailed link (the link itself,
+        ``/pickup/<request id>?token=…``, opens a page with a button)."""
+        picked = portal.pickup_with_link(request_id, body.token)
         return Certificate(request_id=picked.request_id, serial=picked.serial,
                            certificate_pem=picked.certificate_pem, chain_pem=picked.chain_pem)
+
+    @api.get("/v1/pickup/{request_id}", response_model=Certificate, tags=["request"],
+             dependencies=[Depends(check_address)], deprecated=True)
+    def pickup_with_link_get(request_id: UUID, token: str) -> Certificate:
+        """The same for links mailed before the pages existed (a GET that uses the link up:
+        prefer the POST)."""
+        return pickup_with_link(request_id, PickupIn(token=token))
 
     # chapter 5: certificate login ----------------------------------------------------------
     @api.get("/v1/challenge", response_model=Challenge, tags=["login"])

@@ -93,10 +93,10 @@ def test_the_manual_s_emails_arrive_and_the_pickup_link_works(
     assert ready["To"] == "p24-000123@example.com" and "certifikát" in str(ready["Subject"])
     assert ready.is_multipart() and {p.get_content_type() for p in ready.walk()} >= {
         "text/plain", "text/html"}
-    link = re.search(r"(/v1/pickup/\S+)", text_of(ready))
+    link = re.search(r"/pickup/([0-9a-f-]+)\?token=(\S+)", text_of(ready))
     assert link is not None
     with TestClient(portal_api(system.portal)) as client:
-        picked = client.get(link.group(1))
+        picked = client.post(f"/v1/pickup/{link.group(1)}", json={"token": link.group(2)})
     assert picked.status_code == 200, picked.text
     assert picked.json()["request_id"] == str(request_id)
     # R9 revocation notice, in English for an English-speaking user

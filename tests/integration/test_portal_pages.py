@@ -1,0 +1,108 @@
+"""The portal's pages as an attacker tries them (issue 18): forms without their CSRF token,
+a certificate login claimed without the TLS proxy, a pickup link fetched by a mail scanner,
+a module administrator reaching past his modules. The browser story is tests/e2e/test_browser.py."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from adapters.client import softtoken
+from adapters.portal.api import portal_api
+from adapters.portal.ops_auth import OpsTokens
+from tests.support import MODULE, PASSWORD, USER, enroll, make_system, register
+
+
+@pytest.fixture
+def pages(tmp_path: Path) -> Iterator[tuple[TestClient, object, OpsTokens]]:
+    system = make_system(tmp_path / "data")
+    register(system)
+    tokens = OpsTokens(tmp_path / "ops-tokens.json")
+    with TestClient(portal_api(system.portal, ops_tokens=tokens, otp_refusal_seconds=0)) as c:
+        yield c, system, tokens
+    system.close()
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found is not None, html
+    return found.group(1)
+
+
+def test_forms_without_their_csrf_token_change_nothing(pages: tuple) -> None:
+    client, system, _ = pages
+    _, otp = system.portal.issue_otp(USER, MODULE, issued_by="admin")
+    client.get("/")  # the CSRF cookie
+    refused = client.post("/login/otp", data={"user_id": USER, "otp": otp})
+    assert refused.status_code == 401 and "csrf-invalid" in refused.text
+    assert refused.headers["content-type"].startswith("text/html")
+    forged = client.post("/login/otp", data={"user_id": USER, "otp": otp, "csrf": "forged"})
+    assert forged.status_code == 401
+    # the OTP was not used up by either: it still logs in with the page's own token
+    good = client.post("/login/otp", data={"user_id": USER, "otp": otp,
+                                           "csrf": csrf_of(client.get("/").text)},
+                       follow_redirects=False)
+    assert good.status_code == 303 and good.headers["location"] == "/request"
+    cookie = good.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+
+
+def test_a_certificate_login_is_believed_only_from_the_trusted_proxy(pages: tuple) -> None:
+    client, system, _ = pages
+    me = enroll(system)
+    spoofed = client.get("/login/certificate", headers={
+        "X-Client-Verify": "SUCCESS",
+        "X-Client-Certificate": urllib.parse.quote(me.picked.certificate_pem)},
+        follow_redirects=False)
+    assert spoofed.status_code == 401 and "tls-client-missing" in spoofed.text
+    assert "pca_session" not in spoofed.headers.get("set-cookie", "")
+
+
+def test_the_pickup_link_page_uses_nothing_up_until_its_button(pages: tuple) -> None:
+    client, system, _ = pages
+    _, otp = system.portal.issue_otp(USER, MODULE, issued_by="admin")
+    session = system.portal.login_with_otp(USER, otp)
+    request_id = system.portal.submit_request(
+        session, softtoken.make_csr(softtoken.new_key(), USER), PASSWORD, PASSWORD)
+    system.pump()
+    token = system.portal.pickup_token(request_id)
+    for _ in range(3):  # a mail scanner, a preview, the partner
+        page = client.get(f"/pickup/{request_id}", params={"token": token})
+        assert page.status_code == 200 and "<button" in page.text
+        assert page.headers["cache-control"] == "no-store"
+    assert system.portal.request(request_id).state == "ready"
+    picked = client.post(f"/pickup/{request_id}", data={"token": token,
+                                                         "csrf": csrf_of(page.text)})
+    assert picked.status_code == 200 and "BEGIN CERTIFICATE" in picked.text
+    again = client.post(f"/pickup/{request_id}", data={"token": token,
+                                                        "csrf": csrf_of(page.text)})
+    assert again.status_code == 409 and "pickup-used" in again.text
+
+
+def test_a_module_administrator_sees_and_acts_only_in_his_modules(pages: tuple) -> None:
+    client, system, tokens = pages
+    admin = tokens.create("eva", ["admin:REV"])
+    login = client.post("/ops/login", data={"token": admin,
+                                            "csrf": csrf_of(client.get("/ops").text)})
+    assert "eva" in login.text
+    csrf = csrf_of(login.text)
+    refused = client.post("/ops/otps", data={"user_id": USER, "module": MODULE, "csrf": csrf})
+    assert refused.status_code == 403 and 'id="otp-value"' not in refused.text
+    found = client.get("/ops", params={"q": USER})
+    assert "<table" not in found.text  # his modules hold no request of this user
+    # the auditor pages are for operators
+    assert client.get("/audit", params={"user": USER}).status_code == 403
+    operator = tokens.create("anna", ["operator"])
+    client.post("/ops/login", data={"token": operator, "csrf": csrf})
+    issued = client.post("/ops/otps", data={"user_id": USER, "module": MODULE, "csrf": csrf})
+    assert issued.status_code == 200 and 'id="otp-value"' in issued.text
+    assert issued.headers["cache-control"] == "no-store"
+    timeline = client.get("/audit", params={"user": USER})
+    assert timeline.status_code == 200 and "OtpIssued" in timeline.text
+    csv = client.get("/audit.csv", params={"user": USER})
+    assert csv.headers["content-type"].startswith("text/csv") and "OtpIssued" in csv.text
