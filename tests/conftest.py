@@ -111,7 +111,7 @@ def softhsm_pool(tmp_path_factory: pytest.TempPathFactory) -> list[SoftToken]:
                     "log.level = ERROR\n")
     os.environ["SOFTHSM2_CONF"] = str(conf)  # for python-pkcs11 here and child processes
     pool = []
-    for _ in range(16):
+    for _ in range(24):
         label = f"t{uuid.uuid4().hex[:10]}"
         subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label, "--pin",
                         "123456", "--so-pin", "87654321"], check=True, capture_output=True)

@@ -85,7 +85,7 @@ def test_the_pickup_link_page_uses_nothing_up_until_its_button(pages: tuple) -> 
 
 
 def test_a_module_administrator_sees_and_acts_only_in_his_modules(pages: tuple) -> None:
-    client, system, tokens = pages
+    client, _, tokens = pages
     admin = tokens.create("eva", ["admin:REV"])
     login = client.post("/ops/login", data={"token": admin,
                                             "csrf": csrf_of(client.get("/ops").text)})
