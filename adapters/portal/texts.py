@@ -120,6 +120,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "unlock": {"cs": "Odblokovat zneplatnění", "en": "Lift the revocation lock"},
     "done": {"cs": "Hotovo", "en": "Done"},
     "history": {"cs": "Historie", "en": "History"},
+    "cause": {"cs": "Příčina", "en": "Cause"},
     # auditor pages
     "audit": {"cs": "Audit", "en": "Audit"},
     "timeline": {"cs": "Časová osa", "en": "Timeline"},

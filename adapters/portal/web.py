@@ -408,14 +408,29 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
         if partner is not None:
             visible = [r for r in (portal.request(i) for i in partner.requests)
                        if "operator" in who.roles or f"admin:{r.module}" in who.roles]
-            return {"partner": partner, "requests": visible}
+            return {"partner": partner, "requests": visible,
+                    "causes": {r.id: cause_of(r.id) for r in visible}}
         try:
             serial = parse_serial(q)
             request = portal.request_for_serial(serial)
             who.check_module(request.module)
         except DomainError as exc:
             return {"error": str(exc)}
-        return {"requests": [request]}
+        return {"requests": [request], "causes": {request.id: cause_of(request.id)}}
+
+    def cause_of(request_id: UUID) -> str:
+        """The event that decided where a request and its certificate stand, with its
+        fields (what ops are asked first: why is it revoked, since when)."""
+        last = None
+        for event in portal.repository.event_store.get(request_id):
+            last = event
+        if last is None:
+            return ""
+        fields = ", ".join(f"{k}={v}" for k, v in last.public_fields().items()
+                           if k in ("reason", "requested_by", "revoked_at", "via", "code",
+                                    "attempts", "unlocked_by", "not_after"))
+        return f"{type(last).__name__} {last.timestamp.isoformat(timespec='seconds')}" + (
+            f" ({fields})" if fields else "")
 
     @web.post("/ops/login")
     async def ops_login(request: Request) -> Response:

@@ -240,9 +240,16 @@ def _story(browser: Any, base: str, env: dict[str, str], tmp: Path,
     second = browser.new_context(**common)
     page = second.new_page()
     page.goto(base)
-    page.fill("#user_id", BROWSER_USER)
-    page.fill("#otp", otp_browser_user)
-    page.click("section[aria-labelledby=sw] button")
+    # with the keyboard alone: the skip link, then the fields in order, Enter submits
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.focus("#user_id")
+    page.keyboard.type(BROWSER_USER)
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "otp"
+    page.keyboard.type(otp_browser_user)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/request")
     page.fill("#csr_pem", softtoken.make_csr(key, BROWSER_USER))
     page.fill("#password", PASSWORD)
     page.fill("#password_again", PASSWORD)
@@ -307,6 +314,16 @@ def _story(browser: Any, base: str, env: dict[str, str], tmp: Path,
         TEXTS["revocation_done"]["cs"], TEXTS["revocation_done"]["en"])
     refused = renewed.goto(f"{base}/login/certificate")
     assert refused is not None and refused.status in (400, 401, 403), refused.status
+
+    # -- the ops console revokes the token user's certificate (R10), then finds it --------
+    token_serial = serial_hex(cert.serial_number)
+    console.goto(f"{base}/ops")
+    console.fill("#rev_serial", token_serial)
+    console.select_option("#rev_reason", "cessationOfOperation")
+    console.click("section[aria-labelledby=revoke] form[action='/ops/revocations'] button")
+    assert "revocation requested" in console.text_content("[role=status]")
+    until(lambda: (console.goto(f"{base}/ops?q={TOKEN_USER}") and "revoked" in (
+        console.text_content("table") or "")), "the ops console showing the revocation")
 
     # -- the auditor: the certificate's timeline, status at a moment, CSV -----------------
     serial = serial_hex(x509.load_pem_x509_certificate(renewed_pem.encode()).serial_number)
