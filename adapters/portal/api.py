@@ -26,7 +26,7 @@ from uuid import UUID, uuid4
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -506,12 +506,13 @@ def _partner_routes(portal: Portal, sessions: Sessions,
         return Certificate(request_id=picked.request_id, serial=picked.serial,
                            certificate_pem=picked.certificate_pem, chain_pem=picked.chain_pem)
 
-    @api.get("/v1/pickup/{request_id}", response_model=Certificate, tags=["request"],
-             dependencies=[Depends(check_address)], deprecated=True)
-    def pickup_with_link_get(request_id: UUID, token: str) -> Certificate:
-        """The same for links mailed before the pages existed (a GET that uses the link up:
-        prefer the POST)."""
-        return pickup_with_link(request_id, PickupIn(token=token))
+    @api.get("/v1/pickup/{request_id}", tags=["request"], deprecated=True,
+             response_class=RedirectResponse, status_code=303)
+    def pickup_with_link_get(request_id: UUID, token: str = "") -> RedirectResponse:
+        """Links mailed before the pages existed: to the pickup page (a GET never uses a
+        link up)."""
+        return RedirectResponse(f"/pickup/{request_id}?{urllib.parse.urlencode({'token': token})}",
+                                status_code=303)
 
     # chapter 5: certificate login ----------------------------------------------------------
     @api.get("/v1/challenge", response_model=Challenge, tags=["login"])

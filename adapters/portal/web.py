@@ -159,7 +159,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
 
     def problem(page: Page, template: str, exc: DomainError, **context: Any) -> HTMLResponse:
         return render(page, template, status=exc.http_status, error=str(exc), code=exc.code,
-                      **context)
+                      error_field=field_of(exc.code), **context)
 
     # -- language ------------------------------------------------------------------------
     @web.get("/lang/{language}")
@@ -358,7 +358,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
                 str(form.get("password_again", "")))
         except DomainError as exc:
             return manager(page, found[0], exc.http_status, error=str(exc), code=exc.code,
-                           form="renewal", csr_pem=csr)
+                           form="renewal", csr_pem=csr, error_field=field_of(exc.code))
         return redirect(request, f"/requests/{request_id}")
 
     @web.post("/revocation")
@@ -377,7 +377,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
                                     reason)
         except DomainError as exc:
             return manager(page, found[0], exc.http_status, error=str(exc), code=exc.code,
-                           form="revocation")
+                           form="revocation", error_field=field_of(exc.code))
         portal.end_session(found[1]["i"], f"user:{found[0].user_id}")
         return redirect(request, "/?message=revocation_done", (SESSION_COOKIE, None))
 
@@ -522,7 +522,10 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
     def audit_entries(who: OpsIdentity, user: str | None, serial: str | None) -> list[Any]:
         from projections.timeline import history, timeline
 
-        who.check_operator()
+        if "operator" not in who.roles:  # a module administrator: certificates of his modules
+            if serial is None or user is not None:
+                who.check_operator()
+            who.check_module(portal.request_for_serial(serial).module)
         apps = audit_apps() if audit_apps else [portal]
         return history(timeline(*apps), user_id=user, serial=serial)
 
@@ -581,6 +584,17 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
             "Content-Disposition": 'attachment; filename="history.csv"'})
 
     return web
+
+
+def field_of(code: str) -> str | None:
+    """The form field a refusal is about, so the page shows it next to that field."""
+    if code.startswith("revocation-password") or code == "revocation-locked":
+        return "password"
+    if code.startswith(("csr-", "key-")) or code in ("public-key-reused", "key-compromised"):
+        return "csr"
+    if code.startswith("otp-") or code == "user-unknown":
+        return "otp"
+    return None
 
 
 def is_page(request: Request) -> bool:

@@ -222,6 +222,9 @@ def _story(browser: Any, base: str, env: dict[str, str], tmp: Path,
     page.fill("#password_again", PASSWORD + "x")
     page.click("form[action='/request'] button")
     assert "revocation-password-mismatch" in page.text_content("#problem")
+    # shown next to the field it is about, and the field points at it
+    assert page.evaluate("document.querySelector('#problem').previousElementSibling.id") == \
+        "password_again"
     page.set_input_files("#csr_file", str(csr_file))
     page.fill("#password", PASSWORD)
     page.fill("#password_again", PASSWORD)

@@ -85,7 +85,11 @@ def test_manual_chapters_over_http(api: tuple[PartnerCa, TestClient]) -> None:
     system.pump()
     renewed_id = renewed.json()["request_id"]
     link = system.portal.pickup_token(renewed_id)
-    by_link = client.get(f"/v1/pickup/{renewed_id}", params={"token": link})
+    old_form = client.get(f"/v1/pickup/{renewed_id}", params={"token": link},
+                          follow_redirects=False)  # a link mailed before: to the page
+    assert old_form.status_code == 303 and old_form.headers["location"].startswith(
+        f"/pickup/{renewed_id}?token=")
+    by_link = client.post(f"/v1/pickup/{renewed_id}", json={"token": link})
     assert by_link.status_code == 200, by_link.text
     new_cert = by_link.json()["certificate_pem"]
     system.pump()  # the old certificate is superseded
@@ -130,8 +134,8 @@ def test_refusals_are_problems_and_leak_nothing(api: tuple[PartnerCa, TestClient
         "csr_pem": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----",
         "revocation_password": PASSWORD, "revocation_password_again": PASSWORD}),
         422, "csr-malformed")
-    problem(client.get("/v1/pickup/00000000-0000-0000-0000-000000000000",
-                       params={"token": "guess"}), 404, "pickup-link-invalid")
+    problem(client.post("/v1/pickup/00000000-0000-0000-0000-000000000000",
+                        json={"token": "guess"}), 404, "pickup-link-invalid")
     problem(client.post("/v1/renewals", headers=bearer(token), json={
         "csr_pem": "x", "revocation_password": "a", "revocation_password_again": "a"}),
         401, "session-required")

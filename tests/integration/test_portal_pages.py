@@ -85,7 +85,7 @@ def test_the_pickup_link_page_uses_nothing_up_until_its_button(pages: tuple) -> 
 
 
 def test_a_module_administrator_sees_and_acts_only_in_his_modules(pages: tuple) -> None:
-    client, _, tokens = pages
+    client, system, tokens = pages
     admin = tokens.create("eva", ["admin:REV"])
     login = client.post("/ops/login", data={"token": admin,
                                             "csrf": csrf_of(client.get("/ops").text)})
@@ -95,8 +95,11 @@ def test_a_module_administrator_sees_and_acts_only_in_his_modules(pages: tuple) 
     assert refused.status_code == 403 and 'id="otp-value"' not in refused.text
     found = client.get("/ops", params={"q": USER})
     assert "<table" not in found.text  # his modules hold no request of this user
-    # the auditor pages are for operators
+    # the auditor pages: a user's whole history for operators; a module administrator sees
+    # the history of certificates in his modules only
     assert client.get("/audit", params={"user": USER}).status_code == 403
+    me = enroll(system)
+    assert client.get("/audit", params={"serial": me.picked.serial}).status_code == 403
     operator = tokens.create("anna", ["operator"])
     client.post("/ops/login", data={"token": operator, "csrf": csrf})
     issued = client.post("/ops/otps", data={"user_id": USER, "module": MODULE, "csrf": csrf})
