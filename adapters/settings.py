@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     #: A refused OTP login is answered no sooner than this many seconds after it came in, so
     #: that the answer's time does not tell registered from unknown user ids.
     otp_refusal_seconds: float = Field(default=0.25, ge=0, le=10)
+    #: Where this role answers /metrics, /healthz and /readyz (``host:port`` or ``fd:N``;
+    #: empty: not served). Apart from the public listeners: keep it off the internet.
+    metrics_listen: str = ""
+    #: /readyz is unready while a view is more than this many log positions behind.
+    ready_lag_bound: int = Field(default=10_000, ge=1)
     #: Serve /docs and /redoc (their scripts come from a public CDN); /openapi.json always.
     portal_api_docs: bool = False
     #: Email: SMTP when ``smtp_host`` is set, else a maildir in ``<data_dir>/mail``.

@@ -8,7 +8,8 @@ so a redelivered batch is recognised and a crash loses or doubles nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -23,6 +24,8 @@ from ca_core.clock import Clock, SystemClock
 from ca_core.eventmodel import Aggregate
 from ca_core.messages import Message
 from ca_core.ports import BulkReader
+
+log = logging.getLogger("partner_ca.processing")
 
 
 class Batch(ProcessingEvent[UUID]):
@@ -84,6 +87,17 @@ class MessageDrivenApplication(EventSourcedProjection[UUID]):
     def __init__(self, env: EnvType | None = None) -> None:
         super().__init__(env)
         self._prefetched: dict[UUID, Any | None] = {}
+        #: called with the events of every transaction once it is recorded (metrics); an
+        #: observer that fails is logged and changes nothing
+        self.observers: list[Callable[[Sequence[Any]], None]] = []
+
+    def notify(self, new_events: Sequence[Any]) -> None:
+        """After each recorded transaction (the library's hook): tell the observers."""
+        for observer in self.observers:
+            try:
+                observer(new_events)
+            except Exception:
+                log.exception("an observer of %s failed", self.name)
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
         """``Application.save`` with the faster ``Batch`` (same steps, same order)."""

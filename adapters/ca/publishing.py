@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from adapters.observability import CRLS
 from adapters.relying.ocsp_http import SignerCache, ocsp_responder
 from adapters.settings import Settings
 from adapters.storage.crl_files import CrlFile, CrlFiles, served_crl, write_crls
@@ -111,6 +112,7 @@ class CrlPublisher:
             write_crls(done[g], self.target_of(g), copy if g == authority.current else None, g)
         authority = self.ca.authority()
         self._reflects = {(g, authority.issuing[g].crl_number): position for g in done}
+        CRLS.inc()
         self.pending_since = None
         number = authority.crl_number
         revoked = len(by_issuer.get(authority.current, []))

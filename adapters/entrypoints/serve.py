@@ -154,6 +154,45 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
     return threads
 
 
+def _observed(settings: Settings, stop: threading.Event, portal: Portal | None,
+              ca: CertificateAuthority | None) -> None:
+    """Metrics from what this process records; /metrics, /healthz, /readyz when
+    PARTNER_CA_METRICS_LISTEN is set (adapters/observability.py)."""
+    from adapters.observability import (
+        Gauges,
+        crl_age,
+        lag_check,
+        observe,
+        oldest_ocsp_response,
+        serve_ops,
+        store_check,
+        view_lag,
+    )
+    from adapters.storage.crl_files import served_crl
+    from adapters.storage.persistence import ocsp_store, status_view
+
+    checks = []
+    gauges = Gauges()
+    for app in (portal, ca):
+        if app is not None:
+            observe(app)
+            checks.append(store_check(app))
+    if ca is not None:
+        if ca.keys is not None:
+            checks.append(("ca-keys", ca.unlock))  # the issuing keys open (file or token)
+        gauges.add("partner_ca_crl_age_seconds", "Seconds since the served CRL's thisUpdate",
+                   crl_age(served_crl(settings.data_dir)))
+        gauges.add("partner_ca_ocsp_oldest_response_age_seconds",
+                   "Seconds since the oldest pre-signed OCSP response was signed",
+                   oldest_ocsp_response(ocsp_store(settings.store_url("ca"),
+                                                   settings.data_dir)))
+        lag = view_lag(status_view(settings.store_url("ca"), settings.data_dir), ca)
+        gauges.add("partner_ca_status_view_lag",
+                   "CA log positions the revocation-status view has not read", lag)
+        checks.append(lag_check("status-view", lag, settings.ready_lag_bound))
+    serve_ops(settings, checks, stop, gauges)
+
+
 def _serve_embedded(role: str, settings: Settings, passphrase: str | None,
                     stop: threading.Event) -> None:
     """Without a broker: both applications in this process, linked in-process; the portal's
@@ -168,6 +207,7 @@ def _serve_embedded(role: str, settings: Settings, passphrase: str | None,
     system = build(settings, make_clock(settings), passphrase, transport="in-process")
     system.ca.authority()  # refuse to start before 'partner-ca init'
     _on_signals(stop)
+    _observed(settings, stop, portal=system.portal, ca=system.ca)
 
     def pump(stop: threading.Event) -> None:
         while not stop.wait(0.2):
@@ -258,6 +298,7 @@ def serve(role: str, settings: Settings, passphrase: str | None,
 
     _on_signals(stop)
     fewer_collections()
+    _observed(settings, stop, portal=portal, ca=ca)
     threads: list[threading.Thread] = []
     for name in components:
         if name in relays:

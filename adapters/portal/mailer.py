@@ -26,6 +26,7 @@ from string import Template
 from typing import Protocol
 from uuid import UUID
 
+from adapters.observability import MAILS
 from adapters.settings import Settings
 from adapters.storage.persistence import mail_outbox
 from ca_core.portal import Portal
@@ -197,12 +198,14 @@ class Notifier:
                 attempts = mail.attempts + 1
                 give_up = attempts >= self.settings.mail_max_attempts
                 delay = timedelta(seconds=min(10 * 2 ** (attempts - 1), 3600))
+                MAILS.labels("failed").inc()
                 self.outbox.mark_failed(mail.id, attempts, self.portal.clock.now() + delay,
                                         f"{type(exc).__name__}: {exc}", give_up)
                 log.warning("mail %s to %s failed (attempt %d%s): %s", mail.id, mail.recipient,
                             attempts, ", giving up" if give_up else "", exc)
                 continue
             self.outbox.mark_sent(mail.id, self.portal.clock.now())
+            MAILS.labels("sent").inc()
             sent += 1
         if sent:
             log.info("sent %d mail(s)", sent)

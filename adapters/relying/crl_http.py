@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from adapters.observability import Gauges, crl_age, lag_check, serve_ops, store_check, view_lag
 from adapters.relying.ocsp_http import http_date, open_ca, responder_settings, serve_ocsp
 from adapters.settings import Settings
 from adapters.sockets import listening_socket, shown
@@ -156,6 +157,14 @@ def serve_relying(role: str, settings: Settings, stop: threading.Event) -> None:
                                                       settings.relying_poll_seconds, stop, role),
                                   name="crl-status-view", daemon=True)
     maintainer.start()
+    gauges = Gauges()
+    gauges.add("partner_ca_crl_age_seconds", "Seconds since the served CRL's thisUpdate",
+               crl_age(served_crl(settings.data_dir)))
+    lag = view_lag(status.view, ca)
+    gauges.add("partner_ca_status_view_lag", "CA log positions the status view has not read",
+               lag)
+    serve_ops(settings, [store_check(ca), lag_check("status-view", lag,
+                                                    settings.ready_lag_bound)], stop, gauges)
     stop.wait()
     server.should_exit = True
     web.join(timeout=10)

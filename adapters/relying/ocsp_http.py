@@ -31,8 +31,10 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,6 +50,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
+from adapters.observability import (
+    OCSP_REQUESTS,
+    OCSP_SIGNATURES,
+    Gauges,
+    oldest_ocsp_response,
+    serve_ops,
+    store_check,
+)
 from adapters.settings import Settings
 from adapters.sockets import inherited, listening_socket, shown
 from adapters.storage.persistence import ocsp_store
@@ -84,6 +94,8 @@ class OcspReply:
     status_code: int = 200
     #: set for a pre-signed answer that may be cached (no nonce): its row
     row: StoredResponse | None = field(default=None, repr=False)
+    #: what was answered (good, revoked, or the OCSP error status), for the metrics
+    answered: str = "good"
 
 
 class OcspResponder:
@@ -135,16 +147,19 @@ class OcspResponder:
                 and not question.of_root else None  # the root key is never here
             if signer is not None and question.nonce is not None:
                 self.fresh_signatures += 1
+                OCSP_SIGNATURES.inc()
                 return OcspReply(sign_response(
                     signer, row.answer, question.algorithm, self.clock.now(),
-                    self.projection.validity, question.nonce), no_store)
+                    self.projection.validity, question.nonce), no_store,
+                    answered=row.status)
             body = row.der(question.algorithm)
         except OcspRefusal as exc:
             log.info("OCSP request refused (%s): %s", exc.status.name, exc)
-            return OcspReply(refusal(exc.status), no_store)
+            return OcspReply(refusal(exc.status), no_store, answered=exc.status.name.lower())
         except Exception:
             log.exception("OCSP responder failed")  # a broken store must not become an HTTP 500
-            return OcspReply(refusal(ocsp.OCSPResponseStatus.INTERNAL_ERROR), no_store)
+            return OcspReply(refusal(ocsp.OCSPResponseStatus.INTERNAL_ERROR), no_store,
+                             answered="internal_error")
         headers = {  # RFC 5019 §6
             "Content-Type": OCSP_RESPONSE,
             "Cache-Control": f"max-age={_max_age(row.next_update)}, public, no-transform, "
@@ -187,6 +202,7 @@ class _Cached:
     etag: bytes
     headers: list[tuple[bytes, bytes]]
     expires_at: float
+    status: str = "good"
 
 
 _NOT_FOUND = [(b"content-type", b"text/plain")]
@@ -244,7 +260,8 @@ class OcspAsgi:
             (b"content-type", OCSP_RESPONSE.encode()),
             (b"last-modified", reply.headers["Last-Modified"].encode()),
             (b"expires", reply.headers["Expires"].encode()),
-            (b"etag", reply.headers["ETag"].encode())], row.next_update.timestamp())
+            (b"etag", reply.headers["ETag"].encode())], row.next_update.timestamp(),
+            row.status)
         self.cache[key] = entry
         self.keys_by_serial.setdefault(row.serial, []).append(key)
         return entry
@@ -284,16 +301,20 @@ class OcspAsgi:
             await _send(send, status, b"not an OCSP request\n", _NOT_FOUND)
             return
         entry = self.cache.get(key)
+        cache = "hit"
         if entry is None:
+            cache = "miss"
             # asked without the client's If-None-Match: what is cached is the full answer,
             # never the empty body of a 304 (which would then go to every later client)
             reply = self.responder.answer(
                 der if der is not None else decode_get_path(path[len("/ocsp/"):]))
             if reply.row is None:  # refusals and nonce answers are never cached
+                OCSP_REQUESTS.labels(reply.answered, "none").inc()
                 await _send(send, reply.status_code, reply.body,
                             [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()])
                 return
             entry = self._remember(key, reply)
+        OCSP_REQUESTS.labels(entry.status, cache).inc()
         if method == "GET" and (inm := _header(scope, b"if-none-match")) is not None \
                 and _matches(inm, entry.etag.decode()):
             await _send(send, 304, b"", [*entry.headers, _cache_control(entry)])
@@ -467,8 +488,15 @@ def serve_ocsp(settings: Settings, stop: threading.Event) -> None:
         ca.current_ocsp_signer()
     except DomainError as exc:
         log.warning("requests with a nonce get the pre-signed answer without it: %s", exc)
-    finally:
-        ca.close()
+    # the workers count in prometheus-client's multiprocess mode; this process sums them
+    metrics_dir = tempfile.mkdtemp(prefix="partner-ca-ocsp-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    store = ocsp_store(settings.store_url("ca"), settings.data_dir)
+    gauges = Gauges()
+    gauges.add("partner_ca_ocsp_oldest_response_age_seconds",
+               "Seconds since the oldest pre-signed OCSP response was signed",
+               oldest_ocsp_response(store))
+    serve_ops(settings, [store_check(ca)], stop, gauges, multiprocess_dir=metrics_dir)
     context = multiprocessing.get_context("spawn")  # no inherited database connections
     shared = listening_socket(settings.ocsp_listen) if inherited(settings.ocsp_listen) else None
 
@@ -491,3 +519,5 @@ def serve_ocsp(settings: Settings, stop: threading.Event) -> None:
             os.kill(process.pid, signal.SIGTERM)
     for process in workers:
         process.join(timeout=10)
+    ca.close()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
