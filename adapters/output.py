@@ -74,7 +74,19 @@ def configure_logging(role: str | None = None) -> None:
         fail(f"bad configuration: PARTNER_CA_LOG_LEVEL: {level_name!r} is not one of "
              f"{', '.join(LOG_LEVELS)}", EXIT_SETUP)
     prefix = f"{role} " if role else ""
-    logging.basicConfig(level=level_name, force=True, stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
+    if os.environ.get("PARTNER_CA_LOG_FORMAT", "text").lower() == "json":
+        # one JSON object per line: time, level, role, logger, message, and what the line is
+        # about where the code says it (serial, request_id, log_position, topic, offset, …)
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            static_fields={"role": role or "cli"}))
+        logging.basicConfig(level=level_name, force=True, handlers=[handler])
+    else:
+        logging.basicConfig(level=level_name, force=True, stream=sys.stderr,
+                            format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.DEBUG if level_name == "DEBUG"
                                         else logging.WARNING)

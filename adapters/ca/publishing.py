@@ -118,7 +118,8 @@ class CrlPublisher:
         revoked = len(by_issuer.get(authority.current, []))
         log.info("CRL %d published: %d revoked, CA log position %d%s", number, revoked,
                  position, f" (and the CRLs of {len(done) - 1} earlier issuing CAs)"
-                 if len(done) > 1 else "")
+                 if len(done) > 1 else "",
+                 extra={"crl_number": number, "log_position": position, "revoked": revoked})
         return CrlPublication(number, revoked, position, done[authority.current],
                               {g: crls for g, crls in done.items() if g != authority.current})
 

@@ -106,7 +106,9 @@ class KafkaInbox:
             position = self.app.recorder.max_tracking_id(source_name(tp.topic, tp.partition))
             self.tracked[tp] = position or 0
             log.info("inbox %s: %s resumes at offset %d", self.app.name,
-                     source_name(tp.topic, tp.partition), self.tracked[tp])
+                     source_name(tp.topic, tp.partition), self.tracked[tp],
+                     extra={"topic": tp.topic, "partition": tp.partition,
+                            "offset": self.tracked[tp]})
         return self.tracked[tp]
 
     @property
@@ -148,7 +150,9 @@ class KafkaInbox:
                     messages.append(decode(record.headers, record.value))
                 except (MalformedMessage, UnauthenticatedRecord) as exc:
                     log.warning("%s: rejected record at offset %d: %s",
-                                source_name(tp.topic, tp.partition), record.offset, exc)
+                                source_name(tp.topic, tp.partition), record.offset, exc,
+                                extra={"topic": tp.topic, "partition": tp.partition,
+                                       "offset": record.offset})
                     excerpt = (record.value or b"")[:200].decode("utf-8", "replace")
                     rejected.append((record.offset + 1, str(exc), excerpt))
             self._apply(tp, messages, rejected, records[-1].offset + 1)
