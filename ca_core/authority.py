@@ -77,8 +77,8 @@ class Authority(Aggregate):
         issuing_key_id: str
         root_key_id: str = ""
 
-    class IssuingCaCertified(Aggregate.Event):
-        """The key ceremony's second step: the first issuing key, certified by the root."""
+    class IssuingCaEvent(Aggregate.Event):
+        """What both ways of certifying an issuing CA record."""
 
         private_fields: ClassVar[frozenset[str]] = frozenset({"certificate_pem"})
         generation: int
@@ -89,18 +89,13 @@ class Authority(Aggregate):
         not_before: datetime
         not_after: datetime
 
-    class SigningKeyRotated(Aggregate.Event):
+    class IssuingCaCertified(IssuingCaEvent):
+        """The key ceremony's second step: the first issuing key, certified by the root."""
+
+    class SigningKeyRotated(IssuingCaEvent):
         """Rollover: a new issuing CA, current from now on; ``previous`` keeps its CRL and
         OCSP until its certificates have expired."""
 
-        private_fields: ClassVar[frozenset[str]] = frozenset({"certificate_pem"})
-        generation: int
-        serial: str
-        certificate_pem: str
-        key_name: str
-        key_id: str
-        not_before: datetime
-        not_after: datetime
         previous: int
 
     class IssuingCaRetired(Aggregate.Event):

@@ -249,12 +249,9 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
         if who is None:
             return redirect(request, "/?message=session_needed")
         page = Page(request, secret)
-        form = await form_of(request, page)
-        csr = str(form.get("csr_file") or "").strip() or str(form.get("csr_pem", "")).strip()
+        csr, *passwords = request_fields(await form_of(request, page))
         try:
-            request_id = await run_in_threadpool(
-                portal.submit_request, who, csr, str(form.get("password", "")),
-                str(form.get("password_again", "")))
+            request_id = await run_in_threadpool(portal.submit_request, who, csr, *passwords)
         except DomainError as exc:
             return problem(page, "request.html", exc, who=who, csr_pem=csr,
                            command=CSR_COMMAND.format(user=who.user_id))
@@ -350,12 +347,10 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
         if found is None:
             return redirect(request, "/?message=session_needed")
         page = Page(request, secret)
-        form = await form_of(request, page)
-        csr = str(form.get("csr_file") or "").strip() or str(form.get("csr_pem", "")).strip()
+        csr, *passwords = request_fields(await form_of(request, page))
         try:
-            request_id = await run_in_threadpool(
-                portal.request_renewal, found[0], csr, str(form.get("password", "")),
-                str(form.get("password_again", "")))
+            request_id = await run_in_threadpool(portal.request_renewal, found[0], csr,
+                                                 *passwords)
         except DomainError as exc:
             return manager(page, found[0], exc.http_status, error=str(exc), code=exc.code,
                            form="renewal", csr_pem=csr, error_field=field_of(exc.code))
@@ -584,6 +579,13 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
             "Content-Disposition": 'attachment; filename="history.csv"'})
 
     return web
+
+
+def request_fields(form: dict[str, Any]) -> tuple[str, str, str]:
+    """A request or renewal form: the CSR (uploaded file, else pasted) and the revocation
+    password twice."""
+    csr = str(form.get("csr_file") or "").strip() or str(form.get("csr_pem", "")).strip()
+    return csr, str(form.get("password", "")), str(form.get("password_again", ""))
 
 
 def field_of(code: str) -> str | None:
