@@ -155,7 +155,8 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
 
 
 def _observed(settings: Settings, stop: threading.Event, portal: Portal | None,
-              ca: CertificateAuthority | None) -> None:
+              ca: CertificateAuthority | None, relays: dict[str, Any] | None = None,
+              inboxes: dict[str, Any] | None = None, count: bool = True) -> None:
     """Metrics from what this process records; /metrics, /healthz, /readyz when
     PARTNER_CA_METRICS_LISTEN is set (adapters/observability.py)."""
     from adapters.observability import (
@@ -175,7 +176,8 @@ def _observed(settings: Settings, stop: threading.Event, portal: Portal | None,
     gauges = Gauges()
     for app in (portal, ca):
         if app is not None:
-            observe(app)
+            if count:
+                observe(app)
             checks.append(store_check(app))
     if ca is not None:
         if ca.keys is not None:
@@ -190,6 +192,26 @@ def _observed(settings: Settings, stop: threading.Event, portal: Portal | None,
         gauges.add("partner_ca_status_view_lag",
                    "CA log positions the revocation-status view has not read", lag)
         checks.append(lag_check("status-view", lag, settings.ready_lag_bound))
+    for name, relay in (relays or {}).items():
+        gauges.add(f"partner_ca_{name.replace('-', '_')}_backlog",
+                   f"Log positions the {name} has not yet published", relay.backlog)
+    for name in (inboxes or {}):
+        def inbox_lag(name: str = name) -> float:
+            return float(inboxes[name].lag()) if inboxes else 0.0
+
+        def broker(name: str = name) -> None:
+            inbox = inboxes[name] if inboxes else None
+            connections = (inbox.consumer.metrics().get("consumer-metrics", {}).get(
+                "connection-count", 0) if inbox is not None else 0)
+            if not connections:
+                raise RuntimeError("no connection to a broker")
+            if time.monotonic() - inbox.last_progress > WEDGED_AFTER_SECONDS:
+                raise RuntimeError("poll() has not returned lately")
+
+        gauges.add(f"partner_ca_{name.replace('-', '_')}_lag",
+                   f"Records on the {name}'s partitions not yet applied", inbox_lag)
+        checks.append((f"{name}-broker", broker))
+        checks.append(lag_check(f"{name}-lag", inbox_lag, settings.ready_lag_bound))
     serve_ops(settings, checks, stop, gauges)
 
 
@@ -298,7 +320,11 @@ def serve(role: str, settings: Settings, passphrase: str | None,
 
     _on_signals(stop)
     fewer_collections()
-    _observed(settings, stop, portal=portal, ca=ca)
+    from adapters.observability import observe
+
+    for app in (portal, ca):  # counted from the first transaction on
+        if app is not None:
+            observe(app)
     threads: list[threading.Thread] = []
     for name in components:
         if name in relays:
@@ -325,6 +351,8 @@ def serve(role: str, settings: Settings, passphrase: str | None,
         thread.start()
     inboxes = {name: _start_inbox(name, new_inbox[name](), stop)
                for name in components if name in new_inbox}
+    _observed(settings, stop, portal=portal, ca=ca, relays=relays, inboxes=inboxes,
+              count=False)
     log.info("serving %s (%s) on %s", role, ", ".join(components), settings.kafka_bootstrap)
     while not stop.wait(5.0):
         for name, inbox in list(inboxes.items()):

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -47,12 +48,13 @@ class Roles:
         self.logs = logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, role: str) -> None:
+    def start(self, role: str, **extra: str) -> None:
         log = (self.logs / f"{role}.log").open("ab")
+        env = {**self.env, **extra}
         self.procs[role] = subprocess.Popen(
-            ["partner-ca", "serve", "--role", role], env=self.env, stdout=log,
+            ["partner-ca", "serve", "--role", role], env=env, stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            pass_fds=inherited_fds(self.env))
+            pass_fds=inherited_fds(env))
 
     def kill(self, role: str) -> None:
         proc = self.procs.pop(role)
@@ -200,6 +202,33 @@ def test_the_whole_lifecycle_across_processes(env: dict[str, str], roles: Roles,
     assert done.returncode == 0, done.stderr
     wait_for("expiry", lambda: portal.request(third).certificate_status == "expired", roles)
     check_consistency(portal, ca)
+
+
+def test_the_ca_role_on_kafka_reports_metrics_and_readiness(
+        roles: Roles, apps: tuple[Any, Any]) -> None:
+    """Issue 19: /metrics and /readyz of `serve --role ca` over the secured broker: the
+    certificates it signed, its inbox's lag and relay's backlog, its broker check."""
+    from tests.e2e.test_observability import scrape
+    from tests.support import listener, port_of
+
+    portal, _ = apps
+    ops = listener()
+    metrics = f"http://127.0.0.1:{port_of(ops)}"
+    roles.start("ca", PARTNER_CA_METRICS_LISTEN=f"fd:{ops.fileno()}")
+    roles.start("portal")
+    ids = _load(portal, 20)
+    wait_for("issuance", lambda: count_of(portal, CertificateRequest.CertificateReady) == 20,
+             roles)
+    wait_for("counted", lambda: scrape(metrics).get(
+        ("partner_ca_certificates_issued_total", ())) == 20, roles)
+    samples = scrape(metrics)
+    assert samples[("partner_ca_ca_inbox_lag", ())] >= 0
+    assert samples[("partner_ca_ca_relay_backlog", ())] >= 0
+    ready = httpx.get(f"{metrics}/readyz", timeout=30)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["ca-inbox-broker"] == "ok"
+    assert len(ids) == 20
+    ops.close()
 
 
 def _load(portal: Any, n: int = IN_FLIGHT) -> list[Any]:

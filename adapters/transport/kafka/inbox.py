@@ -115,6 +115,16 @@ class KafkaInbox:
     def assigned(self) -> bool:
         return bool(self.consumer.assignment())
 
+    def lag(self) -> int:
+        """Records of its partitions this inbox has not applied (the broker's high
+        watermarks as last fetched; metrics, read from another thread)."""
+        behind = 0
+        for tp, applied in list(self.tracked.items()):
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                behind += max(0, high - applied)
+        return behind
+
     def poll_once(self, timeout_ms: int = 100) -> int:
         """Poll once and apply what arrived; returns the number of records handled."""
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)

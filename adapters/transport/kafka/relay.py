@@ -87,6 +87,12 @@ class KafkaRelay:
             self._published = self.position.max_tracking_id(self.app.name) or 0
         return self._published
 
+    def backlog(self) -> int:
+        """Log positions not yet published nor known to hold nothing to publish (metrics;
+        read from another thread: plain attribute reads and one query)."""
+        done = max(self._published or 0, self._scanned)
+        return max(0, (self.app.recorder.max_notification_id() or 0) - done)
+
     def run_once(self) -> int:
         """Publish the next page of outbox events; returns how many records were sent."""
         start = max(self.published_up_to(), self._scanned) + 1
