@@ -166,7 +166,9 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
     def choose_language(request: Request, language: str, next: str = "/") -> Response:
         if language not in LANGUAGES:
             raise NotFound(f"no language {language!r}", code="not-found")
-        target = next if next.startswith("/") and not next.startswith("//") else "/"
+        # only a path of this site: not "//host", not "/\\host" (browsers read it as "//")
+        target = next if next.startswith("/") and not next.startswith("//") and \
+            "\\" not in next and not any(ord(c) < 32 for c in next) else "/"
         answer = RedirectResponse(target, status_code=303)
         answer.set_cookie(LANG_COOKIE, language, samesite="strict", path="/",
                           max_age=365 * 86400)

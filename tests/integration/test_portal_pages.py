@@ -109,3 +109,14 @@ def test_a_module_administrator_sees_and_acts_only_in_his_modules(pages: tuple) 
     assert timeline.status_code == 200 and "OtpIssued" in timeline.text
     csv = client.get("/audit.csv", params={"user": USER})
     assert csv.headers["content-type"].startswith("text/csv") and "OtpIssued" in csv.text
+
+
+def test_the_language_switch_redirects_only_inside_the_site(pages: tuple) -> None:
+    client, _, _ = pages
+    for evil in ("//evil.example/", "/\\evil.example/", "https://evil.example/",
+                 "/\tevil"):
+        moved = client.get("/lang/en", params={"next": evil}, follow_redirects=False)
+        assert moved.status_code == 303 and moved.headers["location"] == "/", evil
+    moved = client.get("/lang/en", params={"next": "/certificate"}, follow_redirects=False)
+    assert moved.headers["location"] == "/certificate"
+    assert "Log in" in client.get("/").text  # English from now on
