@@ -125,10 +125,25 @@ def crl_age(path: Path) -> Callable[[], float | None]:
     return read
 
 
+class _Opened:
+    """A store given as itself, or as a callable opening it at first use."""
+
+    def __init__(self, store: Any) -> None:
+        self._store, self._open = (None, store) if callable(store) else (store, None)
+
+    def __call__(self) -> Any:
+        if self._store is None and self._open is not None:
+            self._store = self._open()
+        return self._store
+
+
 def oldest_ocsp_response(store: Any) -> Callable[[], float | None]:
-    """Seconds since the oldest pre-signed OCSP response was signed."""
+    """Seconds since the oldest pre-signed OCSP response was signed (``store``: the OCSP
+    store, or a callable opening it)."""
+    opened = _Opened(store)
+
     def read() -> float | None:
-        found = store._query("SELECT min(this_update) FROM ocsp_responses", ())
+        found = opened()._query("SELECT min(this_update) FROM ocsp_responses", ())
         if not found or found[0][0] is None:
             return None
         value = found[0][0]
@@ -138,10 +153,12 @@ def oldest_ocsp_response(store: Any) -> Callable[[], float | None]:
 
 
 def view_lag(view: Any, app: Any) -> Callable[[], float | None]:
-    """Positions of ``app``'s log a view has not yet processed."""
+    """Positions of ``app``'s log a view (or a callable opening it) has not yet processed."""
+    opened = _Opened(view)
+
     def read() -> float | None:
         return float((app.recorder.max_notification_id() or 0)
-                     - (view.max_tracking_id(app.name) or 0))
+                     - (opened().max_tracking_id(app.name) or 0))
     return read
 
 

@@ -172,23 +172,29 @@ def _observed(settings: Settings, stop: threading.Event, portal: Portal | None,
     from adapters.storage.crl_files import served_crl
     from adapters.storage.persistence import ocsp_store, status_view
 
+    if count:
+        for app in (portal, ca):
+            if app is not None:
+                observe(app)
+    if not settings.metrics_listen:
+        return
     checks = []
     gauges = Gauges()
     for app in (portal, ca):
         if app is not None:
-            if count:
-                observe(app)
             checks.append(store_check(app))
     if ca is not None:
         if ca.keys is not None:
             checks.append(("ca-keys", ca.unlock))  # the issuing keys open (file or token)
         gauges.add("partner_ca_crl_age_seconds", "Seconds since the served CRL's thisUpdate",
                    crl_age(served_crl(settings.data_dir)))
+        # the views' stores are opened at the first scrape, not here: the roles starting
+        # at once would race on creating their tables
         gauges.add("partner_ca_ocsp_oldest_response_age_seconds",
                    "Seconds since the oldest pre-signed OCSP response was signed",
-                   oldest_ocsp_response(ocsp_store(settings.store_url("ca"),
-                                                   settings.data_dir)))
-        lag = view_lag(status_view(settings.store_url("ca"), settings.data_dir), ca)
+                   oldest_ocsp_response(lambda: ocsp_store(settings.store_url("ca"),
+                                                           settings.data_dir)))
+        lag = view_lag(lambda: status_view(settings.store_url("ca"), settings.data_dir), ca)
         gauges.add("partner_ca_status_view_lag",
                    "CA log positions the revocation-status view has not read", lag)
         checks.append(lag_check("status-view", lag, settings.ready_lag_bound))

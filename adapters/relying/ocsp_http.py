@@ -488,15 +488,17 @@ def serve_ocsp(settings: Settings, stop: threading.Event) -> None:
         ca.current_ocsp_signer()
     except DomainError as exc:
         log.warning("requests with a nonce get the pre-signed answer without it: %s", exc)
-    # the workers count in prometheus-client's multiprocess mode; this process sums them
-    metrics_dir = tempfile.mkdtemp(prefix="partner-ca-ocsp-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    store = ocsp_store(settings.store_url("ca"), settings.data_dir)
-    gauges = Gauges()
-    gauges.add("partner_ca_ocsp_oldest_response_age_seconds",
-               "Seconds since the oldest pre-signed OCSP response was signed",
-               oldest_ocsp_response(store))
-    serve_ops(settings, [store_check(ca)], stop, gauges, multiprocess_dir=metrics_dir)
+    metrics_dir = None
+    if settings.metrics_listen:
+        # the workers count in prometheus-client's multiprocess mode; this process sums them
+        metrics_dir = tempfile.mkdtemp(prefix="partner-ca-ocsp-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        gauges = Gauges()
+        gauges.add("partner_ca_ocsp_oldest_response_age_seconds",
+                   "Seconds since the oldest pre-signed OCSP response was signed",
+                   oldest_ocsp_response(lambda: ocsp_store(settings.store_url("ca"),
+                                                           settings.data_dir)))
+        serve_ops(settings, [store_check(ca)], stop, gauges, multiprocess_dir=metrics_dir)
     context = multiprocessing.get_context("spawn")  # no inherited database connections
     shared = listening_socket(settings.ocsp_listen) if inherited(settings.ocsp_listen) else None
 
@@ -520,4 +522,5 @@ def serve_ocsp(settings: Settings, stop: threading.Event) -> None:
     for process in workers:
         process.join(timeout=10)
     ca.close()
-    shutil.rmtree(metrics_dir, ignore_errors=True)
+    if metrics_dir is not None:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
