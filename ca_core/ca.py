@@ -36,7 +36,7 @@ from ca_core.clock import Clock, SystemClock
 from ca_core.crl import MAX_CRL_VALIDITY, RevokedEntry, build_crl
 from ca_core.errors import DomainError, NotFound, NotReady
 from ca_core.eventmodel import PYDANTIC_ENV, DomainEvent, read_log
-from ca_core.expiry import EXPIRY_EVENTS, ExpiryIndex
+from ca_core.expiry import EXPIRY_EVENTS, ExpiryIndex, LastExpiries
 from ca_core.keypolicy import checked_csr, csr_fingerprint, spki_fingerprint
 from ca_core.messages import CertificateRequested, Message, RevocationRequested
 from ca_core.ocsp import Signer, build_ocsp_signer
@@ -61,6 +61,7 @@ ROOT_KEY, ISSUING_KEY = "root", issuing_key_name(0)
 RETIRE_GRACE = timedelta(hours=1)
 #: what the expiry index follows in the CA's log
 EXPIRY_TOPICS = tuple(get_topic(e) for e in EXPIRY_EVENTS)
+ISSUED_TOPIC = get_topic(Certificate.CertificateIssued)
 
 
 #: How often an Authority update is tried again when another process recorded first.
@@ -166,6 +167,7 @@ class CertificateAuthority(MessageDrivenApplication):
         self._ocsp: dict[int, Signer] = {}
         self._expiries = ExpiryIndex()  # R11: what is due, read from the log as it grows
         self._revoked_issuers = RevokedIssuers()
+        self._last_expiries = LastExpiries()  # retire_due's (expire_due owns _expiries)
 
     # -- hierarchy ------------------------------------------------------
     def initialise(self, root_name: str = "Partner CA Root",
@@ -227,14 +229,16 @@ class CertificateAuthority(MessageDrivenApplication):
         expired (``IssuingCaRetired``); returns the generations retired."""
         authority = self.authority()
         now = self.clock.now()
-        self._expiries.extend(read_log(self, topics=EXPIRY_TOPICS,
-                                       start=self._expiries.position + 1))
+        # an index of its own: expire_due (another thread in the embedded role) owns the
+        # expiry index
+        self._last_expiries.extend(read_log(self, topics=[ISSUED_TOPIC],
+                                            start=self._last_expiries.position + 1))
         retired = []
         for ca in authority.active():
             if ca.generation == authority.current:
                 continue
             after = authority.issuing.get(ca.generation + 1)
-            last = self._expiries.last_expiry.get(ca.generation, ca.since)
+            last = self._last_expiries.last_expiry.get(ca.generation, ca.since)
             if after is not None and now > max(last, after.since + RETIRE_GRACE):
                 authority.issuing_ca_retired(generation=ca.generation, last_expiry=last,
                                              timestamp=now)

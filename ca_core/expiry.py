@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -28,8 +28,6 @@ class ExpiryIndex:
         """Forget everything: the next ``extend`` reads the log from its start."""
         self._heap: list[tuple[datetime, str, UUID]] = []
         self._ended: set[UUID] = set()  # revoked or expired, not yet taken from the heap
-        #: the latest notAfter of the certificates each issuing CA signed (its retirement)
-        self.last_expiry: dict[int, datetime] = {}
         self.position = 0
 
     def extend(self, events: Iterable[tuple[int, Any]]) -> None:
@@ -37,10 +35,6 @@ class ExpiryIndex:
         for position, event in events:
             if isinstance(event, Certificate.CertificateIssued):
                 heapq.heappush(self._heap, (event.not_after, event.serial, event.originator_id))
-                generation = event.issuer_generation
-                if event.not_after > self.last_expiry.get(generation, event.not_after
-                                                          - timedelta(seconds=1)):
-                    self.last_expiry[generation] = event.not_after
             else:  # revoked or expired: nothing left to record
                 self._ended.add(event.originator_id)
             self.position = position
@@ -54,3 +48,21 @@ class ExpiryIndex:
                 self._ended.discard(certificate_id)
                 continue
             yield certificate_id
+
+
+class LastExpiries:
+    """The latest notAfter of the certificates each issuing CA signed (when it may retire),
+    from the log's CertificateIssued events after ``position``."""
+
+    def __init__(self) -> None:
+        self.last_expiry: dict[int, datetime] = {}
+        self.position = 0
+
+    def extend(self, events: Iterable[tuple[int, Any]]) -> None:
+        for position, event in events:
+            if isinstance(event, Certificate.CertificateIssued):
+                generation = event.issuer_generation
+                known = self.last_expiry.get(generation)
+                if known is None or event.not_after > known:
+                    self.last_expiry[generation] = event.not_after
+            self.position = position
