@@ -230,9 +230,9 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
     async def logout(request: Request) -> Response:
         page = Page(request, secret)
         await form_of(request, page)
-        data = session_of(request)
+        data = await run_in_threadpool(session_of, request)
         if data is not None:
-            portal.end_session(data["i"], f"user:{data['u']}")
+            await run_in_threadpool(portal.end_session, data["i"], f"user:{data['u']}")
         return redirect(request, "/?message=logged_out", (SESSION_COOKIE, None))
 
     # -- chapter 4: request, waiting, result ----------------------------------------------
@@ -375,7 +375,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
         except DomainError as exc:
             return manager(page, found[0], exc.http_status, error=str(exc), code=exc.code,
                            form="revocation", error_field=field_of(exc.code))
-        portal.end_session(found[1]["i"], f"user:{found[0].user_id}")
+        await run_in_threadpool(portal.end_session, found[1]["i"], f"user:{found[0].user_id}")
         return redirect(request, "/?message=revocation_done", (SESSION_COOKIE, None))
 
     # -- ops console -------------------------------------------------------------------------
