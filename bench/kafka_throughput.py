@@ -40,6 +40,21 @@ ROOT = Path(__file__).resolve().parents[1]
 console = Console()
 
 
+def services() -> tuple[str, str, str | None]:
+    """PostgreSQL and the Kafka broker started by deploy/ (idempotent): the database URL,
+    the bootstrap address and the directory of the roles' credentials — the secured broker,
+    each role with its own TLS identity and record-signing key (None: a broker from before
+    issue 15, for a baseline run of older code)."""
+    pg = subprocess.run(["bash", str(ROOT / "deploy/postgres/start.sh")], check=True,
+                        capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    started = subprocess.run(["bash", str(ROOT / "deploy/kafka/start.sh")], check=True,
+                             capture_output=True, text=True)
+    kafka = started.stdout.strip().splitlines()[-1]
+    credentials = next((line.split(": ", 1)[1] for line in started.stderr.splitlines()
+                        if line.startswith("Kafka credentials: ")), None)
+    return pg, kafka, credentials
+
+
 def fresh_database(admin_url: str, name: str) -> str:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -151,15 +166,7 @@ def main() -> None:
                         help="run the portal's relay and inbox as two processes")
     args = parser.parse_args()
 
-    pg = subprocess.run(["bash", str(ROOT / "deploy/postgres/start.sh")], check=True,
-                        capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    started = subprocess.run(["bash", str(ROOT / "deploy/kafka/start.sh")], check=True,
-                             capture_output=True, text=True)
-    kafka = started.stdout.strip().splitlines()[-1]
-    # the secured broker: each role with its own TLS identity and record-signing key
-    # (none: a broker from before issue 15, for a baseline run of older code)
-    credentials = next((line.split(": ", 1)[1] for line in started.stderr.splitlines()
-                        if line.startswith("Kafka credentials: ")), None)
+    pg, kafka, credentials = services()
     tmp = Path(tempfile.mkdtemp(prefix="partner-ca-bench-"))
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     env = {

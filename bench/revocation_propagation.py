@@ -32,7 +32,7 @@ from rich.progress import Progress
 from adapters.client import softtoken
 from adapters.entrypoints.bootstrap import build_portal
 from adapters.settings import Settings
-from bench.kafka_throughput import fresh_database
+from bench.kafka_throughput import fresh_database, services
 from ca_core.clock import SystemClock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,13 +70,9 @@ def main() -> None:
                         help="PARTNER_CA_RELYING_POLL_SECONDS of the roles")
     args = parser.parse_args()
 
-    pg = subprocess.run(["bash", str(ROOT / "deploy/postgres/start.sh")], check=True,
-                        capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    started = subprocess.run(["bash", str(ROOT / "deploy/kafka/start.sh")], check=True,
-                             capture_output=True, text=True)
-    kafka = started.stdout.strip().splitlines()[-1]
-    credentials = next(line.split(": ", 1)[1] for line in started.stderr.splitlines()
-                       if line.startswith("Kafka credentials: "))
+    pg, kafka, credentials = services()
+    if credentials is None:
+        raise SystemExit("the broker is not the secured one of deploy/kafka/start.sh")
     tmp = Path(tempfile.mkdtemp(prefix="partner-ca-revocation-"))
     prefix = f"rev{uuid.uuid4().hex[:8]}."
     api, ocsp_sock, crl_sock = _socket(), _socket(), _socket()
