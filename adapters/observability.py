@@ -240,22 +240,14 @@ def serve_ops(settings: Any, checks: Sequence[Check], stop: threading.Event,
         return None
     import uvicorn
 
-    from adapters.sockets import listening_socket, shown
+    from adapters.sockets import listening_socket, serve_until
 
     sock = listening_socket(settings.metrics_listen)
     server = uvicorn.Server(uvicorn.Config(ops_app(checks, gauges, multiprocess_dir),
                                            log_level="warning", access_log=False,
                                            lifespan="off"))
 
-    def run() -> None:
-        web = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                               name="ops-http", daemon=True)
-        web.start()
-        log.info("metrics and health on http://%s", shown(sock))
-        stop.wait()
-        server.should_exit = True
-        web.join(timeout=10)
-
-    thread = threading.Thread(target=run, name="ops-listener", daemon=True)
+    thread = threading.Thread(target=serve_until, name="ops-listener", daemon=True,
+                              args=(server, sock, stop, "ops-http", "metrics and health"))
     thread.start()
     return thread

@@ -7,7 +7,12 @@ harness hands a server so that no port has to be guessed and raced for.
 
 from __future__ import annotations
 
+import logging
 import socket
+import threading
+from typing import Any
+
+log = logging.getLogger("partner_ca.serve")
 
 
 def inherited(listen: str) -> bool:
@@ -38,3 +43,17 @@ def shown(sock: socket.socket) -> str:
     """host:port the socket listens on (for the log)."""
     host, port = sock.getsockname()[:2]
     return f"{host}:{port}"
+
+
+def serve_until(server: Any, sock: socket.socket, stop: threading.Event, name: str,
+                what: str) -> None:
+    """Run a uvicorn ``server`` on ``sock`` in a thread of its own until ``stop``; then let
+    it finish its requests and close the socket (the body of a role's HTTP thread)."""
+    web = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name,
+                           daemon=True)
+    web.start()
+    log.info("%s on http://%s", what, shown(sock))
+    stop.wait()
+    server.should_exit = True
+    web.join(timeout=10)
+    sock.close()

@@ -116,7 +116,7 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
 
         from adapters.portal.api import ATTEMPTS_PER_ADDRESS, ATTEMPTS_WINDOW, portal_api
         from adapters.portal.ops_auth import OpsTokens
-        from adapters.sockets import listening_socket, shown
+        from adapters.sockets import listening_socket, serve_until
         from adapters.storage.attempts import shared_attempts
 
         # attempts per client address, counted in the portal's store: every process shares them
@@ -134,18 +134,9 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
                                                proxy_headers=False))
         sock = listening_socket(settings.portal_listen)
 
-        def run_api(stop: threading.Event) -> None:
-            web = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                                   name="portal-api-http", daemon=True)
-            web.start()
-            log.info("portal API on http://%s", shown(sock))
-            stop.wait()
-            server.should_exit = True
-            web.join(timeout=10)
-            sock.close()
-
-        threads.append(threading.Thread(target=run_api, args=(stop,), name="portal-api",
-                                        daemon=True))
+        threads.append(threading.Thread(target=serve_until, name="portal-api", daemon=True,
+                                        args=(server, sock, stop, "portal-api-http",
+                                              "portal API")))
     if "notifier" in components and (settings.notifier_in_portal or components == ("notifier",)):
         from adapters.portal.mailer import run_notifier
 
