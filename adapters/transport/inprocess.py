@@ -2,7 +2,9 @@
 
 Each delivery is recorded with eventsourcing tracking (the source application's
 name and notification id) in the same transaction as the events it causes, so a
-restart resumes exactly where it stopped.
+restart resumes exactly where it stopped. Another process on the same stores (a
+running ``serve`` beside a CLI command) may deliver the same page first: the page
+is then skipped; any other conflict is retried from positions read again.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import IntegrityError, Tracking
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from ca_core.eventmodel import DomainEvent
 from ca_core.messages import (
@@ -21,6 +24,9 @@ from ca_core.messages import (
     portal_message,
 )
 from ca_core.processing import MessageDrivenApplication
+
+#: How often a page is tried again when another process on the same stores recorded first.
+CONFLICT_ATTEMPTS = 30
 
 
 class InProcessTransport:
@@ -49,11 +55,34 @@ class InProcessTransport:
         to_message: Callable[[DomainEvent], Message | None],
     ) -> int:
         """Deliver one page of the source's log as one batch, tracked by its last position."""
+        retrying = Retrying(retry=retry_if_exception_type(IntegrityError),
+                            stop=stop_after_attempt(CONFLICT_ATTEMPTS),
+                            wait=wait_random_exponential(multiplier=0.005, max=0.15),
+                            reraise=True)
+        while True:
+            delivered = retrying(self._forward_once, source, target, topics, to_message)
+            if delivered is not None:
+                return delivered
+            # another process delivered that page first; the positions moved on: read again
+
+    def _forward_once(
+        self,
+        source: MessageDrivenApplication,
+        target: MessageDrivenApplication,
+        topics: Sequence[str],
+        to_message: Callable[[DomainEvent], Message | None],
+    ) -> int | None:
         start = (target.recorder.max_tracking_id(source.name) or 0) + 1
         notifications = source.recorder.select_notifications(start, self.page, topics=topics)
         if not notifications:
             return 0
         messages = [m for n in notifications
                     if (m := to_message(cast(DomainEvent, source.mapper.to_domain_event(n))))]
-        target.process_batch(messages, Tracking(source.name, notifications[-1].id))
+        last = notifications[-1].id
+        try:
+            target.process_batch(messages, Tracking(source.name, last))
+        except IntegrityError:
+            if (target.recorder.max_tracking_id(source.name) or 0) >= last:
+                return None  # another process delivered this page first: nothing to redo
+            raise
         return len(messages)
