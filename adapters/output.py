@@ -90,3 +90,7 @@ def configure_logging(role: str | None = None) -> None:
                             format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.DEBUG if level_name == "DEBUG"
                                         else logging.WARNING)
+    # joins, assignments and lost members of the inboxes' consumer groups are worth a line
+    logging.getLogger("kafka.coordinator").setLevel(
+        min(logging.INFO, logging.getLevelName(level_name)) if level_name != "DEBUG"
+        else logging.DEBUG)

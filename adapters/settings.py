@@ -47,8 +47,6 @@ class Settings(BaseSettings):
     #: it accepts). A process reads only the folders of the roles it runs. docs/kafka.md.
     kafka_credentials: Path | None = None
     #: Scale-out of the CA inbox: worker k of n takes the partitions p with p mod n = k.
-    kafka_inbox_workers: int = 1
-    kafka_inbox_worker_index: int = 0
     #: PEM file with the issuing and root CA certificates (written by ``init``).
     chain_file: Path | None = None
     #: How often ``serve --role ca`` records due expiries.

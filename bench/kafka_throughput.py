@@ -193,10 +193,9 @@ def main() -> None:
     logs = tmp / "logs"
     logs.mkdir()
     portal_roles = ["portal-relay", "portal-inbox"] if args.split_portal else ["portal"]
-    roles = [(role, {}) for role in portal_roles] + [("ca-relay", {})] + [
-        ("ca-inbox", {"PARTNER_CA_KAFKA_INBOX_WORKERS": str(args.ca_workers),
-                      "PARTNER_CA_KAFKA_INBOX_WORKER_INDEX": str(k)})
-        for k in range(args.ca_workers)]
+    # the CA inboxes share the requests partitions through their consumer group
+    roles: list[tuple[str, dict[str, str]]] = [(role, {}) for role in portal_roles] + [
+        ("ca-relay", {})] + [("ca-inbox", {}) for _ in range(args.ca_workers)]
     procs = [subprocess.Popen(["partner-ca", "serve", "--role", role], env={**env, **extra},
                               stdout=(logs / f"{role}-{i}.log").open("w"),
                               stderr=subprocess.STDOUT)

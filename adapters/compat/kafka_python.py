@@ -1,7 +1,14 @@
-"""kafka-python (pinned: 3.0.12) past its public API: the consumer's IO loop wake-up.
+"""kafka-python (pinned: 3.0.12) past its public API, and what we rely on it doing.
 
-kafka-python 3.0.12 can lose a cross-thread wake-up, and its IO thread then sits in select()
-with no timeout while ``poll()`` waits on it (adapters/transport/kafka/inbox.py nudges it).
+- ``io_wakeup``: kafka-python 3.0.12 can lose a cross-thread wake-up, and its IO thread then
+  sits in select() with no timeout while ``poll()`` waits on it
+  (adapters/transport/kafka/inbox.py nudges it).
+- ``rebalancing`` (from the public ``KafkaConsumer.group_metadata()``) and ``finish_join``
+  (``KafkaConsumer._coordinator.poll``): a group join that several short ``poll()`` calls time
+  out on may never complete — the member stays "rebalancing" with no partitions (reproduced
+  in tests/integration/test_kafka_groups.py). So while a rebalance is under way the inbox
+  drives the join alone with a long timeout, which returns as soon as the member has its
+  assignment (a long ``poll()`` would also wait for records that may not come).
 """
 
 from __future__ import annotations
@@ -20,6 +27,20 @@ def io_wakeup(consumer: Any) -> Callable[[], None] | None:
     return wakeup if callable(wakeup) else None
 
 
+def rebalancing(consumer: Any) -> bool:
+    """Whether the consumer is between JoinGroup and its assignment (a rebalance under way)."""
+    return str(getattr(consumer.group_metadata(), "state", "")) == REBALANCING
+
+
+def finish_join(consumer: Any, timeout_ms: int) -> bool:
+    """Drive the consumer's group join until it has its assignment or ``timeout_ms`` passed."""
+    return bool(consumer._coordinator.poll(timeout_ms=timeout_ms))
+
+
+#: how ``MemberState.REBALANCING`` prints in kafka-python 3.0.12
+REBALANCING = "<rebalancing>"
+
+
 def problems() -> list[str]:
     found = []
     if version("kafka-python") != PINNED:
@@ -31,6 +52,13 @@ def problems() -> list[str]:
     try:
         if io_wakeup(consumer) is None:
             found.append("KafkaConsumer has no _net.wakeup any more")
+        from kafka.coordinator.base import MemberState
+
+        if not callable(getattr(getattr(consumer, "_coordinator", None), "poll", None)):
+            found.append("KafkaConsumer has no _coordinator.poll any more")
+
+        if str(MemberState.REBALANCING) != REBALANCING:
+            found.append(f"MemberState.REBALANCING prints as {MemberState.REBALANCING!s}")
     finally:
         consumer.close()
     return found

@@ -88,8 +88,17 @@ def _on_signals(stop: threading.Event) -> None:
         signal.signal(signal.SIGINT, _stop)
 
 
-def _checkpoint_thread(app: Any, settings: Settings, passphrase: str | None,
-                       stop: threading.Event) -> list[threading.Thread]:
+#: a long-running component: runs until the event is set
+Runner = Callable[[threading.Event], None]
+
+
+def _threads(runs: list[tuple[str, Runner]], stop: threading.Event) -> list[threading.Thread]:
+    return [threading.Thread(target=run, args=(stop,), name=name, daemon=True)
+            for name, run in runs]
+
+
+def _checkpoints(app: Any, settings: Settings,
+                 passphrase: str | None) -> list[tuple[str, Runner]]:
     """Periodic signed tree heads over ``app``'s log (needs the key passphrase)."""
     if settings.audit_checkpoint_seconds <= 0:
         return []
@@ -101,15 +110,37 @@ def _checkpoint_thread(app: Any, settings: Settings, passphrase: str | None,
         log.warning("%s: no key passphrase, so no signed tree heads from this process",
                     app.name)
         return []
-    return [threading.Thread(target=run_checkpoints, name=f"{app.name}-checkpoint", daemon=True,
-                             args=(app, keys, settings.data_dir,
-                                   settings.audit_checkpoint_seconds, stop))]
+
+    def run(stop: threading.Event) -> None:
+        run_checkpoints(app, keys, settings.data_dir, settings.audit_checkpoint_seconds, stop)
+
+    return [(f"{app.name}-checkpoint", run)]
+
+
+def _notifier(components: tuple[str, ...], portal: Portal,
+              settings: Settings) -> list[tuple[str, Runner]]:
+    """The e-mail notifier, when the role has it."""
+    if "notifier" in components and (settings.notifier_in_portal or components == ("notifier",)):
+        from adapters.portal.mailer import run_notifier
+
+        return [("notifier", lambda stop: run_notifier(portal, settings, stop))]
+    return []
+
+
+def _leased(name: str, app_name: str, run: Runner, settings: Settings,
+            stop: threading.Event) -> threading.Thread:
+    """``run`` in whichever of the role's processes holds the lease ``name``."""
+    from adapters.storage.lease import Lease, run_while_holding
+
+    lease = Lease(name, settings.store_url(app_name), settings.data_dir)
+    return threading.Thread(target=run_while_holding, args=(lease, [(name, run)], stop),
+                            name=f"{name}-lease", daemon=True)
 
 
 def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Settings,
                     stop: threading.Event, ca: Any = None) -> list[threading.Thread]:
-    """The portal's HTTP API and the notifier, when the role has them; the auditor pages
-    read the CA's log too where this process has it (embedded)."""
+    """The portal's HTTP API, when the role has it; the auditor pages read the CA's log too
+    where this process has it (embedded)."""
     threads = []
     if "portal-api" in components and settings.portal_listen:
         import uvicorn
@@ -137,11 +168,6 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
         threads.append(threading.Thread(target=serve_until, name="portal-api", daemon=True,
                                         args=(server, sock, stop, "portal-api-http",
                                               "portal API")))
-    if "notifier" in components and (settings.notifier_in_portal or components == ("notifier",)):
-        from adapters.portal.mailer import run_notifier
-
-        threads.append(threading.Thread(target=run_notifier, args=(portal, settings, stop),
-                                        name="notifier", daemon=True))
     return threads
 
 
@@ -245,8 +271,9 @@ def _serve_embedded(role: str, settings: Settings, passphrase: str | None,
                threading.Thread(target=run_publishing, args=(system.ca, settings, stop),
                                 name="ca-publish", daemon=True),
                *_portal_threads(components, system.portal, settings, stop, system.ca),
-               *_checkpoint_thread(system.ca, settings, passphrase, stop),
-               *_checkpoint_thread(system.portal, settings, passphrase, stop)]
+               *_threads([*_notifier(components, system.portal, settings),
+                          *_checkpoints(system.ca, settings, passphrase),
+                          *_checkpoints(system.portal, settings, passphrase)], stop)]
     for thread in threads:
         thread.start()
     log.info("serving %s (embedded: %s, in-process transport)", role,
@@ -322,28 +349,28 @@ def serve(role: str, settings: Settings, passphrase: str | None,
     for app in (portal, ca):  # counted from the first transaction on
         if app is not None:
             observe(app)
-    threads: list[threading.Thread] = []
+    # one of each singleton runs at a time, in whichever worker holds its lease
+    # (adapters/storage/lease.py); another worker takes it over when that one dies
+    singletons: list[tuple[str, str, Runner]] = []
     for name in components:
         if name in relays:
-            threads.append(threading.Thread(target=relays[name].run, args=(stop,), name=name,
-                                            daemon=True))
-        elif name == "ca-expiry" and ca is not None and settings.kafka_inbox_worker_index == 0:
-            # one process records expiries: n CA inbox workers would each read the log for
-            # them and race to save the same events
-            threads.append(threading.Thread(
-                target=_expiry_loop(ca, settings.expiry_interval_seconds), args=(stop,),
-                name=name, daemon=True))
-        elif name == "ca-publish" and ca is not None and settings.kafka_inbox_worker_index == 0:
+            singletons.append((name, name.split("-")[0], relays[name].run))
+        elif name == "ca-expiry" and ca is not None:
+            singletons.append((name, "ca", _expiry_loop(ca, settings.expiry_interval_seconds)))
+        elif name == "ca-publish" and ca is not None:
             from adapters.ca.publishing import run_publishing  # OCSP responses and CRLs
 
-            threads.append(threading.Thread(target=run_publishing, args=(ca, settings, stop),
-                                            name=name, daemon=True))
+            singletons.append((name, "ca", lambda s: run_publishing(ca, settings, s)))
+    if portal is not None:
+        singletons.extend((n, "portal", r) for n, r in _notifier(components, portal, settings))
+    if portal is not None and "portal-relay" in components:
+        singletons.extend((n, "portal", r) for n, r in _checkpoints(portal, settings, passphrase))
+    if ca is not None and "ca-relay" in components:
+        singletons.extend((n, "ca", r) for n, r in _checkpoints(ca, settings, passphrase))
+    threads = [_leased(name, app_name, run, settings, stop)
+               for name, app_name, run in singletons]
     if portal is not None:
         threads.extend(_portal_threads(components, portal, settings, stop))
-    if portal is not None and "portal-relay" in components:
-        threads.extend(_checkpoint_thread(portal, settings, passphrase, stop))
-    if ca is not None and "ca-relay" in components:
-        threads.extend(_checkpoint_thread(ca, settings, passphrase, stop))
     for thread in threads:
         thread.start()
     inboxes = {name: _start_inbox(name, new_inbox[name](), stop)

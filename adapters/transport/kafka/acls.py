@@ -3,13 +3,14 @@
 The broker's standard authorizer denies whatever no ACL allows. ``grant`` (``partner-ca kafka
 grant``, run with the admin credentials) writes, for one topic prefix:
 
-- the portal: write and create ``requests`` and ``portal-events``, read ``ca-events``;
-- the CA: read ``requests``, write and create ``ca-events``;
+- the portal: write and create ``requests`` and ``portal-events``, read ``ca-events``, and
+  its inboxes' consumer group ``<prefix>portal-inbox``;
+- the CA: read ``requests``, write and create ``ca-events``, and the group
+  ``<prefix>ca-inbox``;
 - a reader (another portal service, an auditor): read ``ca-events`` and ``portal-events``,
   and consumer groups whose id starts with its name.
 
-Read and write imply describe. Our own consumers assign partitions themselves (no group), so
-they need no group ACL; the idempotent producer needs no cluster ACL on Kafka 4.
+Read and write imply describe. The idempotent producer needs no cluster ACL on Kafka 4.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from kafka.admin import (
     ResourceType,
 )
 
+from adapters.transport.kafka.inbox import group_id
 from adapters.transport.kafka.service_pki import PRINCIPALS
 from adapters.transport.kafka.topics import topic_names
 from ca_core.messages import CA_EVENTS, PORTAL_EVENTS, REQUESTS
@@ -40,6 +42,9 @@ RIGHTS: dict[str, tuple[tuple[str, ACLOperation], ...]] = {
     "reader": ((CA_EVENTS, ACLOperation.READ), (PORTAL_EVENTS, ACLOperation.READ)),
 }
 
+#: the application whose inbox group each principal kind joins
+INBOX_GROUP = {"portal": "portal", "ca": "ca"}
+
 
 def acls_for(kind: str, principal: str, prefix: str) -> list[ACL]:
     """The ACLs of one principal; a reader may also use consumer groups whose id starts with
@@ -52,6 +57,12 @@ def acls_for(kind: str, principal: str, prefix: str) -> list[ACL]:
                 resource_pattern=ResourcePattern(ResourceType.TOPIC, names[logical],
                                                  ACLResourcePatternType.LITERAL))
             for logical, operation in RIGHTS[kind]]
+    if kind in INBOX_GROUP:
+        acls.append(ACL(principal=principal, host="*", operation=ACLOperation.READ,
+                        permission_type=ACLPermissionType.ALLOW,
+                        resource_pattern=ResourcePattern(
+                            ResourceType.GROUP, group_id(prefix, INBOX_GROUP[kind]),
+                            ACLResourcePatternType.LITERAL)))
     if kind == "reader":
         acls.append(ACL(principal=principal, host="*", operation=ACLOperation.READ,
                         permission_type=ACLPermissionType.ALLOW,

@@ -1,12 +1,17 @@
 """The consuming side: Kafka records → one application batch per partition, tracked exactly once.
 
 The Kafka position (topic, partition, next offset) is recorded as eventsourcing
-tracking in the same transaction as the events the batch causes, and the inbox
-starts each partition at that recorded position. Partitions are assigned
-statically (worker k of n takes the partitions p with p mod n = k): no consumer
-group, so no coordinator, rebalances or committed offsets are involved — the
-store alone says where to resume. Records that cannot be decoded are logged with
-their offset and recorded as ``MessageRejected``; the consumer carries on.
+tracking in the same transaction as the events the batch causes. Inboxes of one
+application join one Kafka consumer group (``<topic prefix><app>-inbox``): the
+group coordinator spreads the partitions over the live workers and moves them to
+the survivors when one dies (its session times out) or to a new one when it
+joins. On every assignment the inbox seeks each partition to the position
+recorded in *our* store — offsets committed to Kafka are never read — so a
+rebalance neither loses nor redoes an effect: a worker that still applies a
+batch for a partition it has just lost collides with the new owner's tracking
+record, and whatever part of its batch the other already applied is dropped.
+Records that cannot be decoded are logged with their offset and recorded as
+``MessageRejected``; the consumer carries on.
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Tracking
-from kafka import KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
-from adapters.compat.kafka_python import io_wakeup
+from adapters.compat.kafka_python import finish_join, io_wakeup, rebalancing
 from adapters.transport.kafka.envelope import MalformedMessage, decode
 from adapters.transport.kafka.security import RecordVerifier, UnauthenticatedRecord
 from ca_core.messages import Message
@@ -55,61 +60,132 @@ class _IoLoopNudger(threading.Thread):
             wakeup()
 
 
+#: A worker that stops heartbeating leaves the group (its partitions move) after this long.
+SESSION_TIMEOUT_MS = 10_000
+HEARTBEAT_INTERVAL_MS = 2_000
+#: How long the inbox waits for a rebalance under way to finish, in one call: kafka-python
+#: 3.0.12 can leave a join that short polls keep timing out on unfinished for ever
+#: (adapters/compat/kafka_python.py). The inbox holds no partitions meanwhile.
+JOIN_WAIT_MS = 15_000
+#: A worker whose rebalance has not finished after this long is replaced by a new consumer.
+STUCK_REBALANCE_SECONDS = 60.0
+
+
+def group_id(topic_prefix: str, app_name: str) -> str:
+    """The consumer group of one application's inboxes (the ACLs grant exactly this id)."""
+    return f"{topic_prefix}{app_name.lower()}-inbox"
+
+
+class _Positions(ConsumerRebalanceListener):
+    """Seeks each newly assigned partition to the position in our store, forgets revoked ones.
+
+    kafka-python 3.0.12 calls this on its IO thread (heartbeats wait meanwhile): it does one
+    indexed read per partition and ``seek``, nothing that blocks for long.
+    """
+
+    def __init__(self, inbox: KafkaInbox, consumer: KafkaConsumer) -> None:
+        self.inbox = inbox
+        self.consumer = consumer
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        if self.consumer is self.inbox.consumer:  # not a replaced consumer's last words
+            self.inbox.forget(revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        if self.consumer is self.inbox.consumer:
+            self.inbox.start_at_tracked(assigned)
+
+
 class KafkaInbox:
-    """Consumes one topic for one application."""
+    """Consumes one topic for one application, as a member of that application's group."""
 
     def __init__(self, app: MessageDrivenApplication, topic: str, bootstrap: str,
                  client_id: str, *, logical: str, verifier: RecordVerifier,
-                 security: dict[str, Any], worker: tuple[int, int] = (0, 1),
-                 max_records: int = 2000) -> None:
+                 security: dict[str, Any], group: str, max_records: int = 2000) -> None:
         self.app = app
         self.topic = topic
         self.logical = logical  # requests, ca-events or portal-events: who may publish it
         self.verifier = verifier
-        self.worker = worker
+        self.group = group
         self.max_records = max_records
         self.tracked: dict[TopicPartition, int] = {}
-        self.sought_back: set[TopicPartition] = set()
+        self._lock = threading.Lock()  # tracked: the IO thread's listener, poll(), metrics
         self.last_progress = time.monotonic()
         self.abandoned = False
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, client_id=client_id,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=max_records, fetch_max_wait_ms=50, metadata_max_age_ms=5000,
-            **security,
-        )
-        self._nudger = _IoLoopNudger(self.consumer)
-        self._nudger.start()
-        self._assign()
+        self._bootstrap, self._client_id, self._security = bootstrap, client_id, security
+        self.consumer = self._new_consumer()
+        self.consumer.subscribe([topic], listener=_Positions(self, self.consumer))
 
-    def _assign(self) -> None:
-        """Take this worker's partitions and start each at the position recorded in our store."""
-        deadline = time.monotonic() + 60
-        while not (partitions := self.consumer.partitions_for_topic(self.topic)):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"topic {self.topic} has no partitions")
-            time.sleep(0.2)
-        index, count = self.worker
-        mine = [TopicPartition(self.topic, p) for p in sorted(partitions) if p % count == index]
-        self.consumer.assign(mine)
-        self.tracked.clear()
-        for tp in mine:
-            position = self._tracked(tp)
+    def _new_consumer(self) -> KafkaConsumer:
+        consumer = KafkaConsumer(
+            bootstrap_servers=self._bootstrap, group_id=self.group, client_id=self._client_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+            max_poll_records=self.max_records, fetch_max_wait_ms=50, metadata_max_age_ms=5000,
+            **self._security,
+        )
+        self._nudger = _IoLoopNudger(consumer)
+        self._nudger.start()
+        self._rebalancing_since: float | None = None
+        return consumer
+
+    def _replace_if_stuck(self) -> None:
+        """A rebalance that has not finished in STUCK_REBALANCE_SECONDS: a new member."""
+        if not rebalancing(self.consumer):
+            self._rebalancing_since = None
+            return
+        now = time.monotonic()
+        if self._rebalancing_since is None:
+            self._rebalancing_since = now
+        elif now - self._rebalancing_since > STUCK_REBALANCE_SECONDS:
+            log.error("inbox %s: rebalance of group %s unfinished after %.0f s; "
+                      "joining again with a new consumer", self.app.name, self.group,
+                      now - self._rebalancing_since)
+            old, nudger = self.consumer, self._nudger
+            nudger.stopped.set()
+            threading.Thread(target=old.close, kwargs={"timeout_ms": 5000}, daemon=True,
+                             name="kafka-close-stuck").start()
+            with self._lock:
+                self.tracked.clear()
+            self.consumer = self._new_consumer()
+            self.consumer.subscribe([self.topic], listener=_Positions(self, self.consumer))
+
+    def start_at_tracked(self, partitions: Any) -> None:
+        """Start each partition at the next offset our store has not applied."""
+        for tp in partitions:
+            position = self._tracked(tp, fresh=True)
             if position:
                 self.consumer.seek(tp, position)
             else:
                 self.consumer.seek_to_beginning(tp)
+        log.info("inbox %s: assigned %s", self.app.name,
+                 ", ".join(f"{tp.partition}@{self.tracked.get(tp, 0)}"
+                           for tp in sorted(partitions)) or "nothing",
+                 extra={"topic": self.topic, "group": self.group})
 
-    def _tracked(self, tp: TopicPartition) -> int:
+    def forget(self, partitions: Any) -> None:
+        """Revoked partitions: another worker advances them now; read them afresh if back."""
+        with self._lock:
+            for tp in partitions:
+                self.tracked.pop(tp, None)
+        if partitions:
+            log.info("inbox %s: gave up %s", self.app.name,
+                     ", ".join(str(tp.partition) for tp in sorted(partitions)),
+                     extra={"topic": self.topic, "group": self.group})
+
+    def _tracked(self, tp: TopicPartition, fresh: bool = False) -> int:
         """The next offset this application has not yet applied (from its own store)."""
-        if tp not in self.tracked:
-            position = self.app.recorder.max_tracking_id(source_name(tp.topic, tp.partition))
-            self.tracked[tp] = position or 0
-            log.info("inbox %s: %s resumes at offset %d", self.app.name,
-                     source_name(tp.topic, tp.partition), self.tracked[tp],
-                     extra={"topic": tp.topic, "partition": tp.partition,
-                            "offset": self.tracked[tp]})
-        return self.tracked[tp]
+        with self._lock:
+            known = None if fresh else self.tracked.get(tp)
+        if known is not None:
+            return known
+        position = self.app.recorder.max_tracking_id(source_name(tp.topic, tp.partition)) or 0
+        with self._lock:
+            self.tracked[tp] = position
+        log.debug("inbox %s: %s resumes at offset %d", self.app.name,
+                  source_name(tp.topic, tp.partition), position,
+                  extra={"topic": tp.topic, "partition": tp.partition, "offset": position})
+        return position
 
     @property
     def assigned(self) -> bool:
@@ -119,7 +195,9 @@ class KafkaInbox:
         """Records of its partitions this inbox has not applied (the broker's high
         watermarks as last fetched; metrics, read from another thread)."""
         behind = 0
-        for tp, applied in list(self.tracked.items()):
+        with self._lock:
+            tracked = list(self.tracked.items())
+        for tp, applied in tracked:
             high = self.consumer.highwater(tp)
             if high is not None:
                 behind += max(0, high - applied)
@@ -127,28 +205,23 @@ class KafkaInbox:
 
     def poll_once(self, timeout_ms: int = 100) -> int:
         """Poll once and apply what arrived; returns the number of records handled."""
+        if rebalancing(self.consumer):
+            finish_join(self.consumer, JOIN_WAIT_MS)
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
         self.last_progress = time.monotonic()
+        self._replace_if_stuck()
         if self.abandoned:
             return 0  # a replacement consumer owns the partitions now
         handled = 0
         for tp, fetched in polled.items():
             tracked = self._tracked(tp)
-            if fetched[0].offset > tracked and tp not in self.sought_back:
-                # the group's committed offset is ahead of what we applied: go back once
-                log.warning("inbox %s: %s fetched from %d but applied only to %d; seeking back",
-                            self.app.name, source_name(tp.topic, tp.partition),
-                            fetched[0].offset, tracked)
-                self.sought_back.add(tp)
-                self.consumer.seek(tp, tracked)
-                continue
             if fetched[0].offset > tracked and tracked > 0:
                 log.error("inbox %s: offsets %d–%d of %s are gone (retention?)", self.app.name,
                           tracked, fetched[0].offset - 1, source_name(tp.topic, tp.partition))
             records = [r for r in fetched if r.offset >= tracked]  # drop what was applied
             if not records:
                 continue
-            messages: list[Message] = []
+            messages: list[tuple[int, Message]] = []
             rejected: list[tuple[int, str, str]] = []
             now = datetime.now(UTC)
             for record in records:
@@ -157,7 +230,7 @@ class KafkaInbox:
                     # foreign record is only ever recorded as MessageRejected
                     self.verifier.verify(self.logical, tp.topic, record.key, record.headers,
                                          record.value, now)
-                    messages.append(decode(record.headers, record.value))
+                    messages.append((record.offset, decode(record.headers, record.value)))
                 except (MalformedMessage, UnauthenticatedRecord) as exc:
                     log.warning("%s: rejected record at offset %d: %s",
                                 source_name(tp.topic, tp.partition), record.offset, exc,
@@ -165,24 +238,37 @@ class KafkaInbox:
                                        "offset": record.offset})
                     excerpt = (record.value or b"")[:200].decode("utf-8", "replace")
                     rejected.append((record.offset + 1, str(exc), excerpt))
-            self._apply(tp, messages, rejected, records[-1].offset + 1)
-            self.tracked[tp] = records[-1].offset + 1
+            next_offset = records[-1].offset + 1
+            self._apply(tp, messages, rejected, next_offset)
+            with self._lock:
+                self.tracked[tp] = next_offset
             log.debug("inbox %s: applied %d records from %s (next offset %d)", self.app.name,
-                     len(records), source_name(tp.topic, tp.partition), records[-1].offset + 1)
+                      len(records), source_name(tp.topic, tp.partition), next_offset,
+                      extra={"topic": tp.topic, "partition": tp.partition,
+                             "offset": next_offset})
             handled += len(records)
         return handled
 
-    def _apply(self, tp: TopicPartition, messages: list[Message],
+    def _apply(self, tp: TopicPartition, messages: list[tuple[int, Message]],
                rejected: list[tuple[int, str, str]], next_offset: int) -> None:
+        """One transaction for the batch. A conflict means another writer got there first —
+        a worker that owned this partition before a rebalance, or a concurrent update of
+        the same aggregate: what the store now says was applied is dropped from the batch,
+        the rest is applied again on freshly read state."""
         source = source_name(tp.topic, tp.partition)
 
         def apply() -> None:
+            nonlocal messages, rejected
             try:
-                self.app.process_batch(messages, Tracking(source, next_offset), rejected)
+                self.app.process_batch([m for _, m in messages], Tracking(source, next_offset),
+                                       rejected)
             except IntegrityError:
-                if (self.app.recorder.max_tracking_id(source) or 0) >= next_offset:
-                    return  # this batch was already applied: a redelivery changes nothing
-                raise  # a concurrent writer won: reload and retry
+                applied = self.app.recorder.max_tracking_id(source) or 0
+                if applied >= next_offset:
+                    return  # all of it was applied elsewhere: a redelivery changes nothing
+                messages = [(o, m) for o, m in messages if o >= applied]
+                rejected = [r for r in rejected if r[0] > applied]
+                raise
 
         try:
             Retrying(retry=retry_if_exception_type(IntegrityError), stop=stop_after_attempt(10),
@@ -197,7 +283,7 @@ class KafkaInbox:
             except Exception:
                 log.exception("inbox %s: processing failed; retrying", self.app.name)
                 stop.wait(1.0)
-                self._assign()  # back to the recorded positions
+                self.start_at_tracked(self.consumer.assignment())  # back to recorded positions
 
     def close(self) -> None:
         self._nudger.stopped.set()

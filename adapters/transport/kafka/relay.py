@@ -127,13 +127,18 @@ class KafkaRelay:
         return len(futures)
 
     def run(self, stop: threading.Event, idle_wait: float = 0.05) -> None:
+        self._forget()  # another process may have published since this one last ran
         while not stop.is_set():
             try:
                 if self.run_once() == 0:
                     stop.wait(idle_wait)
             except Exception:
                 log.exception("relay %s: publishing failed; retrying", self.app.name)
-                self._published = None  # e.g. another relay recorded a position: read it again
-                self._scanned = 0
-                self._partition_counts = {}
+                self._forget()  # e.g. another relay recorded a position: read it again
                 stop.wait(1.0)
+
+    def _forget(self) -> None:
+        """What this relay remembers of the store: read again at the next page."""
+        self._published = None
+        self._scanned = 0
+        self._partition_counts = {}

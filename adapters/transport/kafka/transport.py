@@ -10,7 +10,7 @@ import time
 
 from adapters.settings import Settings
 from adapters.storage.persistence import position_recorder
-from adapters.transport.kafka.inbox import KafkaInbox
+from adapters.transport.kafka.inbox import KafkaInbox, group_id
 from adapters.transport.kafka.relay import KafkaRelay, new_producer
 from adapters.transport.kafka.security import PUBLISHER, RoleCredentials, role_credentials
 from adapters.transport.kafka.topics import ensure_topics, topic_names
@@ -60,7 +60,7 @@ def ca_inbox(ca: CertificateAuthority, settings: Settings) -> KafkaInbox:
     return KafkaInbox(ca, names[REQUESTS], settings.kafka_bootstrap,
                       f"{settings.kafka_client_prefix}-ca-inbox", logical=REQUESTS,
                       verifier=creds.verifier(), security=creds.client_options,
-                      worker=(settings.kafka_inbox_worker_index, settings.kafka_inbox_workers))
+                      group=group_id(settings.kafka_topic_prefix, ca.name))
 
 
 def portal_inbox(portal: Portal, settings: Settings) -> KafkaInbox:
@@ -68,7 +68,8 @@ def portal_inbox(portal: Portal, settings: Settings) -> KafkaInbox:
     creds = credentials(settings, "portal")
     return KafkaInbox(portal, names[CA_EVENTS], settings.kafka_bootstrap,
                       f"{settings.kafka_client_prefix}-portal-inbox", logical=CA_EVENTS,
-                      verifier=creds.verifier(), security=creds.client_options)
+                      verifier=creds.verifier(), security=creds.client_options,
+                      group=group_id(settings.kafka_topic_prefix, portal.name))
 
 
 def ensure_role_topics(settings: Settings, role: str) -> None:
