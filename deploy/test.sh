@@ -36,6 +36,9 @@ export PARTNER_CA_TEST_KAFKA
 PARTNER_CA_TEST_KAFKA_CREDENTIALS="${PARTNER_CA_KAFKA_DATA:-/tmp/partner-ca-kafka-${PARTNER_CA_KAFKA_PORT:-59092}}/credentials"
 export PARTNER_CA_TEST_KAFKA_CREDENTIALS
 echo "Kafka: $PARTNER_CA_TEST_KAFKA (secured; credentials in $PARTNER_CA_TEST_KAFKA_CREDENTIALS)"
+PARTNER_CA_TEST_KAFKA_CLUSTER="$(bash deploy/kafka/cluster.sh start)"
+export PARTNER_CA_TEST_KAFKA_CLUSTER
+echo "Kafka cluster (3 nodes, fault tests): $PARTNER_CA_TEST_KAFKA_CLUSTER"
 
 echo "== ruff"; ruff check .
 echo "== mypy ca_core"; mypy ca_core

@@ -58,6 +58,13 @@ def kafka_bootstrap() -> str:
     return _service("PARTNER_CA_TEST_KAFKA", "deploy/kafka/start.sh")
 
 
+@pytest.fixture(scope="session")
+def kafka_cluster(kafka_bootstrap: str) -> str:
+    """The three-node cluster of the fault tests (deploy/kafka/cluster.sh; the same service
+    hierarchy's credentials as the single broker, which therefore starts first)."""
+    return _service("PARTNER_CA_TEST_KAFKA_CLUSTER", "deploy/kafka/cluster.sh")
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest) -> str:
     """Each application test runs on the embedded default and on PostgreSQL."""

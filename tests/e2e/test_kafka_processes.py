@@ -48,13 +48,18 @@ class Roles:
         self.logs = logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, role: str, **extra: str) -> None:
-        log = (self.logs / f"{role}.log").open("ab")
+    def start(self, role: str, name: str | None = None, **extra: str) -> None:
+        """``serve --role role``, known (and logged to ``<name>.log``) as ``name``."""
+        name = name or role
+        log = (self.logs / f"{name}.log").open("ab")
         env = {**self.env, **extra}
-        self.procs[role] = subprocess.Popen(
+        self.procs[name] = subprocess.Popen(
             ["partner-ca", "serve", "--role", role], env=env, stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             pass_fds=inherited_fds(env))
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text()
 
     def kill(self, role: str) -> None:
         proc = self.procs.pop(role)
@@ -93,6 +98,10 @@ def _database(url: str, name: str) -> str:
 def env(tmp_path: Path, postgres_url: str, kafka_bootstrap: str,
         request: pytest.FixtureRequest) -> dict[str, str]:
     prefix = f"p{uuid.uuid4().hex[:10]}."
+    replication = {}
+    if request.node.get_closest_marker("cluster"):  # the three-node cluster
+        kafka_bootstrap = request.getfixturevalue("kafka_cluster")
+        replication = {"PARTNER_CA_KAFKA_REPLICATION_FACTOR": "3"}
     keys: dict[str, str] = {}
     if request.node.get_closest_marker("keys_on_token"):  # the CA keys on a SoftHSM2 token
         token = request.getfixturevalue("soft_token")
@@ -110,6 +119,7 @@ def env(tmp_path: Path, postgres_url: str, kafka_bootstrap: str,
         "PARTNER_CA_PORTAL_LISTEN": "",  # no HTTP API in these processes
         "PARTNER_CA_NOTIFIER_IN_PORTAL": "false",
         **keys,
+        **replication,
     }
     full = {**os.environ, **values}
     done = subprocess.run(["partner-ca", "init"], env=full, capture_output=True, text=True,
@@ -229,6 +239,101 @@ def test_the_ca_role_on_kafka_reports_metrics_and_readiness(
     assert ready.json()["checks"]["ca-inbox-broker"] == "ok"
     assert len(ids) == 20
     ops.close()
+
+
+def assigned(log: str, app: str = "ca") -> set[int] | None:
+    """The partitions a worker's log last said its inbox was assigned (None: not yet)."""
+    lines = [line for line in log.splitlines() if f"inbox {app}: assigned " in line]
+    if not lines:
+        return None
+    listed = lines[-1].split(f"inbox {app}: assigned ", 1)[1].strip()
+    return set() if listed == "nothing" else {int(p.split("@")[0]) for p in listed.split(", ")}
+
+
+def _lease_holder(roles: Roles, names: list[str], lease: str) -> str | None:
+    for name in names:
+        if f"lease {lease} taken" in roles.log(name):
+            return name
+    return None
+
+
+def test_sigkill_one_of_two_ca_workers(roles: Roles, apps: tuple[Any, Any]) -> None:
+    """The survivor takes the dead worker's partitions within 30 s (its session times out),
+    and the relay/publishing it held (leases); every request gets exactly one certificate."""
+    portal, ca = apps
+    roles.start("portal")
+    roles.start("ca", "ca-1")
+    roles.start("ca", "ca-2")
+    workers = ["ca-1", "ca-2"]
+    wait_for("both workers with partitions", lambda: all(
+        assigned(roles.log(w)) for w in workers) and sum(
+        len(assigned(roles.log(w)) or ()) for w in workers) == 4, roles, timeout=90)
+    ids = _load_until_some_issued(portal, roles)
+    victim = _lease_holder(roles, workers, "ca-relay") or "ca-1"
+    survivor = next(w for w in workers if w != victim)
+    roles.kill(victim)
+    killed = time.monotonic()
+    wait_for("the survivor to take every partition",
+             lambda: assigned(roles.log(survivor)) == {0, 1, 2, 3}, roles, timeout=30)
+    took = time.monotonic() - killed
+    print(f"partitions of the killed CA worker taken over after {took:.1f} s")
+    assert took < 30, took
+    wait_for("the relay lease to move", lambda: "lease ca-relay taken" in roles.log(survivor),
+             roles, timeout=60)
+    asked = submit_revocations(portal, ids[:50])
+    wait_for("all issued", all_ready(portal, len(ids)), roles)
+    wait_for("revocations", lambda: count_of(
+        portal, CertificateRequest.RevocationConfirmed) >= asked, roles)
+    check_consistency(portal, ca)
+
+
+def test_a_third_ca_worker_started_mid_stream(roles: Roles, apps: tuple[Any, Any]) -> None:
+    portal, ca = apps
+    roles.start("portal")
+    roles.start("ca", "ca-1")
+    roles.start("ca", "ca-2")
+    ids = _load_until_some_issued(portal, roles)
+    roles.start("ca", "ca-3")
+    wait_for("the newcomer to get partitions", lambda: bool(assigned(roles.log("ca-3"))),
+             roles, timeout=60)
+    wait_for("all issued", all_ready(portal, len(ids)), roles)
+    check_consistency(portal, ca)
+
+
+@pytest.mark.cluster
+def test_sigkill_one_of_three_brokers(roles: Roles, apps: tuple[Any, Any], env: dict[str, str],
+                                      kafka_cluster: str) -> None:
+    """Replication factor 3, min.insync.replicas 2: with one node killed nothing is lost and
+    the system goes on; restarted, the node rejoins every partition's in-sync replicas."""
+    from kafka import KafkaAdminClient
+
+    portal, ca = apps
+    roles.start("portal")
+    roles.start("ca")
+    ids = _load_until_some_issued(portal, roles)
+    cluster = ["bash", str(ROOT / "deploy/kafka/cluster.sh")]
+    subprocess.run([*cluster, "kill-node", "2"], check=True, timeout=120)
+    asked = submit_revocations(portal, ids[:40])
+    wait_for("all issued", all_ready(portal, len(ids)), roles, timeout=300)
+    wait_for("revocations", lambda: count_of(
+        portal, CertificateRequest.RevocationConfirmed) >= asked, roles)
+    subprocess.run([*cluster, "start-node", "2"], check=True, timeout=300, capture_output=True)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_cluster,
+                             **role_credentials(KAFKA_CREDENTIALS, "admin").client_options)
+    prefix = env["PARTNER_CA_KAFKA_TOPIC_PREFIX"]
+    topics = [prefix + t for t in ("requests", "ca-events", "portal-events")]
+
+    def rejoined() -> bool:
+        described = admin.describe_topics(topics)
+        return all(2 in p["isr_nodes"] for t in described for p in t["partitions"])
+
+    try:
+        wait_for("node 2 back in every partition's ISR", rejoined, roles, timeout=120)
+        more = _load(portal, 40)
+        wait_for("issued after the rejoin", all_ready(portal, len(ids) + len(more)), roles)
+    finally:
+        admin.close()
+    check_consistency(portal, ca)
 
 
 def _load(portal: Any, n: int = IN_FLIGHT) -> list[Any]:
