@@ -58,6 +58,45 @@ OCSP_SIGNATURES = Counter("partner_ca_ocsp_signatures",
                           "OCSP responses signed at request time (nonce)")
 
 
+#: one INFO line per recorded domain event (PARTNER_CA_LOG_LEVEL=WARNING silences them)
+events_log = logging.getLogger("partner_ca.events")
+
+#: the attributes of an event that say what it is about, logged as fields of their own
+#: (``module`` as ``business_module``: LogRecord has a ``module`` of its own)
+SUBJECT_FIELDS = {"request_id": "request_id", "serial": "serial", "user_id": "user_id",
+                  "module": "business_module", "reason": "reason", "code": "code"}
+
+
+def log_recorded(app: Any) -> None:
+    """Log each event ``app`` records: type, log position, aggregate and its subject (request
+    id, serial, …). Events never hold secrets (DESIGN R10), so neither do these lines."""
+
+    def write(recordings: Sequence[Any]) -> None:
+        if not events_log.isEnabledFor(logging.INFO):
+            return
+        for recording in recordings:
+            event = recording.domain_event
+            name = type(event).__name__
+            fields = {"event": name, "app": app.name,
+                      "log_position": recording.notification.id,
+                      "aggregate_id": str(event.originator_id)}
+            for attribute, field in SUBJECT_FIELDS.items():
+                value = getattr(event, attribute, None)
+                if value is not None:
+                    fields[field] = str(value)
+            if "request_id" not in fields and _is_request(event):
+                fields["request_id"] = fields["aggregate_id"]  # a request's own events
+            subject = fields.get("serial") or fields.get("request_id") or fields["aggregate_id"]
+            events_log.info("%s %s at %s:%d", name, subject, app.name,
+                            recording.notification.id, extra=fields)
+
+    app.recording_observers.append(write)
+
+
+def _is_request(event: Any) -> bool:
+    return type(event).__qualname__.startswith("CertificateRequest.")
+
+
 def observe(app: Any) -> None:
     """Count what ``app`` records, from each transaction's events once stored."""
     submitted: dict[Any, datetime] = {}
@@ -89,6 +128,7 @@ def observe(app: Any) -> None:
                     ISSUANCE.observe(max(0.0, (event.timestamp - began).total_seconds()))
 
     app.observers.append(count)
+    log_recorded(app)
 
 
 class Gauges:

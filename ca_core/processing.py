@@ -90,6 +90,8 @@ class MessageDrivenApplication(EventSourcedProjection[UUID]):
         #: called with the events of every transaction once it is recorded (metrics); an
         #: observer that fails is logged and changes nothing
         self.observers: list[Callable[[Sequence[Any]], None]] = []
+        #: the same with each event's log position: ``Recording`` (event, notification)
+        self.recording_observers: list[Callable[[Sequence[Recording[UUID]]], None]] = []
 
     def notify(self, new_events: Sequence[Any]) -> None:
         """After each recorded transaction (the library's hook): tell the observers."""
@@ -99,12 +101,21 @@ class MessageDrivenApplication(EventSourcedProjection[UUID]):
             except Exception:
                 log.exception("an observer of %s failed", self.name)
 
+    def recorded(self, recordings: Sequence[Recording[UUID]]) -> None:
+        """After each recorded transaction: tell the observers that want positions (logs)."""
+        for observer in self.recording_observers:
+            try:
+                observer(recordings)
+            except Exception:
+                log.exception("an observer of %s failed", self.name)
+
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
         """``Application.save`` with the faster ``Batch`` (same steps, same order)."""
         batch = Batch()
         batch.collect_events(*objs, **kwargs)
         recordings: list[Recording[UUID]] = compat_eventsourcing.record(self, batch)
         self.notify(batch.events)  # the library's deprecated hook, kept as it calls it
+        self.recorded(recordings)
         return recordings
 
     def prefetch_ids(self, message: Message) -> Iterable[UUID]:
@@ -145,8 +156,9 @@ class MessageDrivenApplication(EventSourcedProjection[UUID]):
                         tracking.application_name, position, reason, excerpt, self.clock.now()))
         finally:
             self._prefetched = {}  # a retried batch reads everything again
-        compat_eventsourcing.record(self, batch)
+        recordings = compat_eventsourcing.record(self, batch)
         self.notify(batch.events)
+        self.recorded(recordings)
 
     def _prefetch(self, ids: list[UUID]) -> None:
         """Read the batch's aggregates in one query; absent ones are remembered as absent."""

@@ -205,6 +205,7 @@ class PostgresOcspStore(PostgresTrackingRecorder, OcspStore):
                     f"VALUES ({', '.join(['%s'] * 10)}) ON CONFLICT (serial) DO UPDATE SET {updates} "
                     "WHERE ocsp_responses.cause_position <= EXCLUDED.cause_position",
                     [tuple(getattr(row, k) for k in COLUMNS) for row in rows])
+                curs.execute("NOTIFY ocsp_responses")  # wakes the OCSP workers (at commit)
             if tracking is not None:
                 self._insert_tracking(curs, tracking)
 

@@ -183,12 +183,24 @@ class CaPublishing:
 def run_publishing(ca: CertificateAuthority, settings: Settings,
                    stop: threading.Event) -> None:
     """``serve``'s publishing thread: a step at once (relying parties get answers as soon as
-    they start), then every ``relying_poll_seconds`` until ``stop``."""
+    they start), then whenever the CA's log grows (PostgreSQL NOTIFY, adapters/storage/
+    wakeups.py) and at least every ``relying_poll_seconds``, until ``stop``."""
+    from adapters.storage.wakeups import Wakeups
+
     publishing = CaPublishing(ca, settings)
-    while True:
-        try:
-            publishing.step()
-        except Exception:
-            log.exception("OCSP/CRL publishing failed; will try again")
-        if stop.wait(settings.relying_poll_seconds):
-            return
+    channel = getattr(ca.recorder, "channel_name", "")  # eventsourcing's PostgreSQL recorder
+    wakeups = Wakeups(settings.store_url("ca") if channel else "", channel, stop)
+    try:
+        while not stop.is_set():
+            try:
+                publishing.step()
+            except Exception:
+                log.exception("OCSP/CRL publishing failed; will try again")
+            if wakeups.wait(settings.relying_poll_seconds):
+                stop.wait(MIN_STEP_SECONDS)  # a burst of commits: one step for all of it
+    finally:
+        wakeups.close()
+
+
+#: the shortest pause between two publishing steps woken by new CA events
+MIN_STEP_SECONDS = 0.02

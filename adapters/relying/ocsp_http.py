@@ -61,6 +61,7 @@ from adapters.observability import (
 from adapters.settings import Settings
 from adapters.sockets import inherited, listening_socket, shown
 from adapters.storage.persistence import ocsp_store
+from adapters.storage.wakeups import OCSP_CHANNEL, Wakeups
 from ca_core.ca import CertificateAuthority
 from ca_core.clock import Clock
 from ca_core.errors import DomainError
@@ -212,9 +213,10 @@ class OcspAsgi:
     """Bare ASGI app: POST /ocsp (or /), GET /ocsp/<base64>; a memory cache in front of the store."""
 
     def __init__(self, responder: OcspResponder, poll_seconds: float = 1.0,
-                 max_entries: int = 1_000_000) -> None:
+                 max_entries: int = 1_000_000, wakeups: Wakeups | None = None) -> None:
         self.responder = responder
         self.poll_seconds = poll_seconds
+        self.wakeups = wakeups  # PostgreSQL: woken when answers are re-signed
         self.max_entries = max_entries
         self.cache: dict[bytes, _Cached] = {}
         self.keys_by_serial: dict[str, list[bytes]] = {}
@@ -241,8 +243,14 @@ class OcspAsgi:
         return dropped
 
     async def _follow_store(self) -> None:
+        """Drop re-signed answers from the cache: at once when the store notifies (every
+        worker wakes on the same NOTIFY, so they agree within a read of the store), at the
+        latest after ``poll_seconds``."""
         while True:
-            await asyncio.sleep(self.poll_seconds)
+            if self.wakeups is not None:
+                await asyncio.to_thread(self.wakeups.wait, self.poll_seconds)
+            else:
+                await asyncio.sleep(self.poll_seconds)
             try:
                 changes = await asyncio.to_thread(self.responder.store.changed_since,
                                                   self.watermark)
@@ -470,11 +478,14 @@ def _worker(settings: Settings, shared: socket.socket | None = None) -> None:
     socket, ``fd:N``, shared by all workers), its own cache; no CA key, no CA passphrase."""
     logging.basicConfig(level=logging.WARNING, format="ocsp worker %(process)d: %(message)s")
     ca = open_ca(settings)
-    app = OcspAsgi(ocsp_responder(ca, settings), poll_seconds=settings.relying_poll_seconds)
+    wakeups = Wakeups(settings.store_url("ca"), OCSP_CHANNEL)
+    app = OcspAsgi(ocsp_responder(ca, settings), poll_seconds=settings.relying_poll_seconds,
+                   wakeups=wakeups)
     config = uvicorn.Config(app, http="httptools", loop="uvloop", lifespan="on",
                             access_log=False, log_level="warning")
     uvicorn.Server(config).run(sockets=[shared or listening_socket(settings.ocsp_listen,
                                                                    reuse_port=True)])
+    wakeups.close()
     ca.close()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
 
+from tests.conftest import reset_postgres
 from tests.support import (
     PASSPHRASE,
     Enrolled,
@@ -174,3 +179,66 @@ def test_a_nonce_is_echoed_by_the_ocsp_role_with_only_the_delegated_key(
     said = until(good_with_nonce, "an answer to a request with a nonce")
     assert "Response verify OK" in said and "WARNING" not in said, said  # e.g. no nonce
     assert list((tmp_path / "data" / "ocsp-keys").glob("ocsp-*.key.pem"))
+
+
+def _ocsp_status(url: str, leaf: x509.Certificate, issuer: x509.Certificate) -> str:
+    """One OCSP request on a connection of its own (so the kernel spreads them over the
+    workers sharing the listening socket)."""
+    request = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA1()).build()
+    with httpx.Client(timeout=5) as client:
+        reply = client.post(f"{url}/ocsp", content=request.public_bytes(Encoding.DER),
+                            headers={"content-type": "application/ocsp-request"})
+    return ocsp.load_der_ocsp_response(reply.content).certificate_status.name.lower()
+
+
+def test_every_ocsp_worker_answers_revoked_at_once_on_postgresql(
+        tmp_path: Path, postgres_url: str) -> None:
+    """Issue 19: the OCSP workers agree within a bound after a revocation. On PostgreSQL the
+    CA role's publishing wakes on the CA log's NOTIFY and every OCSP worker on the response
+    store's: with the poll interval at 30 s, each of 24 requests over fresh connections
+    (both workers) says revoked within a few seconds of `partner-ca revoke` returning."""
+    reset_postgres(postgres_url)
+    system = make_system(tmp_path / "data", postgres_url)
+    register(system)
+    me = enroll(system)
+    issuer = x509.load_pem_x509_certificate(system.ca.authority().issuing_certificate_pem.encode())
+    system.close()
+    leaf = x509.load_pem_x509_certificate(me.picked.certificate_pem.encode())
+    sock = listener()
+    url = f"http://127.0.0.1:{port_of(sock)}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PARTNER_CA_KEY")}
+    relying = {**base, "PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
+               "PARTNER_CA_DATABASE_URL": postgres_url, "PARTNER_CA_OCSP_WORKERS": "2",
+               "PARTNER_CA_OCSP_LISTEN": f"fd:{sock.fileno()}",
+               "PARTNER_CA_RELYING_POLL_SECONDS": "30"}
+    ca_env = {**relying, "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE, "PARTNER_CA_PORTAL_LISTEN": ""}
+    started = [subprocess.Popen(["partner-ca", "serve", "--role", role],
+                                env=ca_env if role == "ca" else relying,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=(tmp_path / f"{role}.log").open("w"),
+                                pass_fds=(sock.fileno(),) if role == "ocsp" else ())
+               for role in ("ca", "ocsp")]
+    sock.close()
+    try:
+        until(lambda: all(_ocsp_status(url, leaf, issuer) == "good" for _ in range(6)),
+              "both workers answering good")
+        done = subprocess.run(["partner-ca", "revoke", me.picked.serial, "--reason",
+                               "keyCompromise", "--operator", "ops-anna"], env=ca_env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        revoked_at = time.monotonic()
+        until(lambda: all(_ocsp_status(url, leaf, issuer) == "revoked" for _ in range(24)),
+              "every worker answering revoked", timeout=20)
+        took = time.monotonic() - revoked_at
+        print(f"every OCSP worker answered revoked {took:.2f} s after the command returned")
+        assert took < 5, took  # the poll interval (30 s) would take far longer
+    finally:
+        for proc in started:
+            proc.send_signal(signal.SIGTERM)
+        for proc in started:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for role in ("ca", "ocsp"):
+            print(f"--- serve --role {role}:\n{(tmp_path / f'{role}.log').read_text()[-3000:]}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +28,38 @@ def test_json_lines_carry_level_role_and_the_lines_subject(
     finally:
         monkeypatch.delenv("PARTNER_CA_LOG_FORMAT")
         configure_logging("ca")
+
+
+def test_every_recorded_event_is_a_line_naming_its_subject_and_log_position(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    from adapters.observability import log_recorded
+    from tests.support import PASSWORD, enroll, make_system, register
+
+    monkeypatch.setenv("PARTNER_CA_LOG_FORMAT", "json")
+    monkeypatch.setenv("PARTNER_CA_LOG_LEVEL", "INFO")
+    configure_logging("all")
+    system = make_system(tmp_path)
+    try:
+        log_recorded(system.ca)
+        log_recorded(system.portal)
+        register(system)
+        me = enroll(system)
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()
+                 if line.startswith("{")]
+    finally:
+        system.close()
+        monkeypatch.delenv("PARTNER_CA_LOG_FORMAT")
+        configure_logging("all")
+    events = [line for line in lines if line["logger"] == "partner_ca.events"]
+    assert not [line for line in lines if "failed" in line["message"]]
+    issued = [e for e in events if e["event"] == "CertificateIssued"]
+    assert len(issued) == 1
+    assert issued[0]["serial"] == me.picked.serial
+    assert issued[0]["request_id"] == str(me.request_id)
+    assert issued[0]["app"] == "ca" and issued[0]["role"] == "all"
+    assert isinstance(issued[0]["log_position"], int)
+    submitted = [e for e in events if e["event"] == "CsrSubmitted"]
+    assert submitted and submitted[0]["request_id"] == str(me.request_id)
+    text = "\n".join(json.dumps(line) for line in lines)
+    assert PASSWORD not in text  # the revocation password never reaches a log line
