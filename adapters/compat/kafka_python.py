@@ -32,6 +32,12 @@ def rebalancing(consumer: Any) -> bool:
     return str(getattr(consumer.group_metadata(), "state", "")) == REBALANCING
 
 
+def needs_join(consumer: Any) -> bool:
+    """Whether the next poll would (re)join the group (``_coordinator.need_rejoin()``): the
+    inbox then joins with ``finish_join`` first, so no short poll times out mid-join."""
+    return bool(consumer._coordinator.need_rejoin())
+
+
 def finish_join(consumer: Any, timeout_ms: int) -> bool:
     """Drive the consumer's group join until it has its assignment or ``timeout_ms`` passed."""
     return bool(consumer._coordinator.poll(timeout_ms=timeout_ms))
@@ -54,8 +60,9 @@ def problems() -> list[str]:
             found.append("KafkaConsumer has no _net.wakeup any more")
         from kafka.coordinator.base import MemberState
 
-        if not callable(getattr(getattr(consumer, "_coordinator", None), "poll", None)):
-            found.append("KafkaConsumer has no _coordinator.poll any more")
+        for method in ("poll", "need_rejoin"):
+            if not callable(getattr(getattr(consumer, "_coordinator", None), method, None)):
+                found.append(f"KafkaConsumer has no _coordinator.{method} any more")
 
         if str(MemberState.REBALANCING) != REBALANCING:
             found.append(f"MemberState.REBALANCING prints as {MemberState.REBALANCING!s}")

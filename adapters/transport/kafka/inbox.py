@@ -26,7 +26,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
-from adapters.compat.kafka_python import finish_join, io_wakeup, rebalancing
+from adapters.compat.kafka_python import finish_join, io_wakeup, needs_join, rebalancing
 from adapters.transport.kafka.envelope import MalformedMessage, decode
 from adapters.transport.kafka.security import RecordVerifier, UnauthenticatedRecord
 from ca_core.messages import Message
@@ -68,7 +68,10 @@ HEARTBEAT_INTERVAL_MS = 2_000
 #: (adapters/compat/kafka_python.py). The inbox holds no partitions meanwhile.
 JOIN_WAIT_MS = 15_000
 #: A worker whose rebalance has not finished after this long is replaced by a new consumer.
-STUCK_REBALANCE_SECONDS = 60.0
+STUCK_REBALANCE_SECONDS = 30.0
+#: An inbox that applied nothing for this long checks the broker's end offsets; records it
+#: cannot fetch (kafka-python kept a dead broker as a partition's leader) → a new consumer.
+STALL_CHECK_SECONDS = 30.0
 
 
 def group_id(topic_prefix: str, app_name: str) -> str:
@@ -127,7 +130,37 @@ class KafkaInbox:
         self._nudger = _IoLoopNudger(consumer)
         self._nudger.start()
         self._rebalancing_since: float | None = None
+        self._last_applied = time.monotonic()
         return consumer
+
+    def _replace_if_stalled(self) -> None:
+        """Nothing applied for a while: are there records we should have had?"""
+        partitions = list(self.consumer.assignment())
+        if not partitions:
+            return
+        try:
+            ends = self.consumer.end_offsets(partitions, timeout_ms=5000)
+            behind = [tp for tp in partitions
+                      if ends.get(tp, 0) > self._tracked(tp)]
+        except Exception as exc:  # noqa: BLE001 - unanswered is as bad as behind
+            log.warning("inbox %s: end offsets unanswered (%s)", self.app.name, exc)
+            behind = partitions
+        if behind:
+            log.error("inbox %s: nothing fetched for %.0f s while %s have records; "
+                      "starting a new consumer", self.app.name, STALL_CHECK_SECONDS,
+                      ", ".join(str(tp.partition) for tp in sorted(behind)))
+            self._replace()
+
+    def _replace(self) -> None:
+        """A new consumer (fresh metadata, a new member); the old one is closed aside."""
+        old, nudger = self.consumer, self._nudger
+        nudger.stopped.set()
+        threading.Thread(target=old.close, kwargs={"timeout_ms": 5000}, daemon=True,
+                         name="kafka-close-replaced").start()
+        with self._lock:
+            self.tracked.clear()
+        self.consumer = self._new_consumer()
+        self.consumer.subscribe([self.topic], listener=_Positions(self, self.consumer))
 
     def _replace_if_stuck(self) -> None:
         """A rebalance that has not finished in STUCK_REBALANCE_SECONDS: a new member."""
@@ -141,14 +174,7 @@ class KafkaInbox:
             log.error("inbox %s: rebalance of group %s unfinished after %.0f s; "
                       "joining again with a new consumer", self.app.name, self.group,
                       now - self._rebalancing_since)
-            old, nudger = self.consumer, self._nudger
-            nudger.stopped.set()
-            threading.Thread(target=old.close, kwargs={"timeout_ms": 5000}, daemon=True,
-                             name="kafka-close-stuck").start()
-            with self._lock:
-                self.tracked.clear()
-            self.consumer = self._new_consumer()
-            self.consumer.subscribe([self.topic], listener=_Positions(self, self.consumer))
+            self._replace()
 
     def start_at_tracked(self, partitions: Any) -> None:
         """Start each partition at the next offset our store has not applied."""
@@ -205,11 +231,16 @@ class KafkaInbox:
 
     def poll_once(self, timeout_ms: int = 100) -> int:
         """Poll once and apply what arrived; returns the number of records handled."""
-        if rebalancing(self.consumer):
-            finish_join(self.consumer, JOIN_WAIT_MS)
+        if rebalancing(self.consumer) or needs_join(self.consumer):
+            finish_join(self.consumer, JOIN_WAIT_MS)  # the whole join in one call
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
         self.last_progress = time.monotonic()
         self._replace_if_stuck()
+        if polled:
+            self._last_applied = self.last_progress
+        elif self.last_progress - self._last_applied > STALL_CHECK_SECONDS:
+            self._last_applied = self.last_progress
+            self._replace_if_stalled()
         if self.abandoned:
             return 0  # a replacement consumer owns the partitions now
         handled = 0
