@@ -146,3 +146,26 @@ def test_partitions_spread_over_a_newcomer_and_move_back_when_it_leaves(
         first.close()
         if second is not None and not second.stop.is_set():
             second.close()
+
+
+def test_another_principal_cannot_join_the_ca_inbox_group(
+        kafka_bootstrap: str, requests_topic: tuple[str, str]) -> None:
+    """An attacker with the reader's or the portal's credentials joining ``<prefix>ca-inbox``
+    would take partitions away from the CA workers: the group ACL refuses the join."""
+    from kafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
+
+    topic, group = requests_topic
+    ca_events = topic.removesuffix("requests") + "ca-events"
+    for role in ("reader", "portal"):
+        intruder = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group,
+                                 client_id=f"intruder-{role}", enable_auto_commit=False,
+                                 **role_credentials(KAFKA_CREDENTIALS, role).client_options)
+        intruder.subscribe([ca_events])  # a topic the intruder may read
+        try:
+            with pytest.raises((GroupAuthorizationFailedError, TopicAuthorizationFailedError)):
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    intruder.poll(timeout_ms=500)
+            assert not intruder.assignment()
+        finally:
+            intruder.close(timeout_ms=5000)
