@@ -16,7 +16,7 @@ from functools import singledispatchmethod
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Tracking, TrackingRecorder
+from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import Projection
 from eventsourcing.sqlite import SQLiteTrackingRecorder
@@ -249,10 +249,22 @@ class ViewStatusSource:
 
 
 def catch_up(projection: Projection[Any], source: Any) -> int:
-    """Feed the projection everything of ``source`` (the CA app) it has not seen; returns the count."""
-    start = (projection.view.max_tracking_id(source.name) or 0) + 1
+    """Feed the projection everything of ``source`` (the CA app) it has not seen; returns the count.
+
+    Another process on the same view (a running ``serve`` beside a portal process or a CLI
+    command) may record a position first: its tracking then collides with ours, the view
+    kept its rows, and we read on from where it got — nothing is applied twice.
+    """
     count = 0
-    for position, event in read_log(source, topics=projection.topics, start=start):
-        projection.process_event(event, Tracking(source.name, position))
-        count += 1
-    return count
+    while True:
+        start = (projection.view.max_tracking_id(source.name) or 0) + 1
+        position = start
+        try:
+            for position, event in read_log(source, topics=projection.topics, start=start):
+                projection.process_event(event, Tracking(source.name, position))
+                count += 1
+        except IntegrityError:
+            if (projection.view.max_tracking_id(source.name) or 0) < position:
+                raise  # not another catch-up ahead of us: a real constraint violation
+        else:
+            return count

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,10 +90,14 @@ def audit_key(keys: KeyStore, public_file: Path) -> ec.EllipticCurvePrivateKey:
             pass
     key = keys.load(AUDIT_KEY)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
-    if not public_file.exists():
+    if not public_file.exists():  # whole or not at all: another thread may write it too
         public_file.parent.mkdir(parents=True, exist_ok=True)
-        public_file.write_bytes(key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        fd, tmp = tempfile.mkstemp(prefix=f".{public_file.name}.", dir=public_file.parent)
+        with os.fdopen(fd, "wb") as out:
+            out.write(key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, public_file)
     return key
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,8 +73,9 @@ class FileKeyStore:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         pem = encrypt_pkcs8(key, self._passphrase, self.iterations)
         path = self._path(name)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # a temp name of its own (mode 0600) for every writer, threads of one process too
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.directory)
+        tmp = Path(tmp_name)
         with os.fdopen(fd, "wb") as out:
             out.write(pem)
         try:  # whole or not at all, and never over an existing key (FileExistsError)

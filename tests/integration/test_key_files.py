@@ -7,10 +7,15 @@ import os
 import re
 import stat
 import subprocess
+import threading
 from pathlib import Path
+from typing import Any
 
+import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from adapters.audit.tree_heads import audit_key
 from adapters.ca.keystore import KDF_ITERATIONS, FileKeyStore
 from tests.support import PASSPHRASE, make_system
 
@@ -47,3 +52,29 @@ def test_the_data_directory_and_stores_are_private_whatever_the_umask(tmp_path: 
     assert stores
     for store in stores:
         assert stat.S_IMODE(store.stat().st_mode) == 0o600, store
+
+
+def test_two_threads_making_the_audit_key_at_once_both_get_the_one_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both logs' checkpoint threads make the audit key on first use (the CI failure: they
+    shared one temp file name, and the loser's rename found it gone — FileNotFoundError)."""
+    store = FileKeyStore(tmp_path / "keys", PASSPHRASE.encode(), iterations=1_000)
+    link = os.link
+    raced: list[bool] = []
+
+    def racing_link(source: Any, target: Any) -> None:
+        if not raced:  # once: the other thread makes and saves the key between our write and link
+            raced.append(True)
+            other = threading.Thread(target=audit_key, args=(store, tmp_path / "audit.pub.pem"))
+            other.start()
+            other.join()
+        link(source, target)
+
+    monkeypatch.setattr(os, "link", racing_link)
+    key = audit_key(store, tmp_path / "audit.pub.pem")
+    assert raced
+    winner = store.load("audit")
+    assert key.private_numbers() == winner.private_numbers()  # type: ignore[union-attr]
+    public = serialization.load_pem_public_key((tmp_path / "audit.pub.pem").read_bytes())
+    assert public == winner.public_key()
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["audit.key.pem"]

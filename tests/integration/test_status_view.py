@@ -88,6 +88,32 @@ def test_view_agrees_with_the_log_and_a_rebuild_equals_the_live_view(
     assert live.view.for_user(USER) == sorted(live.view.rows(), key=lambda r: (r.not_before, r.serial))
 
 
+def test_two_processes_catching_up_one_view_at_once_neither_fails(
+        ca_system: PartnerCa, store: tuple[str, Path]) -> None:
+    """A portal process refreshes the view while the embedded ``serve`` catches it up too
+    (the CI failure: ``IntegrityError: Failed to record tracking`` answered a login with 500)."""
+    url, path = store
+    serials = [enroll(ca_system).picked.serial for _ in range(3)]
+    ours = RevocationStatusProjection(status_view(url, path))
+    theirs = RevocationStatusProjection(status_view(url, path))
+    process = ours.process_event
+    raced: list[bool] = []
+
+    def racing(event: Any, tracking: Any) -> None:
+        if not raced:  # once: the other process records everything between our read and write
+            raced.append(True)
+            catch_up(theirs, ca_system.ca)
+        process(event, tracking)
+
+    ours.process_event = racing  # type: ignore[method-assign]
+    catch_up(ours, ca_system.ca)  # raised IntegrityError before
+    assert raced
+    assert catch_up(ours, ca_system.ca) == 0
+    for serial in serials:
+        row = ours.view.get(serial)
+        assert row is not None and row.status == ca_system.ca.certificate(serial).status
+
+
 def test_projection_runner_keeps_the_view_current(tmp_path: Path, postgres_url: str) -> None:
     """eventsourcing's ProjectionRunner (a thread subscribed to the CA's log) feeds the view.
 
