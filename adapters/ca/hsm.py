@@ -8,12 +8,14 @@ whose ``sign`` hashes here and has the token sign the digest (CKM_ECDSA), so tha
 certificates, CRLs, OCSP responses and tree heads are built exactly as with a key file
 (cryptography accepts such objects in its builders, see pyca/cryptography#11616).
 
-Sessions are pooled and the token is logged in once. Calls into the PKCS#11 library are
-serialised by one lock per process: python-pkcs11 0.10 initialises the library with
-``C_Initialize(NULL)``, which by the PKCS#11 standard promises the library that no two
-threads call it at once (SoftHSM2 then takes no locks of its own; concurrent calls fail
-with CKR_GENERAL_ERROR — bench/hsm_sign.py found it). Measured rates are in
-docs/benchmarks.md. The PIN
+Sessions are pooled and the token is logged in once; threads sign at once, each on a
+session of its own. python-pkcs11 0.10 initialises the library with ``C_Initialize(NULL)``,
+which by the PKCS#11 standard promises the library that no two threads call it at once
+(SoftHSM2 then takes no locks of its own; concurrent calls failed with CKR_GENERAL_ERROR —
+bench/hsm_sign.py found it), so the module is initialised again with OS locking as it is
+loaded (adapters/compat/python_pkcs11.py). Should that not be possible (the module was
+loaded by something else first), calls are serialised by one lock per process instead.
+Measured rates are in docs/benchmarks.md. The PIN
 comes from settings (a file, or the environment), never the command line; it is never
 logged and never part of an error.
 """
@@ -25,7 +27,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import pkcs11
@@ -39,10 +41,11 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
 from adapters.ca.keystore import KeyStoreError
+from adapters.compat.python_pkcs11 import initialise_for_threads
 from ca_core.x509profile import SigningKey
 
 CURVES = {"secp256r1": ec.SECP256R1(), "secp384r1": ec.SECP384R1()}
-#: every call into a PKCS#11 library of this process holds it (see the module text)
+#: every call into a PKCS#11 library without OS locking holds it (see the module text)
 _LIBRARY = threading.RLock()
 
 
@@ -51,6 +54,7 @@ class Pkcs11KeyStore:
 
     def __init__(self, module: str, token_label: str, pin: str, sessions: int = 4) -> None:
         try:
+            threaded = initialise_for_threads(module)
             library = pkcs11.lib(module)
         except (RuntimeError, OSError) as exc:
             raise KeyStoreError(f"cannot load the PKCS#11 module {module}: {exc}",
@@ -70,6 +74,9 @@ class Pkcs11KeyStore:
         self._pool: queue.LifoQueue[Any] = queue.LifoQueue()
         self._opened = 0
         self._lock = threading.Lock()
+        #: held around every library call only where the module could not get OS locking
+        self.threaded = threaded
+        self._calls: AbstractContextManager[Any] = nullcontext() if threaded else _LIBRARY
         self._handles: dict[tuple[int, str], Any] = {}  # (session, key name) -> private key
         with self.session():  # a wrong PIN ends here, before anything is served
             pass
@@ -95,17 +102,16 @@ class Pkcs11KeyStore:
 
     @contextmanager
     def session(self) -> Iterator[Any]:
-        """A session of the pool (opened on demand, up to ``sessions``; then waited for),
-        used while holding the library lock."""
+        """A session of the pool (opened on demand, up to ``sessions``; then waited for)."""
         try:
             current = self._pool.get_nowait()
         except queue.Empty:
-            with self._lock, _LIBRARY:
+            with self._lock, self._calls:
                 current = self._open() if self._opened < self._size else None
             if current is None:
                 current = self._pool.get()
         try:
-            with _LIBRARY:
+            with self._calls:
                 yield current
         finally:
             self._pool.put(current)

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_ec_public_key, encode_ecdsa_signature, encode_named_curve_parameters
 
+from adapters.compat.python_pkcs11 import initialise_for_threads
 from ca_core.errors import DomainError
 
 DEFAULT_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
@@ -53,7 +54,8 @@ class TokenObject:
 
 
 def _library(module: str) -> Any:
-    try:
+    try:  # with OS locking, as the CA's key store loads it (adapters/compat/python_pkcs11.py)
+        initialise_for_threads(module)
         return pkcs11.lib(module)
     except (RuntimeError, OSError) as exc:
         raise TokenError(f"cannot load the PKCS#11 module {module}: {exc}",

@@ -17,6 +17,7 @@ from cryptography.x509 import ocsp
 from adapters.ca.hsm import Pkcs11KeyStore, TokenKey
 from adapters.ca.keystore import KeyStoreError
 from adapters.ca.publishing import CaPublishing
+from adapters.compat import python_pkcs11
 from adapters.entrypoints.bootstrap import PartnerCa
 from ca_core.ca import ISSUING_KEY, ROOT_KEY
 from ca_core.certificate import serial_hex
@@ -135,7 +136,8 @@ def test_a_wrong_pin_and_a_missing_token_are_one_line_errors(soft_token: SoftTok
 
 def test_threads_signing_at_once_on_the_token_all_succeed(soft_token: SoftToken) -> None:
     """python-pkcs11 initialises the library without OS locking: concurrent calls once
-    failed with CKR_GENERAL_ERROR (bench/hsm_sign.py); they are serialised now."""
+    failed with CKR_GENERAL_ERROR (bench/hsm_sign.py). The module now runs with OS locking
+    and the pool's sessions sign at once (no process-wide lock around the calls)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from cryptography.hazmat.primitives import hashes
@@ -150,8 +152,11 @@ def test_threads_signing_at_once_on_the_token_all_succeed(soft_token: SoftToken)
                                 ec.ECDSA(hashes.SHA256()))
         return True
 
+    assert keys.threaded  # no lock serialises the calls
+    assert python_pkcs11.already_initialised(soft_token.module)  # ctypes reached that module
     with ThreadPoolExecutor(4) as pool:
         assert all(pool.map(sign, range(400)))
+    assert keys._opened > 1  # several sessions were in use at once
     keys.close()
 
 

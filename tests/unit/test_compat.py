@@ -3,7 +3,7 @@ versions: these fail loudly when a pinned library changes underneath (docs/archi
 
 from __future__ import annotations
 
-from adapters.compat import kafka_python, singledispatch
+from adapters.compat import kafka_python, python_pkcs11, singledispatch
 from ca_core import compat_eventsourcing
 
 
@@ -13,6 +13,10 @@ def test_eventsourcing_internals_we_call_are_there_as_we_call_them() -> None:
 
 def test_kafka_python_consumer_still_has_the_io_wakeup_we_nudge() -> None:
     assert kafka_python.problems() == []
+
+
+def test_python_pkcs11_still_loads_modules_as_the_os_locking_relies_on() -> None:
+    assert python_pkcs11.problems() == []
 
 
 def test_singledispatchmethod_dispatcher_is_there() -> None:
