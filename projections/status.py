@@ -201,28 +201,72 @@ class RevocationStatusProjection(Projection[StatusView]):
 
     @process_event.register
     def _(self, e: Certificate.CertificateIssued, tracking: Tracking) -> None:
-        self.view.save_row(StatusRow(
-            serial=e.serial, user_id=e.user_id, module=e.module, request_id=e.request_id,
-            not_before=e.not_before, not_after=e.not_after, status=CertificateStatus.GOOD.value, reason=None,
-            changed_at=None, changed_by=None, cause_position=tracking.notification_id), tracking)
+        self.view.save_row(issued_row(e, tracking.notification_id), tracking)
 
     @process_event.register
     def _(self, e: Certificate.CertificateRevoked, tracking: Tracking) -> None:
-        row = self.view.get(e.serial)
+        row = revoked_row(self.view.get(e.serial), e, tracking.notification_id)
         if row is None:
             self.view.insert_tracking(tracking)
-            return
-        self.view.save_row(row.changed(CertificateStatus.REVOKED.value, e.reason, e.revoked_at, e.revoked_by,
-                                       tracking.notification_id), tracking)
+        else:
+            self.view.save_row(row, tracking)
 
     @process_event.register
     def _(self, e: Certificate.CertificateExpired, tracking: Tracking) -> None:
-        row = self.view.get(e.serial)
-        if row is None or row.status != CertificateStatus.GOOD:
+        row = expired_row(self.view.get(e.serial), e, tracking.notification_id)
+        if row is None:
             self.view.insert_tracking(tracking)
-            return
-        self.view.save_row(row.changed(CertificateStatus.EXPIRED.value, row.reason, e.timestamp,
-                                       row.changed_by, tracking.notification_id), tracking)
+        else:
+            self.view.save_row(row, tracking)
+
+    def process_page(self, page: list[tuple[int, Any]], application_name: str) -> None:
+        """A page of the log in one transaction (as ``process_event`` one by one would leave
+        the view), tracked by its last position: one write per page, not per event."""
+        rows: dict[str, StatusRow] = {}
+
+        def current(serial: str) -> StatusRow | None:
+            return rows[serial] if serial in rows else self.view.get(serial)
+
+        for position, e in page:
+            row: StatusRow | None = None
+            if isinstance(e, Certificate.CertificateIssued):
+                row = issued_row(e, position)
+            elif isinstance(e, Certificate.CertificateRevoked):
+                row = revoked_row(current(e.serial), e, position)
+            elif isinstance(e, Certificate.CertificateExpired):
+                row = expired_row(current(e.serial), e, position)
+            if row is not None:
+                rows[row.serial] = row
+        tracking = Tracking(application_name, page[-1][0])
+        if rows:
+            self.view.save_rows(list(rows.values()), tracking)
+        else:
+            self.view.insert_tracking(tracking)
+
+
+def issued_row(e: Certificate.CertificateIssued, position: int) -> StatusRow:
+    return StatusRow(
+        serial=e.serial, user_id=e.user_id, module=e.module, request_id=e.request_id,
+        not_before=e.not_before, not_after=e.not_after, status=CertificateStatus.GOOD.value,
+        reason=None, changed_at=None, changed_by=None, cause_position=position)
+
+
+def revoked_row(row: StatusRow | None, e: Certificate.CertificateRevoked,
+                position: int) -> StatusRow | None:
+    """The row after a revocation (None: no such certificate in the view, nothing changes)."""
+    if row is None:
+        return None
+    return row.changed(CertificateStatus.REVOKED.value, e.reason, e.revoked_at, e.revoked_by,
+                       position)
+
+
+def expired_row(row: StatusRow | None, e: Certificate.CertificateExpired,
+                position: int) -> StatusRow | None:
+    """The row after an expiry (None: unknown, or already revoked: nothing changes)."""
+    if row is None or row.status != CertificateStatus.GOOD:
+        return None
+    return row.changed(CertificateStatus.EXPIRED.value, row.reason, e.timestamp,
+                       row.changed_by, position)
 
 
 class ViewStatusSource:
@@ -248,21 +292,37 @@ class ViewStatusSource:
         return effective_status(row.status, row.not_after, self.clock.now())
 
 
+#: log events per transaction when the status view catches up
+PAGE = 500
+
+
 def catch_up(projection: Projection[Any], source: Any) -> int:
     """Feed the projection everything of ``source`` (the CA app) it has not seen; returns the count.
 
+    The status view takes a page of events per transaction; other projections one by one.
     Another process on the same view (a running ``serve`` beside a portal process or a CLI
     command) may record a position first: its tracking then collides with ours, the view
     kept its rows, and we read on from where it got — nothing is applied twice.
     """
     count = 0
+    paged = isinstance(projection, RevocationStatusProjection)
     while True:
         start = (projection.view.max_tracking_id(source.name) or 0) + 1
         position = start
+        page: list[tuple[int, Any]] = []
         try:
             for position, event in read_log(source, topics=projection.topics, start=start):
-                projection.process_event(event, Tracking(source.name, position))
-                count += 1
+                if not paged:
+                    projection.process_event(event, Tracking(source.name, position))
+                    count += 1
+                    continue
+                page.append((position, event))
+                if len(page) == PAGE:
+                    projection.process_page(page, source.name)  # type: ignore[attr-defined]
+                    count, page = count + len(page), []
+            if page:
+                projection.process_page(page, source.name)  # type: ignore[attr-defined]
+                count += len(page)
         except IntegrityError:
             if (projection.view.max_tracking_id(source.name) or 0) < position:
                 raise  # not another catch-up ahead of us: a real constraint violation
