@@ -9,6 +9,10 @@
   in tests/integration/test_kafka_groups.py). So while a rebalance is under way the inbox
   drives the join alone with a long timeout, which returns as soon as the member has its
   assignment (a long ``poll()`` would also wait for records that may not come).
+- ``join_abandoned`` / ``request_rejoin`` (``_coordinator._join_task``, ``request_rejoin``):
+  a join that started inside a short ``poll()`` and finished after it returned is never
+  applied; the inbox then asks for a new join at once instead of waiting for its 30 s
+  stuck-rebalance watchdog.
 """
 
 from __future__ import annotations
@@ -38,6 +42,25 @@ def needs_join(consumer: Any) -> bool:
     return bool(consumer._coordinator.need_rejoin())
 
 
+def join_abandoned(consumer: Any) -> bool:
+    """A join that finished on the IO thread after the ``poll()`` driving it had timed out:
+    kafka-python 3.0.12 keeps the member "rebalancing" for ever. The coroutine that would
+    apply the assignment (``join_group_async`` after the join task) has returned on its
+    timeout; when the rejoin was asked for by a metadata change (new partitions, a topic
+    that appeared after subscribing), performing the assignment also made ``need_rejoin()``
+    false, so no later poll joins again. Seen: a CA inbox without partitions for 30 s after
+    its topic's metadata arrived late (tests/integration/test_kafka_groups.py)."""
+    coordinator = consumer._coordinator
+    task = getattr(coordinator, "_join_task", None)
+    return (rebalancing(consumer) and not coordinator.need_rejoin()
+            and (task is None or bool(task.is_done)))
+
+
+def request_rejoin(consumer: Any) -> None:
+    """Ask the coordinator to join again (the next ``finish_join`` does, whole)."""
+    consumer._coordinator.request_rejoin()
+
+
 def finish_join(consumer: Any, timeout_ms: int) -> bool:
     """Drive the consumer's group join until it has its assignment or ``timeout_ms`` passed."""
     return bool(consumer._coordinator.poll(timeout_ms=timeout_ms))
@@ -60,7 +83,9 @@ def problems() -> list[str]:
             found.append("KafkaConsumer has no _net.wakeup any more")
         from kafka.coordinator.base import MemberState
 
-        for method in ("poll", "need_rejoin"):
+        if not hasattr(getattr(consumer, "_coordinator", None), "_join_task"):
+            found.append("KafkaConsumer._coordinator has no _join_task any more")
+        for method in ("poll", "need_rejoin", "request_rejoin"):
             if not callable(getattr(getattr(consumer, "_coordinator", None), method, None)):
                 found.append(f"KafkaConsumer has no _coordinator.{method} any more")
 

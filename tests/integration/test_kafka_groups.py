@@ -19,8 +19,13 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer
 
-from adapters.compat.kafka_python import rebalancing
-from adapters.transport.kafka.inbox import KafkaInbox, group_id, source_name
+from adapters.compat.kafka_python import join_abandoned, rebalancing
+from adapters.transport.kafka.inbox import (
+    STUCK_REBALANCE_SECONDS,
+    KafkaInbox,
+    group_id,
+    source_name,
+)
 from adapters.transport.kafka.security import role_credentials
 from adapters.transport.kafka.topics import ensure_topics, topic_names
 from ca_core.messages import REQUESTS
@@ -169,3 +174,31 @@ def test_another_principal_cannot_join_the_ca_inbox_group(
             assert not intruder.assignment()
         finally:
             intruder.close(timeout_ms=5000)
+
+
+def test_a_join_a_short_poll_gave_up_on_is_left_unapplied_and_the_inbox_joins_again(
+        kafka_bootstrap: str, requests_topic: tuple[str, str]) -> None:
+    """Seen in CI: a topic's metadata arrived while a 100 ms poll ran; the rejoin it caused
+    finished after the poll returned, and kafka-python 3.0.12 never applied it — the CA inbox
+    sat "rebalancing" without partitions until its 30 s watchdog. Here the same state is made
+    on purpose (the metadata snapshot the assignment was made from is marked stale, then one
+    1 ms poll starts the rejoin); the first assertion fails once the library applies such
+    joins, and the inbox must get its partitions back at once, not after 30 s."""
+    topic, group = requests_topic
+    inbox = _inbox(kafka_bootstrap, topic, group)
+    try:
+        _until(lambda: inbox.poll_once(timeout_ms=1) >= 0 and
+               _partitions(inbox) == set(range(PARTITIONS)), "the first assignment")
+        consumer = inbox.consumer
+        consumer._coordinator._assignment_snapshot = {}  # "the metadata changed"
+        consumer.poll(timeout_ms=1)  # the rejoin starts here and outlives this poll
+        _until(lambda: join_abandoned(consumer), "the join to finish unapplied", timeout=10)
+        assert rebalancing(consumer)
+        again = time.monotonic()
+        _until(lambda: inbox.poll_once(timeout_ms=1) >= 0 and not rebalancing(consumer) and
+               _partitions(inbox) == set(range(PARTITIONS)), "the join applied",
+               timeout=STUCK_REBALANCE_SECONDS)
+        assert time.monotonic() - again < 5, "waited for the stuck-rebalance watchdog"
+        assert inbox.consumer is consumer  # joined again, not replaced
+    finally:
+        inbox.close()

@@ -26,7 +26,14 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
-from adapters.compat.kafka_python import finish_join, io_wakeup, needs_join, rebalancing
+from adapters.compat.kafka_python import (
+    finish_join,
+    io_wakeup,
+    join_abandoned,
+    needs_join,
+    rebalancing,
+    request_rejoin,
+)
 from adapters.transport.kafka.envelope import MalformedMessage, decode
 from adapters.transport.kafka.security import RecordVerifier, UnauthenticatedRecord
 from ca_core.messages import Message
@@ -231,6 +238,10 @@ class KafkaInbox:
 
     def poll_once(self, timeout_ms: int = 100) -> int:
         """Poll once and apply what arrived; returns the number of records handled."""
+        if join_abandoned(self.consumer):  # a join that a short poll gave up on finished
+            log.warning("inbox %s: a finished join of group %s was left unapplied by "
+                        "kafka-python; joining again", self.app.name, self.group)
+            request_rejoin(self.consumer)
         if rebalancing(self.consumer) or needs_join(self.consumer):
             finish_join(self.consumer, JOIN_WAIT_MS)  # the whole join in one call
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
