@@ -97,15 +97,40 @@ def _subproof(m: int, leaves: Sequence[bytes], complete: bool) -> list[bytes]:
     return [*_subproof(m - k, leaves[k:], False), root(leaves[:k])]
 
 
-def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes],
-                     expected_root: bytes) -> bool:
-    """RFC 9162 §2.1.3.2."""
-    if index >= size:
-        return False
+def all_inclusion_proofs(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """The root and every leaf's PATH at once (what ``inclusion_proof`` gives leaf by leaf),
+    in O(n log n): each level pairs left to right and carries an odd last node up."""
+    if not leaves:
+        raise ValueError("no proofs in an empty tree")
+    levels = [list(leaves)]
+    while len(levels[-1]) > 1:
+        level = levels[-1]
+        paired = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        levels.append(paired)
+    proofs = []
+    for index in range(len(leaves)):
+        path, at = [], index
+        for level in levels[:-1]:
+            sibling = at ^ 1
+            if sibling < len(level):
+                path.append(level[sibling])
+            at >>= 1
+        proofs.append(path)
+    return levels[-1][0], proofs
+
+
+def root_from_inclusion(index: int, size: int, leaf: bytes,
+                        proof: Sequence[bytes]) -> bytes | None:
+    """The root that ``proof`` leads to from ``leaf`` at ``index`` in a tree of ``size``
+    (RFC 9162 §2.1.3.2 without its last comparison), or None if the proof cannot be one."""
+    if not 0 <= index < size:
+        return None
     fn, sn, r = index, size - 1, leaf
     for p in proof:
         if sn == 0:
-            return False
+            return None
         if fn & 1 or fn == sn:
             r = node_hash(p, r)
             if not fn & 1:
@@ -114,7 +139,13 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes],
         else:
             r = node_hash(r, p)
         fn, sn = fn >> 1, sn >> 1
-    return sn == 0 and r == expected_root
+    return r if sn == 0 else None
+
+
+def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes],
+                     expected_root: bytes) -> bool:
+    """RFC 9162 §2.1.3.2."""
+    return root_from_inclusion(index, size, leaf, proof) == expected_root
 
 
 def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes,

@@ -237,6 +237,78 @@ def test_an_altered_or_moved_record_is_rejected(system: PartnerCa) -> None:
     assert certificates(system) == []
 
 
+def test_a_record_of_a_signed_page_altered_or_given_another_proof_is_rejected(
+        system: PartnerCa) -> None:
+    """A genuine portal page of three records: one changed, one carrying another record's
+    proof, one with another page's signature, one claiming another index, one stripped of
+    its proof — each fails; the page's untouched records are not published."""
+    topic = system.settings.kafka_topic_prefix + m.REQUESTS
+    signer = role_credentials(KAFKA_CREDENTIALS, "portal", signs=True).signer()
+    page = [(topic, *encode(message, "/partner-ca/portal")) for message in
+            (_requested(), _requested(), _requested())]
+    records = [(t, k, h, v) for t, k, v, h in page]
+    signed = signer.sign_page(records)
+    other = signer.sign_page(records[:2])  # another page: two records, another root
+
+    def replace(headers: list[tuple[str, bytes]], name: str,
+                value: bytes | None) -> list[tuple[str, bytes]]:
+        kept = [(n, v) for n, v in headers if n != name]
+        return kept if value is None else [*kept, (name, value)]
+
+    proof_of = [dict(h)["ce_proof"] for h in signed]
+    index_moved = proof_of[0].replace(b"0 3 ", b"1 3 ", 1)
+    forged = [
+        (records[0][1], records[0][3].replace(b"EVIL-1", b"EVIL-2"), signed[0]),
+        (records[1][1], records[1][3], replace(signed[1], "ce_proof", proof_of[2])),
+        (records[2][1], records[2][3], replace(signed[2], "ce_signature",
+                                               dict(other[0])["ce_signature"])),
+        (records[0][1], records[0][3], replace(signed[0], "ce_proof", index_moved)),
+        (records[1][1], records[1][3], replace(signed[1], "ce_proof", None)),
+        (records[2][1], records[2][3], replace(signed[2], "ce_proof", b"0 3 zz")),
+    ]
+    producer = KafkaProducer(bootstrap_servers=system.settings.kafka_bootstrap, acks="all",
+                             **_options("admin"))
+    try:
+        for key, value, headers in forged:
+            producer.send(topic, key=key, value=value, headers=headers).get(timeout=30)
+    finally:
+        producer.close()
+    reasons = until_rejected(system, system.ca, len(forged), system.pump)
+    assert sum("does not match the record" in r for r in reasons) >= 4, reasons
+    assert any("ce_proof is malformed" in r for r in reasons), reasons
+    assert certificates(system) == []
+
+
+def test_a_page_signature_is_checked_once_for_all_its_records() -> None:
+    """The verifier remembers page signatures it checked: 64 records, one Ed25519 check;
+    a record with a page's signature and a path to another root still fails."""
+    portal = role_credentials(KAFKA_CREDENTIALS, "portal", signs=True).signer()
+    reader = role_credentials(KAFKA_CREDENTIALS, "reader").verifier()
+    records = [("p.portal-events", *encode(_requested(), "/partner-ca/portal"))
+               for _ in range(64)]
+    records = [(t, k, h, v) for t, k, v, h in records]
+    checks: list[bytes] = []
+    for peer in reader.peers.values():
+        original = peer.public_key
+
+        class Counting:
+            def __init__(self, key: Any) -> None:
+                self.key = key
+
+            def verify(self, signature: bytes, data: bytes) -> None:
+                checks.append(data)
+                self.key.verify(signature, data)
+
+        object.__setattr__(peer, "public_key", Counting(original))
+    for (topic, key, _, value), headers in zip(records, portal.sign_page(records), strict=True):
+        reader.verify(m.PORTAL_EVENTS, topic, key, headers, value)
+    assert len(checks) == 1 and checks[0].startswith(b"partner-ca page v1\n64\n")
+    topic, key, headers, value = records[0]
+    signed = portal.sign_page(records)[0]
+    with pytest.raises(UnauthenticatedRecord, match="does not match the record"):
+        reader.verify(m.PORTAL_EVENTS, topic, key, signed, value + b" ")
+
+
 def test_a_reader_takes_each_topic_only_from_its_publisher() -> None:
     """The reader trusts both signing keys, each for its own topics only."""
     reader = role_credentials(KAFKA_CREDENTIALS, "reader").verifier()
@@ -301,8 +373,28 @@ def _signing_input_from_the_docs(topic: str, key: bytes, headers: list[tuple[str
     """Written from docs/kafka.md ("Record signatures"), not from our code."""
     lines = [b"partner-ca record v1", topic.encode(), key]
     lines += [name.encode() + b"=" + raw for name, raw in sorted(headers)
-              if name != "ce_signature"]
+              if name not in ("ce_signature", "ce_proof")]
     return b"\n".join(lines) + b"\n" + hashlib.sha256(value).hexdigest().encode()
+
+
+def _page_from_the_docs(proof: bytes, signing_input: bytes) -> bytes:
+    """The signed page statement a record's ce_proof leads to (docs/kafka.md, RFC 9162)."""
+    def sha(*parts: bytes) -> bytes:
+        return hashlib.sha256(b"".join(parts)).digest()
+
+    index, size, *path = proof.decode().split(" ")
+    fn, sn, r = int(index), int(size) - 1, sha(b"\x00", signing_input)
+    for p in (bytes.fromhex(h) for h in path):
+        assert sn > 0
+        if fn % 2 == 1 or fn == sn:
+            r = sha(b"\x01", p, r)
+            while fn % 2 == 0 and fn > 0:
+                fn, sn = fn // 2, sn // 2
+        else:
+            r = sha(b"\x01", r, p)
+        fn, sn = fn // 2, sn // 2
+    assert sn == 0
+    return b"partner-ca page v1\n" + size.encode() + b"\n" + r.hex().encode()
 
 
 def test_openssl_verifies_a_ca_event_with_the_published_certificate(
@@ -328,9 +420,11 @@ def test_openssl_verifies_a_ca_event_with_the_published_certificate(
     assert found["ce_signer"].decode() == hashlib.sha256(spki).hexdigest()
     (tmp_path / "sig.bin").write_bytes(base64.b64decode(found["ce_signature"]))
 
+    assert "ce_proof" in found  # the relay signs pages
+
     def openssl_verify(value: bytes) -> subprocess.CompletedProcess[str]:
-        (tmp_path / "input.bin").write_bytes(
-            _signing_input_from_the_docs(record.topic, record.key, headers, value))
+        (tmp_path / "input.bin").write_bytes(_page_from_the_docs(found["ce_proof"], (
+            _signing_input_from_the_docs(record.topic, record.key, headers, value))))
         return subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey",
                                str(tmp_path / "pub.pem"), "-rawin", "-in",
                                str(tmp_path / "input.bin"), "-sigfile",

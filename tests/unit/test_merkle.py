@@ -67,3 +67,16 @@ def test_every_consistency_proof_verifies_and_a_rewritten_history_does_not() -> 
             if m < n:
                 rewritten = merkle.root([merkle.leaf_hash(b"x"), *leaves[1:m]])
                 assert not merkle.verify_consistency(m, n, rewritten, new, proof), (m, n)
+
+
+def test_all_proofs_at_once_equal_each_proof_and_lead_to_the_root() -> None:
+    for n in range(1, 70):
+        leaves = [merkle.leaf_hash(bytes([i % 256, i // 256])) for i in range(n)]
+        top, proofs = merkle.all_inclusion_proofs(leaves)
+        assert top == merkle.root(leaves)
+        for i, proof in enumerate(proofs):
+            assert proof == merkle.inclusion_proof(i, leaves), (n, i)
+            assert merkle.root_from_inclusion(i, n, leaves[i], proof) == top
+        assert merkle.root_from_inclusion(n, n, leaves[0], proofs[0]) is None
+        if n > 1:
+            assert merkle.root_from_inclusion(0, n, leaves[0], proofs[0][:-1]) != top

@@ -108,15 +108,16 @@ class KafkaRelay:
             self._scanned = head
         if not notifications:
             return 0
-        futures = []
+        records: list[tuple[str, bytes, list[tuple[str, bytes]], bytes]] = []
         for n in notifications:
             event = cast(DomainEvent, self.app.mapper.to_domain_event(n))
             for logical, message in self.outbox(event):
                 key, value, headers = encode(message, self.source)
-                topic = self.topic_names[logical]
-                headers = self.signer.sign(topic, key, headers, value)
-                futures.append(self.producer.send(topic, value=value, key=key, headers=headers,
-                                                  partition=self._partition(topic, key)))
+                records.append((self.topic_names[logical], key, headers, value))
+        futures = [self.producer.send(topic, value=value, key=key, headers=headers,
+                                      partition=self._partition(topic, key))
+                   for (topic, key, _, value), headers in zip(
+                       records, self.signer.sign_page(records), strict=True)]
         self.producer.flush()
         for future in futures:
             future.get(timeout=30)  # raises if the broker did not acknowledge

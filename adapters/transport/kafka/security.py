@@ -3,19 +3,25 @@ principal may read or write which topic), and a signature on every record by the
 published it, checked by every consumer before the record can cause anything. A leaked
 broker credential, a wrong ACL or a compromised broker can then not mint or revoke anything.
 
-Record signatures (docs/kafka.md, "Record signatures", for verifiers in other languages):
-Ed25519 over the *signing input*::
+Record signatures (docs/kafka.md, "Record signatures", for verifiers in other languages).
+Each record has a *signing input*::
 
     partner-ca record v1 \\n
     <topic> \\n
     <key> \\n
-    <name>=<value> \\n        one line per header but ce_signature, sorted by name
+    <name>=<value> \\n        one line per header but ce_signature and ce_proof, by name
     <SHA-256 of the value, lower-case hex>
 
-carried in two CloudEvents extension headers: ``ce_signer`` (SHA-256 of the signing
-certificate's SubjectPublicKeyInfo, hex) and ``ce_signature`` (base64). A consumer accepts a
-record only when the signer is a certificate in its ``peers.pem``, issued by the service CA,
-valid now, whose CN is the principal that publishes that topic.
+The relays sign a *page* of up to ``PAGE_RECORDS`` records at once: the leaves are
+SHA-256(0x00 || signing input) in publication order, the page root their RFC 6962 Merkle
+tree hash, and Ed25519 signs ``partner-ca page v1\\n<size>\\n<root, hex>``. Each record
+carries ``ce_signer`` (SHA-256 of the signing certificate's SubjectPublicKeyInfo, hex; part
+of its signing input), ``ce_signature`` (base64, the page's) and ``ce_proof`` (``<index>
+<size> <audit path, hex, space-separated>``). A record without ``ce_proof`` is signed alone:
+``ce_signature`` is then over its signing input itself (how records were signed before
+pages; still accepted). A consumer accepts a record only when the signer is a certificate in
+its ``peers.pem``, issued by the service CA, valid now, whose CN is the principal that
+publishes that topic; it verifies each page signature once.
 """
 
 from __future__ import annotations
@@ -36,11 +42,18 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
 from adapters.transport.kafka.service_pki import PRINCIPALS
+from ca_core import merkle
 from ca_core.errors import DomainError
 from ca_core.messages import CA_EVENTS, PORTAL_EVENTS, REQUESTS
 
-SIGNATURE, SIGNER = "ce_signature", "ce_signer"
+SIGNATURE, SIGNER, PROOF = "ce_signature", "ce_signer", "ce_proof"
 PREFIX = b"partner-ca record v1\n"
+PAGE_PREFIX = b"partner-ca page v1\n"
+#: records under one page signature (an audit path of at most 6 hashes)
+PAGE_RECORDS = 64
+#: page signatures a verifier remembers having checked
+VERIFIED_PAGES = 4096
+UNSIGNED = (SIGNATURE, PROOF)
 #: who publishes each logical topic (the CN its records' signing certificate must carry)
 PUBLISHER = {REQUESTS: "portal", PORTAL_EVENTS: "portal", CA_EVENTS: "ca"}
 
@@ -68,7 +81,7 @@ def signing_input(topic: str, key: bytes | None, headers: Sequence[tuple[str, by
         raise UnauthenticatedRecord("record key contains a newline")
     lines = [PREFIX, topic.encode(), b"\n", key or b"", b"\n"]
     seen: set[str] = set()
-    for name, raw in sorted((n, v or b"") for n, v in headers if n != SIGNATURE):
+    for name, raw in sorted((n, v or b"") for n, v in headers if n not in UNSIGNED):
         if name in seen or b"\n" in raw or "\n" in name or "=" in name:
             raise UnauthenticatedRecord(f"header {name!r} is repeated or malformed")
         seen.add(name)
@@ -91,6 +104,44 @@ class RecordSigner:
         signature = self._key.sign(signing_input(topic, key, signed, value))
         return [*signed, (SIGNATURE, base64.b64encode(signature))]
 
+    def sign_page(self, records: Sequence[tuple[str, bytes, list[tuple[str, bytes]], bytes]]
+                  ) -> list[list[tuple[str, bytes]]]:
+        """Each record's (topic, key, headers, value) headers with ``ce_signer``,
+        ``ce_signature`` and ``ce_proof`` added: one signature per ``PAGE_RECORDS``."""
+        out: list[list[tuple[str, bytes]]] = []
+        for first in range(0, len(records), PAGE_RECORDS):
+            chunk = records[first:first + PAGE_RECORDS]
+            signed = [[*headers, (SIGNER, self.kid)] for _, _, headers, _ in chunk]
+            leaves = [merkle.leaf_hash(signing_input(topic, key, heads, value))
+                      for (topic, key, _, value), heads in zip(chunk, signed, strict=True)]
+            root, paths = merkle.all_inclusion_proofs(leaves)
+            signature = base64.b64encode(self._key.sign(page_statement(len(leaves), root)))
+            for index, (heads, path) in enumerate(zip(signed, paths, strict=True)):
+                proof = " ".join([str(index), str(len(leaves)), *(h.hex() for h in path)])
+                out.append([*heads, (PROOF, proof.encode()), (SIGNATURE, signature)])
+        return out
+
+
+def page_statement(size: int, root: bytes) -> bytes:
+    """What a page signature signs."""
+    return b"%s%d\n%s" % (PAGE_PREFIX, size, root.hex().encode())
+
+
+def _page_root(proof: bytes, leaf: bytes) -> tuple[int, bytes]:
+    """The page size and root a record's ``ce_proof`` leads to from its leaf."""
+    try:
+        index_text, size_text, *path_hex = proof.decode("ascii").split(" ")
+        index, size = int(index_text), int(size_text)
+        path = [bytes.fromhex(h) for h in path_hex]
+    except (UnicodeDecodeError, ValueError):
+        raise UnauthenticatedRecord("ce_proof is malformed") from None
+    if not 0 < size <= PAGE_RECORDS or any(len(h) != 32 for h in path):
+        raise UnauthenticatedRecord("ce_proof is malformed")
+    root = merkle.root_from_inclusion(index, size, leaf, path)
+    if root is None:
+        raise UnauthenticatedRecord("ce_proof is not an audit path of its page")
+    return size, root
+
 
 @dataclass(frozen=True)
 class Peer:
@@ -106,6 +157,8 @@ class RecordVerifier:
 
     def __init__(self, peers: list[x509.Certificate], service_ca: x509.Certificate) -> None:
         self.peers: dict[str, Peer] = {}
+        #: page signatures checked already: (key id, signed statement, signature)
+        self._verified: set[tuple[str, bytes, bytes]] = set()
         for cert in peers:
             who = cert.subject.rfc4514_string()
             try:
@@ -146,13 +199,25 @@ class RecordVerifier:
             raise UnauthenticatedRecord(f"signing key {kid[:16]}… of {peer.principal} is not "
                                         f"valid now (valid {peer.not_before:%Y-%m-%d} to "
                                         f"{peer.not_after:%Y-%m-%d})")
-        if sum(1 for n, _ in pairs if n == SIGNATURE) != 1:
-            raise UnauthenticatedRecord("more than one ce_signature")
+        if sum(1 for n, _ in pairs if n == SIGNATURE) != 1 or \
+                sum(1 for n, _ in pairs if n == PROOF) > 1:
+            raise UnauthenticatedRecord("more than one ce_signature or ce_proof")
+        signed = signing_input(topic, key, pairs, value)
+        if PROOF in found:  # one of a page: its audit path leads to the signed page root
+            size, root = _page_root(found[PROOF], merkle.leaf_hash(signed))
+            signed = page_statement(size, root)
+            seen = (kid, signed, signature)
+            if seen in self._verified:
+                return
         try:
-            peer.public_key.verify(signature, signing_input(topic, key, pairs, value))
+            peer.public_key.verify(signature, signed)
         except InvalidSignature:
             raise UnauthenticatedRecord(f"signature by {peer.principal} does not match the "
                                         "record (altered, or moved from another)") from None
+        if PROOF in found:
+            if len(self._verified) >= VERIFIED_PAGES:
+                self._verified.clear()
+            self._verified.add(seen)
 
 
 @dataclass(frozen=True)
