@@ -84,6 +84,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu() -> dict[str, float]:
+    """CPU seconds so far of the broker's JVM, all PostgreSQL processes and the whole machine
+    (busy time from /proc/stat), to account for every certificate's share of the two cores."""
+    tick = os.sysconf("SC_CLK_TCK")
+    groups = {"broker": 0.0, "postgresql": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        group = "broker" if name == "java" else "postgresql" if name.startswith("postgres") \
+            else None
+        if group:
+            fields = text.rsplit(")", 1)[1].split()
+            groups[group] += (int(fields[11]) + int(fields[12])) / tick
+    cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    idle = int(cpu[3]) + int(cpu[4])  # idle + iowait
+    groups["machine"] = (sum(int(v) for v in cpu[:8]) - idle) / tick
+    return groups
+
+
 class ReadyCounter:
     """Counts CertificateReady events in the portal store, reading only the rows added since
     the last look, over one connection: polling must not load the machine it measures (a
@@ -153,6 +175,17 @@ def wait_ready(ready: ReadyCounter, target: int, label: str, timeout: float = 90
             time.sleep(0.5)
 
 
+def profile(directory: Path, roles: list[tuple[str, dict[str, str]]],
+            procs: list[subprocess.Popen[bytes]]) -> list[subprocess.Popen[bytes]]:
+    """A py-spy sampler per role process (collapsed stacks, native frames left out)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen(["py-spy", "record", "--pid", str(proc.pid), "--format", "raw",
+                              "--rate", "250", "--nonblocking",
+                              "-o", str(directory / f"{role}-{i}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for i, ((role, _), proc) in enumerate(zip(roles, procs, strict=True))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000)
@@ -164,6 +197,9 @@ def main() -> None:
                         help="the CA keys on a fresh SoftHSM2 token (PARTNER_CA_KEY_STORE=pkcs11)")
     parser.add_argument("--split-portal", action="store_true",
                         help="run the portal's relay and inbox as two processes")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="sample each role process with py-spy during the throughput run; "
+                             "collapsed stacks in DIR/<role>-<i>.txt")
     args = parser.parse_args()
 
     pg, kafka, credentials = services()
@@ -214,10 +250,18 @@ def main() -> None:
 
         start_pos = max_position(portal_url)
         cpu_before = [cpu_seconds(proc.pid) for proc in procs]
+        machine_before = machine_cpu()
+        samplers = profile(args.profile, roles, procs) if args.profile else []
         t0 = time.perf_counter()
         submit_requests(portal, csrs[200:200 + args.requests], first=200, chunk=1000)
         submit_s = time.perf_counter() - t0
         wait_ready(ready, 200 + args.requests, "throughput")
+        machine = {name: (seconds - machine_before[name]) * 1e6 / args.requests
+                   for name, seconds in machine_cpu().items()}
+        for sampler in samplers:
+            sampler.send_signal(signal.SIGINT)  # py-spy writes what it has on SIGINT
+        for sampler in samplers:
+            sampler.wait(timeout=60)
         cpu = {f"{role}-{i}": (cpu_seconds(proc.pid) - before) * 1e6 / args.requests
                for i, ((role, _), proc, before) in enumerate(zip(roles, procs, cpu_before,
                                                                   strict=True))}
@@ -230,7 +274,11 @@ def main() -> None:
                       f"{quantiles(values, n=100)[98] * 1000:.0f} ms")
         console.print("CPU per certificate in the role processes: " + ", ".join(
             f"{name} {us:.0f} µs" for name, us in cpu.items())
-            + f"; total {sum(cpu.values()):.0f} µs (the broker's own not counted)")
+            + f"; total {sum(cpu.values()):.0f} µs")
+        console.print(f"and beside them: broker {machine['broker']:.0f} µs, PostgreSQL "
+                      f"{machine['postgresql']:.0f} µs; the whole machine busy "
+                      f"{machine['machine']:.0f} µs per certificate (2 cores: "
+                      f"{2e6 / machine['machine']:.0f} certificates/s if nothing else ran)")
 
         start_pos = max_position(portal_url)
         base = 200 + args.requests
