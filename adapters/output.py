@@ -74,6 +74,14 @@ def configure_logging(role: str | None = None) -> None:
         fail(f"bad configuration: PARTNER_CA_LOG_LEVEL: {level_name!r} is not one of "
              f"{', '.join(LOG_LEVELS)}", EXIT_SETUP)
     prefix = f"{role} " if role else ""
+    if role:
+        # the Logging HOWTO's "Optimization": no line names its caller, thread or process, so
+        # a long-running role need not look them up for every line (≈ 3 of ≈ 20 µs a line;
+        # serve logs a line per recorded event)
+        logging._srcfile = None  # type: ignore[attr-defined]
+        logging.logThreads = False
+        logging.logProcesses = False
+        logging.logMultiprocessing = False
     if os.environ.get("PARTNER_CA_LOG_FORMAT", "text").lower() == "json":
         # one JSON object per line: time, level, role, logger, message, and what the line is
         # about where the code says it (serial, request_id, log_position, topic, offset, …)

@@ -286,8 +286,9 @@ def main() -> None:
         sent = 0
         t0 = time.perf_counter()
         while sent < args.rate * args.seconds:
-            submit_requests(portal, csrs[base + sent:base + sent + per_tick], first=base + sent)
-            sent += per_tick
+            tick = csrs[base + sent:base + min(sent + per_tick, args.rate * args.seconds)]
+            submit_requests(portal, tick, first=base + sent)
+            sent += len(tick)  # the last tick may be shorter (a rate not a multiple of 20)
             delay = t0 + sent / args.rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)

@@ -63,3 +63,28 @@ def test_every_recorded_event_is_a_line_naming_its_subject_and_log_position(
     assert submitted and submitted[0]["request_id"] == str(me.request_id)
     text = "\n".join(json.dumps(line) for line in lines)
     assert PASSWORD not in text  # the revocation password never reaches a log line
+
+
+def test_a_serving_role_does_not_look_up_callers_for_its_lines(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """configure_logging(role) sets the Logging HOWTO's optimisation flags (``_srcfile``
+    None: no frame walk per line); this fails if the installed Python stops honouring it."""
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    monkeypatch.setattr(logging, "_srcfile", logging._srcfile)  # type: ignore[attr-defined]
+    for name in ("logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, name, getattr(logging, name))
+    configure_logging("ca")
+    handler = Keep()
+    logger = logging.getLogger("partner_ca.events")
+    logger.addHandler(handler)
+    try:
+        logger.warning("a line")
+    finally:
+        logger.removeHandler(handler)
+    assert seen[-1].funcName == "(unknown function)" and seen[-1].lineno == 0
+    assert seen[-1].thread is None and seen[-1].process is None
