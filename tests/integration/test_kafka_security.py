@@ -321,6 +321,120 @@ def test_a_reader_takes_each_topic_only_from_its_publisher() -> None:
                   value)
 
 
+# -- compressed batches --------------------------------------------------------------
+def _zstd(data: bytes) -> bytes:
+    """A valid Zstandard frame (RFC 8878 §3.1) made of raw and RLE blocks only: the
+    attacker's compressor, so that writing a zstd batch needs no zstd library (and the
+    consumers here have none)."""
+    most = 128 * 1024
+    blocks: list[tuple[int, bytes, int]] = []  # (type, content, regenerated size)
+    raw = bytearray()
+    i = 0
+    while i < len(data):
+        run = 1
+        while i + run < len(data) and data[i + run] == data[i] and run < most:
+            run += 1
+        if run >= 16:
+            if raw:
+                blocks.append((0, bytes(raw), len(raw)))
+                raw.clear()
+            blocks.append((1, data[i:i + 1], run))
+        else:
+            raw += data[i:i + run]
+            if len(raw) >= most:
+                blocks.append((0, bytes(raw), len(raw)))
+                raw.clear()
+        i += run
+    if raw or not blocks:
+        blocks.append((0, bytes(raw), len(raw)))
+    frame = bytearray(b"\x28\xb5\x2f\xfd\x00\x38")  # magic; no checksum; window 128 KiB
+    for n, (kind, content, size) in enumerate(blocks):
+        last = n == len(blocks) - 1
+        frame += ((size << 3) | (kind << 1) | last).to_bytes(3, "little") + content
+    return bytes(frame)
+
+
+def _publish_zstd(bootstrap: str, topic: str, key: bytes, value: bytes,
+                  headers: list[tuple[str, bytes]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """One record in a zstd-compressed batch, written with a leaked broker credential."""
+    import kafka.codec
+    import kafka.record.default_records
+
+    with monkeypatch.context() as patched:  # kafka-python writes zstd with the frame above
+        patched.setattr(kafka.codec, "has_zstd", lambda: True)
+        patched.setattr(kafka.record.default_records, "zstd_encode", _zstd)
+        patched.setitem(KafkaProducer._COMPRESSORS, "zstd",  # type: ignore[attr-defined]
+                        (lambda: True, KafkaProducer._COMPRESSORS["zstd"][1]))  # type: ignore[attr-defined]
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                 compression_type="zstd", **_options("admin"))
+        try:
+            producer.send(topic, key=key, value=value,
+                          headers=[*headers, ("pad", b"\0" * 4096)]).get(timeout=30)
+        finally:
+            producer.close()
+
+
+def test_a_compressed_batch_reaches_the_ca_as_plain_records_and_stops_nothing(
+        system: PartnerCa, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A leaked credential writes a zstd batch to requests (kafka-python here has no zstd
+    library): the topic keeps it uncompressed, so the CA reads it, rejects the unsigned
+    record and goes on to issue the next real request."""
+    from adapters.transport.kafka.topics import topic_settings
+
+    system.pump()  # the topics exist
+    topic = system.settings.kafka_topic_prefix + m.REQUESTS
+    assert topic_settings(system.settings.kafka_bootstrap, topic,
+                          _options("admin"))["compression.type"] == "uncompressed"
+    key, value, headers = encode(_requested(), "/partner-ca/portal")
+    _publish_zstd(system.settings.kafka_bootstrap, topic, key, value, headers, monkeypatch)
+    assert any("not signed" in r for r in until_rejected(system, system.ca, 1, system.pump))
+    enrolled = enroll(system)
+    assert enrolled.picked.serial in [c.serial for c in certificates(system)]
+
+
+def test_without_the_topic_setting_a_compressed_batch_stops_a_consumer_and_grant_sets_it(
+        kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Why the setting: on a topic that keeps producers' compression, kafka-python without
+    the codec raises at that batch on every poll. `kafka grant`'s topic step sets it on
+    existing topics, keeping their other settings; from then on such a batch is readable."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import UnsupportedCodecError
+
+    from adapters.transport.kafka.topics import harden_topics, topic_settings
+
+    prefix = f"z{uuid.uuid4().hex[:10]}."
+    topic = prefix + m.REQUESTS
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, **_options("admin"))
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1, topic_configs={
+            "compression.type": "producer", "retention.ms": "86400000"})])
+    finally:
+        admin.close()
+    partition = TopicPartition(topic, 0)
+
+    def read_from(offset: int) -> list[Any]:
+        consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, **_options("admin"))
+        try:
+            consumer.assign([partition])
+            consumer.seek(partition, offset)
+            deadline = time.monotonic() + 30
+            while not (polled := consumer.poll(timeout_ms=500)):
+                assert time.monotonic() < deadline, "nothing to read"
+            return polled[partition]
+        finally:
+            consumer.close()
+
+    _publish_zstd(kafka_bootstrap, topic, b"k", b"v" * 100, [], monkeypatch)
+    with pytest.raises(UnsupportedCodecError):
+        read_from(0)
+    assert harden_topics(kafka_bootstrap, prefix, _options("admin")) == [
+        f"{topic} compression.type=uncompressed"]
+    assert topic_settings(kafka_bootstrap, topic, _options("admin")) == {
+        "compression.type": "uncompressed", "retention.ms": "86400000"}
+    _publish_zstd(kafka_bootstrap, topic, b"k", b"w" * 100, [], monkeypatch)
+    assert [r.value for r in read_from(1)] == [b"w" * 100]
+
+
 # -- the broker's own checks ---------------------------------------------------------
 def test_a_client_without_credentials_cannot_connect(kafka_bootstrap: str) -> None:
     """Plaintext to the TLS listener, and TLS without a client certificate: neither gets a

@@ -85,10 +85,12 @@ def kafka_grant(
     as_json: JsonOpt = False,
 ) -> None:
     """Create the ACLs for PARTNER_CA_KAFKA_TOPIC_PREFIX's topics, as the admin principal
-    (PARTNER_CA_KAFKA_CREDENTIALS/admin). Without options: the portal, CA and reader
+    (PARTNER_CA_KAFKA_CREDENTIALS/admin), and set compression.type=uncompressed on those
+    topics that exist (docs/kafka.md). Without options: the portal, CA and reader
     principals of `partner-ca kafka credentials`."""
     from adapters.transport.kafka.acls import default_grants, grant
     from adapters.transport.kafka.security import role_credentials
+    from adapters.transport.kafka.topics import harden_topics
 
     settings = load_settings()
     if not settings.kafka_bootstrap:
@@ -102,8 +104,10 @@ def kafka_grant(
         admin = role_credentials(settings.kafka_credentials, "admin")
         lines = grant(settings.kafka_bootstrap, admin.client_options,
                       settings.kafka_topic_prefix, grants)
+        configured = harden_topics(settings.kafka_bootstrap, settings.kafka_topic_prefix,
+                                   admin.client_options)
     except DomainError as exc:
         fail(f"{exc} [{exc.code}]", EXIT_SETUP)
     except Exception as exc:  # noqa: BLE001 - broker trouble of any kind is a set-up error
-        fail(f"cannot create the ACLs: {exc}".splitlines()[0], EXIT_SETUP)
-    result(as_json, "\n".join(lines), acls=lines)
+        fail(f"cannot create the ACLs or set the topics: {exc}".splitlines()[0], EXIT_SETUP)
+    result(as_json, "\n".join(lines + configured), acls=lines, topic_settings=configured)

@@ -24,6 +24,7 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import UnsupportedCodecError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
 from adapters.compat.kafka_python import (
@@ -322,6 +323,14 @@ class KafkaInbox:
         while not stop.is_set() and not self.abandoned:
             try:
                 self.poll_once(timeout_ms=200)
+            except UnsupportedCodecError as exc:
+                log.error(  # noqa: TRY400 - a line a second while stuck, not a traceback
+                    "inbox %s: cannot read a record batch (%s): its topic keeps batches "
+                    "as producers compressed them; set compression.type=uncompressed on "
+                    "it (`partner-ca kafka grant` does, docs/kafka.md); retrying",
+                    self.app.name, exc)
+                stop.wait(1.0)
+                self.start_at_tracked(self.consumer.assignment())
             except Exception:
                 log.exception("inbox %s: processing failed; retrying", self.app.name)
                 stop.wait(1.0)
