@@ -13,6 +13,12 @@
   a join that started inside a short ``poll()`` and finished after it returned is never
   applied; the inbox then asks for a new join at once instead of waiting for its 30 s
   stuck-rebalance watchdog.
+- ``discard_failed_fetch`` (``_fetcher._next_partition_records`` and its siblings): when
+  parsing a partition's fetched records raises (a record kafka-python cannot decode), the
+  fetcher keeps that partition's spent record iterator as next in line, and the next
+  ``poll()`` loops over it for ever, returning nothing and never fetching again
+  (reproduced in tests/integration/test_kafka_security.py). The inbox drops it after each
+  such error (``KafkaFetcher.close`` does the same).
 """
 
 from __future__ import annotations
@@ -66,6 +72,21 @@ def finish_join(consumer: Any, timeout_ms: int) -> bool:
     return bool(consumer._coordinator.poll(timeout_ms=timeout_ms))
 
 
+def discard_failed_fetch(consumer: Any) -> None:
+    """Drop the fetched records a failed parse left in line (and any parked by pausing,
+    and the error saved for the next call): the next ``poll()`` fetches afresh from each
+    partition's position."""
+    fetcher = consumer._fetcher
+    if fetcher._next_partition_records is not None:
+        fetcher._next_partition_records.drain()
+        fetcher._next_partition_records = None
+    for parked in fetcher._paused_partition_records.values():
+        parked.drain()
+    fetcher._paused_partition_records.clear()
+    fetcher._paused_completed_fetches.clear()
+    fetcher._next_in_line_exception_metadata = None
+
+
 #: how ``MemberState.REBALANCING`` prints in kafka-python 3.0.12
 REBALANCING = "<rebalancing>"
 
@@ -88,6 +109,12 @@ def problems() -> list[str]:
         for method in ("poll", "need_rejoin", "request_rejoin"):
             if not callable(getattr(getattr(consumer, "_coordinator", None), method, None)):
                 found.append(f"KafkaConsumer has no _coordinator.{method} any more")
+
+        fetcher = getattr(consumer, "_fetcher", None)
+        for attribute in ("_next_partition_records", "_paused_partition_records",
+                          "_paused_completed_fetches", "_next_in_line_exception_metadata"):
+            if not hasattr(fetcher, attribute):
+                found.append(f"KafkaConsumer._fetcher has no {attribute} any more")
 
         if str(MemberState.REBALANCING) != REBALANCING:
             found.append(f"MemberState.REBALANCING prints as {MemberState.REBALANCING!s}")

@@ -435,6 +435,104 @@ def test_without_the_topic_setting_a_compressed_batch_stops_a_consumer_and_grant
     assert [r.value for r in read_from(1)] == [b"w" * 100]
 
 
+class _NotUtf8(str):
+    """A header key kafka-python's producer writes as bytes that are not UTF-8 (any other
+    client may; the broker does not check)."""
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return b"\xff\xfe"
+
+
+def _publish_batch(bootstrap: str, topic: str,
+                   records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]],
+                   monkeypatch: pytest.MonkeyPatch | None = None) -> None:
+    """Records in one batch on partition 0 (zstd-compressed when ``monkeypatch`` is given),
+    written with a leaked broker credential."""
+    import kafka.codec
+    import kafka.record.default_records
+
+    with pytest.MonkeyPatch.context() as patched:
+        if monkeypatch is not None:
+            patched.setattr(kafka.codec, "has_zstd", lambda: True)
+            patched.setattr(kafka.record.default_records, "zstd_encode", _zstd)
+            patched.setitem(KafkaProducer._COMPRESSORS, "zstd",  # type: ignore[attr-defined]
+                            (lambda: True,
+                             KafkaProducer._COMPRESSORS["zstd"][1]))  # type: ignore[attr-defined]
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=500,
+                                 compression_type="zstd" if monkeypatch else None,
+                                 **_options("admin"))
+        try:
+            sent = [producer.send(topic, key=key, value=value, partition=0,
+                                  headers=[*headers, ("pad", b"\0" * 4096)])
+                    for key, value, headers in records]
+            producer.flush(timeout=30)
+            offsets = [future.get(timeout=30).offset for future in sent]
+        finally:
+            producer.close()
+    assert offsets == list(range(offsets[0], offsets[0] + len(records)))
+
+
+def test_a_record_kafka_python_cannot_parse_is_rejected_and_the_ca_goes_on(
+        tmp_path: Path, kafka_bootstrap: str) -> None:
+    """A header key that is not UTF-8 makes kafka-python raise at that record on every fetch
+    (and then spin in poll() for ever). The CA records the readable record before it as
+    usual, the unreadable one and the rest of its batch as one MessageRejected with the
+    offsets, and issues the next real request."""
+    system = _system_with_requests_topic(tmp_path, kafka_bootstrap, {})
+    try:
+        topic = system.settings.kafka_topic_prefix + m.REQUESTS
+        records = [encode(_requested(), "/partner-ca/portal") for _ in range(3)]
+        bad = (records[1][0], records[1][1], [*records[1][2], (_NotUtf8("x"), b"1")])
+        _publish_batch(system.settings.kafka_bootstrap, topic, [records[0], bad, records[2]])
+        reasons = until_rejected(system, system.ca, 2, system.pump)
+        assert "not signed" in reasons[0]
+        assert reasons[1].startswith("unreadable records at offsets 1–2: kafka-python cannot "
+                                     "parse them"), reasons
+        enrolled = enroll(system)
+        assert [c.serial for c in certificates(system)] == [enrolled.picked.serial]
+    finally:
+        system.close()
+
+
+def test_a_batch_in_a_codec_without_library_is_rejected_whole(
+        tmp_path: Path, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a requests topic someone made to keep producers' compression, a zstd batch of
+    three records (no zstd library here): one MessageRejected for offsets 0–2, then the next
+    real request is issued."""
+    system = _system_with_requests_topic(tmp_path, kafka_bootstrap,
+                                         {"compression.type": "producer"})
+    try:
+        topic = system.settings.kafka_topic_prefix + m.REQUESTS
+        _publish_batch(system.settings.kafka_bootstrap, topic,
+                       [encode(_requested(), "/partner-ca/portal") for _ in range(3)],
+                       monkeypatch)
+        reasons = until_rejected(system, system.ca, 1, system.pump)
+        assert reasons == [reasons[0]] and reasons[0].startswith(
+            "unreadable records at offsets 0–2: kafka-python cannot parse them"), reasons
+        assert "zstd" in reasons[0]
+        enrolled = enroll(system)
+        assert [c.serial for c in certificates(system)] == [enrolled.picked.serial]
+    finally:
+        system.close()
+
+
+def _system_with_requests_topic(tmp_path: Path, kafka_bootstrap: str,
+                                configs: dict[str, str]) -> PartnerCa:
+    """A system whose requests topic (one partition) exists before it starts, with
+    ``configs``."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    prefix = f"u{uuid.uuid4().hex[:11]}."
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, **_options("admin"))
+    try:
+        admin.create_topics([NewTopic(prefix + m.REQUESTS, 1, 1, topic_configs=configs)])
+    finally:
+        admin.close()
+    built = make_system(tmp_path / "data", kafka_bootstrap=kafka_bootstrap, kafka_prefix=prefix)
+    register(built)
+    return built
+
+
 # -- the broker's own checks ---------------------------------------------------------
 def test_a_client_without_credentials_cannot_connect(kafka_bootstrap: str) -> None:
     """Plaintext to the TLS listener, and TLS without a client certificate: neither gets a

@@ -24,10 +24,11 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import UnsupportedCodecError
+from kafka.errors import CorruptRecordError, UnsupportedCodecError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
 from adapters.compat.kafka_python import (
+    discard_failed_fetch,
     finish_join,
     io_wakeup,
     join_abandoned,
@@ -75,6 +76,13 @@ HEARTBEAT_INTERVAL_MS = 2_000
 #: 3.0.12 can leave a join that short polls keep timing out on unfinished for ever
 #: (adapters/compat/kafka_python.py). The inbox holds no partitions meanwhile.
 JOIN_WAIT_MS = 15_000
+#: What kafka-python's poll() raises for records it cannot parse — a header key that is not
+#: UTF-8, a batch in a codec it has no library for, a failed CRC. The same records raise
+#: again on every fetch, so the inbox finds them and records them as rejected
+#: (KafkaInbox._skip_unreadable) instead of stopping at them for ever.
+UNREADABLE = (CorruptRecordError, UnsupportedCodecError)
+#: How long one look at a single partition may take while finding unreadable records.
+PROBE_SECONDS = 10.0
 #: A worker whose rebalance has not finished after this long is replaced by a new consumer.
 STUCK_REBALANCE_SECONDS = 30.0
 #: An inbox that applied nothing for this long checks the broker's end offsets; records it
@@ -245,7 +253,12 @@ class KafkaInbox:
             request_rejoin(self.consumer)
         if rebalancing(self.consumer) or needs_join(self.consumer):
             finish_join(self.consumer, JOIN_WAIT_MS)  # the whole join in one call
-        polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+        try:
+            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+        except UNREADABLE as exc:
+            discard_failed_fetch(self.consumer)
+            self._skip_unreadable(exc)
+            return 0
         self.last_progress = time.monotonic()
         self._replace_if_stuck()
         if polled:
@@ -292,6 +305,82 @@ class KafkaInbox:
             handled += len(records)
         return handled
 
+    def _skip_unreadable(self, exc: Exception) -> None:
+        """poll() raised for records kafka-python cannot parse. Read each assigned partition
+        alone from our recorded position to find the one that raises and the first offset it
+        raises at; find where readable records start again (a whole batch is unreadable when
+        one record in it is: the broker sends batches whole); record those offsets as one
+        MessageRejected with the reason, and go on after them. A failure that does not come
+        back when a partition is read alone (a CRC broken on the way) skips nothing."""
+        partitions = sorted(self.consumer.assignment())
+        log.warning("inbox %s: kafka-python cannot read what it fetched (%s); looking for "
+                    "the records", self.app.name, exc)
+        try:
+            for tp in partitions:
+                self.consumer.pause(*[p for p in partitions if p != tp])
+                self.consumer.resume(tp)
+                start = self._tracked(tp, fresh=True)
+                first = self._first_unreadable(tp, start)
+                if first is None or first > start:
+                    continue  # readable records come first: poll() hands them out before
+                    # it raises, and once they are applied the unreadable ones come next
+                end = self._readable_again(tp, first)
+                source = source_name(tp.topic, tp.partition)
+                reason = (f"unreadable records at offsets {first}–{end - 1}: kafka-python "
+                          f"cannot parse them ({exc})")
+                log.warning("%s: rejected %s", source, reason,
+                            extra={"topic": tp.topic, "partition": tp.partition,
+                                   "offset": first})
+                self._apply(tp, [], [(end, reason, "")], end)
+                with self._lock:
+                    self.tracked[tp] = end
+        finally:
+            self.consumer.resume(*partitions)
+            self.start_at_tracked(partitions)
+
+    def _first_unreadable(self, tp: TopicPartition, start: int) -> int | None:
+        """Read ``tp`` (alone) from ``start`` up to its end: the offset kafka-python raises
+        at, or None if it reads through."""
+        self.consumer.seek(tp, start)
+        deadline = time.monotonic() + PROBE_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                self.consumer.poll(timeout_ms=500, max_records=self.max_records)
+            except UNREADABLE:
+                discard_failed_fetch(self.consumer)
+                return int(self.consumer.position(tp))
+            end = self.consumer.highwater(tp)
+            if end is not None and self.consumer.position(tp) >= end:
+                return None
+        return None
+
+    def _readable(self, tp: TopicPartition, offset: int) -> bool:
+        """Does reading ``tp`` from ``offset`` (below its end) give records rather than
+        raise? (Nothing within PROBE_SECONDS counts as readable: skip no more than known.)"""
+        self.consumer.seek(tp, offset)
+        deadline = time.monotonic() + PROBE_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                if self.consumer.poll(timeout_ms=500, max_records=1).get(tp):
+                    return True
+            except UNREADABLE:
+                discard_failed_fetch(self.consumer)
+                return False
+        return True
+
+    def _readable_again(self, tp: TopicPartition, first: int) -> int:
+        """The lowest offset after ``first`` (unreadable) from which ``tp`` reads again, or
+        its end. (No look past the end: the consumer would reset to the earliest offset.)"""
+        end = int(self.consumer.end_offsets([tp], timeout_ms=5000)[tp])
+        low, step = first, 1
+        while first + step < end and not self._readable(tp, first + step):
+            low, step = first + step, step * 2
+        high = min(first + step, end)
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if self._readable(tp, middle) else (middle, high)
+        return max(high, first + 1)
+
     def _apply(self, tp: TopicPartition, messages: list[tuple[int, Message]],
                rejected: list[tuple[int, str, str]], next_offset: int) -> None:
         """One transaction for the batch. A conflict means another writer got there first —
@@ -323,14 +412,6 @@ class KafkaInbox:
         while not stop.is_set() and not self.abandoned:
             try:
                 self.poll_once(timeout_ms=200)
-            except UnsupportedCodecError as exc:
-                log.error(  # noqa: TRY400 - a line a second while stuck, not a traceback
-                    "inbox %s: cannot read a record batch (%s): its topic keeps batches "
-                    "as producers compressed them; set compression.type=uncompressed on "
-                    "it (`partner-ca kafka grant` does, docs/kafka.md); retrying",
-                    self.app.name, exc)
-                stop.wait(1.0)
-                self.start_at_tracked(self.consumer.assignment())
             except Exception:
                 log.exception("inbox %s: processing failed; retrying", self.app.name)
                 stop.wait(1.0)
