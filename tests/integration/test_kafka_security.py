@@ -445,9 +445,9 @@ class _NotUtf8(str):
 
 def _publish_batch(bootstrap: str, topic: str,
                    records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]],
-                   monkeypatch: pytest.MonkeyPatch | None = None) -> None:
-    """Records in one batch on partition 0 (zstd-compressed when ``monkeypatch`` is given),
-    written with a leaked broker credential."""
+                   monkeypatch: pytest.MonkeyPatch | None = None, partition: int = 0) -> None:
+    """Records in one batch on ``partition`` (zstd-compressed when ``monkeypatch`` is
+    given), written with a leaked broker credential."""
     import kafka.codec
     import kafka.record.default_records
 
@@ -462,7 +462,7 @@ def _publish_batch(bootstrap: str, topic: str,
                                  compression_type="zstd" if monkeypatch else None,
                                  **_options("admin"))
         try:
-            sent = [producer.send(topic, key=key, value=value, partition=0,
+            sent = [producer.send(topic, key=key, value=value, partition=partition,
                                   headers=[*headers, ("pad", b"\0" * 4096)])
                     for key, value, headers in records]
             producer.flush(timeout=30)
@@ -514,6 +514,34 @@ def test_a_batch_in_a_codec_without_library_is_rejected_whole(
         assert [c.serial for c in certificates(system)] == [enrolled.picked.serial]
     finally:
         system.close()
+
+
+def test_audit_fetch_heads_reads_past_records_kafka_python_cannot_parse(
+        system: PartnerCa) -> None:
+    """An unparseable record on ca-events between two signed tree heads: the auditor's
+    fetch still returns both heads (it used to stop with an error there)."""
+    from adapters.audit.tree_heads import checkpoint
+    from adapters.transport.kafka.heads import fetch_heads
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    enroll(system)
+    checkpoint(system.ca, key)
+    system.pump()
+    topic = system.settings.kafka_topic_prefix + m.CA_EVENTS
+    record = encode(_requested(), "/partner-ca/ca")
+    for partition in range(system.settings.kafka_partitions):
+        _publish_batch(system.settings.kafka_bootstrap, topic,
+                       [(record[0], record[1], [*record[2], (_NotUtf8("x"), b"1")])],
+                       partition=partition)
+    enroll(system, "P24-000999")
+    checkpoint(system.ca, key)
+    system.pump()
+    heads = fetch_heads(system.settings.kafka_bootstrap, system.settings.kafka_topic_prefix,
+                        role_credentials(KAFKA_CREDENTIALS, "reader"))
+    assert [h["application"] for h in heads] == ["ca", "ca"]
+    # and the portal's inbox, reading the same records, rejected each and went on
+    assert sum(r.startswith("unreadable records at offsets") for r in rejections(system.portal)
+               ) == system.settings.kafka_partitions
 
 
 def _system_with_requests_topic(tmp_path: Path, kafka_bootstrap: str,

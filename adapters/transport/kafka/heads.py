@@ -19,6 +19,7 @@ from kafka import KafkaConsumer, TopicPartition
 from adapters.transport.kafka.envelope import MalformedMessage, ce_type, decode
 from adapters.transport.kafka.security import RoleCredentials, UnauthenticatedRecord
 from adapters.transport.kafka.topics import topic_names
+from adapters.transport.kafka.unreadable import UNREADABLE, find_unreadable
 from ca_core.messages import CA_EVENTS, PORTAL_EVENTS, TreeHeadSigned
 
 HEAD_TYPE = ce_type("TreeHeadSigned").encode()
@@ -42,14 +43,25 @@ def fetch_heads(bootstrap: str, prefix: str, credentials: RoleCredentials,
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         ends = consumer.end_offsets(partitions)
+        done = {tp: int(offset) for tp, offset in consumer.beginning_offsets(partitions).items()}
         heads: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while any(consumer.position(tp) < ends[tp] for tp in partitions):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read {prefix}ca-events/portal-events to their "
                                    f"end within {timeout:.0f} s")
-            for records in consumer.poll(timeout_ms=200).values():
+            try:
+                polled = consumer.poll(timeout_ms=200)
+            except UNREADABLE:  # records kafka-python cannot parse are no heads: past them
+                found = find_unreadable(consumer, done.__getitem__)
+                if found is not None:
+                    done[found.partition] = found.end
+                for tp in partitions:
+                    consumer.seek(tp, done[tp])
+                continue
+            for records in polled.values():
                 for record in records:
+                    done[TopicPartition(record.topic, record.partition)] = record.offset + 1
                     if (dict(record.headers or []).get("ce_type") or b"") != HEAD_TYPE:
                         continue
                     try:

@@ -24,11 +24,9 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Tracking
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import CorruptRecordError, UnsupportedCodecError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
 from adapters.compat.kafka_python import (
-    discard_failed_fetch,
     finish_join,
     io_wakeup,
     join_abandoned,
@@ -38,6 +36,7 @@ from adapters.compat.kafka_python import (
 )
 from adapters.transport.kafka.envelope import MalformedMessage, decode
 from adapters.transport.kafka.security import RecordVerifier, UnauthenticatedRecord
+from adapters.transport.kafka.unreadable import UNREADABLE, find_unreadable
 from ca_core.messages import Message
 from ca_core.processing import MessageDrivenApplication
 
@@ -76,13 +75,6 @@ HEARTBEAT_INTERVAL_MS = 2_000
 #: 3.0.12 can leave a join that short polls keep timing out on unfinished for ever
 #: (adapters/compat/kafka_python.py). The inbox holds no partitions meanwhile.
 JOIN_WAIT_MS = 15_000
-#: What kafka-python's poll() raises for records it cannot parse — a header key that is not
-#: UTF-8, a batch in a codec it has no library for, a failed CRC. The same records raise
-#: again on every fetch, so the inbox finds them and records them as rejected
-#: (KafkaInbox._skip_unreadable) instead of stopping at them for ever.
-UNREADABLE = (CorruptRecordError, UnsupportedCodecError)
-#: How long one look at a single partition may take while finding unreadable records.
-PROBE_SECONDS = 10.0
 #: A worker whose rebalance has not finished after this long is replaced by a new consumer.
 STUCK_REBALANCE_SECONDS = 30.0
 #: An inbox that applied nothing for this long checks the broker's end offsets; records it
@@ -256,7 +248,6 @@ class KafkaInbox:
         try:
             polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
         except UNREADABLE as exc:
-            discard_failed_fetch(self.consumer)
             self._skip_unreadable(exc)
             return 0
         self.last_progress = time.monotonic()
@@ -306,80 +297,26 @@ class KafkaInbox:
         return handled
 
     def _skip_unreadable(self, exc: Exception) -> None:
-        """poll() raised for records kafka-python cannot parse. Read each assigned partition
-        alone from our recorded position to find the one that raises and the first offset it
-        raises at; find where readable records start again (a whole batch is unreadable when
-        one record in it is: the broker sends batches whole); record those offsets as one
-        MessageRejected with the reason, and go on after them. A failure that does not come
-        back when a partition is read alone (a CRC broken on the way) skips nothing."""
-        partitions = sorted(self.consumer.assignment())
+        """poll() raised for records kafka-python cannot parse (unreadable.py): record them
+        as one MessageRejected naming their offsets and go on after them; readable records
+        before them are applied first, as usual."""
         log.warning("inbox %s: kafka-python cannot read what it fetched (%s); looking for "
                     "the records", self.app.name, exc)
+        partitions = self.consumer.assignment()
         try:
-            for tp in partitions:
-                self.consumer.pause(*[p for p in partitions if p != tp])
-                self.consumer.resume(tp)
-                start = self._tracked(tp, fresh=True)
-                first = self._first_unreadable(tp, start)
-                if first is None or first > start:
-                    continue  # readable records come first: poll() hands them out before
-                    # it raises, and once they are applied the unreadable ones come next
-                end = self._readable_again(tp, first)
-                source = source_name(tp.topic, tp.partition)
-                reason = (f"unreadable records at offsets {first}–{end - 1}: kafka-python "
-                          f"cannot parse them ({exc})")
-                log.warning("%s: rejected %s", source, reason,
+            found = find_unreadable(self.consumer, lambda tp: self._tracked(tp, fresh=True))
+            if found is not None:
+                tp = found.partition
+                reason = (f"unreadable records at offsets {found.first}–{found.end - 1}: "
+                          f"kafka-python cannot parse them ({exc})")
+                log.warning("%s: rejected %s", source_name(tp.topic, tp.partition), reason,
                             extra={"topic": tp.topic, "partition": tp.partition,
-                                   "offset": first})
-                self._apply(tp, [], [(end, reason, "")], end)
+                                   "offset": found.first})
+                self._apply(tp, [], [(found.end, reason, "")], found.end)
                 with self._lock:
-                    self.tracked[tp] = end
+                    self.tracked[tp] = found.end
         finally:
-            self.consumer.resume(*partitions)
             self.start_at_tracked(partitions)
-
-    def _first_unreadable(self, tp: TopicPartition, start: int) -> int | None:
-        """Read ``tp`` (alone) from ``start`` up to its end: the offset kafka-python raises
-        at, or None if it reads through."""
-        self.consumer.seek(tp, start)
-        deadline = time.monotonic() + PROBE_SECONDS
-        while time.monotonic() < deadline:
-            try:
-                self.consumer.poll(timeout_ms=500, max_records=self.max_records)
-            except UNREADABLE:
-                discard_failed_fetch(self.consumer)
-                return int(self.consumer.position(tp))
-            end = self.consumer.highwater(tp)
-            if end is not None and self.consumer.position(tp) >= end:
-                return None
-        return None
-
-    def _readable(self, tp: TopicPartition, offset: int) -> bool:
-        """Does reading ``tp`` from ``offset`` (below its end) give records rather than
-        raise? (Nothing within PROBE_SECONDS counts as readable: skip no more than known.)"""
-        self.consumer.seek(tp, offset)
-        deadline = time.monotonic() + PROBE_SECONDS
-        while time.monotonic() < deadline:
-            try:
-                if self.consumer.poll(timeout_ms=500, max_records=1).get(tp):
-                    return True
-            except UNREADABLE:
-                discard_failed_fetch(self.consumer)
-                return False
-        return True
-
-    def _readable_again(self, tp: TopicPartition, first: int) -> int:
-        """The lowest offset after ``first`` (unreadable) from which ``tp`` reads again, or
-        its end. (No look past the end: the consumer would reset to the earliest offset.)"""
-        end = int(self.consumer.end_offsets([tp], timeout_ms=5000)[tp])
-        low, step = first, 1
-        while first + step < end and not self._readable(tp, first + step):
-            low, step = first + step, step * 2
-        high = min(first + step, end)
-        while high - low > 1:
-            middle = (low + high) // 2
-            low, high = (low, middle) if self._readable(tp, middle) else (middle, high)
-        return max(high, first + 1)
 
     def _apply(self, tp: TopicPartition, messages: list[tuple[int, Message]],
                rejected: list[tuple[int, str, str]], next_offset: int) -> None:
