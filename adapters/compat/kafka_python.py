@@ -17,8 +17,9 @@
   parsing a partition's fetched records raises (a record kafka-python cannot decode), the
   fetcher keeps that partition's spent record iterator as next in line, and the next
   ``poll()`` loops over it for ever, returning nothing and never fetching again
-  (reproduced in tests/integration/test_kafka_security.py). The inbox drops it after each
-  such error (``KafkaFetcher.close`` does the same).
+  (reproduced in tests/integration/test_kafka_security.py). The search for unreadable
+  records (adapters/transport/kafka/unreadable.py) drops it after each such error, as
+  kafka-python's own ``Fetcher.close`` does.
 """
 
 from __future__ import annotations

@@ -66,9 +66,15 @@ def harden_topics(bootstrap: str, prefix: str, security: dict[str, Any]) -> list
         existing = set(admin.list_topics())
         names = [name for name in topic_names(prefix).values() if name in existing]
         if names:
-            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name,
-                                                configs=dict(TOPIC_CONFIGS))
-                                 for name in names])
+            answers = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name,
+                                                          configs=dict(TOPIC_CONFIGS))
+                                           for name in names])
+            # kafka-python answers a refusal per topic rather than raising it
+            refused = {name: answer for name, answer in answers.get("topic", {}).items()
+                       if str(answer) != "OK"}
+            if refused:
+                name, answer = next(iter(refused.items()))
+                raise RuntimeError(f"the broker refused the settings of {name}: {answer}")
     finally:
         admin.close()
     return [f"{name} {key}={value}" for name in names for key, value in TOPIC_CONFIGS.items()]
