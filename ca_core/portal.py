@@ -57,7 +57,9 @@ from ca_core.request import (
     CertificateRequest,
     PickupLinkInvalid,
     RequestRefused,
+    check_renewal_pickup_allowed,
     check_revocation_passwords,
+    renewed_still_valid,
 )
 from ca_core.x509profile import subject_identity
 
@@ -450,15 +452,16 @@ class Portal(MessageDrivenApplication):
         request.check_pickup_allowed()
         now = self.clock.now()
         assert request.serial and request.certificate_pem
+        old = (self._request_for_serial(request.user_id, request.renews_serial)
+               if request.renews_serial else None)
+        if old is not None:
+            check_renewal_pickup_allowed(old)
         request.picked_up(serial=request.serial, via=via, timestamp=now)
         changed: list[Any] = [request]
-        if request.renews_serial:
+        if old is not None and old.certificate_status == CertificateStatus.GOOD:
             # R7: once the renewed certificate is picked up, the old one is superseded.
-            old = self._request_for_serial(request.user_id, request.renews_serial)
-            if (old is not None and old.certificate_status == CertificateStatus.GOOD
-                    and not old.revocation_pending):
-                old.submit_revocation(self.rules.renewal_supersede_reason, "portal:renewal", now)
-                changed.append(old)
+            old.submit_revocation(self.rules.renewal_supersede_reason, "portal:renewal", now)
+            changed.append(old)
         self.save(*changed)
         return PickedUpCertificate(request.id, request.serial, request.certificate_pem,
                                    self._trust().chain_for(request.certificate_pem))
@@ -472,16 +475,29 @@ class Portal(MessageDrivenApplication):
             raise NotReady("the portal has no CA chain configured", code="no-trust-anchor")
         return self.trust()
 
-    def _request_for_serial(self, user_id: str, serial: str) -> CertificateRequest | None:
-        try:
-            partner = self.partner(user_id)
-        except NotFound:
+    def _request_for_serial(self, user_id: str, serial: str,
+                            batch: Batch | None = None) -> CertificateRequest | None:
+        partner = self._find(PartnerAccount.id_for(user_id), batch)
+        if partner is None:
             return None
         for request_id in reversed(partner.requests):
-            request = self.request(request_id)
+            request = self._get(request_id, batch)
             if request.serial == serial:
-                return request
+                return cast(CertificateRequest, request)
         return None
+
+    def _pending_renewals_of(self, request: CertificateRequest,
+                             batch: Batch) -> list[CertificateRequest]:
+        """Renewals of ``request``'s certificate that are signed but not picked up."""
+        partner = self._find(PartnerAccount.id_for(request.user_id), batch)
+        found = []
+        for request_id in partner.requests if partner is not None else ():
+            renewal = self._get(request_id, batch)
+            if (renewal.renews_serial == request.serial and renewal.state == "ready"
+                    and renewal.certificate_status == CertificateStatus.GOOD
+                    and not renewal.revocation_pending):
+                found.append(cast(CertificateRequest, renewal))
+        return found
 
     # -- R5 -------------------------------------------------------------------
     def new_challenge(self, serial: str = "") -> str:
@@ -695,6 +711,13 @@ class Portal(MessageDrivenApplication):
         request.certificate_ready(serial=msg.serial, not_before=msg.not_before,
                                   not_after=msg.not_after, certificate_pem=msg.certificate_pem,
                                   timestamp=self.clock.now())
+        renewed = (self._request_for_serial(request.user_id, request.renews_serial, batch)
+                   if request.renews_serial else None)
+        if renewed is not None and not renewed_still_valid(renewed):
+            # R7 with R9/R10: the certificate it renews was revoked (or is being revoked)
+            # while the CA signed; the renewal may be a thief's key (issue 26, item 1)
+            request.submit_revocation(renewed.revocation_reason or "cessationOfOperation",
+                                      "portal:renewal-of-revoked", self.clock.now())
         batch.collect_events(request)
 
     @policy.register
@@ -719,6 +742,11 @@ class Portal(MessageDrivenApplication):
         request.revocation_confirmed(serial=msg.serial, reason=msg.reason,
                                      revoked_at=msg.revoked_at, timestamp=self.clock.now())
         batch.collect_events(request)
+        for renewal in self._pending_renewals_of(request, batch):
+            # R7 with R9/R10: a renewal signed but not picked up dies with the certificate it
+            # renews; a session opened before the revocation must not collect it (item 1)
+            renewal.submit_revocation(msg.reason, "portal:renewal-of-revoked", self.clock.now())
+            batch.collect_events(renewal)
 
     @policy.register
     def _(self, msg: m.CertificateExpired, batch: Batch) -> None:

@@ -61,6 +61,22 @@ def check_revocation_passwords(first: str, second: str) -> None:
         )
 
 
+def renewed_still_valid(renewed: CertificateRequest) -> bool:
+    """R7: the certificate a renewal renews is neither revoked nor being revoked."""
+    return (renewed.certificate_status != CertificateStatus.REVOKED
+            and not renewed.revocation_pending)
+
+
+def check_renewal_pickup_allowed(renewed: CertificateRequest) -> None:
+    """R7 with R9/R10: a renewal is picked up only while the certificate it renews has not
+    been revoked — a session opened before a keyCompromise revocation could otherwise
+    collect a certificate for a thief's key."""
+    if not renewed_still_valid(renewed):
+        raise RequestRefused(f"certificate {renewed.serial}, which this renewal renews, has "
+                             "been revoked; the renewal is void — start over with a new "
+                             "one-time password", code="renewal-void")
+
+
 class CertificateRequest(Aggregate):
     """One certificate request and, once answered, the portal's view of its certificate."""
 
@@ -175,6 +191,7 @@ class CertificateRequest(Aggregate):
         self.revocation_pending = False
         self.revocation_failures = 0
         self.revocation_locked = False
+        self.revocation_reason: str | None = None
 
     # R4 ----------------------------------------------------------------
     def check_pickup_allowed(self) -> None:
@@ -281,12 +298,14 @@ class CertificateRequest(Aggregate):
         self, serial: str, reason: str, requested_by: str, timestamp: datetime
     ) -> None:
         self.revocation_pending = True
+        self.revocation_reason = reason
 
     @event(RevocationConfirmed)
     def revocation_confirmed(
         self, serial: str, reason: str, revoked_at: datetime, timestamp: datetime
     ) -> None:
         self.revocation_pending = False
+        self.revocation_reason = reason
         self.certificate_status = CertificateStatus.REVOKED.value
 
     @event(ExpiryNoted)

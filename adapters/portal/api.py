@@ -347,6 +347,9 @@ class Sessions:
         if "i" not in data:
             raise NotAuthenticated("the session token is not valid", code="session-required")
         self.portal.check_session_open(data["i"], data["u"])
+        if data.get("k") == "certificate":  # it lasts only as long as its certificate
+            self.portal.check_certificate_session(CertificateSession(
+                data["u"], data["m"], data["s"], UUID(data["r"])))
         return data
 
     def enrollment(self, authorization: Annotated[str | None, Header()] = None

@@ -341,3 +341,42 @@ def test_r2_wrong_attempts_lock_the_open_otp_even_with_used_ones_in_history(
         system.portal.login_with_otp(USER, otp)
     assert refused.value.code == "otp-locked"
     system.close()
+
+
+@pytest.mark.parametrize("revoked_by", ["user", "operator", "ca-operator"])
+@pytest.mark.parametrize("signed_before_revocation", [True, False])
+def test_r7_a_renewal_dies_with_the_certificate_it_renews(
+        system: PartnerCa, revoked_by: str, signed_before_revocation: bool) -> None:
+    """Issue 26 item 1: a thief holding the partner's certificate session starts a renewal
+    with his own key; the certificate is revoked (keyCompromise); the thief's session,
+    opened before, must not collect the renewal, and its certificate must not stay good."""
+    register(system)
+    me = enroll(system)
+    thief = cert_login(system, me.picked.certificate_pem, me.key)
+    thief_key = softtoken.new_key()
+    renewal_id = system.portal.request_renewal(thief, softtoken.make_csr(thief_key, USER),
+                                               "thief password 1", "thief password 1")
+    if signed_before_revocation:
+        system.pump()
+        assert system.portal.request(renewal_id).state == "ready"
+    if revoked_by == "user":
+        system.portal.revoke(cert_login(system, me.picked.certificate_pem, me.key), PASSWORD,
+                             reason="keyCompromise")
+    elif revoked_by == "operator":
+        system.portal.revoke_as_operator(me.picked.serial, "keyCompromise", "ops-anna")
+    else:
+        system.pump()
+        system.ca.revoke(me.picked.serial, "keyCompromise", operator="ops-anna")
+    if revoked_by != "ca-operator":  # the portal knows at once (it asked the CA itself)
+        with refused("renewal-void" if signed_before_revocation else "certificate-not-ready"):
+            system.portal.pickup(renewal_id, USER)
+    system.pump()
+    system.pump()
+    renewal = system.portal.request(renewal_id)
+    assert renewal.state == "ready" and renewal.serial
+    with refused("renewal-void"):
+        system.portal.pickup(renewal_id, USER)
+    with refused("renewal-void"):
+        system.portal.pickup_with_link(renewal_id, system.portal.pickup_token(renewal_id))
+    assert system.ca.status(renewal.serial).status == "revoked"
+    assert system.ca.status(me.picked.serial).reason == "keyCompromise"
