@@ -152,3 +152,14 @@ class OneTimePassword(Aggregate):
     @event(OtpExpired)
     def _expired(self, timestamp: datetime) -> None:
         self.state = "expired"
+
+
+def otps_a_guess_counts_against(history: list[OneTimePassword], module: str | None,
+                                now: datetime) -> list[OneTimePassword]:
+    """R2: the open OTPs a wrong guess could have opened — the named module's if it has one
+    open, else every open OTP of the user (a guess naming a module without an open OTP is
+    aimed at none we can tell, so it is counted against all of them: naming another module
+    never sidesteps the lock-out)."""
+    still_open = [o for o in history if o.is_open and now < o.expires_at]
+    named = [o for o in still_open if o.module == module]
+    return named if named else still_open

@@ -47,7 +47,7 @@ from ca_core.errors import (
 )
 from ca_core.eventmodel import PYDANTIC_ENV, Aggregate, read_log
 from ca_core.keypolicy import checked_csr, csr_fingerprint, spki_fingerprint
-from ca_core.otp import OneTimePassword, OtpRefused, SessionUsed
+from ca_core.otp import OneTimePassword, OtpRefused, SessionUsed, otps_a_guess_counts_against
 from ca_core.partner import PartnerAccount
 from ca_core.policy import PortalPolicy
 from ca_core.ports import StatusSource
@@ -342,11 +342,11 @@ class Portal(MessageDrivenApplication):
                        module: str | None = None) -> EnrollmentSession:
         """R2: user identifier + OTP open an enrollment session; 5 wrong attempts lock the OTP.
 
-        A wrong OTP counts against the OTP it was aimed at only: the one of ``module`` when
-        the login names it, else the user's only open OTP. With several open and no module
-        named, it counts against none (it cannot be told which was meant), so nobody can
-        lock a user out of every module with five guesses; guessing is bounded by the
-        per-address limit and the OTP's 80 bits."""
+        With ``module`` named, only that module's OTP can open a session. A wrong OTP counts
+        against every open OTP it could have opened: the named module's, or — with no module
+        named, or one in which the user has no open OTP — all of the user's open OTPs. So no
+        OTP is ever tried more than ``otp_max_attempts`` times, whatever module a guesser
+        names (issue 26, item 2); guessing is also bounded per address."""
         now = self.clock.now()
         try:
             partner = self.partner(user_id)
@@ -358,17 +358,15 @@ class Portal(MessageDrivenApplication):
             raise OtpRefused(_WRONG_OTP, code="otp-wrong") from None
         history = [self._otp(i) for i in partner.otp_history]
         for candidate in reversed(history):
+            if module is not None and candidate.module != module:
+                continue
             # Only the OTP that matches says why it cannot be used (expired, used, locked);
             # any other answer would tell a guesser about the user's other OTPs.
             if verify_otp(otp, candidate.otp_hash) and candidate.redeem(
                     otp, now, self.rules.session_lifetime):
                 self.save(candidate)
                 return EnrollmentSession(candidate.id, user_id, candidate.module)
-        open_otps = [o for o in history if o.is_open and now < o.expires_at]
-        if module is not None:
-            open_otps = [o for o in open_otps if o.module == module]
-        elif len(open_otps) > 1:
-            open_otps = []
+        open_otps = otps_a_guess_counts_against(history, module, now)
         for o in open_otps:
             o.record_failed_attempt(now, self.rules.otp_max_attempts)
         if open_otps:

@@ -222,9 +222,10 @@ def test_two_portal_processes_share_one_limit(tmp_path: Path, postgres_url: str)
         controller.stop()
 
 
-def test_five_wrong_otps_lock_only_the_otp_they_were_aimed_at(portal: Portal) -> None:
+def test_five_wrong_otps_lock_every_otp_they_could_have_opened(portal: Portal) -> None:
+    """R2, issue 26 item 2: naming another module never sidesteps the lock-out."""
     client, env = portal
-    user = "P24-000777"  # registered in two modules, an OTP open in each
+    user = "P24-000777"  # registered in two modules
 
     def cli(*args: str) -> Any:
         done = subprocess.run(["partner-ca", *args, "--json"], env=env, capture_output=True,
@@ -232,21 +233,25 @@ def test_five_wrong_otps_lock_only_the_otp_they_were_aimed_at(portal: Portal) ->
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
+    def login(otp: str, module: str | None = None) -> Any:
+        body = {"user_id": user, "otp": otp} | ({"module": module} if module else {})
+        return client.post("/v1/sessions/otp", json=body)
+
     cli("partner", "register", user, "--email", "q@example.com", "--module", "EPAK",
         "--module", "REV")
     epak = cli("otp", "issue", user, "--module", "EPAK", "--by", "admin-epak")["otp"]
-    rev = cli("otp", "issue", user, "--module", "REV", "--by", "admin-rev")["otp"]
-    # an attacker who does not name the module cannot say which OTP was meant: locks nothing
-    for _ in range(6):
-        refused(client.post("/v1/sessions/otp", json={"user_id": user, "otp": "WRONG"}), 401,
-                "otp-wrong")
-    # aimed at REV: locks REV only
+    # guesses naming REV, where no OTP is open, count against the open EPAK OTP
     for _ in range(5):
-        client.post("/v1/sessions/otp", json={"user_id": user, "otp": "WRONG", "module": "REV"})
-    refused(client.post("/v1/sessions/otp", json={"user_id": user, "otp": rev}), 401,
-            "otp-locked")
-    assert client.post("/v1/sessions/otp", json={"user_id": user, "otp": epak}).status_code \
-        == 201
+        refused(login("WRONG-WRONG", "REV"), 401, "otp-wrong")
+    refused(login(epak, "EPAK"), 401, "otp-locked")
+    # with an OTP open in each module: aimed at REV, they lock REV only
+    epak = cli("otp", "issue", user, "--module", "EPAK", "--by", "admin-epak")["otp"]
+    rev = cli("otp", "issue", user, "--module", "REV", "--by", "admin-rev")["otp"]
+    for _ in range(5):
+        refused(login("WRONG-WRONG", "REV"), 401, "otp-wrong")
+    refused(login(rev), 401, "otp-locked")
+    refused(login(rev, "EPAK"), 401, "otp-wrong")  # an OTP opens its own module only
+    assert login(epak, "EPAK").status_code == 201
 
 
 def test_ops_list_and_end_sessions(portal: Portal) -> None:

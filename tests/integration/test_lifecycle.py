@@ -380,3 +380,21 @@ def test_r7_a_renewal_dies_with_the_certificate_it_renews(
         system.portal.pickup_with_link(renewal_id, system.portal.pickup_token(renewal_id))
     assert system.ca.status(renewal.serial).status == "revoked"
     assert system.ca.status(me.picked.serial).reason == "keyCompromise"
+
+
+def test_r2_no_module_named_counts_against_every_open_otp(system: PartnerCa) -> None:
+    """Issue 26 item 2: a guess that names no module (or one without an open OTP) could
+    have opened any of the user's open OTPs, so it counts against each of them."""
+    register(system, modules=(MODULE, "REV"))
+    _, epak = system.portal.issue_otp(USER, MODULE, issued_by="admin")
+    _, rev = system.portal.issue_otp(USER, "REV", issued_by="admin")
+    for module in (None, "SBOX", None, "PIS", None):
+        with refused("otp-wrong"):
+            system.portal.login_with_otp(USER, "AAAA-BBBB-CCCC-DDDD", module)
+    for otp in (epak, rev):
+        with refused("otp-locked"):
+            system.portal.login_with_otp(USER, otp)
+    _, rev = system.portal.issue_otp(USER, "REV", issued_by="admin")
+    with refused("otp-wrong"):  # an OTP opens only the module it was issued for
+        system.portal.login_with_otp(USER, rev, MODULE)
+    assert system.portal.login_with_otp(USER, rev, "REV").module == "REV"
