@@ -333,24 +333,54 @@ class Sessions:
         return any(ip in network for network in self.proxies)
 
     def session(self, authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        """A partner's session (enrollment or certificate) from its bearer token."""
         if not authorization or not authorization.startswith("Bearer "):
             raise NotAuthenticated("log in first (Authorization: Bearer <token>)",
                                    code="session-required")
+        data = self._load(authorization[7:])
+        if data.get("k") not in ("enrollment", "certificate"):
+            raise NotAuthenticated("the session token is not valid", code="session-required")
+        if data.get("k") == "certificate":  # it lasts only as long as its certificate
+            self.portal.check_certificate_session(CertificateSession(
+                data["u"], data["m"], data["s"], UUID(data["r"])))
+        return data
+
+    def _load(self, token: str) -> dict[str, Any]:
+        """A signed session token's claims, checked against the recorded session."""
         try:
-            data: dict[str, Any] = self.serializer.loads(authorization[7:], max_age=self.lifetime)
+            data: dict[str, Any] = self.serializer.loads(token, max_age=self.lifetime)
         except SignatureExpired:
             raise NotAuthenticated("the session has expired; log in again",
                                    code="session-expired") from None
         except BadSignature:
             raise NotAuthenticated("the session token is not valid",
                                    code="session-required") from None
-        if "i" not in data:
+        if "i" not in data or "u" not in data:
             raise NotAuthenticated("the session token is not valid", code="session-required")
         self.portal.check_session_open(data["i"], data["u"])
-        if data.get("k") == "certificate":  # it lasts only as long as its certificate
-            self.portal.check_certificate_session(CertificateSession(
-                data["u"], data["m"], data["s"], UUID(data["r"])))
         return data
+
+    def open_ops(self, who: OpsIdentity) -> str:
+        """An ops page session for a token just checked: recorded (``SessionOpened``, kind
+        ``ops``), short (the session lifetime), bound to that token; the browser keeps this,
+        never the long-lived ops token."""
+        session_id = str(uuid4())
+        self.portal.open_session(session_id, f"ops:{who.name}", "ops", "", None)
+        return self.serializer.dumps({"k": "ops", "u": f"ops:{who.name}", "i": session_id,
+                                      "t": who.token_id})
+
+    def ops_session(self, token: str, ops_tokens: OpsTokens | None
+                    ) -> tuple[OpsIdentity, str] | None:
+        """(identity, session id) of an open ops page session, or None."""
+        try:
+            data = self._load(token)
+        except DomainError:
+            return None
+        if data.get("k") != "ops" or ops_tokens is None:
+            return None
+        who = ops_tokens.session_identity(str(data["u"]).removeprefix("ops:"),
+                                          str(data.get("t", "")))
+        return (who, str(data["i"])) if who is not None else None
 
     def enrollment(self, authorization: Annotated[str | None, Header()] = None
                    ) -> EnrollmentSession:

@@ -4,6 +4,11 @@ Tokens live in ``<data_dir>/ops-tokens.json`` as SHA-256 hashes (the token is sh
 once, by ``partner-ca ops token``). Roles: ``admin:<MODULE>`` registers users in
 that module and issues their OTPs there (R1: an administrator of another module
 is refused); ``operator`` revokes (R10), reads status, and may act in every module.
+
+Every token carries an expiry (``partner-ca ops token --days``, default 90): an expired
+token, or one from before expiries (no ``expires_at``), is refused. The ops pages do not
+keep the token in the browser: logging in opens a short server-side session (recorded as a
+``SessionOpened`` of kind ``ops``), bound to the token it was opened with, ended by logout.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ca_core.errors import DomainError, Forbidden
@@ -23,10 +29,16 @@ class OpsRefused(Forbidden):
     code = "ops-forbidden"
 
 
+#: how long a new ops token is valid unless said otherwise
+TOKEN_DAYS = 90
+
+
 @dataclass(frozen=True)
 class OpsIdentity:
     name: str
     roles: frozenset[str]
+    #: the first hex digits of the token's SHA-256 (binds an ops page session to its token)
+    token_id: str = ""
 
     def check_module(self, module: str) -> None:
         if "operator" not in self.roles and f"admin:{module}" not in self.roles:
@@ -52,15 +64,22 @@ class OpsTokens:
             return []
         return list(data) if isinstance(data, list) else []
 
-    def create(self, name: str, roles: list[str]) -> str:
-        """A new token for ``name`` with ``roles``; returns it (only its hash is kept)."""
+    def create(self, name: str, roles: list[str], days: int = TOKEN_DAYS,
+               now: datetime | None = None) -> str:
+        """A new token for ``name`` with ``roles``, valid ``days``; returns it (only its hash
+        is kept)."""
         for role in roles:
             if role != "operator" and not (role.startswith("admin:") and len(role) > 6):
                 raise DomainError(f"unknown role {role!r} (admin:<MODULE> or operator)",
                                   code="role-unknown")
+        if not 1 <= days <= 366:
+            raise DomainError(f"an ops token is valid 1 to 366 days, not {days}",
+                              code="token-days-invalid")
         token = "pca_" + secrets.token_urlsafe(32)
+        expires = (now or datetime.now(UTC)) + timedelta(days=days)
         entries = [e for e in self._entries() if e.get("name") != name]
-        entries.append({"name": name, "sha256": _digest(token), "roles": sorted(roles)})
+        entries.append({"name": name, "sha256": _digest(token), "roles": sorted(roles),
+                        "expires_at": expires.isoformat(timespec="seconds")})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -69,12 +88,33 @@ class OpsTokens:
         os.replace(tmp, self.path)
         return token
 
-    def authenticate(self, token: str) -> OpsIdentity | None:
+    def authenticate(self, token: str, now: datetime | None = None) -> OpsIdentity | None:
+        """The identity of a valid, unexpired token (None otherwise)."""
         digest = _digest(token)
         for entry in self._entries():
             if hmac.compare_digest(str(entry.get("sha256", "")), digest):
-                roles = entry.get("roles", [])
-                return OpsIdentity(str(entry["name"]),
-                                   frozenset(str(r) for r in roles)
-                                   if isinstance(roles, list) else frozenset())
+                return _identity(entry, now)
         return None
+
+    def session_identity(self, name: str, token_id: str,
+                         now: datetime | None = None) -> OpsIdentity | None:
+        """The identity behind an ops page session: the token it was opened with must still
+        be NAME's, unexpired (a replaced or expired token ends its sessions)."""
+        for entry in self._entries():
+            if entry.get("name") == name and hmac.compare_digest(
+                    str(entry.get("sha256", ""))[:16], token_id):
+                return _identity(entry, now)
+        return None
+
+
+def _identity(entry: dict[str, object], now: datetime | None) -> OpsIdentity | None:
+    try:
+        expires = datetime.fromisoformat(str(entry["expires_at"]))
+    except (KeyError, ValueError):
+        return None  # a token from before expiries: make a new one
+    if (now or datetime.now(UTC)) >= expires:
+        return None
+    roles = entry.get("roles", [])
+    return OpsIdentity(str(entry["name"]),
+                       frozenset(str(r) for r in roles) if isinstance(roles, list)
+                       else frozenset(), str(entry.get("sha256", ""))[:16])

@@ -3,8 +3,11 @@ the auditor's timeline, server-rendered (Jinja2), no script, no third-party reso
 
 Every page calls the same application services as the HTTP API (``ca_core/portal.py``), so
 no rule has a second code path. Sessions are the API's signed session tokens, kept in an
-HttpOnly, SameSite=Strict cookie (Secure behind TLS); every form that changes something
-carries a CSRF token (an HMAC of a per-browser random cookie under the portal secret). A
+HttpOnly, SameSite=Strict cookie (Secure and ``__Host-``-prefixed behind TLS, so no sibling
+host or network attacker can set one); every form that changes something carries a CSRF
+token: an HMAC under the portal secret of a per-browser random cookie *and* the session
+cookies, so a tossed CSRF cookie does not help without the victim's session, and logging in
+rotates it. The ops pages keep a short server-side session, never the ops token. A
 GET never changes anything: the e-mailed pickup link opens a page with a button, so a mail
 scanner that fetches links does not use it up. Czech by default, English with
 ``/lang/en``; the texts are in ``adapters/portal/texts.py``.
@@ -61,14 +64,26 @@ _templates = Environment(loader=FileSystemLoader(HERE / "templates"),
 
 
 class Page:
-    """What every page needs: the language, the CSRF token, the texts, who is logged in."""
+    """What every page needs: the language, the CSRF token, the texts, the cookies' names
+    (``__Host-`` behind TLS)."""
 
-    def __init__(self, request: Request, secret: bytes) -> None:
+    def __init__(self, request: Request, secret: bytes, https: bool = False) -> None:
         self.request = request
+        self.https = https
         chosen = request.cookies.get(LANG_COOKIE, "cs")
         self.language = chosen if chosen in LANGUAGES else "cs"
-        self.csrf_seed = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
-        self.csrf = keyed_token(secret, "csrf", self.csrf_seed)
+        self.csrf_seed = self.cookie(CSRF_COOKIE) or secrets.token_urlsafe(24)
+        # bound to the session cookies: a CSRF cookie an attacker set (cookie tossing) makes
+        # no valid token for the victim's session (issue 26, item 3)
+        self.csrf = keyed_token(secret, "csrf", self.csrf_seed,
+                                self.cookie(SESSION_COOKIE) or "-", self.cookie(OPS_COOKIE) or "-")
+
+    def name(self, base: str) -> str:
+        """A cookie's name: ``__Host-`` prefixed behind TLS (Secure, Path=/, no Domain)."""
+        return f"__Host-{base}" if self.https else base
+
+    def cookie(self, base: str) -> str | None:
+        return self.request.cookies.get(self.name(base))
 
     def t(self, key: str) -> str:
         return text(key, self.language)
@@ -91,36 +106,43 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
     secret = portal.secret
 
     # -- rendering and cookies -----------------------------------------------------------
+    def page_of(request: Request) -> Page:
+        return Page(request, secret, _https(request, sessions.from_trusted_proxy))
+
     def render(page: Page, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         body = _templates.get_template(template).render(
             t=page.t, lang=page.language, csrf=page.csrf, texts=TEXTS,
             path=page.request.url.path, **context)
         answer = HTMLResponse(body, status_code=status,
                               headers={"Content-Security-Policy": PAGE_CSP})
-        if page.request.cookies.get(CSRF_COOKIE) != page.csrf_seed:
-            answer.set_cookie(CSRF_COOKIE, page.csrf_seed, httponly=True, samesite="strict",
-                              secure=_https(page.request, sessions.from_trusted_proxy),
-                              path="/")
+        if page.cookie(CSRF_COOKIE) != page.csrf_seed:
+            answer.set_cookie(page.name(CSRF_COOKIE), page.csrf_seed, httponly=True,
+                              samesite="strict", secure=page.https, path="/")
         return answer
 
     def redirect(request: Request, to: str, cookie: tuple[str, str | None] | None = None
                  ) -> RedirectResponse:
+        """A 303 to ``to``; with ``cookie`` (name, value or None to delete) the session
+        cookie changes, and so does the CSRF seed (rotated at every login and logout)."""
+        page = page_of(request)
         answer = RedirectResponse(to, status_code=303)
         if cookie is not None:
             name, value = cookie
             if value is None:
-                answer.delete_cookie(name, path="/")
+                answer.delete_cookie(page.name(name), path="/", secure=page.https,
+                                     httponly=True, samesite="strict")
             else:
-                answer.set_cookie(name, value, httponly=True, samesite="strict", path="/",
-                                  secure=_https(request, sessions.from_trusted_proxy),
-                                  max_age=sessions.lifetime)
+                answer.set_cookie(page.name(name), value, httponly=True, samesite="strict",
+                                  path="/", secure=page.https, max_age=sessions.lifetime)
+            answer.set_cookie(page.name(CSRF_COOKIE), secrets.token_urlsafe(24), httponly=True,
+                              samesite="strict", secure=page.https, path="/")
         return answer
 
     async def form_of(request: Request, page: Page) -> dict[str, Any]:
         """The posted form, after its CSRF token was checked."""
         form = await request.form()
         sent = str(form.get("csrf", ""))
-        if CSRF_COOKIE not in request.cookies or not same_token(sent, page.csrf):
+        if page.cookie(CSRF_COOKIE) is None or not same_token(sent, page.csrf):
             raise NotAuthenticated("the form has expired; load the page again",
                                    code="csrf-invalid")
         found: dict[str, Any] = {}
@@ -132,7 +154,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
         return found
 
     def session_of(request: Request) -> dict[str, Any] | None:
-        token = request.cookies.get(SESSION_COOKIE)
+        token = page_of(request).cookie(SESSION_COOKIE)
         if not token:
             return None
         try:
@@ -181,13 +203,13 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
             return redirect(request, "/request")
         if certificate(request) is not None:
             return redirect(request, "/certificate")
-        page = Page(request, secret)
+        page = page_of(request)
         return render(page, "login.html", tab=tab, modules=portal.rules.modules,
                       message=request.query_params.get("message"))
 
     @web.post("/login/otp")
     async def login_otp(request: Request) -> Response:
-        page = Page(request, secret)
+        page = page_of(request)
         began = time.monotonic()
         try:
             sessions.check_address(request)
@@ -209,7 +231,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
     def login_certificate(request: Request) -> Response:
         """Chapter 6 behind nginx: the certificate the TLS proxy verified (trusted proxy
         only), as the API's ``/v1/sessions/tls-client``."""
-        page = Page(request, secret)
+        page = page_of(request)
         pem = urllib.parse.unquote(request.headers.get("x-client-certificate", ""))
         if not sessions.from_trusted_proxy(request) or request.headers.get(
                 "x-client-verify") != "SUCCESS" or not pem:
@@ -228,7 +250,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
 
     @web.post("/logout")
     async def logout(request: Request) -> Response:
-        page = Page(request, secret)
+        page = page_of(request)
         await form_of(request, page)
         data = await run_in_threadpool(session_of, request)
         if data is not None:
@@ -241,7 +263,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
         who = enrollment(request)
         if who is None:
             return redirect(request, "/?message=session_needed")
-        page = Page(request, secret)
+        page = page_of(request)
         return render(page, "request.html", who=who,
                       command=CSR_COMMAND.format(user=who.user_id))
 
@@ -250,7 +272,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
         who = enrollment(request)
         if who is None:
             return redirect(request, "/?message=session_needed")
-        page = Page(request, secret)
+        page = page_of(request)
         csr, *passwords = request_fields(await form_of(request, page))
         try:
             request_id = await run_in_threadpool(portal.submit_request, who, csr, *passwords)
@@ -274,7 +296,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
         found = owned(request, request_id)
         if found is None:
             return redirect(request, "/?message=session_needed")
-        page = Page(request, secret)
+        page = page_of(request)
         answer = render(page, "waiting.html", request_id=request_id, state=found[1].state,
                         rejection=found[1].rejection)
         if found[1].state == "submitted":
@@ -286,7 +308,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
 
     @web.post("/requests/{request_id}/pickup")
     async def pickup(request: Request, request_id: UUID) -> Response:
-        page = Page(request, secret)
+        page = page_of(request)
         await form_of(request, page)
         data = session_of(request)
         if data is None:
@@ -301,12 +323,12 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
     @web.get("/pickup/{request_id}")
     def pickup_link(request: Request, request_id: UUID, token: str = "") -> Response:
         """The e-mailed link: a page with a button; this GET uses nothing up."""
-        page = Page(request, secret)
+        page = page_of(request)
         return render(page, "pickup.html", request_id=request_id, token=token[:200])
 
     @web.post("/pickup/{request_id}")
     async def pickup_with_link(request: Request, request_id: UUID) -> Response:
-        page = Page(request, secret)
+        page = page_of(request)
         try:
             sessions.check_address(request)
             form = await form_of(request, page)
@@ -332,7 +354,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
         found = certificate(request)
         if found is None:
             return redirect(request, "/?message=session_needed")
-        return manager(Page(request, secret), found[0])
+        return manager(page_of(request), found[0])
 
     @web.get("/certificate.pem")
     def own_certificate(request: Request) -> Response:
@@ -348,7 +370,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
         found = certificate(request)
         if found is None:
             return redirect(request, "/?message=session_needed")
-        page = Page(request, secret)
+        page = page_of(request)
         csr, *passwords = request_fields(await form_of(request, page))
         try:
             request_id = await run_in_threadpool(portal.request_renewal, found[0], csr,
@@ -363,7 +385,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
         found = certificate(request)
         if found is None:
             return redirect(request, "/?message=session_needed")
-        page = Page(request, secret)
+        page = page_of(request)
         form = await form_of(request, page)
         reason = str(form.get("reason", "unspecified"))
         if reason not in USER_REASONS:
@@ -379,15 +401,17 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
         return redirect(request, "/?message=revocation_done", (SESSION_COOKIE, None))
 
     # -- ops console -------------------------------------------------------------------------
+    def ops_session(request: Request) -> tuple[OpsIdentity, str] | None:
+        token = page_of(request).cookie(OPS_COOKIE)
+        return sessions.ops_session(token, ops_tokens) if token else None
+
     def ops_identity(request: Request) -> OpsIdentity | None:
-        token = request.cookies.get(OPS_COOKIE)
-        if not token or ops_tokens is None:
-            return None
-        return ops_tokens.authenticate(token)
+        found = ops_session(request)
+        return found[0] if found is not None else None
 
     @web.get("/ops")
     def ops_home(request: Request, q: str = "") -> Response:
-        page = Page(request, secret)
+        page = page_of(request)
         who = ops_identity(request)
         if who is None:
             return render(page, "ops_login.html")
@@ -431,26 +455,31 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
 
     @web.post("/ops/login")
     async def ops_login(request: Request) -> Response:
-        page = Page(request, secret)
+        page = page_of(request)
         try:
             sessions.check_address(request)
             form = await form_of(request, page)
         except DomainError as exc:
             return problem(page, "ops_login.html", exc)
         token = str(form.get("token", "")).strip()
-        if ops_tokens is None or ops_tokens.authenticate(token) is None:
+        who = ops_tokens.authenticate(token) if ops_tokens is not None else None
+        if who is None:
             return render(page, "ops_login.html", status=401, error="the ops token is not "
-                          "valid", code="ops-token-required")
-        return redirect(request, "/ops", (OPS_COOKIE, token))
+                          "valid (or has expired)", code="ops-token-required")
+        session = await run_in_threadpool(sessions.open_ops, who)
+        return redirect(request, "/ops", (OPS_COOKIE, session))
 
     @web.post("/ops/logout")
     async def ops_logout(request: Request) -> Response:
-        await form_of(request, Page(request, secret))
+        await form_of(request, page_of(request))
+        found = await run_in_threadpool(ops_session, request)
+        if found is not None:  # ended for every portal process, not only this browser
+            await run_in_threadpool(portal.end_session, found[1], f"ops:{found[0].name}")
         return redirect(request, "/ops", (OPS_COOKIE, None))
 
     async def ops_action(request: Request, act: Callable[[OpsIdentity, dict[str, Any]], Any]
                          ) -> Response:
-        page = Page(request, secret)
+        page = page_of(request)
         who = ops_identity(request)
         if who is None:
             return render(page, "ops_login.html", status=401)
@@ -478,7 +507,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
 
     @web.post("/ops/otps")
     async def ops_issue_otp(request: Request) -> Response:
-        page = Page(request, secret)
+        page = page_of(request)
         who = ops_identity(request)
         if who is None:
             return render(page, "ops_login.html", status=401)
@@ -538,7 +567,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
 
     @web.get("/audit")
     def audit_page(request: Request, user: str = "", serial: str = "", at: str = "") -> Response:
-        page = Page(request, secret)
+        page = page_of(request)
         who = ops_identity(request)
         if who is None:
             return render(page, "ops_login.html", status=401)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 from adapters.client import softtoken
 from adapters.portal.api import portal_api
 from adapters.portal.ops_auth import OpsTokens
+from ca_core.eventmodel import all_events
 from tests.support import MODULE, PASSWORD, USER, enroll, make_system, register
 
 
@@ -101,7 +103,8 @@ def test_a_module_administrator_sees_and_acts_only_in_his_modules(pages: tuple) 
     me = enroll(system)
     assert client.get("/audit", params={"serial": me.picked.serial}).status_code == 403
     operator = tokens.create("anna", ["operator"])
-    client.post("/ops/login", data={"token": operator, "csrf": csrf})
+    # logging in rotates the CSRF token (issue 26, item 3): the form's token is the new page's
+    csrf = csrf_of(client.post("/ops/login", data={"token": operator, "csrf": csrf}).text)
     issued = client.post("/ops/otps", data={"user_id": USER, "module": MODULE, "csrf": csrf})
     assert issued.status_code == 200 and 'id="otp-value"' in issued.text
     assert issued.headers["cache-control"] == "no-store"
@@ -120,3 +123,82 @@ def test_the_language_switch_redirects_only_inside_the_site(pages: tuple) -> Non
     moved = client.get("/lang/en", params={"next": "/certificate"}, follow_redirects=False)
     assert moved.headers["location"] == "/certificate"
     assert "Log in" in client.get("/").text  # English from now on
+
+
+def test_a_tossed_csrf_cookie_forges_nothing(pages: tuple) -> None:
+    """Issue 26 item 3: an attacker who can set the victim's CSRF cookie (a sibling host, a
+    network attacker on http) sets his own seed and submits the token the portal gave him
+    for it. The token is bound to the session cookie, so the victim's forms refuse it."""
+    client, system, tokens = pages
+    attacker = TestClient(client.app)
+    attacker_page = attacker.get("/ops")
+    seed, forged = attacker.cookies["pca_csrf"], csrf_of(attacker_page.text)
+    operator = tokens.create("anna", ["operator"])
+    client.post("/ops/login", data={"token": operator, "csrf": csrf_of(client.get("/ops").text)})
+    client.cookies.set("pca_csrf", seed)  # tossed into the victim's browser
+    reply = client.post("/ops/partners", data={"user_id": "P24-666666", "email": "x@example.com",
+                                              "module": MODULE, "csrf": forged})
+    assert reply.status_code == 401 and "csrf-invalid" in reply.text
+    assert all(e.__class__.__name__ != "PartnerRegistered" or e.user_id != "P24-666666"
+               for _, e in all_events(system.portal))
+
+
+def test_login_rotates_the_csrf_cookie_and_tls_cookies_are_host_prefixed(
+        tmp_path: Path) -> None:
+    system = make_system(tmp_path / "data")
+    register(system)
+    tokens = OpsTokens(tmp_path / "ops-tokens.json")
+    app = portal_api(system.portal, ops_tokens=tokens, otp_refusal_seconds=0)
+    https: dict[str, str] = {}  # the client speaks https itself
+    with TestClient(app, base_url="https://portal.example") as client:
+        first = client.get("/", headers=https)
+        cookie = first.headers["set-cookie"]
+        assert cookie.startswith("__Host-pca_csrf=") and "Secure" in cookie \
+            and "Path=/" in cookie and "Domain" not in cookie
+        seed = client.cookies["__Host-pca_csrf"]
+        _, otp = system.portal.issue_otp(USER, MODULE, issued_by="admin")
+        login = client.post("/login/otp", headers=https, follow_redirects=False, data={
+            "user_id": USER, "otp": otp, "csrf": csrf_of(first.text)})
+        assert login.status_code == 303, login.text
+        set_cookies = login.headers.get_list("set-cookie")
+        assert any(c.startswith("__Host-pca_session=") and "Secure" in c for c in set_cookies)
+        assert client.cookies["__Host-pca_csrf"] != seed  # rotated at login
+        assert "pca_session" not in {c.split("=")[0] for c in set_cookies}
+    system.close()
+
+
+def test_ops_page_sessions_are_server_side_recorded_and_ended_by_logout(pages: tuple) -> None:
+    """Issue 26 item 5: the browser never holds the ops token; a login is a recorded,
+    short session; logout ends it for everyone holding the cookie; tokens expire."""
+    client, system, tokens = pages
+    operator = tokens.create("anna", ["operator"])
+    login = client.post("/ops/login", follow_redirects=False, data={
+        "token": operator, "csrf": csrf_of(client.get("/ops").text)})
+    cookie = client.cookies["pca_ops"]
+    assert operator not in cookie and operator not in login.headers["set-cookie"]
+    opened = [e for _, e in all_events(system.portal)
+              if e.__class__.__name__ == "SessionOpened" and e.kind == "ops"]
+    assert [(e.user_id, e.expires_at - e.timestamp) for e in opened] == [
+        ("ops:anna", system.portal.rules.session_lifetime)]
+    assert "anna" in client.get("/ops").text
+    client.post("/ops/logout", data={"csrf": csrf_of(client.get("/ops").text)})
+    thief = TestClient(client.app)
+    thief.cookies.set("pca_ops", cookie)  # the cookie as it was before logout
+    assert "anna" not in thief.get("/ops").text
+    assert thief.post("/ops/otps", data={"user_id": USER, "module": MODULE,
+                                         "csrf": csrf_of(thief.get("/ops").text)}
+                      ).status_code == 401
+    # a replaced token ends the page sessions opened with the old one
+    again = tokens.create("anna", ["operator"])
+    client.post("/ops/login", data={"token": again, "csrf": csrf_of(client.get("/ops").text)})
+    assert "anna" in client.get("/ops").text
+    tokens.create("anna", ["operator"])
+    assert "anna" not in client.get("/ops").text
+    # tokens expire: the API and the pages refuse an expired one
+    old = tokens.create("olga", ["operator"], days=1,
+                        now=datetime.now(UTC) - timedelta(days=2))
+    assert client.get("/v1/ops/partners/P24-000123/sessions",
+                      headers={"Authorization": f"Bearer {old}"}).status_code == 401
+    refused = client.post("/ops/login", data={"token": old,
+                                              "csrf": csrf_of(client.get("/ops").text)})
+    assert refused.status_code == 401

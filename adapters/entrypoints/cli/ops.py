@@ -220,20 +220,27 @@ def serve(
 def ops_token(
     name: Annotated[str, typer.Option(help="Who acts with this token (recorded on every action).")],
     role: Annotated[list[str], typer.Option(help="admin:<MODULE> or operator (repeatable).")],
+    days: Annotated[int, typer.Option(help="Days the token is valid (1-366).")] = 90,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create (or replace) the ops API token of NAME; printed once, only its hash is kept."""
+    """Create (or replace) the ops API token of NAME; printed once, only its hash is kept.
+    It expires after --days; replacing it ends the page sessions opened with the old one."""
+    from datetime import UTC, datetime, timedelta
+
     from adapters.portal.ops_auth import OpsTokens
 
     settings = load_settings()
+    now = datetime.now(UTC)
     try:
-        token = OpsTokens(settings.data_dir / "ops-tokens.json").create(name, role)
+        token = OpsTokens(settings.data_dir / "ops-tokens.json").create(name, role, days, now)
     except DomainError as exc:
         fail(f"{exc} [{exc.code}]")
+    expires = (now + timedelta(days=days)).isoformat(timespec="seconds")
     if as_json:
-        result(True, "", name=name, roles=sorted(role), token=token)
+        result(True, "", name=name, roles=sorted(role), token=token, expires_at=expires)
         return
-    out.print(f"ops token for {name} ({', '.join(sorted(role))}), shown once:", markup=False)
+    out.print(f"ops token for {name} ({', '.join(sorted(role))}), valid until {expires}, "
+              "shown once:", markup=False)
     out.print(token, markup=False)
 
 
