@@ -661,6 +661,7 @@ def _ops_routes(portal: Portal, ops_tokens: OpsTokens | None) -> APIRouter:
                   who: Annotated[OpsIdentity, Depends(ops)]) -> OtpOut:
         """R1: issue or reissue the OTP of a user in a module (shown once)."""
         who.check_module(body.module)
+        who.check_sees_partner(portal, user_id)
         _, otp = portal.issue_otp(user_id, body.module, issued_by=f"ops:{who.name}")
         return OtpOut(user_id=user_id, module=body.module, otp=otp, issued_by=f"ops:{who.name}")
 

@@ -18,11 +18,14 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ca_core.errors import DomainError, Forbidden
+from ca_core.errors import DomainError, Forbidden, NotFound
+from ca_core.portal import Portal
+from ca_core.request import CertificateRequest
 
 
 class OpsRefused(Forbidden):
@@ -47,6 +50,24 @@ class OpsIdentity:
     def check_operator(self) -> None:
         if "operator" not in self.roles:
             raise OpsRefused(f"{self.name} is not an operator")
+
+    def sees(self, modules: Iterable[str]) -> bool:
+        """Whether anything in ``modules`` is this identity's to see."""
+        return "operator" in self.roles or any(f"admin:{m}" in self.roles for m in modules)
+
+    def check_sees_partner(self, portal: Portal, user_id: str) -> None:
+        """A partner outside this administrator's modules answers exactly as an unknown user
+        id: no answer tells which ids exist in other modules (issue 26, item 4)."""
+        partner = portal.partner(user_id)  # NotFound: "no user …"
+        if not self.sees(partner.modules):
+            raise NotFound(f"no user {user_id}", code="user-unknown")
+
+    def visible_request_for_serial(self, portal: Portal, serial: str) -> CertificateRequest:
+        """The request behind a serial, answered as unknown outside this identity's modules."""
+        request = portal.request_for_serial(serial)  # NotFound: "no certificate with …"
+        if not self.sees([request.module]):
+            raise NotFound(f"no certificate with serial {serial}", code="certificate-unknown")
+        return request
 
 
 def _digest(token: str) -> str:

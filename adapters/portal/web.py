@@ -423,6 +423,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
 
     def ops_search(who: OpsIdentity, q: str) -> dict[str, Any]:
         try:
+            who.check_sees_partner(portal, q)
             partner = portal.partner(q)
         except DomainError:
             partner = None
@@ -432,9 +433,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
             return {"partner": partner, "requests": visible,
                     "causes": {r.id: cause_of(r.id) for r in visible}}
         try:
-            serial = parse_serial(q)
-            request = portal.request_for_serial(serial)
-            who.check_module(request.module)
+            request = who.visible_request_for_serial(portal, parse_serial(q))
         except DomainError as exc:
             return {"error": str(exc)}
         return {"requests": [request], "causes": {request.id: cause_of(request.id)}}
@@ -515,6 +514,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
         user, module = str(form.get("user_id", "")).strip(), str(form.get("module", ""))
         try:
             who.check_module(module)
+            await run_in_threadpool(who.check_sees_partner, portal, user)
             _, otp = await run_in_threadpool(portal.issue_otp, user, module,
                                              f"ops:{who.name}")
         except DomainError as exc:
@@ -551,7 +551,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
         if "operator" not in who.roles:  # a module administrator: certificates of his modules
             if serial is None or user is not None:
                 who.check_operator()
-            who.check_module(portal.request_for_serial(serial).module)
+            who.visible_request_for_serial(portal, serial)
         apps = audit_apps() if audit_apps else [portal]
         return history(timeline(*apps), user_id=user, serial=serial)
 

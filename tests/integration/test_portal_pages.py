@@ -101,7 +101,8 @@ def test_a_module_administrator_sees_and_acts_only_in_his_modules(pages: tuple) 
     # the history of certificates in his modules only
     assert client.get("/audit", params={"user": USER}).status_code == 403
     me = enroll(system)
-    assert client.get("/audit", params={"serial": me.picked.serial}).status_code == 403
+    # a certificate of another module answers as an unknown serial (issue 26, item 4)
+    assert client.get("/audit", params={"serial": me.picked.serial}).status_code == 404
     operator = tokens.create("anna", ["operator"])
     # logging in rotates the CSRF token (issue 26, item 3): the form's token is the new page's
     csrf = csrf_of(client.post("/ops/login", data={"token": operator, "csrf": csrf}).text)
@@ -202,3 +203,42 @@ def test_ops_page_sessions_are_server_side_recorded_and_ended_by_logout(pages: t
     refused = client.post("/ops/login", data={"token": old,
                                               "csrf": csrf_of(client.get("/ops").text)})
     assert refused.status_code == 401
+
+
+def test_a_module_administrator_cannot_tell_which_ids_exist_in_other_modules(
+        pages: tuple) -> None:
+    """Issue 26 item 4: for admin:REV, a user and a certificate of EPAK answer exactly as an
+    id and a serial that do not exist — on the search, the OTP form and the ops API."""
+    client, system, tokens = pages
+    me = enroll(system)  # P24-000123 in EPAK only
+    admin = tokens.create("eva", ["admin:REV"])
+    csrf = csrf_of(client.post("/ops/login", data={"token": admin, "csrf": csrf_of(
+        client.get("/ops").text)}).text)
+    nobody_serial = "7F" + me.picked.serial[2:] if not me.picked.serial.startswith("7F") \
+        else "6E" + me.picked.serial[2:]
+
+    def search(q: str) -> str:
+        page = client.get("/ops", params={"q": q}).text
+        assert "<table" not in page and me.picked.serial not in page.split("<form")[-1]
+        return page.replace(q, "Q").replace(q.upper(), "Q")
+
+    assert search(USER) == search("P24-999999")
+    assert search(me.picked.serial) == search(nobody_serial)
+    assert search(me.picked.serial.lower()) == search(nobody_serial.lower())
+
+    def otp_page(user: str) -> tuple[int, str]:
+        reply = client.post("/ops/otps", data={"user_id": user, "module": "REV", "csrf": csrf})
+        return reply.status_code, reply.text.replace(user, "U")
+
+    assert otp_page(USER) == otp_page("P24-999999")
+    assert otp_page(USER)[0] == 404
+    assert client.get("/audit", params={"serial": me.picked.serial}).text.replace(
+        me.picked.serial, "S") == client.get("/audit", params={"serial": nobody_serial}
+                                             ).text.replace(nobody_serial, "S")
+    bearer = {"Authorization": f"Bearer {admin}"}
+    known = client.post(f"/v1/ops/partners/{USER}/otps", json={"module": "REV"}, headers=bearer)
+    unknown = client.post("/v1/ops/partners/P24-999999/otps", json={"module": "REV"},
+                          headers=bearer)
+    assert known.status_code == unknown.status_code == 404
+    assert known.json()["detail"].replace(USER, "U") == unknown.json()["detail"].replace(
+        "P24-999999", "U")
