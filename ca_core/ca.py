@@ -40,6 +40,7 @@ from ca_core.expiry import EXPIRY_EVENTS, ExpiryIndex, LastExpiries
 from ca_core.keypolicy import checked_csr, csr_fingerprint, spki_fingerprint
 from ca_core.messages import CertificateRequested, Message, RevocationRequested
 from ca_core.ocsp import Signer, build_ocsp_signer
+from ca_core.partner import check_user_id
 from ca_core.policy import IssuancePolicy
 from ca_core.ports import KeyStore
 from ca_core.processing import Batch, MessageDrivenApplication
@@ -489,6 +490,7 @@ class CertificateAuthority(MessageDrivenApplication):
             return []  # a redelivered request changes nothing
         now = self.clock.now()
         try:
+            check_user_id(msg.user_id)  # the CN it becomes (a portal is not trusted blindly)
             _csr, key = checked_csr(msg.csr_pem)
             fingerprint = csr_fingerprint(msg.csr_pem) or spki_fingerprint(key)
             record: PublicKeyRecord | None = self._find(PublicKeyRecord.id_for(fingerprint), batch)

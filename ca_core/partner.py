@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
 
-from ca_core.errors import Forbidden
+from ca_core.errors import DomainError, Forbidden
 from ca_core.eventmodel import Aggregate
 
 
@@ -16,6 +17,27 @@ class ModuleRefused(Forbidden):
     """R1: the user is not registered in the module asked through."""
 
     code = "module-not-registered"
+
+
+#: a user identifier: ASCII letters, digits, ".", "_", "-", 1 to 64 characters — so a
+#: certificate's CN cannot render like another partner's (no look-alike letters or digits,
+#: no invisible characters, no markup)
+USER_ID = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
+#: an e-mail address as the notifier can send to: one "@", no spaces or control characters
+EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,253}", re.ASCII)
+
+
+def check_user_id(user_id: str) -> None:
+    """One rule for every door (API, pages, CLI, the CA's own check before signing)."""
+    if not USER_ID.fullmatch(user_id):
+        raise DomainError(f"the user identifier {user_id!r} is not valid: 1 to 64 of the "
+                          "ASCII letters A-Z, a-z, digits 0-9, '.', '_' and '-'",
+                          code="user-id-invalid")
+
+
+def check_email(email: str) -> None:
+    if len(email) > 254 or not EMAIL.fullmatch(email):
+        raise DomainError(f"the e-mail address {email!r} is not valid", code="email-invalid")
 
 
 class PartnerAccount(Aggregate):

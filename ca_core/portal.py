@@ -48,7 +48,7 @@ from ca_core.errors import (
 from ca_core.eventmodel import PYDANTIC_ENV, Aggregate, read_log
 from ca_core.keypolicy import checked_csr, csr_fingerprint, spki_fingerprint
 from ca_core.otp import OneTimePassword, OtpRefused, SessionUsed, otps_a_guess_counts_against
-from ca_core.partner import PartnerAccount
+from ca_core.partner import PartnerAccount, check_email, check_user_id
 from ca_core.policy import PortalPolicy
 from ca_core.ports import StatusSource
 from ca_core.processing import Batch, MessageDrivenApplication, MessageRefused
@@ -250,8 +250,8 @@ class Portal(MessageDrivenApplication):
     # -- partners (ops) ----------------------------------------------------
     def register_partner(self, user_id: str, email: str, modules: list[str],
                          language: str = "cs", registered_by: str = "") -> PartnerAccount:
-        if not user_id.strip():
-            raise DomainError("the user identifier must not be empty", code="user-id-invalid")
+        check_user_id(user_id)
+        check_email(email)
         for module in modules:
             self._check_known_module(module)
         if PartnerAccount.id_for(user_id) in self.repository:

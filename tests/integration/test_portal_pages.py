@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from adapters.client import softtoken
 from adapters.portal.api import portal_api
 from adapters.portal.ops_auth import OpsTokens
+from ca_core.errors import DomainError
 from ca_core.eventmodel import all_events
 from tests.support import MODULE, PASSWORD, USER, enroll, make_system, register
 
@@ -242,3 +243,39 @@ def test_a_module_administrator_cannot_tell_which_ids_exist_in_other_modules(
     assert known.status_code == unknown.status_code == 404
     assert known.json()["detail"].replace(USER, "U") == unknown.json()["detail"].replace(
         "P24-999999", "U")
+
+
+@pytest.mark.parametrize("user_id", [
+    "<b>P24-000124</b>", "Р24-000124",  # Cyrillic Р
+    "P24\u2010000124",  # U+2010 hyphen
+    "P24-\uff10\uff10\uff10124",  # fullwidth digits
+    "P24-000124\u200b",  # a trailing zero-width space
+    "x" * 65])
+def test_the_ops_page_registers_only_user_ids_the_api_accepts(pages: tuple,
+                                                              user_id: str) -> None:
+    """Issue 26 item 6: one rule for user ids at every door, so no certificate's CN renders
+    like a real partner's."""
+    client, system, tokens = pages
+    operator = tokens.create("anna", ["operator"])
+    csrf = csrf_of(client.post("/ops/login", data={"token": operator, "csrf": csrf_of(
+        client.get("/ops").text)}).text)
+    reply = client.post("/ops/partners", data={"user_id": user_id, "email": "x@example.com",
+                                              "modules": MODULE, "csrf": csrf})
+    assert reply.status_code == 422 and "user-id-invalid" in reply.text, reply.text
+    api = client.post("/v1/ops/partners", headers={"Authorization": f"Bearer {operator}"},
+                      json={"user_id": user_id, "email": "x@example.com", "modules": [MODULE]})
+    assert api.status_code in (400, 422) and "user_id" in api.text
+    with pytest.raises(DomainError) as refused:
+        system.portal.register_partner(user_id, "x@example.com", [MODULE])
+    assert refused.value.code == "user-id-invalid"
+    assert not [e for _, e in all_events(system.portal)
+                if e.__class__.__name__ == "PartnerRegistered" and e.user_id == user_id]
+
+
+def test_user_ids_with_surrounding_whitespace_are_refused_by_the_domain(pages: tuple) -> None:
+    """The pages trim what was typed; the rule itself takes no whitespace (CLI, API)."""
+    _, system, _ = pages
+    for user_id in ("P24-000124\n", " P24-000124", "", "P24 000124"):
+        with pytest.raises(DomainError) as refused:
+            system.portal.register_partner(user_id, "x@example.com", [MODULE])
+        assert refused.value.code == "user-id-invalid"
