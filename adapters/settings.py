@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     ocsp_listen: str = "127.0.0.1:8080"
     #: HTTP worker processes of the OCSP responder (each with its own SO_REUSEPORT socket).
     ocsp_workers: int = Field(default=2, ge=1, le=64)
+    #: The memory each OCSP worker's answer cache may hold, in bytes (least recently used out
+    #: first): every request with a new nonce is a new entry, so it is bounded in bytes.
+    ocsp_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0, le=16 * 1024 ** 3)
     crl_listen: str = "127.0.0.1:8081"
     #: OCSP response validity (thisUpdate → nextUpdate), 8 hours to 7 days; responses are
     #: re-signed at half of it, and at once after a revocation.

@@ -37,6 +37,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -204,6 +205,15 @@ class _Cached:
     headers: list[tuple[bytes, bytes]]
     expires_at: float
     status: str = "good"
+    serial: str = ""
+    size: int = 0
+
+
+#: what one cached answer costs beyond its key and body (the entry, its headers, the dict and
+#: set slots; measured with tracemalloc: about 700 bytes, counted as 1,200 to be safe)
+ENTRY_OVERHEAD = 1200
+#: the memory a worker's answer cache may hold (PARTNER_CA_OCSP_CACHE_BYTES)
+CACHE_BYTES = 64 * 1024 * 1024
 
 
 _NOT_FOUND = [(b"content-type", b"text/plain")]
@@ -213,13 +223,16 @@ class OcspAsgi:
     """Bare ASGI app: POST /ocsp (or /), GET /ocsp/<base64>; a memory cache in front of the store."""
 
     def __init__(self, responder: OcspResponder, poll_seconds: float = 1.0,
-                 max_entries: int = 1_000_000, wakeups: Wakeups | None = None) -> None:
+                 max_bytes: int = CACHE_BYTES, wakeups: Wakeups | None = None) -> None:
         self.responder = responder
         self.poll_seconds = poll_seconds
         self.wakeups = wakeups  # PostgreSQL: woken when answers are re-signed
-        self.max_entries = max_entries
-        self.cache: dict[bytes, _Cached] = {}
-        self.keys_by_serial: dict[str, list[bytes]] = {}
+        #: bounded in bytes, least recently used out first: every distinct request (a new
+        #: nonce each time) is a new key, so a count alone let one client fill gigabytes
+        self.max_bytes = max_bytes
+        self.cached_bytes = 0
+        self.cache: OrderedDict[bytes, _Cached] = OrderedDict()
+        self.keys_by_serial: dict[str, set[bytes]] = {}
         self.watermark: datetime | None = responder.store.newest_change()
 
     # cache maintenance -------------------------------------------------------------
@@ -232,7 +245,10 @@ class OcspAsgi:
         dropped = 0
         for serial, changed in changes:
             for key in self.keys_by_serial.pop(serial, ()):
-                dropped += self.cache.pop(key, None) is not None
+                gone = self.cache.pop(key, None)
+                if gone is not None:
+                    self.cached_bytes -= gone.size
+                    dropped += 1
             if self.watermark is None or changed > self.watermark:
                 self.watermark = changed
         if changes:
@@ -261,17 +277,25 @@ class OcspAsgi:
     def _remember(self, key: bytes, reply: OcspReply) -> _Cached:
         row = reply.row
         assert row is not None
-        if len(self.cache) >= self.max_entries:
-            self.cache.clear()
-            self.keys_by_serial.clear()
         entry = _Cached(reply.body, reply.headers["ETag"].encode(), [
             (b"content-type", OCSP_RESPONSE.encode()),
             (b"last-modified", reply.headers["Last-Modified"].encode()),
             (b"expires", reply.headers["Expires"].encode()),
             (b"etag", reply.headers["ETag"].encode())], row.next_update.timestamp(),
-            row.status)
+            row.status, row.serial, len(key) + len(reply.body) + ENTRY_OVERHEAD)
+        if entry.size > self.max_bytes:
+            return entry  # answered, not kept
+        while self.cache and self.cached_bytes + entry.size > self.max_bytes:
+            old_key, old = self.cache.popitem(last=False)
+            self.cached_bytes -= old.size
+            keys = self.keys_by_serial.get(old.serial)
+            if keys is not None:
+                keys.discard(old_key)
+                if not keys:
+                    del self.keys_by_serial[old.serial]
         self.cache[key] = entry
-        self.keys_by_serial.setdefault(row.serial, []).append(key)
+        self.cached_bytes += entry.size
+        self.keys_by_serial.setdefault(row.serial, set()).add(key)
         return entry
 
     # ASGI ---------------------------------------------------------------------------
@@ -310,7 +334,9 @@ class OcspAsgi:
             return
         entry = self.cache.get(key)
         cache = "hit"
-        if entry is None:
+        if entry is not None:
+            self.cache.move_to_end(key)
+        else:
             cache = "miss"
             # asked without the client's If-None-Match: what is cached is the full answer,
             # never the empty body of a 304 (which would then go to every later client)
@@ -480,7 +506,7 @@ def _worker(settings: Settings, shared: socket.socket | None = None) -> None:
     ca = open_ca(settings)
     wakeups = Wakeups(settings.store_url("ca"), OCSP_CHANNEL)
     app = OcspAsgi(ocsp_responder(ca, settings), poll_seconds=settings.relying_poll_seconds,
-                   wakeups=wakeups)
+                   wakeups=wakeups, max_bytes=settings.ocsp_cache_bytes)
     config = uvicorn.Config(app, http="httptools", loop="uvloop", lifespan="on",
                             access_log=False, log_level="warning")
     uvicorn.Server(config).run(sockets=[shared or listening_socket(settings.ocsp_listen,

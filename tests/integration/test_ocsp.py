@@ -339,3 +339,45 @@ def test_signer_is_rotated_before_it_expires_and_responses_follow(service: Ocsp)
     response = ocsp.load_der_ocsp_response(row.sha1_der)
     assert response.certificates[0].serial_number == int(issued[-1].serial, 16)
     assert row.next_update <= issued[-1].not_after
+
+
+def test_the_answer_cache_is_bounded_in_bytes_whatever_clients_send(service: Ocsp) -> None:
+    """Issue 26 item 9: without a delegated signer, a request with a nonce gets the
+    pre-signed answer, and every new nonce is a new cache key; 1,000,000 of them held
+    about 3.4 GiB per worker. The cache is bounded in bytes, least recently used out."""
+    register(service.system)
+    me, other = enroll(service.system), enroll(service.system)
+    service.maintain()
+    issuer = service.system.ca.authority().issuing_certificate_pem
+    responder = ocsp_responder(service.system.ca, service.system.settings)
+    responder._nonce_signer = lambda generation: None  # type: ignore[method-assign]
+    limit = 60_000
+    app = OcspAsgi(responder, poll_seconds=3600, max_bytes=limit)
+    server = HttpServer(app)
+    try:
+        kept = _request(other.picked.certificate_pem, issuer)
+        with httpx.Client(base_url=server.url) as client:
+            for i in range(300):
+                body = _request(me.picked.certificate_pem, issuer, nonce=os.urandom(16))
+                reply = client.post("/ocsp", content=body,
+                                    headers={"Content-Type": "application/ocsp-request"})
+                assert reply.status_code == 200
+                assert app.cached_bytes <= limit
+                if i % 10 == 0:  # a relying party asking all along stays cached
+                    client.post("/ocsp", content=kept,
+                                headers={"Content-Type": "application/ocsp-request"})
+            assert b"POST " + kept in app.cache
+            assert 10 < len(app.cache) < 60
+            assert sum(len(k) + len(e.body) for k, e in app.cache.items()) < app.cached_bytes
+            assert sum(map(len, app.keys_by_serial.values())) == len(app.cache)
+            # a re-signed serial still drops every cached key of it
+            service.system.ca.revoke(me.picked.serial, "keyCompromise", "ops-anna")
+            maintain_ocsp(responder, service.system.ca)
+            app.sync()
+            assert me.picked.serial not in app.keys_by_serial
+            revoked = ocsp.load_der_ocsp_response(client.post(
+                "/ocsp", content=_request(me.picked.certificate_pem, issuer),
+                headers={"Content-Type": "application/ocsp-request"}).content)
+            assert revoked.certificate_status == ocsp.OCSPCertStatus.REVOKED
+    finally:
+        server.close()
