@@ -15,6 +15,8 @@ import asyncio
 import base64
 import binascii
 import ipaddress
+import logging
+import sqlite3
 import threading
 import time
 import urllib.parse
@@ -23,11 +25,16 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any, ClassVar, Literal, Protocol
 from uuid import UUID, uuid4
 
+import psycopg
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -36,7 +43,14 @@ from starlette.staticfiles import StaticFiles
 from adapters.portal.ops_auth import OpsIdentity, OpsTokens
 from adapters.portal.web import STATIC, error_page, is_page, web_routes
 from ca_core.certificate import RevocationReason, parse_serial
-from ca_core.errors import DomainError, NotAuthenticated, NotFound, TooManyAttempts
+from ca_core.errors import (
+    Conflict,
+    DomainError,
+    NotAuthenticated,
+    NotFound,
+    NotReady,
+    TooManyAttempts,
+)
 from ca_core.portal import (
     CertificateSession,
     ChallengeRefused,
@@ -57,6 +71,14 @@ TITLES = {400: "Malformed request", 401: "Not authenticated", 403: "Refused",
           404: "Not found", 405: "Method not allowed", 409: "Conflict",
           413: "Request too large", 422: "Refused by a rule", 429: "Too many attempts",
           503: "Not ready"}
+
+
+log = logging.getLogger(__name__)
+#: what a store that went away answers: every class the drivers and the library raise for it
+StoreUnavailable = (StoreOperationalError, StoreInterfaceError, psycopg.OperationalError,
+                    psycopg.InterfaceError, PoolTimeout, sqlite3.OperationalError)
+#: seconds a client is asked to wait when the store is away
+RETRY_AFTER_SECONDS = 5
 
 
 def problem(code: str, detail: str, status: int) -> JSONResponse:
@@ -447,6 +469,27 @@ def _answer_with_problems(app: FastAPI) -> None:
         if is_page(request):  # a browser on one of the pages: the error as a page
             return error_page(request, exc)
         return problem(exc.code, str(exc), exc.http_status)
+
+    @app.exception_handler(IntegrityError)
+    async def _raced(request: Request, exc: IntegrityError) -> Response:
+        """Two identical calls at once (pickup, revocation, OTP issue, logout, …): the store
+        took the first, refused the second's events; nothing half-written (issue 26 #12)."""
+        lost = Conflict("another request changed this at the same moment and was taken "
+                        "first; load it again to see the result", code="concurrent-change")
+        return await _domain(request, lost)
+
+    async def _store_down(request: Request, exc: Exception) -> Response:
+        """The store went away (a PostgreSQL restart, a dead pooled connection): 503 with
+        Retry-After, never a 500; the next call opens a new connection."""
+        log.warning("store unavailable: %s", type(exc).__name__)
+        down = NotReady("the portal's store cannot be reached just now; try again in a few "
+                        "seconds", code="store-unavailable")
+        answer = await _domain(request, down)
+        answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return answer
+
+    for unavailable in StoreUnavailable:
+        app.add_exception_handler(unavailable, _store_down)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
