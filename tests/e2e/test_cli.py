@@ -93,8 +93,8 @@ def refused(done: subprocess.CompletedProcess[str], code: str) -> None:
 
 def request(env: dict[str, str], otp: str, csr: Path, pw: str = "revocation pw 1",
             again: str | None = None) -> subprocess.CompletedProcess[str]:
-    return run("client", "request", "--user", "P24-000123", "--otp", otp, "--csr", str(csr),
-               env={**env, "PARTNER_CA_REVOCATION_PASSWORD": pw,
+    return run("client", "request", "--user", "P24-000123", "--csr", str(csr),
+               env={**env, "PARTNER_CA_OTP": otp, "PARTNER_CA_REVOCATION_PASSWORD": pw,
                     "PARTNER_CA_REVOCATION_PASSWORD_AGAIN": again or pw}, check=None)
 
 
@@ -275,3 +275,18 @@ def test_audit_history_and_at_for_a_certificate(tmp_path: Path) -> None:
     assert {e["type"] for e in cert} >= {"CertificateIssued", "CertificateRevoked",
                                          "SigningRequestAccepted", "CsrSubmitted"}
     assert all(e.get("serial", me.picked.serial) == me.picked.serial for e in cert)
+
+
+@pytest.mark.parametrize("args", [
+    ["client", "request", "--user", "P24-000123", "--otp", "AAAA-BBBB-CCCC-DDDD", "--csr", "x"],
+    ["client", "pickup", "00000000-0000-0000-0000-000000000000", "--out", "x",
+     "--link-token", "secret-link-token"],
+    ["client", "pickup-link", "https://portal.example/pickup/1?token=secret", "--token", "T"],
+])
+def test_no_secret_is_taken_from_the_command_line(args: list[str], tmp_path: Path) -> None:
+    """Issue 26 item 8: argv is readable by every local user; such a call is refused before
+    anything is read or used, naming the variable to use."""
+    done = run(*args, env={"PARTNER_CA_DATA_DIR": str(tmp_path)}, check=None)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "not taken on the command line" in done.stderr
+    assert "PARTNER_CA_" in done.stderr

@@ -261,9 +261,10 @@ def test_a_serial_is_found_however_it_is_typed(installed: dict[str, str],
     """`status 1a2b` used to miss where the HTTP /status padded: one normal form for all."""
     env = installed
     _key, csr = csr_file(tmp_path, "k1")
-    done = json.loads(run("client", "request", "--user", USER, "--otp", issue_otp(env),
+    done = json.loads(run("client", "request", "--user", USER,
                           "--csr", str(csr), "--json",
-                          env={**env, "PARTNER_CA_REVOCATION_PASSWORD": "revocation pw 1"}
+                          env={**env, "PARTNER_CA_REVOCATION_PASSWORD": "revocation pw 1",
+                               "PARTNER_CA_OTP": issue_otp(env)}
                           ).stdout)
     serial = done["serial"]
     short = serial.lstrip("0").lower()

@@ -65,8 +65,9 @@ def test_manual_with_a_token_against_serve_on_postgres_and_kafka(
         assert otp is not None
         # ch. 3–4: OTP login, key generated on the token, request; later: wait, pickup, the
         # certificate on the token
-        done = cli(env, "client", "request", "--user", USER, "--otp", otp.group(1), *token,
-                   "--no-wait", **pin, PARTNER_CA_REVOCATION_PASSWORD=PASSWORD)
+        done = cli(env, "client", "request", "--user", USER, *token,
+                   "--no-wait", **pin, PARTNER_CA_REVOCATION_PASSWORD=PASSWORD,
+                   PARTNER_CA_OTP=otp.group(1))
         request_id = re.search(r"request (\S+) submitted", done.stdout)
         assert request_id is not None, done.stdout
         done = cli(env, "client", "wait", request_id.group(1), **pin)

@@ -33,8 +33,8 @@ def test_request_now_pick_up_later_by_request_id(tmp_path: Path, soft_token: Sof
         return done.exit_code, done.output
 
     try:
-        code, output = cli("request", "--user", USER, "--otp", otp, "--token", soft_token.label,
-                           "--no-wait")
+        env["PARTNER_CA_OTP"] = otp
+        code, output = cli("request", "--user", USER, "--token", soft_token.label, "--no-wait")
         assert code == 0, output
         request_id = output.split("request ", 1)[1].split()[0]
         remembered = state / "requests" / f"{request_id}.json"

@@ -38,6 +38,23 @@ def _prompt_secret(what: str) -> str:
     return str(typer.prompt(what, hide_input=True))
 
 
+def _secret(env: str, what: str) -> str:
+    """A secret from its environment variable, else a hidden prompt — never from argv, which
+    every local user can read (ps, /proc/<pid>/cmdline)."""
+    value = os.environ.get(env)
+    return value if value else _prompt_secret(what)
+
+
+def _no_argv_secret(value: str | None, option: str, env: str) -> None:
+    if value is not None:
+        fail(f"{option} is not taken on the command line (every local user can read it there): "
+             f"set {env} or type it when asked", EXIT_USAGE)
+
+
+#: a hidden option that only says where the secret goes now
+ArgvSecret = typer.Option(hidden=True, help="Not taken: see the environment variable.")
+
+
 def _revocation_passwords() -> tuple[str, str]:
     """Revocation password typed twice (hidden); scripts may use PARTNER_CA_REVOCATION_PASSWORD."""
     env = os.environ.get("PARTNER_CA_REVOCATION_PASSWORD")
@@ -85,7 +102,7 @@ WaitTimeout = Annotated[float, typer.Option(help="Seconds to wait for the CA's a
 def client_request(
     user_id: Annotated[str, typer.Option("--user", help="User identifier.")],
     csr: Annotated[Path | None, typer.Option(help="PKCS#10 CSR (PEM), without --token.")] = None,
-    otp: Annotated[str | None, typer.Option(help="The OTP (else prompted, hidden).")] = None,
+    otp: Annotated[str | None, ArgvSecret] = None,
     token: TokenOpt = None, key_label: KeyLabel = "partner-ca", portal: PortalUrl = None,
     pin_fd: PinFd = None,
     wait: Annotated[bool, typer.Option(help="With --token: wait for issuance and put the "
@@ -101,11 +118,13 @@ def client_request(
 
     Everything that can be checked before the OTP is redeemed is checked first (the CSR,
     the key policy, the two revocation password entries): a refusal there leaves the OTP
-    usable."""
+    usable. The OTP comes from PARTNER_CA_OTP or a hidden prompt, never from the command
+    line."""
+    _no_argv_secret(otp, "--otp", "PARTNER_CA_OTP")
     if token is not None:
         from adapters.client.token_cli import client_request_with_token
 
-        client_request_with_token(user_id, otp, token, key_label, portal, pin_fd, wait, timeout,
+        client_request_with_token(user_id, None, token, key_label, portal, pin_fd, wait, timeout,
                                   as_json)
         return
     if csr is None:
@@ -113,7 +132,7 @@ def client_request(
     csr_pem = _read(csr, "CSR")
     with system(user_side=True) as s:
         first, second = _checked_request(s, csr_pem)
-        secret = otp if otp is not None else _prompt_secret("One-time password")
+        secret = _secret("PARTNER_CA_OTP", "One-time password")
         session = s.portal.login_with_otp(user_id, secret)
         request_id = s.portal.submit_request(session, csr_pem, first, second)
         s.pump()
@@ -122,15 +141,19 @@ def client_request(
 
 @client_app.command("pickup-link")
 def client_pickup_link(
-    link: Annotated[str, typer.Argument(help="The link from the email.")],
     token: Annotated[str, typer.Option("--token", help="Token label to put it on.")],
+    link: Annotated[str | None, typer.Argument(hidden=True, help="Not taken.")] = None,
     key_label: KeyLabel = "partner-ca", portal: PortalUrl = None, pin_fd: PinFd = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Follow the emailed single-use link and put the certificate and chain on the token (R4)."""
+    """Follow the emailed single-use link and put the certificate and chain on the token (R4).
+    The link (it carries a single-use token) comes from PARTNER_CA_PICKUP_LINK or a hidden
+    prompt (paste it), never from the command line."""
+    _no_argv_secret(link, "the pickup link", "PARTNER_CA_PICKUP_LINK")
     from adapters.client.token_cli import client_pickup_link_with_token
 
-    client_pickup_link_with_token(link, token, key_label, portal, pin_fd, as_json)
+    client_pickup_link_with_token(_secret("PARTNER_CA_PICKUP_LINK", "Pickup link"), token,
+                                  key_label, portal, pin_fd, as_json)
 
 
 @client_app.command("wait")
@@ -154,8 +177,10 @@ def client_pickup(
     out_file: Annotated[Path | None, typer.Option(
         "--out", help="Where to write the certificate (local store).")] = None,
     user_id: Annotated[str | None, typer.Option("--user", help="Logged-in user.")] = None,
-    link_token: Annotated[str | None, typer.Option(
-        help="Token from the emailed pickup link (local store).")] = None,
+    by_link: Annotated[bool, typer.Option(
+        "--by-link", help="Pick up with the e-mailed link's token (local store): from "
+                          "PARTNER_CA_PICKUP_TOKEN or a hidden prompt.")] = False,
+    link_token: Annotated[str | None, ArgvSecret] = None,
     chain_out: Annotated[Path | None, typer.Option(help="Where to write the chain.")] = None,
     token: Annotated[str | None, typer.Option(
         "--token", help="PKCS#11 token label: pick a request made with `client request "
@@ -164,18 +189,20 @@ def client_pickup(
     as_json: JsonOpt = False,
 ) -> None:
     """Pick up an issued certificate with its chain (R4): onto the token over the portal API
-    (--token), or from the local store into files (--out with --user or --link-token)."""
+    (--token), or from the local store into files (--out with --user or --by-link)."""
+    _no_argv_secret(link_token, "--link-token", "PARTNER_CA_PICKUP_TOKEN")
     if token is not None:
         from adapters.client.token_cli import client_wait_with_token
 
         client_wait_with_token(str(request_id), token, pin_fd, 0.0, wait=False, as_json=as_json)
         return
     if out_file is None:
-        fail("give --token (PKCS#11 token) or --out with --user or --link-token", EXIT_USAGE)
-    if (user_id is None) == (link_token is None):
-        fail("give exactly one of --user or --link-token", EXIT_USAGE)
+        fail("give --token (PKCS#11 token) or --out with --user or --by-link", EXIT_USAGE)
+    if (user_id is None) == (not by_link):
+        fail("give exactly one of --user or --by-link", EXIT_USAGE)
+    secret = _secret("PARTNER_CA_PICKUP_TOKEN", "Pickup link token") if by_link else ""
     with system(need_keys=False) as s:
-        picked = (s.portal.pickup_with_link(request_id, link_token) if link_token
+        picked = (s.portal.pickup_with_link(request_id, secret) if by_link
                   else s.portal.pickup(request_id, user_id or ""))
         out_file.write_text(picked.certificate_pem)
         if chain_out:
