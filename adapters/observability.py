@@ -280,12 +280,12 @@ def serve_ops(settings: Any, checks: Sequence[Check], stop: threading.Event,
         return None
     import uvicorn
 
+    from adapters.compat.uvicorn import bounded_config
     from adapters.sockets import listening_socket, serve_until
 
     sock = listening_socket(settings.metrics_listen)
-    server = uvicorn.Server(uvicorn.Config(ops_app(checks, gauges, multiprocess_dir),
-                                           log_level="warning", access_log=False,
-                                           lifespan="off"))
+    server = uvicorn.Server(bounded_config(ops_app(checks, gauges, multiprocess_dir),
+                                           lifespan="off", **settings.http_limits()))
 
     thread = threading.Thread(target=serve_until, name="ops-listener", daemon=True,
                               args=(server, sock, stop, "ops-http", "metrics and health"))

@@ -9,7 +9,22 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ca_core.errors import NotReady
 from ca_core.policy import DEFAULT_MODULES, IssuancePolicy, PortalPolicy
+
+
+def read_pin_file(path: Path) -> str:
+    """A PIN from its file, which only its owner may read (as ssh does with a key file): a
+    PIN others can read is refused, not used without a word (issue 26, item 10)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise NotReady(f"cannot read the PIN file {path}: {exc.strerror}",
+                       code="pin-file-unreadable") from None
+    if mode & 0o077:
+        raise NotReady(f"the PIN file {path} can be read by others (mode {mode & 0o777:04o}); "
+                       f"make it the owner's only: chmod 600 {path}", code="pin-file-exposed")
+    return path.read_text().strip()
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -112,6 +127,19 @@ class Settings(BaseSettings):
     crl_validity_hours: float = Field(default=24.0, gt=0.0, le=168.0)
     #: How often the ocsp/crl maintainers look at the CA's log.
     relying_poll_seconds: float = Field(default=1.0, gt=0.0)
+    #: Every HTTP listener (portal, OCSP, CRL, metrics) closes a connection whose request
+    #: headers have not all arrived this many seconds after its first byte, or whose body
+    #: has not arrived this many seconds after its headers (slow clients), and holds at most
+    #: ``http_max_connections`` connections per process (more get 503).
+    http_header_seconds: float = Field(default=10.0, gt=0.0, le=300.0)
+    http_body_seconds: float = Field(default=30.0, gt=0.0, le=600.0)
+    http_max_connections: int = Field(default=2000, ge=10, le=100_000)
+
+    def http_limits(self) -> dict[str, float]:
+        """The listeners' deadlines and bound, as ``bounded_config`` takes them."""
+        return {"header_seconds": self.http_header_seconds,
+                "body_seconds": self.http_body_seconds,
+                "max_connections": self.http_max_connections}
 
     #: The user's side: PKCS#11 module of the token, and the portal API the client talks to.
     pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
@@ -189,14 +217,14 @@ class Settings(BaseSettings):
         if self.hsm_pin is not None:
             return self.hsm_pin.get_secret_value()
         if self.hsm_pin_file is not None:
-            return self.hsm_pin_file.read_text().strip()
+            return read_pin_file(self.hsm_pin_file)
         return None
 
     def hsm_root_user_pin(self) -> str | None:
         if self.hsm_root_pin is not None:
             return self.hsm_root_pin.get_secret_value()
         if self.hsm_root_pin_file is not None:
-            return self.hsm_root_pin_file.read_text().strip()
+            return read_pin_file(self.hsm_root_pin_file)
         return self.hsm_user_pin()
 
     @property

@@ -198,3 +198,44 @@ def smtp_server(handler: Any) -> tuple[Any, int]:
     controller = BoundController(handler, hostname="127.0.0.1", port=port_of(sock))
     controller.start()
     return controller, port_of(sock)
+
+
+def closed_by_server(host: str, port: int, send: list[bytes], pause: float,
+                     limit: float) -> float:
+    """Open a connection, send ``send`` a piece every ``pause`` seconds (then nothing), and
+    return how long the server took to close it; fails past ``limit`` seconds."""
+    import socket
+    import time
+
+    began = time.monotonic()
+    with socket.create_connection((host, port), timeout=1) as conn:
+        pieces = list(send)
+        while time.monotonic() - began < limit:
+            if pieces:
+                try:
+                    conn.sendall(pieces.pop(0))
+                except OSError:
+                    return time.monotonic() - began
+            try:
+                conn.settimeout(pause)
+                if conn.recv(4096) == b"":
+                    return time.monotonic() - began
+            except TimeoutError:
+                continue
+            except OSError:
+                return time.monotonic() - began
+    raise AssertionError(f"{host}:{port} still held the connection after {limit} s")
+
+
+def check_slow_clients_dropped(url: str, seconds: float) -> None:
+    """Issue 26 item 10: a header sent a byte at a time, no byte at all, and a body that never
+    comes are each dropped ``seconds`` (the listener's deadline) after they began."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    trickle = [bytes([b]) for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200]
+    body = [b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"]
+    for send, pause in ((trickle, 0.2), ([], 0.5), (body, 0.5)):
+        took = closed_by_server(host, port, send, pause, seconds + 10)
+        assert seconds - 0.5 <= took <= seconds + 5, (url, took)

@@ -145,6 +145,7 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
     if "portal-api" in components and settings.portal_listen:
         import uvicorn
 
+        from adapters.compat.uvicorn import bounded_config
         from adapters.portal.api import ATTEMPTS_PER_ADDRESS, ATTEMPTS_WINDOW, portal_api
         from adapters.portal.ops_auth import OpsTokens
         from adapters.sockets import listening_socket, serve_until
@@ -161,8 +162,8 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
                                                   ATTEMPTS_WINDOW))
         # access log off: URLs carry pickup tokens; proxy headers are judged by the API
         # itself against PARTNER_CA_PORTAL_TRUSTED_PROXIES (uvicorn would trust 127.0.0.1)
-        server = uvicorn.Server(uvicorn.Config(api, log_level="warning", access_log=False,
-                                               proxy_headers=False))
+        server = uvicorn.Server(bounded_config(api, proxy_headers=False,
+                                               **settings.http_limits()))
         sock = listening_socket(settings.portal_listen)
 
         threads.append(threading.Thread(target=serve_until, name="portal-api", daemon=True,

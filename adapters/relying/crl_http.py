@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from adapters.compat.uvicorn import bounded_config
 from adapters.observability import Gauges, crl_age, lag_check, serve_ops, store_check, view_lag
 from adapters.relying.ocsp_http import http_date, open_ca, responder_settings, serve_ocsp
 from adapters.settings import Settings
@@ -145,9 +146,8 @@ def serve_relying(role: str, settings: Settings, stop: threading.Event) -> None:
     ca.authority()  # refuse to start before 'partner-ca init'
     status = RevocationStatusProjection(status_view(settings.store_url("ca"), settings.data_dir))
     sock = listening_socket(settings.crl_listen)
-    server = uvicorn.Server(uvicorn.Config(
-        crl_app(ca, served_crl(settings.data_dir), status.view), log_level="warning",
-        access_log=False))
+    server = uvicorn.Server(bounded_config(
+        crl_app(ca, served_crl(settings.data_dir), status.view), **settings.http_limits()))
     web = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="crl-http",
                            daemon=True)
     web.start()

@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
+from adapters.compat.uvicorn import bounded_config
 from adapters.observability import (
     OCSP_REQUESTS,
     OCSP_SIGNATURES,
@@ -507,8 +508,7 @@ def _worker(settings: Settings, shared: socket.socket | None = None) -> None:
     wakeups = Wakeups(settings.store_url("ca"), OCSP_CHANNEL)
     app = OcspAsgi(ocsp_responder(ca, settings), poll_seconds=settings.relying_poll_seconds,
                    wakeups=wakeups, max_bytes=settings.ocsp_cache_bytes)
-    config = uvicorn.Config(app, http="httptools", loop="uvloop", lifespan="on",
-                            access_log=False, log_level="warning")
+    config = bounded_config(app, loop="uvloop", lifespan="on", **settings.http_limits())
     uvicorn.Server(config).run(sockets=[shared or listening_socket(settings.ocsp_listen,
                                                                    reuse_port=True)])
     wakeups.close()

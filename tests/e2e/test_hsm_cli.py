@@ -57,6 +57,10 @@ def test_init_on_the_token_and_a_wrong_pin_stops_the_role(tmp_path: Path,
     assert refused.returncode == 3, refused.stderr
     assert "hsm-pin-wrong" in refused.stderr and refused.stderr.count("\n") == 1
     assert "000000" not in refused.stderr
+    pin_file.chmod(0o644)  # issue 26 item 10: readable by others is refused, not used
+    exposed = _run({**env, "PARTNER_CA_PORTAL_LISTEN": ""}, "serve", "--role", "ca")
+    assert exposed.returncode == 3, exposed.stderr
+    assert "pin-file-exposed" in exposed.stderr and "chmod 600" in exposed.stderr
 
 
 def soft_token_serial(key_id: str) -> str:

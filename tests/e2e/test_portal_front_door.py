@@ -25,7 +25,7 @@ from tests.e2e.test_portal_http import (
     start_serve,
     stop_serve,
 )
-from tests.support import listener, port_of, request_body, until
+from tests.support import check_slow_clients_dropped, listener, port_of, request_body, until
 
 Portal = tuple[httpx.Client, dict[str, str]]
 
@@ -316,3 +316,17 @@ def test_known_and_unknown_user_ids_answer_alike(tmp_path: Path, postgres_url: s
         difference_ms = statistics.median(k - u for k, u in pairs) * 1000
         assert abs(difference_ms) < 0.5, difference_ms
         assert min(min(p) for p in pairs) >= 0.03
+
+
+def test_slow_clients_are_dropped_by_the_portal_listener(tmp_path: Path,
+                                                         postgres_url: str) -> None:
+    """Issue 26 item 10: 200 connections sending a header a byte at a time stayed open for
+    60 s and more; now each is closed at the header (or body) deadline."""
+    served = _serve(tmp_path, postgres_url, "partner_ca_front_door",
+                    PARTNER_CA_HTTP_HEADER_SECONDS="2", PARTNER_CA_HTTP_BODY_SECONDS="2")
+    client, _env = next(served)
+    try:
+        check_slow_clients_dropped(str(client.base_url), 2.0)
+        assert client.get("/v1/challenge").status_code == 200
+    finally:
+        next(served, None)

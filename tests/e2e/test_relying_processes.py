@@ -22,6 +22,7 @@ from tests.conftest import reset_postgres
 from tests.support import (
     PASSPHRASE,
     Enrolled,
+    check_slow_clients_dropped,
     enroll,
     listener,
     make_system,
@@ -31,6 +32,8 @@ from tests.support import (
 )
 
 OCSP_KEY_PASSPHRASE = "delegated ocsp key passphrase"
+#: the listeners' header and body deadline in these tests
+SLOW_SECONDS = 2.0
 
 
 @dataclass
@@ -60,7 +63,9 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
                "PARTNER_CA_OCSP_KEY_PASSPHRASE": OCSP_KEY_PASSPHRASE,
                "PARTNER_CA_OCSP_LISTEN": f"fd:{sockets['ocsp'].fileno()}",
                "PARTNER_CA_CRL_LISTEN": f"fd:{sockets['crl'].fileno()}",
-               "PARTNER_CA_CRL_DELAY_SECONDS": "1", "PARTNER_CA_RELYING_POLL_SECONDS": "0.2"}
+               "PARTNER_CA_CRL_DELAY_SECONDS": "1", "PARTNER_CA_RELYING_POLL_SECONDS": "0.2",
+               "PARTNER_CA_HTTP_HEADER_SECONDS": str(SLOW_SECONDS),
+               "PARTNER_CA_HTTP_BODY_SECONDS": str(SLOW_SECONDS)}
     ca_env = {**relying, "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE,
               "PARTNER_CA_KEY_DIR": str(ca_keys), "PARTNER_CA_PORTAL_LISTEN": ""}
     started = {role: subprocess.Popen(
@@ -242,3 +247,12 @@ def test_every_ocsp_worker_answers_revoked_at_once_on_postgresql(
                 proc.kill()
         for role in ("ca", "ocsp"):
             print(f"--- serve --role {role}:\n{(tmp_path / f'{role}.log').read_text()[-3000:]}")
+
+
+def test_slow_clients_are_dropped_by_the_ocsp_and_crl_listeners(processes: Processes) -> None:
+    until(lambda: _up(processes.ocsp_url + "/ocsp/") and _up(processes.crl_url + "/ca/issuing.cer"),
+          "both servers")
+    for url in (processes.ocsp_url, processes.crl_url):
+        check_slow_clients_dropped(url, SLOW_SECONDS)
+        assert httpx.get(url + "/ca/issuing.cer" if url == processes.crl_url
+                         else url + "/ocsp/").status_code < 500  # still serving

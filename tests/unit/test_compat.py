@@ -3,7 +3,7 @@ versions: these fail loudly when a pinned library changes underneath (docs/archi
 
 from __future__ import annotations
 
-from adapters.compat import kafka_python, python_pkcs11, singledispatch
+from adapters.compat import kafka_python, python_pkcs11, singledispatch, uvicorn
 from ca_core import compat_eventsourcing
 
 
@@ -17,6 +17,10 @@ def test_kafka_python_consumer_still_has_the_io_wakeup_we_nudge() -> None:
 
 def test_python_pkcs11_still_loads_modules_as_the_os_locking_relies_on() -> None:
     assert python_pkcs11.problems() == []
+
+
+def test_uvicorn_protocol_callbacks_the_deadlines_hook_are_there() -> None:
+    assert uvicorn.problems() == []
 
 
 def test_singledispatchmethod_dispatcher_is_there() -> None:
