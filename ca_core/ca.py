@@ -29,6 +29,7 @@ from ca_core.certificate import (
     RevocationRefused,
     SigningRequest,
     check_operator_revocation,
+    deciding_event,
     effective_status,
     serial_hex,
 )
@@ -607,21 +608,8 @@ class CertificateAuthority(MessageDrivenApplication):
 
     def status_at(self, serial: str, at: datetime) -> StatusAt:
         """Point-in-time status from the certificate's own history (not from any view)."""
-        status: str = CertificateStatus.UNKNOWN
-        reason: str | None = None
-        cause: Any = None
-        not_after: datetime | None = None
-        for stored in self.repository.event_store.get(Certificate.id_for(serial)):
-            event = cast(DomainEvent, stored)
-            if event.timestamp > at:
-                break
-            if isinstance(event, Certificate.CertificateIssued):
-                status, cause, not_after = CertificateStatus.GOOD, event, event.not_after
-            elif isinstance(event, Certificate.CertificateRevoked):
-                status, reason, cause = CertificateStatus.REVOKED, event.reason, event
-            elif isinstance(event, Certificate.CertificateExpired):
-                status, cause = CertificateStatus.EXPIRED, event
-        status = effective_status(status, not_after, at)  # by time, before it is recorded
+        status, reason, cause = deciding_event(
+            self.repository.event_store.get(Certificate.id_for(serial)), at)
         return StatusAt(serial, at, status, reason, type(cause).__name__ if cause else None,
                         cause.timestamp if cause else None,
                         cause.originator_version if cause else None)

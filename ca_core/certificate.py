@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
@@ -319,3 +320,24 @@ class PublicKeyRecord(Aggregate):
     @event(PublicKeyCompromised)
     def mark_compromised(self, serial: str, timestamp: datetime) -> None:
         self.compromised = True
+
+
+def deciding_event(events: Iterable[Any], at: datetime) -> tuple[CertificateStatus, str | None,
+                                                                Any | None]:
+    """(status, reason, the event that decided it) of one certificate at ``at``, from its
+    own events on the CA's log in order — the one decision the CLI (``audit at``,
+    ``status --at``) and the auditor page both show (issue 26, item 16)."""
+    status: str = CertificateStatus.UNKNOWN
+    reason: str | None = None
+    cause: Any = None
+    not_after: datetime | None = None
+    for fact in events:
+        if fact.timestamp > at:
+            break
+        if isinstance(fact, Certificate.CertificateIssued):
+            status, cause, not_after = CertificateStatus.GOOD, fact, fact.not_after
+        elif isinstance(fact, Certificate.CertificateRevoked):
+            status, reason, cause = CertificateStatus.REVOKED, fact.reason, fact
+        elif isinstance(fact, Certificate.CertificateExpired):
+            status, cause = CertificateStatus.EXPIRED, fact
+    return effective_status(status, not_after, at), reason, cause

@@ -209,10 +209,19 @@ class Verification:
     def uncovered(self) -> int:
         return self.events - self.covered
 
+    @property
+    def intact(self) -> bool:
+        """No finding, and a valid head covers something: "intact" is never said of a log
+        that nothing signed vouches for (issue 26, item 16)."""
+        return not self.findings and self.covered > 0
+
     def coverage(self) -> str:
         if self.covered == 0:
-            return ("no signed tree head covers any of it yet (partner-ca audit checkpoint "
-                    "signs one)")
+            # advice to sign one only where nothing was found: signing a tampered log would
+            # vouch for the tampering
+            return "no signed tree head covers any of it yet" + (
+                " (partner-ca audit checkpoint signs one)" if not self.findings else
+                "; do not sign a head over it: find out first what changed")
         when = (f", signed {self.covered_signed_at:%Y-%m-%d %H:%M:%S} UTC"
                 if self.covered_signed_at else ", signed at an unrecorded time (v1 head)")
         tail = (f"; positions {self.covered + 1}–{self.events} ({self.uncovered}) are not "
@@ -224,16 +233,35 @@ def _what_is_signed(head: Head) -> tuple[Any, ...]:
     return (head.previous_size, head.root_hash, head.prefixes_sha256, head.signed_at_ms)
 
 
+def heads_in_log(app: Any, findings: list[Finding]) -> dict[int, Head]:
+    """The signed heads stored in the log, read from the records' bytes as JSON — never
+    through the application's mapper or aggregates, which a tampered record can make raise
+    (issue 26, item 15). A head record that cannot be read is a finding at its position."""
+    found: dict[int, Head] = {}
+    for record in records(app, topics=[_topic()]):
+        try:
+            head = _head(json.loads(record.state))
+            bytes.fromhex(head.root_hash), bytes.fromhex(head.signature)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            findings.append(Finding(record.position, "a signed tree head record cannot be "
+                                                     f"read ({type(exc).__name__})"))
+            continue
+        found.setdefault(head.tree_size, head)
+    return found
+
+
 def verify(app: Any, public: ec.EllipticCurvePublicKey,
            published: Path | Sequence[Path] | None = None) -> Verification:
     """Recompute every leaf and check every signed head; no findings means the log is intact
     as far as the heads reach (``Verification.covered``).
 
+    ``app`` needs only ``name`` and ``recorder`` (``adapters.storage.persistence.raw_log``):
+    the log is read as stored bytes, so no tampered record can stop the verification.
     Heads come from the log and from the published copies; a head in a copy that the log
     no longer holds is itself a finding (and is checked all the same)."""
     findings: list[Finding] = []
     leaves = leaf_hashes(app)
-    in_log = {e.tree_size: _head(e.model_dump()) for _, e in read_log(app, topics=[_topic()])}
+    in_log = heads_in_log(app, findings)
     files = [published] if isinstance(published, Path) else list(published or [])
     copied = published_heads(files, app.name)
     for size in sorted(set(copied) - set(in_log)):

@@ -662,32 +662,42 @@ def _row(entry: Any, signed: dict[str, int]) -> dict[str, Any]:
 
 
 def _status_from(entries: list[Any], serial: str, moment: datetime) -> dict[str, Any]:
-    """The certificate's status at ``moment`` from its own events in the timeline."""
-    from ca_core.certificate import CertificateStatus, effective_status
+    """The certificate's status at ``moment`` and the event that decided it: the CA log's
+    own events of that certificate, through the one function ``audit at`` uses too
+    (``deciding_event``). Without the CA's log (a portal-only page), what the portal
+    recorded of it."""
+    from ca_core.certificate import Certificate, CertificateStatus, deciding_event
 
-    status, reason, decided, not_after = CertificateStatus.UNKNOWN.value, None, None, None
-    for entry in entries:
-        event = entry.event
-        fields = event.public_fields()
-        if event.timestamp > moment or fields.get("serial") != serial:
-            continue
-        name = entry.type
-        if name == "CertificateIssued" and entry.store == "ca":
-            status, decided, not_after = "good", entry, event.not_after
-        elif name == "CertificateRevoked" and entry.store == "ca":
-            status, reason, decided = "revoked", event.reason, entry
-        elif name == "CertificateExpired" and entry.store == "ca":
-            status, decided = "expired", entry
-        elif status == "unknown" and name == "CertificateIssued":  # the portal's record
-            status, decided, not_after = "good", entry, getattr(event, "not_after", None)
-        elif name in ("CertificateRevoked", "RevocationConfirmed") and entry.store == "portal":
-            status, reason, decided = "revoked", getattr(event, "reason", None), entry
-    if not_after is not None:
-        status = effective_status(status, not_after, moment)
-    return {"status": status, "reason": reason,
+    certificate_id = Certificate.id_for(serial)
+    ours = [e for e in entries if e.store == "ca" and e.event.originator_id == certificate_id]
+    if ours:
+        by_event = {id(e.event): e for e in ours}
+        status, reason, cause = deciding_event((e.event for e in ours), moment)
+        decided = by_event.get(id(cause)) if cause is not None else None
+    else:
+        status, reason, decided = _portal_status(entries, serial, moment)
+    return {"status": CertificateStatus(status).value, "reason": reason,
             "decided_by": decided.type if decided else None,
             "position": decided.position if decided else None,
             "store": decided.store if decided else None}
+
+
+def _portal_status(entries: list[Any], serial: str, moment: datetime
+                   ) -> tuple[str, str | None, Any]:
+    from ca_core.certificate import effective_status
+
+    status, reason, decided, not_after = "unknown", None, None, None
+    for entry in entries:
+        fields = entry.event.public_fields()
+        if entry.event.timestamp > moment or fields.get("serial") != serial:
+            continue
+        if entry.type == "CertificateReady":
+            status, decided, not_after = "good", entry, getattr(entry.event, "not_after", None)
+        elif entry.type == "RevocationConfirmed":
+            status, reason, decided = "revoked", getattr(entry.event, "reason", None), entry
+        elif entry.type == "ExpiryNoted":
+            status, decided = "expired", entry
+    return effective_status(status, not_after, moment).value, reason, decided
 
 
 def _picture(entries: list[Any]) -> dict[str, Any] | None:

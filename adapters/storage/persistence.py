@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 import psycopg
@@ -73,6 +74,22 @@ def store_env(database_url: str, data_dir: Path, app_name: str) -> dict[str, str
         "APPLICATION_RECORDER_TOPIC": get_topic(ArrayInsertApplicationRecorder),
         "PROCESS_RECORDER_TOPIC": get_topic(ArrayInsertProcessRecorder),
     }
+
+
+@dataclass(frozen=True)
+class RawLog:
+    """An application's event log as stored bytes: its name and its recorder, no mapper, no
+    aggregates — what ``audit verify`` reads, so a tampered record cannot stop it."""
+
+    name: str
+    recorder: Any
+
+
+def raw_log(settings: Settings, app_name: str) -> RawLog:
+    env = Environment(app_name, store_env(settings.store_url(app_name), settings.data_dir,
+                                          app_name))
+    return open_store(app_name, settings, lambda: RawLog(
+        app_name, InfrastructureFactory[Any].construct(env).application_recorder()))
 
 
 def position_recorder(database_url: str, data_dir: Path, name: str) -> TrackingRecorder:

@@ -178,3 +178,97 @@ def test_the_signed_time_cannot_be_changed_in_a_copy_and_v1_heads_still_verify(
     findings = [str(f) for f in verify(system.ca, key.public_key(), copy).findings]
     assert any("differs from its published copy" in f for f in findings), findings
     system.close()
+
+
+def _authority_positions(system: Any) -> list[int]:
+    return [n.id for n in system.ca.recorder.select_notifications(1, 100)
+            if ":Authority." in n.topic]
+
+
+def garble(system: Any, url: str) -> int:
+    position = _authority_positions(system)[0]
+    sql(system, url, [("UPDATE stored_events SET state = ? WHERE rowid = ?",
+                       (b"\xff{not json", position))])
+    return position
+
+
+def delete_authority(system: Any, url: str) -> int:
+    position = _authority_positions(system)[1]
+    sql(system, url, [("DELETE FROM stored_events WHERE rowid = ?", (position,))])
+    return position
+
+
+def swap_authority(system: Any, url: str) -> int:
+    first, second = _authority_positions(system)[:2]
+    a, b = row(system, first), row(system, second)
+    sql(system, url, [
+        ("UPDATE stored_events SET state = ?, topic = ? WHERE rowid = ?",
+         (b.state, b.topic, first)),
+        ("UPDATE stored_events SET state = ?, topic = ? WHERE rowid = ?",
+         (a.state, a.topic, second))])
+    return first
+
+
+def garble_a_head(system: Any, url: str) -> int:
+    [position] = [n.id for n in system.ca.recorder.select_notifications(1, 1000)
+                  if n.topic.endswith("TreeHeadSigned")][:1]
+    sql(system, url, [("UPDATE stored_events SET state = ? WHERE rowid = ?",
+                       (b'{"tree_size": "x"}', position))])
+    return position
+
+
+@pytest.mark.parametrize("tamper", [garble, delete_authority, swap_authority, garble_a_head])
+def test_the_cli_names_tampering_of_any_aggregate_without_a_traceback(
+        tmp_path: Path, database_url: str, tamper: Callable[[Any, str], int]) -> None:
+    """Issue 26 items 15-16: `audit verify` rebuilt the CA application from the store it was
+    verifying; a changed, deleted or swapped Authority event made it crash. It reads bytes
+    and the pinned key only, names the position, and never advises signing over findings."""
+    import json
+    import os
+    import subprocess
+
+    from cryptography.hazmat.primitives import serialization
+
+    system, key = built(tmp_path, database_url)
+    pinned = tmp_path / "pinned.pub.pem"
+    pinned.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    position = tamper(system, database_url)
+    system.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARTNER_CA_")}
+    env.update({"PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
+                "PARTNER_CA_DATABASE_URL": database_url})
+    done = subprocess.run(["partner-ca", "audit", "verify", "--app", "ca", "--key",
+                           str(pinned), "--json"], env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    errors = done.stderr.strip().splitlines()
+    assert errors and all(line.startswith("error: ca: ") for line in errors), done.stderr
+    assert any(f"position {position}:" in line for line in errors), (position, errors)
+    said = json.loads(done.stdout.splitlines()[-1])
+    assert not said["intact"] and said["findings"]
+    plain = subprocess.run(["partner-ca", "audit", "verify", "--app", "ca", "--key",
+                            str(pinned)], env=env, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=120)
+    assert "audit checkpoint" not in plain.stdout and "intact" not in plain.stdout
+
+
+def test_the_cli_says_not_verified_when_no_head_covers_anything(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from cryptography.hazmat.primitives import serialization
+
+    system = make_system(tmp_path / "data")
+    register(system)
+    system.close()
+    pinned = tmp_path / "pinned.pub.pem"
+    pinned.write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARTNER_CA_")}
+    env["PARTNER_CA_DATA_DIR"] = str(tmp_path / "data")
+    done = subprocess.run(["partner-ca", "audit", "verify", "--key", str(pinned)], env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "intact" not in done.stdout and "not verified" in done.stdout

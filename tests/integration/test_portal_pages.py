@@ -279,3 +279,31 @@ def test_user_ids_with_surrounding_whitespace_are_refused_by_the_domain(pages: t
         with pytest.raises(DomainError) as refused:
             system.portal.register_partner(user_id, "x@example.com", [MODULE])
         assert refused.value.code == "user-id-invalid"
+
+
+def test_the_auditor_page_and_audit_at_name_the_same_deciding_event(tmp_path: Path) -> None:
+    """Issue 26 item 16: the page took the portal's later RevocationConfirmed where `audit
+    at` named the CA's CertificateRevoked; one function decides for both now."""
+    system = make_system(tmp_path / "data")
+    register(system)
+    tokens = OpsTokens(tmp_path / "ops-tokens.json")
+    app = portal_api(system.portal, ops_tokens=tokens, otp_refusal_seconds=0,
+                     audit_apps=lambda: [system.portal, system.ca])
+    me = enroll(system)
+    system.portal.revoke_as_operator(me.picked.serial, "keyCompromise", "ops-anna")
+    system.pump()
+    moments = [system.clock.now()]
+    with TestClient(app) as client:
+        operator = tokens.create("anna", ["operator"])
+        client.post("/ops/login", data={"token": operator,
+                                        "csrf": csrf_of(client.get("/ops").text)})
+        for at in moments:
+            cli = system.ca.status_at(me.picked.serial, at)
+            page = client.get("/audit", params={"serial": me.picked.serial,
+                                                "at": at.isoformat()})
+            assert page.status_code == 200
+            answer = re.search(r'<p id="status-at-answer">(.*?)</p>', page.text, re.S)
+            assert answer is not None, page.text
+            assert cli.decided_by == "CertificateRevoked"
+            assert f"{cli.decided_by}, ca #" in answer.group(1), answer.group(1)
+    system.close()
