@@ -180,6 +180,15 @@ class CaPublishing:
             maintain_ocsp(self.ocsp, self.ca, self.root_validity)
 
 
+def publish_now(ca: CertificateAuthority, settings: Settings) -> None:
+    """What relying parties need, signed at once by a command that holds the CA keys (``init``,
+    ``ca rollover``, a CLI that signed in-process): every active issuing CA's CRL, its
+    delegated OCSP signer, the root's answers about the issuing CAs and an answer for every
+    certificate — so a CDP or an OCSP responder pointed here never answers 404 or
+    ``unauthorized`` while no ``serve --role ca`` has run yet (issue 26, item 14)."""
+    CaPublishing(ca, settings).step()
+
+
 def run_publishing(ca: CertificateAuthority, settings: Settings,
                    stop: threading.Event) -> None:
     """``serve``'s publishing thread: a step at once (relying parties get answers as soon as

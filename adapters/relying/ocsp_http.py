@@ -253,10 +253,15 @@ class OcspAsgi:
             if self.watermark is None or changed > self.watermark:
                 self.watermark = changed
         if changes:
+            # the issuing CAs first: a new one after a rollover is answered for even where no
+            # delegated key is at hand here (pre-signed answers need none; issue 26, item 14)
+            self.responder.reload_issuers()
             reload = getattr(self.responder.projection.signer, "reload", None)
             if reload is not None:
-                reload()  # a new signer (or a new issuing CA) may have re-signed them
-            self.responder.reload_issuers()
+                try:
+                    reload()  # a new signer (or a new issuing CA) may have re-signed them
+                except DomainError as exc:  # no delegated key: nonces get pre-signed answers
+                    log.debug("OCSP signers not reloaded: %s", exc)
         return dropped
 
     async def _follow_store(self) -> None:

@@ -4,6 +4,7 @@ typed in."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -33,6 +34,8 @@ from projections.timeline import TimelineEntry
 
 app = typer.Typer(help="Partner CA: an event-sourced certificate authority for a partner portal.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
+
+log = logging.getLogger("partner_ca.cli")
 
 
 @app.callback()
@@ -103,8 +106,12 @@ def system(need_keys: bool = False, initialised: bool | None = True,
                 built.ca.unlock()
         elif in_process and initialised:
             built.ca.unlock()  # keys from the CA role's settings: a wrong passphrase ends here
+        before = built.ca.recorder.max_notification_id() or 0
         yield built
         built.pump()
+        if in_process and built.ca.keys is not None and built.ca.is_initialised() and (
+                built.ca.recorder.max_notification_id() or 0) > before:
+            _publish(built, settings)
     except (CaNotInitialised, KeyStoreError) as exc:
         fail(f"{exc} [{exc.code}]", EXIT_SETUP)
     except DomainError as exc:
@@ -113,6 +120,20 @@ def system(need_keys: bool = False, initialised: bool | None = True,
         built.close()
 
 
+
+
+def _publish(built: PartnerCa, settings: Any) -> None:
+    """This command signed or revoked in-process: publish OCSP answers and CRLs now, as
+    ``serve`` would, so a relying party never meets a certificate the OCSP responder calls
+    ``unauthorized`` (issue 26, item 14). A running ``serve`` publishes too; if the two meet,
+    this one leaves it to ``serve``."""
+    from adapters.ca.publishing import publish_now  # here: keeps the CLI's start-up short
+
+    try:
+        publish_now(built.ca, settings)
+    except Exception as exc:  # noqa: BLE001 - the command itself has succeeded
+        log.warning("OCSP/CRL not published by this command (%s); the CA role's serve "
+                    "publishes them", type(exc).__name__)
 
 
 # -- ops ----------------------------------------------------------------------

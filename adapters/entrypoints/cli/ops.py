@@ -73,6 +73,9 @@ def init(
                                     issuing_name or settings.issuing_name)
         settings.chain_path.write_text(s.ca.chain_pem())
         apply_migrations(settings.store_url("ca"))
+        from adapters.ca.publishing import publish_now  # here: keeps the CLI's start-up short
+
+        publish_now(s.ca, settings)  # relying parties get a CRL and OCSP answers at once
         keys = settings.data_dir / "keys" if settings.key_store == "file" else \
             f"token {settings.hsm_token_label!r}"
         result(as_json, f"CA initialised: root '{authority.root_name}' (key "
@@ -101,6 +104,9 @@ def rollover(
         previous = s.ca.authority().issuing_ca
         issuing = s.ca.rollover(issuing_name)
         settings.chain_path.write_text(s.ca.chain_pem())
+        from adapters.ca.publishing import publish_now  # here: keeps the CLI's start-up short
+
+        publish_now(s.ca, settings)  # the new CA's CRL, OCSP signer and root answer at once
         subject = from_pem(issuing.certificate_pem).subject.rfc4514_string()
         result(as_json, f"issuing CA {issuing.generation} ({subject}, key {issuing.key_id}) "
                         f"is current; issuing CA {previous.generation} answers for its "
