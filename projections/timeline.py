@@ -63,8 +63,8 @@ def history(entries: list[TimelineEntry], user_id: str | None = None,
                 serial is not None and fields.get("serial") == serial):
             ids.add(entry.event.originator_id)
             for key in ("request_id", "otp_id"):
-                if isinstance(fields.get(key), UUID):
-                    wanted_requests.add(fields[key])
+                if fields.get(key):  # public fields give ids as text
+                    wanted_requests.add(UUID(str(fields[key])))
     from ca_core.certificate import SigningRequest
     from ca_core.partner import PartnerAccount
 

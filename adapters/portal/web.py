@@ -34,6 +34,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from adapters.audit.history import HistoryIndex
 from adapters.portal.ops_auth import OpsIdentity, OpsTokens
 from adapters.portal.texts import LANGUAGES, TEXTS, text
 from ca_core.certificate import RevocationReason, parse_serial
@@ -104,6 +105,7 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
     portal's)."""
     web = APIRouter(include_in_schema=False)
     secret = portal.secret
+    histories = HistoryIndex()  # what each log holds about whom, read once and then added to
 
     # -- rendering and cookies -----------------------------------------------------------
     def page_of(request: Request) -> Page:
@@ -546,14 +548,12 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
 
     # -- auditor pages -------------------------------------------------------------------------
     def audit_entries(who: OpsIdentity, user: str | None, serial: str | None) -> list[Any]:
-        from projections.timeline import history, timeline
-
         if "operator" not in who.roles:  # a module administrator: certificates of his modules
             if serial is None or user is not None:
                 who.check_operator()
             who.visible_request_for_serial(portal, serial)
         apps = audit_apps() if audit_apps else [portal]
-        return history(timeline(*apps), user_id=user, serial=serial)
+        return histories.history(apps, user_id=user, serial=serial)
 
     def signed_sizes() -> dict[str, int]:
         """How many events of each log the latest signed tree head covers."""

@@ -33,7 +33,6 @@ from adapters.output import (
 )
 from adapters.settings import Settings
 from ca_core.errors import DomainError
-from projections.timeline import timeline
 
 audit_app = typer.Typer(help="Auditors: tamper evidence for the event stores.",
                         no_args_is_help=True)
@@ -52,14 +51,14 @@ def audit_history(
     with the emails sent about it."""
     import json as jsonlib
 
-    from projections.timeline import history
+    from adapters.audit.history import HistoryIndex
 
     if (user_id is None) == (serial is None):
         fail("give exactly one of --user or --serial", EXIT_USAGE)
     settings = load_settings()
     with system(need_keys=False) as s:
-        entries = history(timeline(s.portal, s.ca), user_id,
-                          typed_serial(serial) if serial else None)
+        entries = HistoryIndex().history([s.portal, s.ca], user_id,
+                                         typed_serial(serial) if serial else None)
         mails = [m for m in _mails(settings)
                  if (user_id and m.params.get("user_id") == user_id)
                  or (serial and m.params.get("serial") == typed_serial(serial))]
