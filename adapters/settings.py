@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     #: keys: the CA role writes them, ``serve --role ocsp`` reads them to sign requests with a
     #: nonce. Unset: they stay in the CA key store and nonces are not echoed.
     ocsp_key_passphrase: SecretStr | None = None
+    #: Encrypts the audit (tree-head) key in ``audit_key_dir`` (default
+    #: ``<data_dir>/audit-keys``), apart from the CA keys: the portal signs its log's heads
+    #: with this alone and never holds the CA passphrase. Unset: the audit key stays in the CA
+    #: key store, and only processes that hold the CA keys sign heads.
+    audit_key_passphrase: SecretStr | None = None
+    audit_key_dir: Path | None = None
     portal_secret: SecretStr | None = None
     #: DEBUG shows every record each role publishes and applies; INFO (``serve``'s default)
     #: shows starts, stops and what each step did; one-shot commands log WARNING and above.
@@ -256,6 +262,10 @@ class Settings(BaseSettings):
     @property
     def ocsp_key_dir(self) -> Path:
         return self.data_dir / "ocsp-keys"
+
+    @property
+    def audit_keys_dir(self) -> Path:
+        return self.audit_key_dir or self.data_dir / "audit-keys"
 
     @property
     def chain_path(self) -> Path:

@@ -32,6 +32,7 @@ from eventsourcing.application import AggregateNotFoundError
 from adapters.storage.logreader import originator_bytes, records
 from ca_core import merkle
 from ca_core.clock import Clock, SystemClock
+from ca_core.errors import NotReady
 from ca_core.eventmodel import read_log
 from ca_core.ports import KeyStore
 from ca_core.treehead import (
@@ -90,6 +91,13 @@ def audit_key(keys: KeyStore, public_file: Path) -> ec.EllipticCurvePrivateKey:
             pass
     key = keys.load(AUDIT_KEY)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
+    if public_file.exists() and _fingerprint(key.public_key()) != _fingerprint(
+            _public_from(public_file)):
+        raise NotReady(
+            f"the audit key this process opened is not the one whose public half is "
+            f"{public_file} (heads it signed would not verify): copy the audit key file into "
+            "PARTNER_CA_AUDIT_KEY_DIR, or move it there with 'partner-ca audit move-key'",
+            code="audit-key-mismatch")
     if not public_file.exists():  # whole or not at all: another thread may write it too
         public_file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{public_file.name}.", dir=public_file.parent)
@@ -99,6 +107,12 @@ def audit_key(keys: KeyStore, public_file: Path) -> ec.EllipticCurvePrivateKey:
         os.chmod(tmp, 0o644)
         os.replace(tmp, public_file)
     return key
+
+
+def _public_from(public_file: Path) -> ec.EllipticCurvePublicKey:
+    public = serialization.load_pem_public_key(public_file.read_bytes())
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    return public
 
 
 def _heads(app: Any) -> TreeHeads | None:

@@ -91,6 +91,21 @@ def key_store(settings: Settings, passphrase: str | None) -> KeyStore | None:
     return KeysByKind(by_kind)
 
 
+def audit_key_store(settings: Settings, ca_keys: KeyStore | None = None) -> KeyStore | None:
+    """The store of the audit (tree-head) key alone — it opens no other key: its own files
+    under PARTNER_CA_AUDIT_KEY_PASSPHRASE, else (``ca_keys``, in a process that holds the CA
+    keys anyway) the CA key store; None when this process may sign no head."""
+    if settings.audit_key_passphrase is not None:
+        store: KeyStore | None = FileKeyStore(
+            settings.audit_keys_dir, settings.audit_key_passphrase.get_secret_value().encode(),
+            settings.key_kdf_iterations)
+    else:
+        store = ca_keys
+    if store is None:
+        return None
+    return KeysByKind({"root": None, "issuing": None, "ocsp": None, "audit": store})
+
+
 def _pkcs11(module: str, label: str, pin: str) -> KeyStore:
     from adapters.ca.hsm import Pkcs11KeyStore
 

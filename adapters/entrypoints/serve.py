@@ -97,18 +97,21 @@ def _threads(runs: list[tuple[str, Runner]], stop: threading.Event) -> list[thre
             for name, run in runs]
 
 
-def _checkpoints(app: Any, settings: Settings,
-                 passphrase: str | None) -> list[tuple[str, Runner]]:
-    """Periodic signed tree heads over ``app``'s log (needs the key passphrase)."""
+def _checkpoints(app: Any, settings: Settings, passphrase: str | None,
+                 holds_ca_keys: bool) -> list[tuple[str, Runner]]:
+    """Periodic signed tree heads over ``app``'s log, with the audit key alone: from its own
+    store (PARTNER_CA_AUDIT_KEY_PASSPHRASE), else — only in a process that ``holds_ca_keys``
+    anyway — from the CA key store. A portal never needs the CA passphrase for this."""
     if settings.audit_checkpoint_seconds <= 0:
         return []
     from adapters.audit.tree_heads import run_checkpoints
-    from adapters.entrypoints.bootstrap import key_store
+    from adapters.entrypoints.bootstrap import audit_key_store, key_store
 
-    keys = key_store(settings, passphrase)
+    keys = audit_key_store(settings, key_store(settings, passphrase) if holds_ca_keys
+                           else None)
     if keys is None:
-        log.warning("%s: no key passphrase, so no signed tree heads from this process",
-                    app.name)
+        log.warning("%s: no audit key passphrase (PARTNER_CA_AUDIT_KEY_PASSPHRASE), so no "
+                    "signed tree heads from this process", app.name)
         return []
 
     def run(stop: threading.Event) -> None:
@@ -273,8 +276,8 @@ def _serve_embedded(role: str, settings: Settings, passphrase: str | None,
                                 name="ca-publish", daemon=True),
                *_portal_threads(components, system.portal, settings, stop, system.ca),
                *_threads([*_notifier(components, system.portal, settings),
-                          *_checkpoints(system.ca, settings, passphrase),
-                          *_checkpoints(system.portal, settings, passphrase)], stop)]
+                          *_checkpoints(system.ca, settings, passphrase, True),
+                          *_checkpoints(system.portal, settings, passphrase, True)], stop)]
     for thread in threads:
         thread.start()
     log.info("serving %s (embedded: %s, in-process transport)", role,
@@ -365,9 +368,10 @@ def serve(role: str, settings: Settings, passphrase: str | None,
     if portal is not None:
         singletons.extend((n, "portal", r) for n, r in _notifier(components, portal, settings))
     if portal is not None and "portal-relay" in components:
-        singletons.extend((n, "portal", r) for n, r in _checkpoints(portal, settings, passphrase))
+        singletons.extend((n, "portal", r) for n, r in _checkpoints(
+            portal, settings, passphrase, holds_ca_keys=ca is not None))
     if ca is not None and "ca-relay" in components:
-        singletons.extend((n, "ca", r) for n, r in _checkpoints(ca, settings, passphrase))
+        singletons.extend((n, "ca", r) for n, r in _checkpoints(ca, settings, passphrase, True))
     threads = [_leased(name, app_name, run, settings, stop)
                for name, app_name, run in singletons]
     if portal is not None:

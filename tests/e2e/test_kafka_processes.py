@@ -8,6 +8,7 @@ twice, every revocation reached the CA exactly once and both event stores agree.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -33,6 +34,7 @@ from ca_core.clock import SystemClock
 from ca_core.eventmodel import all_events
 from ca_core.processing import RejectedMessage
 from ca_core.request import CertificateRequest
+from ca_core.treehead import TreeHeads
 from tests.consistency import check_consistency
 from tests.support import KAFKA_CREDENTIALS, PASSPHRASE, inherited_fds, kafka_env
 
@@ -504,3 +506,31 @@ def test_malformed_messages_are_rejected_and_the_consumer_goes_on(
     assert any("does not match its schema" in r for r in reasons)
     assert any("not signed" in r for r in reasons)
     check_consistency(portal, ca)
+
+
+def test_the_portal_role_signs_its_heads_without_any_ca_secret(
+        env: dict[str, str], roles: Roles, apps: tuple[Any, Any], tmp_path: Path) -> None:
+    """Issue 26 item 7: the portal needed the CA key passphrase to sign its own tree heads,
+    and that store opened the root and issuing keys too; a role started from a shell that
+    exported a secret of another role's kept it in its environment (and its children)."""
+    portal, _ca = apps
+    audit = {"PARTNER_CA_AUDIT_KEY_PASSPHRASE": "audit key passphrase 1",
+             "PARTNER_CA_AUDIT_CHECKPOINT_SECONDS": "1"}
+    portal.register_partner("P24-000123", "p@example.com", ["EPAK"])
+    roles.start("portal", **audit)  # env still exports the CA key passphrase
+    heads = TreeHeads.TreeHeadSigned
+
+    wait_for("a signed head over the portal's log", lambda: count_of(portal, heads) >= 1, roles)
+    pid = roles.procs["portal"].pid
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    names = {v.split(b"=", 1)[0] for v in environ}
+    assert b"PARTNER_CA_KEY_PASSPHRASE" not in names
+    assert b"PARTNER_CA_AUDIT_KEY_PASSPHRASE" in names
+    assert "PARTNER_CA_KEY_PASSPHRASE" in roles.log("portal")  # it said what it dropped
+    keys = Path(env["PARTNER_CA_DATA_DIR"]) / "audit-keys"
+    assert sorted(p.name for p in keys.iterdir()) == ["audit.key.pem"]
+    verified = subprocess.run(["partner-ca", "audit", "verify", "--app", "portal", "--json"],
+                              env={**env, **audit}, capture_output=True, text=True,
+                              timeout=120)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert json.loads(verified.stdout.splitlines()[-1])["intact"]

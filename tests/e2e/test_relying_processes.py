@@ -256,3 +256,47 @@ def test_slow_clients_are_dropped_by_the_ocsp_and_crl_listeners(processes: Proce
         check_slow_clients_dropped(url, SLOW_SECONDS)
         assert httpx.get(url + "/ca/issuing.cer" if url == processes.crl_url
                          else url + "/ocsp/").status_code < 500  # still serving
+
+
+def test_a_relying_role_started_with_a_foreign_secret_drops_it_at_once(tmp_path: Path) -> None:
+    """Issue 26 item 7: the OCSP role dropped the CA passphrase from its settings, not from
+    its environment, and its worker processes inherited it. Started from a shell that
+    exported it, the role starts itself again without it: neither it nor any worker holds
+    it, not even in /proc/<pid>/environ."""
+    system = make_system(tmp_path / "data")
+    system.close()
+    sock = listener()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARTNER_CA_")}
+    env.update({"PARTNER_CA_DATA_DIR": str(tmp_path / "data"),
+                "PARTNER_CA_OCSP_LISTEN": f"fd:{sock.fileno()}",
+                "PARTNER_CA_KEY_PASSPHRASE": PASSPHRASE, "PARTNER_CA_HSM_PIN": "1234",
+                "PARTNER_CA_PORTAL_SECRET": "portal secret value",
+                "PARTNER_CA_OCSP_KEY_PASSPHRASE": OCSP_KEY_PASSPHRASE})
+    proc = subprocess.Popen(["partner-ca", "serve", "--role", "ocsp"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=(tmp_path / "ocsp.log").open("w"), pass_fds=(sock.fileno(),))
+    url = f"http://127.0.0.1:{port_of(sock)}"
+    sock.close()
+    try:
+        until(lambda: _up(url + "/ocsp/"), "the OCSP role")
+
+        def children(pid: int) -> list[int]:
+            found = []
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                found += [int(c) for c in (task / "children").read_text().split()]
+            return found
+
+        until(lambda: len(children(proc.pid)) >= 2, "its worker processes")
+        for pid in [proc.pid, *children(proc.pid)]:
+            names = {v.split(b"=", 1)[0] for v in
+                     Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")}
+            assert not names & {b"PARTNER_CA_KEY_PASSPHRASE", b"PARTNER_CA_HSM_PIN",
+                                b"PARTNER_CA_PORTAL_SECRET"}, pid
+            assert b"PARTNER_CA_OCSP_KEY_PASSPHRASE" in names  # its own stays
+        assert "PARTNER_CA_KEY_PASSPHRASE" in (tmp_path / "ocsp.log").read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -194,19 +194,49 @@ def audit_replay(
 
 @audit_app.command("checkpoint")
 def audit_checkpoint(which: AppOpt = "all", as_json: JsonOpt = False) -> None:
-    """Sign a tree head over each log (RFC 6962 Merkle root); a copy goes to <data_dir>/audit."""
+    """Sign a tree head over each log (RFC 6962 Merkle root); a copy goes to <data_dir>/audit.
+    With PARTNER_CA_AUDIT_KEY_PASSPHRASE only the audit key is opened (no CA passphrase)."""
     from adapters.audit.tree_heads import audit_key, checkpoint
+    from adapters.entrypoints.bootstrap import audit_key_store
 
     settings = load_settings()
-    with system(need_keys=True) as s:
-        if s.ca.keys is None:
+    own_store = settings.audit_key_passphrase is not None
+    with system(need_keys=not own_store) as s:
+        keys = audit_key_store(settings, s.ca.keys)
+        if keys is None:
             fail("no key store configured", EXIT_SETUP)
-        key = audit_key(s.ca.keys, settings.data_dir / "keys" / "audit.pub.pem")
+        key = audit_key(keys, settings.data_dir / "keys" / "audit.pub.pem")
         for application in apps_named(s, which):
             size = checkpoint(application, key, published=settings.data_dir / "audit" /
                               "heads.jsonl")
             result(as_json, f"{application.name}: signed tree head over {size} events",
                    app=application.name, tree_size=size)
+
+
+@audit_app.command("move-key")
+def audit_move_key(as_json: JsonOpt = False) -> None:
+    """Copy the audit key from the CA key store into its own (PARTNER_CA_AUDIT_KEY_DIR,
+    encrypted with PARTNER_CA_AUDIT_KEY_PASSPHRASE), once, so that the processes that sign
+    tree heads need the audit passphrase and never the CA's. Needs both passphrases."""
+    from adapters.audit.tree_heads import AUDIT_KEY
+    from adapters.entrypoints.bootstrap import audit_key_store
+
+    settings = load_settings()
+    if settings.audit_key_passphrase is None:
+        fail("set PARTNER_CA_AUDIT_KEY_PASSPHRASE (the audit key's own passphrase) first",
+             EXIT_SETUP)
+    with system(need_keys=True) as s:
+        own = audit_key_store(settings)
+        assert own is not None and s.ca.keys is not None
+        if own.exists(AUDIT_KEY):
+            fail(f"the audit key is already in {settings.audit_keys_dir}", EXIT_SETUP)
+        if not s.ca.keys.exists(AUDIT_KEY):
+            fail("the CA key store holds no audit key: nothing to move (the first checkpoint "
+                 "makes one in its own store)", EXIT_SETUP)
+        own.save(AUDIT_KEY, s.ca.keys.load(AUDIT_KEY))
+        result(as_json, f"audit key copied to {settings.audit_keys_dir}; remove it from the "
+                        "CA key store once every signing host has the copy",
+               directory=str(settings.audit_keys_dir))
 
 
 HeadsOpt = Annotated[list[Path] | None, typer.Option(

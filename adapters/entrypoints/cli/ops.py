@@ -187,6 +187,10 @@ def serve(
         fail(f"unknown role {role!r}; use one of {', '.join([*ROLES, *HTTP_ROLES])}", EXIT_USAGE)
     configure_logging(role)
     settings = load_settings()
+    from adapters.entrypoints.role_secrets import start_without_foreign_secrets
+
+    start_without_foreign_secrets(role, embedded=not settings.kafka_bootstrap
+                                  and role in EMBEDDED_ROLES)
     if not settings.kafka_bootstrap and role not in (*HTTP_ROLES, *EMBEDDED_ROLES):
         fail(f"--role {role} needs PARTNER_CA_KAFKA_BOOTSTRAP (the broker address)", EXIT_SETUP)
     # the OCSP and CRL roles sign nothing: the CA role publishes what they serve
