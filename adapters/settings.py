@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     http_body_seconds: float = Field(default=30.0, gt=0.0, le=600.0)
     http_max_connections: int = Field(default=2000, ge=10, le=100_000)
 
-    def http_limits(self) -> dict[str, float]:
+    def http_limits(self) -> dict[str, Any]:
         """The listeners' deadlines and bound, as ``bounded_config`` takes them."""
         return {"header_seconds": self.http_header_seconds,
                 "body_seconds": self.http_body_seconds,

@@ -20,10 +20,16 @@
   (reproduced in tests/integration/test_kafka_security.py). The search for unreadable
   records (adapters/transport/kafka/unreadable.py) drops it after each such error, as
   kafka-python's own ``Fetcher.close`` does.
+- ``TopicNotYetCreated``: kafka-python logs ERROR "Topic %s not found in cluster metadata"
+  at every metadata refresh (ten times a second) while a topic it consumes does not exist —
+  as ``ca-events`` does until a CA role first starts. The filter makes it one WARNING per
+  topic a minute, saying why (``kafka.cluster``'s message text, checked by ``problems``).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
@@ -90,6 +96,37 @@ def discard_failed_fetch(consumer: Any) -> None:
 
 #: how ``MemberState.REBALANCING`` prints in kafka-python 3.0.12
 REBALANCING = "<rebalancing>"
+#: kafka.cluster's message for a topic the broker does not have (kafka-python 3.0.12)
+TOPIC_NOT_FOUND = "Topic %s not found in cluster metadata"
+
+
+class TopicNotYetCreated(logging.Filter):
+    """One WARNING per topic a minute instead of kafka-python's ERROR at every refresh."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        super().__init__()
+        self.every = every
+        self.said: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != TOPIC_NOT_FOUND or not record.args:
+            return True
+        topic = str(record.args[0] if isinstance(record.args, tuple) else record.args)
+        now = time.monotonic()
+        if now - self.said.get(topic, -self.every) < self.every:
+            return False
+        self.said[topic] = now
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg = ("Topic %s does not exist yet (its publisher creates it when it first "
+                      "starts); consuming it from then on")
+        return True
+
+
+def quiet_missing_topics() -> None:
+    """Install ``TopicNotYetCreated`` on kafka-python's cluster logger (once)."""
+    cluster = logging.getLogger("kafka.cluster")
+    if not any(isinstance(f, TopicNotYetCreated) for f in cluster.filters):
+        cluster.addFilter(TopicNotYetCreated())
 
 
 def problems() -> list[str]:
@@ -97,8 +134,13 @@ def problems() -> list[str]:
     if version("kafka-python") != PINNED:
         found.append(f"kafka-python {version('kafka-python')} is installed, not {PINNED}: "
                      "check whether the lost wake-up is fixed and the nudger can go")
+    import inspect
+
+    import kafka.cluster
     from kafka import KafkaConsumer
 
+    if TOPIC_NOT_FOUND not in inspect.getsource(kafka.cluster):
+        found.append("kafka.cluster no longer logs 'Topic %s not found in cluster metadata'")
     consumer = KafkaConsumer(bootstrap_servers="127.0.0.1:9", api_version=(2, 0))
     try:
         if io_wakeup(consumer) is None:

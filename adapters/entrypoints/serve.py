@@ -18,8 +18,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+from adapters.compat.kafka_python import quiet_missing_topics
 from adapters.entrypoints.bootstrap import build_ca, build_portal, make_clock
 from adapters.settings import Settings
 from adapters.storage.migrate import apply_migrations
@@ -29,6 +30,7 @@ from adapters.transport.kafka.relay import KafkaRelay
 from adapters.transport.kafka.transport import (
     ca_inbox,
     ca_relay,
+    credentials,
     ensure_role_topics,
     portal_inbox,
     portal_relay,
@@ -69,9 +71,56 @@ def _expiry_loop(ca: CertificateAuthority, interval: float) -> Callable[[threadi
 WEDGED_AFTER_SECONDS = 30.0
 
 
-def _start_inbox(name: str, inbox: KafkaInbox, stop: threading.Event) -> KafkaInbox:
-    threading.Thread(target=inbox.run, args=(stop,), name=name, daemon=True).start()
-    return inbox
+#: seconds between tries to reach the broker: doubling from the first to the last
+CONNECT_WAIT = (1.0, 30.0)
+
+T = TypeVar("T")
+
+
+def until_built(what: str, make: Callable[[], T], stop: threading.Event) -> T | None:
+    """``make()`` once the broker answers, however long it is away (None: stopped first).
+
+    Every role reconnects by itself (issue 26, item 13): a broker outage, or a role started
+    while the broker is down, is waited out with one WARNING per try — never an exit."""
+    wait = CONNECT_WAIT[0]
+    while not stop.is_set():
+        try:
+            return make()
+        except Exception as exc:  # noqa: BLE001 - unreachable, timed out, refused: try again
+            log.warning("%s: cannot reach the broker yet (%s: %s); trying again in %.0f s",
+                        what, type(exc).__name__, str(exc)[:200], wait)
+        stop.wait(wait)
+        wait = min(wait * 2, CONNECT_WAIT[1])
+    return None
+
+
+def _with_topics(settings: Settings, role: str, make: Callable[[], T]) -> T:
+    ensure_role_topics(settings, role)  # the topics this role publishes, created if missing
+    return make()
+
+
+def _relay_runner(name: str, make: Callable[[], KafkaRelay],
+                  relays: dict[str, KafkaRelay]) -> Runner:
+    """A relay built when the broker answers (the log is the outbox: nothing waits for it)."""
+    def run(stop: threading.Event) -> None:
+        relay = relays.get(name) or until_built(name, make, stop)
+        if relay is not None:
+            relays[name] = relay
+            relay.run(stop)
+    return run
+
+
+def _connect_inbox(name: str, make: Callable[[], KafkaInbox], inboxes: dict[str, KafkaInbox],
+                   stop: threading.Event) -> None:
+    """Build an inbox in the background (as long as the broker is away), then run it."""
+    def run() -> None:
+        inbox = until_built(name, make, stop)
+        if inbox is None:
+            return
+        inboxes[name] = inbox
+        inbox.run(stop)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
 
 
 #: HTTP roles for relying parties (adapters/relying/crl_http.py); they need no broker.
@@ -177,7 +226,8 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
 
 def _observed(settings: Settings, stop: threading.Event, portal: Portal | None,
               ca: CertificateAuthority | None, relays: dict[str, Any] | None = None,
-              inboxes: dict[str, Any] | None = None, count: bool = True) -> None:
+              inboxes: dict[str, Any] | None = None, count: bool = True,
+              expected: list[str] | None = None) -> None:
     """Metrics from what this process records; /metrics, /healthz, /readyz when
     PARTNER_CA_METRICS_LISTEN is set (adapters/observability.py)."""
     from adapters.observability import (
@@ -219,15 +269,24 @@ def _observed(settings: Settings, stop: threading.Event, portal: Portal | None,
         gauges.add("partner_ca_status_view_lag",
                    "CA log positions the revocation-status view has not read", lag)
         checks.append(lag_check("status-view", lag, settings.ready_lag_bound))
-    for name, relay in (relays or {}).items():
+    # relays and inboxes connect in the background: looked up at each scrape
+    names = expected if expected is not None else [*(relays or {}), *(inboxes or {})]
+    for name in [n for n in names if n.endswith("-relay")]:
+        def backlog(name: str = name) -> float:
+            relay = (relays or {}).get(name)
+            return float(relay.backlog()) if relay is not None else 0.0
+
         gauges.add(f"partner_ca_{name.replace('-', '_')}_backlog",
-                   f"Log positions the {name} has not yet published", relay.backlog)
-    for name in (inboxes or {}):
+                   f"Log positions the {name} has not yet published", backlog)
+    for name in [n for n in names if n.endswith("-inbox")]:
         def inbox_lag(name: str = name) -> float:
-            return float(inboxes[name].lag()) if inboxes else 0.0
+            inbox = (inboxes or {}).get(name)
+            return float(inbox.lag()) if inbox is not None else 0.0
 
         def broker(name: str = name) -> None:
-            inbox = inboxes[name] if inboxes else None
+            inbox = (inboxes or {}).get(name)
+            if inbox is None:
+                raise RuntimeError("not connected to a broker yet")
             connections = (inbox.consumer.metrics().get("consumer-metrics", {}).get(
                 "connection-count", 0) if inbox is not None else 0)
             if not connections:
@@ -333,18 +392,24 @@ def serve(role: str, settings: Settings, passphrase: str | None,
         ca = opening(build_ca, settings, clock, passphrase)
         ca.authority()  # refuse to start before 'partner-ca init'
     for role_name, app in (("portal", portal), ("ca", ca)):
-        if app is not None:  # its credentials are checked here, before anything runs
-            ensure_role_topics(settings, role_name)
+        if app is not None:  # its credential files are checked here, before anything runs
+            credentials(settings, role_name)
+    quiet_missing_topics()  # ca-events does not exist until a CA role first starts
     new_inbox: dict[str, Callable[[], KafkaInbox]] = {}
-    relays: dict[str, KafkaRelay] = {}
+    new_relay: dict[str, Callable[[], KafkaRelay]] = {}
     if portal is not None:
         new_inbox["portal-inbox"] = lambda: portal_inbox(portal, settings)
         if "portal-relay" in components:
-            relays["portal-relay"] = opening(portal_relay, portal, settings)
+            new_relay["portal-relay"] = lambda: _with_topics(
+                settings, "portal", lambda: portal_relay(portal, settings))
     if ca is not None:
         new_inbox["ca-inbox"] = lambda: ca_inbox(ca, settings)
         if "ca-relay" in components:
-            relays["ca-relay"] = opening(ca_relay, ca, settings)
+            new_relay["ca-relay"] = lambda: _with_topics(
+                settings, "ca", lambda: ca_relay(ca, settings))
+    # filled as each connects: nothing here waits for the broker (issue 26, item 13)
+    relays: dict[str, KafkaRelay] = {}
+    inboxes: dict[str, KafkaInbox] = {}
 
     _on_signals(stop)
     fewer_collections()
@@ -357,8 +422,9 @@ def serve(role: str, settings: Settings, passphrase: str | None,
     # (adapters/storage/lease.py); another worker takes it over when that one dies
     singletons: list[tuple[str, str, Runner]] = []
     for name in components:
-        if name in relays:
-            singletons.append((name, name.split("-")[0], relays[name].run))
+        if name in new_relay:
+            singletons.append((name, name.split("-")[0],
+                               _relay_runner(name, new_relay[name], relays)))
         elif name == "ca-expiry" and ca is not None:
             singletons.append((name, "ca", _expiry_loop(ca, settings.expiry_interval_seconds)))
         elif name == "ca-publish" and ca is not None:
@@ -378,22 +444,26 @@ def serve(role: str, settings: Settings, passphrase: str | None,
         threads.extend(_portal_threads(components, portal, settings, stop))
     for thread in threads:
         thread.start()
-    inboxes = {name: _start_inbox(name, new_inbox[name](), stop)
-               for name in components if name in new_inbox}
+    wanted = [name for name in components if name in new_inbox]
+    for name in wanted:
+        _connect_inbox(name, new_inbox[name], inboxes, stop)
     _observed(settings, stop, portal=portal, ca=ca, relays=relays, inboxes=inboxes,
-              count=False)
+              count=False, expected=[*new_relay, *wanted])
     log.info("serving %s (%s) on %s", role, ", ".join(components), settings.kafka_bootstrap)
     while not stop.wait(5.0):
         for name, inbox in list(inboxes.items()):
             if time.monotonic() - inbox.last_progress > WEDGED_AFTER_SECONDS:
                 # kafka-python 3.0.12 occasionally wedges a consumer's IO loop (poll() never
-                # returns). Positions live in our store, so a new consumer resumes exactly;
-                # the old one is abandoned and ignores anything it might still fetch.
+                # returns), and a broker away for long leaves one stalled. Positions live in
+                # our store, so a new consumer resumes exactly; the old one is abandoned and
+                # ignores anything it might still fetch. The new one is built in the
+                # background: while the broker is away that takes as long as the outage.
                 log.error("%s: poll() has not returned for %.0f s (kafka-python IO loop "
-                          "wedged); starting a new consumer", name,
+                          "wedged, or the broker away); starting a new consumer", name,
                           time.monotonic() - inbox.last_progress)
                 inbox.abandoned = True
-                inboxes[name] = _start_inbox(name, new_inbox[name](), stop)
+                del inboxes[name]
+                _connect_inbox(name, new_inbox[name], inboxes, stop)
     for thread in threads:
         thread.join(timeout=10)
     for inbox in inboxes.values():

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import psycopg
@@ -534,3 +535,71 @@ def test_the_portal_role_signs_its_heads_without_any_ca_secret(
                               timeout=120)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert json.loads(verified.stdout.splitlines()[-1])["intact"]
+
+
+#: longer than every timeout a role meets while the broker is away: the inbox watchdog
+#: (WEDGED_AFTER_SECONDS, 30 s), kafka-python's bootstrap and request timeouts (≤ 30 s), the
+#: time a portal took to give up at start (31 s)
+OUTAGE_SECONDS = 90.0
+
+
+def test_a_broker_outage_longer_than_every_timeout(roles: Roles, apps: tuple[Any, Any],
+                                                   env: dict[str, str]) -> None:
+    """Issue 26 item 13: an outage of 73-90 s killed every Kafka role (a new consumer built
+    in the main thread timed out: rc=1), and a portal started while the broker was down
+    exited after 31 s with a traceback. Now the portal answers throughout (its log is the
+    outbox), a portal started during the outage starts and waits, every role reconnects by
+    itself, and every request made during the outage is issued after it."""
+    from tests.support import listener, port_of
+
+    portal, ca = apps
+    sockets = {name: listener() for name in ("portal", "late")}
+    urls = {name: f"http://127.0.0.1:{port_of(s)}" for name, s in sockets.items()}
+    roles.start("ca")
+    roles.start("portal", PARTNER_CA_PORTAL_LISTEN=f"fd:{sockets['portal'].fileno()}")
+    for user in ("P24-000123",):
+        portal.register_partner(user, "p@example.com", ["EPAK"])
+    ids = submit_requests(portal, make_csrs(20))
+    wait_for("first issued", all_ready(portal, len(ids)), roles)
+    subprocess.run(["bash", str(ROOT / "deploy/kafka/stop.sh")], check=True, timeout=120)
+    began = time.monotonic()
+    during: list[str] = []
+    late_started = False
+    with httpx.Client(timeout=10) as client:
+        while time.monotonic() - began < OUTAGE_SECONDS:
+            roles.assert_alive()
+            for name, url in urls.items():
+                if name == "late" and not late_started:
+                    continue
+                assert client.get(url + "/v1/challenge").status_code == 200, name
+            _, otp = portal.issue_otp("P24-000123", "EPAK", issued_by="admin-epak")
+            token = client.post(urls["portal"] + "/v1/sessions/otp", json={
+                "user_id": "P24-000123", "otp": otp}).json()["token"]
+            accepted = client.post(urls["portal"] + "/v1/requests",
+                                   headers={"Authorization": f"Bearer {token}"},
+                                   json={"csr_pem": softtoken.make_csr(softtoken.new_key(),
+                                                                       "P24-000123"),
+                                         "revocation_password": "revocation pw 1",
+                                         "revocation_password_again": "revocation pw 1"})
+            assert accepted.status_code == 202, accepted.text
+            during.append(accepted.json()["request_id"])
+            if not late_started and time.monotonic() - began > 10:
+                roles.start("portal", "late",
+                            PARTNER_CA_PORTAL_LISTEN=f"fd:{sockets['late'].fileno()}")
+                until_up = time.monotonic() + 30
+                while time.monotonic() < until_up:
+                    try:
+                        if client.get(urls["late"] + "/v1/challenge").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        time.sleep(0.5)
+                late_started = True
+            time.sleep(3)
+    roles.assert_alive()  # nothing exited during the outage
+    subprocess.run(["bash", str(ROOT / "deploy/kafka/start.sh")], check=True, timeout=300,
+                   capture_output=True)
+    wait_for("every request of the outage issued", lambda: all(
+        portal.request(UUID(r)).state == "ready" for r in during), roles, timeout=300)
+    assert len(during) >= 20
+    assert "Traceback" not in roles.log("late")
+    check_consistency(portal, ca)

@@ -35,6 +35,7 @@ from adapters.compat.kafka_python import (
     request_rejoin,
 )
 from adapters.transport.kafka.envelope import MalformedMessage, decode
+from adapters.transport.kafka.outage import FailureStreak
 from adapters.transport.kafka.security import RecordVerifier, UnauthenticatedRecord
 from adapters.transport.kafka.unreadable import UNREADABLE, find_unreadable
 from ca_core.messages import Message
@@ -346,13 +347,18 @@ class KafkaInbox:
             raise RuntimeError(f"{source}: could not apply batch ending at {next_offset}") from exc
 
     def run(self, stop: threading.Event) -> None:
+        streak = FailureStreak(log, f"inbox {self.app.name}")
         while not stop.is_set() and not self.abandoned:
             try:
                 self.poll_once(timeout_ms=200)
-            except Exception:
-                log.exception("inbox %s: processing failed; retrying", self.app.name)
+                streak.succeeded()
+            except Exception as exc:  # noqa: BLE001 - the broker away, a record, a store: retry
+                streak.failed(exc)
                 stop.wait(1.0)
-                self.start_at_tracked(self.consumer.assignment())  # back to recorded positions
+                try:  # back to recorded positions
+                    self.start_at_tracked(self.consumer.assignment())
+                except Exception:  # noqa: BLE001, S110 - the next poll says what is wrong
+                    pass
 
     def close(self) -> None:
         self._nudger.stopped.set()

@@ -18,6 +18,7 @@ from eventsourcing.persistence import Tracking, TrackingRecorder
 from kafka import KafkaProducer
 
 from adapters.transport.kafka.envelope import encode
+from adapters.transport.kafka.outage import FailureStreak
 from adapters.transport.kafka.security import RecordSigner
 from ca_core.eventmodel import DomainEvent
 from ca_core.messages import Message
@@ -129,12 +130,14 @@ class KafkaRelay:
 
     def run(self, stop: threading.Event, idle_wait: float = 0.05) -> None:
         self._forget()  # another process may have published since this one last ran
+        streak = FailureStreak(log, f"relay {self.app.name}: publishing")
         while not stop.is_set():
             try:
                 if self.run_once() == 0:
                     stop.wait(idle_wait)
-            except Exception:
-                log.exception("relay %s: publishing failed; retrying", self.app.name)
+                streak.succeeded()
+            except Exception as exc:  # noqa: BLE001 - the broker away, a store: retry
+                streak.failed(exc)
                 self._forget()  # e.g. another relay recorded a position: read it again
                 stop.wait(1.0)
 
