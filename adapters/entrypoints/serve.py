@@ -461,7 +461,7 @@ def serve(role: str, settings: Settings, passphrase: str | None,
                 log.error("%s: poll() has not returned for %.0f s (kafka-python IO loop "
                           "wedged, or the broker away); starting a new consumer", name,
                           time.monotonic() - inbox.last_progress)
-                inbox.abandoned = True
+                inbox.abandon()
                 del inboxes[name]
                 _connect_inbox(name, new_inbox[name], inboxes, stop)
     for thread in threads:

@@ -360,6 +360,16 @@ class KafkaInbox:
                 except Exception:  # noqa: BLE001, S110 - the next poll says what is wrong
                     pass
 
+    def abandon(self) -> None:
+        """Give this inbox up for a new one: it stops polling, and its consumer leaves the
+        group in the background. A consumer left behind would go on heartbeating without
+        ever rejoining, and every rebalance of the group would wait for it until the
+        broker's rebalance timeout (minutes) — seen after a broker outage."""
+        self.abandoned = True
+        self._nudger.stopped.set()
+        threading.Thread(target=self.consumer.close, kwargs={"timeout_ms": 5000},
+                         daemon=True, name="kafka-close-abandoned").start()
+
     def close(self) -> None:
         self._nudger.stopped.set()
         if not self.abandoned:  # an abandoned consumer may be wedged: leave it to exit
