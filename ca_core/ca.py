@@ -11,9 +11,8 @@ from uuid import UUID, uuid4
 
 from cryptography.x509.oid import NameOID
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import Tracking
 from eventsourcing.utils import EnvType, get_topic
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from ca_core.authority import (
     AUTHORITY_ID,
@@ -34,6 +33,7 @@ from ca_core.certificate import (
     serial_hex,
 )
 from ca_core.clock import Clock, SystemClock
+from ca_core.conflicts import on_conflict
 from ca_core.crl import MAX_CRL_VALIDITY, RevokedEntry, build_crl
 from ca_core.errors import DomainError, NotFound, NotReady
 from ca_core.eventmodel import PYDANTIC_ENV, DomainEvent, read_log
@@ -64,18 +64,6 @@ RETIRE_GRACE = timedelta(hours=1)
 #: what the expiry index follows in the CA's log
 EXPIRY_TOPICS = tuple(get_topic(e) for e in EXPIRY_EVENTS)
 ISSUED_TOPIC = get_topic(Certificate.CertificateIssued)
-
-
-#: How often an Authority update is tried again when another process recorded first.
-CONFLICT_ATTEMPTS = 30
-
-
-def on_conflict() -> Retrying:
-    """Retries for an Authority update another process recorded first: the state is read
-    again each time, after a short random pause so colliding processes drift apart."""
-    return Retrying(retry=retry_if_exception_type(IntegrityError),
-                    stop=stop_after_attempt(CONFLICT_ATTEMPTS),
-                    wait=wait_random_exponential(multiplier=0.005, max=0.15), reraise=True)
 
 
 def _pem_serial(pem: str) -> str:

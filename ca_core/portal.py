@@ -28,6 +28,7 @@ from ca_core.certificate import (
     serial_hex,
 )
 from ca_core.clock import Clock, SystemClock
+from ca_core.conflicts import retried_on_conflict
 from ca_core.credentials import (
     hash_otp,
     hash_password,
@@ -248,6 +249,7 @@ class Portal(MessageDrivenApplication):
         self.status_source = status_source
 
     # -- partners (ops) ----------------------------------------------------
+    @retried_on_conflict
     def register_partner(self, user_id: str, email: str, modules: list[str],
                          language: str = "cs", registered_by: str = "") -> PartnerAccount:
         check_user_id(user_id)
@@ -262,6 +264,7 @@ class Portal(MessageDrivenApplication):
         self.save(partner)
         return partner
 
+    @retried_on_conflict
     def grant_module(self, user_id: str, module: str, granted_by: str = "") -> None:
         self._check_known_module(module)
         partner = self.partner(user_id)
@@ -277,6 +280,7 @@ class Portal(MessageDrivenApplication):
                 return self.request(ready.originator_id)
         raise NotFound(f"no certificate with serial {serial}", code="certificate-unknown")
 
+    @retried_on_conflict
     def revoke_as_operator(self, serial: str, reason: str, operator: str) -> None:
         """R10: ops revoke with an RFC 5280 reason; the CA records the operator."""
         check_operator_revocation(reason, operator)
@@ -297,6 +301,7 @@ class Portal(MessageDrivenApplication):
             raise NotFound(f"no user {user_id}", code="user-unknown") from None
 
     # -- R1 -------------------------------------------------------------------
+    @retried_on_conflict
     def issue_otp(self, user_id: str, module: str, issued_by: str) -> tuple[UUID, str]:
         """R1: a fresh OTP for a user in a module; returns (otp id, the OTP shown once)."""
         self._check_known_module(module)
@@ -338,6 +343,7 @@ class Portal(MessageDrivenApplication):
         return len(due)
 
     # -- R2 -------------------------------------------------------------------
+    @retried_on_conflict
     def login_with_otp(self, user_id: str, otp: str,
                        module: str | None = None) -> EnrollmentSession:
         """R2: user identifier + OTP open an enrollment session; 5 wrong attempts lock the OTP.
@@ -433,6 +439,7 @@ class Portal(MessageDrivenApplication):
         """The single-use pickup link's token (recomputed, never stored)."""
         return keyed_token(self.secret, "pickup", str(request_id))
 
+    @retried_on_conflict
     def pickup(self, request_id: UUID, user_id: str) -> PickedUpCertificate:
         """R4: pickup by a logged-in user (enrollment or certificate session)."""
         request = self.request(request_id)
@@ -440,6 +447,7 @@ class Portal(MessageDrivenApplication):
             raise NotFound(f"no request {request_id}", code="request-unknown")
         return self._pick_up(request, via="session")
 
+    @retried_on_conflict
     def pickup_with_link(self, request_id: UUID, token: str) -> PickedUpCertificate:
         """R4: pickup by the emailed single-use link."""
         if not same_token(token, self.pickup_token(request_id)):
@@ -604,6 +612,7 @@ class Portal(MessageDrivenApplication):
                                   code="renewal-limit")
 
     # -- R9 -------------------------------------------------------------------
+    @retried_on_conflict
     def revoke(self, session: CertificateSession, revocation_password: str,
                reason: str = "unspecified") -> None:
         """R9: the logged-in user revokes with the revocation password; the CA is asked."""
@@ -619,6 +628,7 @@ class Portal(MessageDrivenApplication):
         request.submit_revocation(reason, f"user:{session.user_id}", now)
         self.save(request)
 
+    @retried_on_conflict
     def unlock_revocation(self, serial: str, operator: str) -> bool:
         """Ops lift a revocation-password lock (R9); False if there was nothing to lift."""
         if not operator.strip():
@@ -635,6 +645,7 @@ class Portal(MessageDrivenApplication):
         self.save(PortalSession.open(session_id, user_id, kind, module, serial,
                                      self.clock.now(), self.rules.session_lifetime))
 
+    @retried_on_conflict
     def end_session(self, session_id: str, by: str) -> bool:
         """Logout, or ops ending one session: refused from now on by every portal process."""
         found = self._find(PortalSession.id_for(session_id))
@@ -644,6 +655,7 @@ class Portal(MessageDrivenApplication):
         self.save(found)
         return True
 
+    @retried_on_conflict
     def end_sessions(self, user_id: str, by: str) -> None:
         """Ops: end every session of a user opened until now."""
         partner = self.partner(user_id)

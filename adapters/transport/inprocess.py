@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 from eventsourcing.persistence import IntegrityError, Tracking
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from ca_core.conflicts import on_conflict
 from ca_core.eventmodel import DomainEvent
 from ca_core.messages import (
     CA_MESSAGE_TOPICS,
@@ -24,9 +24,6 @@ from ca_core.messages import (
     portal_message,
 )
 from ca_core.processing import MessageDrivenApplication
-
-#: How often a page is tried again when another process on the same stores recorded first.
-CONFLICT_ATTEMPTS = 30
 
 
 class InProcessTransport:
@@ -55,10 +52,7 @@ class InProcessTransport:
         to_message: Callable[[DomainEvent], Message | None],
     ) -> int:
         """Deliver one page of the source's log as one batch, tracked by its last position."""
-        retrying = Retrying(retry=retry_if_exception_type(IntegrityError),
-                            stop=stop_after_attempt(CONFLICT_ATTEMPTS),
-                            wait=wait_random_exponential(multiplier=0.005, max=0.15),
-                            reraise=True)
+        retrying = on_conflict()  # another process on the same stores recorded first
         while True:
             delivered = retrying(self._forward_once, source, target, topics, to_message)
             if delivered is not None:

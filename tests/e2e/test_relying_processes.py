@@ -77,6 +77,10 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
     for sock in sockets.values():
         sock.close()  # the servers hold them now
     try:
+        # up before any test stops them: the CRL role starts itself again without the OCSP
+        # key passphrase (not its secret), and a SIGTERM before that is done ends it hard
+        until(lambda: _up(f"http://127.0.0.1:{ocsp_port}/ocsp/")
+              and _up(f"http://127.0.0.1:{crl_port}/ca/issuing.cer"), "both servers")
         yield Processes(ca_env, relying, f"http://127.0.0.1:{ocsp_port}",
                         f"http://127.0.0.1:{crl_port}",
                         {role: proc.pid for role, proc in started.items()}, me)

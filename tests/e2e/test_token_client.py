@@ -50,7 +50,9 @@ def test_manual_with_a_token_against_serve_on_postgres_and_kafka(
            "PARTNER_CA_OCSP_LISTEN": f"fd:{ocsp.fileno()}", "PARTNER_CA_OCSP_WORKERS": "1",
            "PARTNER_CA_OCSP_URL": f"http://127.0.0.1:{ocsp_port}/ocsp", "COLUMNS": "250",
            "PARTNER_CA_CLIENT_STATE_DIR": str(tmp_path / "client-state"),
-           "PARTNER_CA_AUDIT_CHECKPOINT_SECONDS": "1"}
+           "PARTNER_CA_AUDIT_CHECKPOINT_SECONDS": "1",
+           # the audit key's own passphrase: the portal signs its heads without the CA's
+           "PARTNER_CA_AUDIT_KEY_PASSPHRASE": "audit key passphrase 1"}
     roles.env = env
     try:
         for role in ("ca", "portal", "ocsp"):
