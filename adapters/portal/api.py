@@ -11,7 +11,6 @@ pickup). The OpenAPI description is served at ``/openapi.json`` (docs at
 # endpoints' annotations, which name functions local to the route builders.
 
 
-import asyncio
 import base64
 import binascii
 import ipaddress
@@ -36,11 +35,11 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
 from adapters.portal.ops_auth import OpsIdentity, OpsTokens
+from adapters.portal.refusal import floored_login
 from adapters.portal.web import STATIC, error_page, is_page, web_routes
 from ca_core.certificate import RevocationReason, parse_serial
 from ca_core.errors import (
@@ -528,13 +527,9 @@ def _partner_routes(portal: Portal, sessions: Sessions,
         a registered user's wrong OTP records an attempt (a write) and an unknown id has
         nothing to record, so without the floor the answer's time would tell them apart.
         The wait is asynchronous: waiting refusals hold no worker thread."""
-        began = time.monotonic()
-        try:
-            found = await run_in_threadpool(portal.login_with_otp, body.user_id, body.otp,
-                                            body.module)
-        except DomainError:
-            await asyncio.sleep(max(0.0, began + otp_refusal_seconds - time.monotonic()))
-            raise
+        found = await floored_login(
+            lambda: portal.login_with_otp(body.user_id, body.otp, body.module),
+            otp_refusal_seconds)
         token = sessions.open({"k": "enrollment", "u": found.user_id, "m": found.module,
                                 "o": str(found.otp_id)})
         return SessionOut(token=token, kind="enrollment", user_id=found.user_id,

@@ -15,7 +15,6 @@ scanner that fetches links does not use it up. Czech by default, English with
 
 # No ``from __future__ import annotations``: FastAPI reads the endpoints' annotations.
 
-import asyncio
 import csv
 import io
 import secrets
@@ -36,6 +35,7 @@ from starlette.datastructures import UploadFile
 
 from adapters.audit.history import HistoryIndex
 from adapters.portal.ops_auth import OpsIdentity, OpsTokens
+from adapters.portal.refusal import bare, floored_login, no_sooner_than
 from adapters.portal.texts import LANGUAGES, TEXTS, text
 from ca_core.certificate import RevocationReason, parse_serial
 from ca_core.credentials import keyed_token, same_token
@@ -213,17 +213,20 @@ def web_routes(portal: Portal, sessions: Any, ops_tokens: OpsTokens | None,
     async def login_otp(request: Request) -> Response:
         page = page_of(request)
         began = time.monotonic()
+        refusal: DomainError | None = None
         try:
             sessions.check_address(request)
             form = await form_of(request, page)
             module = str(form.get("module") or "") or None
-            found = await run_in_threadpool(portal.login_with_otp,
-                                            str(form.get("user_id", ""))[:64],
-                                            str(form.get("otp", ""))[:64], module)
-        except DomainError as exc:
             # the same floor as the API: known and unknown user ids answer alike
-            await asyncio.sleep(max(0.0, began + otp_refusal_seconds - time.monotonic()))
-            return problem(page, "login.html", exc, tab="software",
+            found = await floored_login(lambda: portal.login_with_otp(
+                str(form.get("user_id", ""))[:64], str(form.get("otp", ""))[:64], module),
+                otp_refusal_seconds, began)
+        except DomainError as exc:
+            refusal = bare(exc)
+        if refusal is not None:
+            refusal = await no_sooner_than(began, otp_refusal_seconds, refusal)
+            return problem(page, "login.html", refusal, tab="software",
                            modules=portal.rules.modules, message=None)
         token = await run_in_threadpool(sessions.open, {
             "k": "enrollment", "u": found.user_id, "m": found.module, "o": str(found.otp_id)})
