@@ -22,6 +22,8 @@ HEADER_SECONDS = 10.0
 BODY_SECONDS = 30.0
 #: connections (and tasks) one listener process holds; over it, new ones get 503
 MAX_CONNECTIONS = 2000
+#: seconds a listener waits on SIGTERM for requests in flight before it closes them
+GRACEFUL_SECONDS = 5
 
 
 class DeadlineProtocol(HttpToolsProtocol):
@@ -82,6 +84,8 @@ def bounded_config(app: Any, header_seconds: float = HEADER_SECONDS,
     bound on connections, the access log off (URLs carry pickup tokens)."""
     options.setdefault("log_level", "warning")
     options.setdefault("access_log", False)
+    # a SIGTERM ends the listener within this many seconds, whatever its connections do
+    options.setdefault("timeout_graceful_shutdown", GRACEFUL_SECONDS)
     return uvicorn.Config(app, http=deadline_protocol(header_seconds, body_seconds),
                           limit_concurrency=max_connections, **options)
 

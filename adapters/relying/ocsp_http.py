@@ -563,6 +563,10 @@ def serve_ocsp(settings: Settings, stop: threading.Event) -> None:
             os.kill(process.pid, signal.SIGTERM)
     for process in workers:
         process.join(timeout=10)
+        if process.is_alive():  # read-only: nothing of it needs saving; the role must end
+            log.warning("OCSP worker %s did not stop in 10 s; killing it", process.pid)
+            process.kill()
+            process.join(timeout=5)
     ca.close()
     if metrics_dir is not None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
