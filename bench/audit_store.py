@@ -39,10 +39,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from adapters.audit.replay import replay, total_positions
 from adapters.audit.tree_heads import audit_key, checkpoint, verify
-from adapters.ca.publishing import maintain_ocsp
+from adapters.ca.publishing import ocsp_publisher_of
 from adapters.client import softtoken
 from adapters.entrypoints.bootstrap import build_ca, build_portal
-from adapters.relying.ocsp_http import ocsp_responder
 from adapters.settings import Settings
 from adapters.storage.migrate import apply_migrations
 from adapters.storage.persistence import status_view
@@ -126,7 +125,7 @@ def build_store(settings: Settings, events: int) -> None:
         catch_up(RevocationStatusProjection(status_view(settings.store_url("ca"),
                                                         settings.data_dir)), ca)
     with console.status("live OCSP store (pre-signing every response) …"):
-        maintain_ocsp(ocsp_responder(ca, settings), ca)
+        ocsp_publisher_of(ca, settings).step()
     console.print(f"live views built in {time.perf_counter() - started:.1f} s")
     key = audit_key(ca.keys, settings.data_dir / "keys" / "audit.pub.pem")  # type: ignore[arg-type]
     checkpoint(ca, key, published=settings.data_dir / "audit" / "heads.jsonl")

@@ -48,10 +48,9 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from adapters.ca.publishing import maintain_ocsp
+from adapters.ca.publishing import ocsp_publisher_of
 from adapters.client import softtoken
 from adapters.entrypoints.bootstrap import build_ca
-from adapters.relying.ocsp_http import ocsp_responder
 from adapters.settings import Settings
 from adapters.storage.persistence import status_view
 from ca_core.clock import SystemClock
@@ -143,10 +142,9 @@ def _certificates(ca: object) -> list[tuple[int, object]]:
 
 def presign(settings: Settings) -> None:
     ca = build_ca(settings, SystemClock(), PASSPHRASE)
-    responder = ocsp_responder(ca, settings)
     started = time.perf_counter()
     with console.status("pre-signing OCSP responses (SHA-1 and SHA-256 CertIDs) …"):
-        count = maintain_ocsp(responder, ca)
+        count = ocsp_publisher_of(ca, settings).step()
     console.print(f"pre-signed {count} certificates' responses in "
                   f"{time.perf_counter() - started:.1f} s")
     ca.close()

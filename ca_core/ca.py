@@ -45,8 +45,8 @@ from ca_core.partner import check_user_id
 from ca_core.policy import IssuancePolicy
 from ca_core.ports import KeyStore
 from ca_core.processing import Batch, MessageDrivenApplication
+from ca_core.signatures import SigningKey
 from ca_core.x509profile import (
-    SigningKey,
     build_end_entity,
     build_issuing,
     build_root,

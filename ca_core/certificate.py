@@ -44,6 +44,9 @@ class RevocationReason(StrEnum):
 
 #: the reasons as strings, in RFC order (for help texts and random tests)
 REVOCATION_REASONS = tuple(reason.value for reason in RevocationReason)
+#: the reasons a partner may give for their own certificate (R9); ``privilegeWithdrawn`` is
+#: the registration authority's to state (R10), never the holder's
+PARTNER_REVOCATION_REASONS = tuple(r for r in REVOCATION_REASONS if r != "privilegeWithdrawn")
 
 
 class RevocationRefused(DomainError):
@@ -59,6 +62,17 @@ def check_revocation_reason(reason: str) -> RevocationReason:
             f"unknown revocation reason {reason!r}; use one of: {', '.join(REVOCATION_REASONS)}",
             code="revocation-reason-invalid",
         ) from None
+
+
+def check_partner_revocation_reason(reason: str) -> RevocationReason:
+    """R9: a partner revoking their own certificate gives one of the partner's reasons — the
+    one check, for the API, the pages and any other client."""
+    checked = check_revocation_reason(reason)
+    if checked.value not in PARTNER_REVOCATION_REASONS:
+        raise RevocationRefused(
+            f"{reason!r} is not a reason a certificate holder can give; use one of: "
+            f"{', '.join(PARTNER_REVOCATION_REASONS)}", code="revocation-reason-invalid")
+    return checked
 
 
 def check_operator_revocation(reason: str, operator: str) -> RevocationReason:
@@ -339,5 +353,28 @@ def deciding_event(events: Iterable[Any], at: datetime) -> tuple[CertificateStat
         elif isinstance(fact, Certificate.CertificateRevoked):
             status, reason, cause = CertificateStatus.REVOKED, fact.reason, fact
         elif isinstance(fact, Certificate.CertificateExpired):
+            status, cause = CertificateStatus.EXPIRED, fact
+    return effective_status(status, not_after, at), reason, cause
+
+
+def deciding_portal_event(events: Iterable[Any], serial: str, at: datetime
+                          ) -> tuple[CertificateStatus, str | None, Any | None]:
+    """The same decision from what the portal recorded of a certificate (its request's
+    ``CertificateReady``, ``RevocationConfirmed``, ``ExpiryNoted``), for a reader without the
+    CA's log: (status, reason, the event that decided it) at ``at``."""
+    status: str = CertificateStatus.UNKNOWN
+    reason: str | None = None
+    cause: Any = None
+    not_after: datetime | None = None
+    for fact in events:
+        if fact.timestamp > at or getattr(fact, "serial", None) != serial:
+            continue
+        kind = type(fact).__name__
+        if kind == "CertificateReady":
+            status, cause, not_after = CertificateStatus.GOOD, fact, getattr(
+                fact, "not_after", None)
+        elif kind == "RevocationConfirmed":
+            status, reason, cause = CertificateStatus.REVOKED, getattr(fact, "reason", None), fact
+        elif kind == "ExpiryNoted":
             status, cause = CertificateStatus.EXPIRED, fact
     return effective_status(status, not_after, at), reason, cause

@@ -20,8 +20,9 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ca_core.certificate import CertificateStatus, RevocationReason, serial_hex
-from ca_core.crl import _tlv
-from ca_core.x509profile import SigningKey, _aki, _hash_for, new_serial
+from ca_core.der import generalized_time, integer, tlv
+from ca_core.signatures import SigningKey, hash_for, verifies
+from ca_core.x509profile import authority_key_id, new_serial
 
 #: CertID hash algorithms answered (RFC 5019 requires SHA-1; SHA-256 is what newer clients send).
 HASHES: dict[str, hashes.HashAlgorithm] = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}  # noqa: S303 - OCSP CertID, not a signature
@@ -93,8 +94,8 @@ def build_ocsp_signer(issuer_key: SigningKey, issuer: x509.Certificate, key: Sig
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
         .add_extension(x509.OCSPNoCheck(), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(_aki(issuer), critical=False)
-        .sign(issuer_key, _hash_for(issuer_key))
+        .add_extension(authority_key_id(issuer), critical=False)
+        .sign(issuer_key, hash_for(issuer_key))
     )
 
 
@@ -165,9 +166,9 @@ class _Template:
     tail: bytes  # signatureAlgorithm is added per key; certs [0] EXPLICIT { signer }
 
 
-_ECDSA_SHA256 = _tlv(0x30, bytes.fromhex("06082a8648ce3d040302"))  # ecdsa-with-SHA256
-_ALGORITHM_IDS = {"sha1": _tlv(0x30, bytes.fromhex("06052b0e03021a") + b"\x05\x00"),
-                  "sha256": _tlv(0x30, bytes.fromhex("0609608648016503040201") + b"\x05\x00")}
+_ECDSA_SHA256 = tlv(0x30, bytes.fromhex("06082a8648ce3d040302"))  # ecdsa-with-SHA256
+_ALGORITHM_IDS = {"sha1": tlv(0x30, bytes.fromhex("06052b0e03021a") + b"\x05\x00"),
+                  "sha256": tlv(0x30, bytes.fromhex("0609608648016503040201") + b"\x05\x00")}
 _NONCE_OID = bytes.fromhex("06092b0601050507300102")
 _BASIC = bytes.fromhex("06092b0601050507300101")  # id-pkix-ocsp-basic
 
@@ -179,9 +180,9 @@ def _template(certificate_der: bytes, issuer_der: bytes, algorithm: str) -> _Tem
     name_hash, key_hash = issuer_hashes(issuer, algorithm)
     by_key = x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest
     return _Template(
-        responder_id=_tlv(0xA2, _tlv(0x04, by_key)),
-        cert_id_prefix=_ALGORITHM_IDS[algorithm] + _tlv(0x04, name_hash) + _tlv(0x04, key_hash),
-        tail=_tlv(0xA0, _tlv(0x30, certificate_der)))
+        responder_id=tlv(0xA2, tlv(0x04, by_key)),
+        cert_id_prefix=_ALGORITHM_IDS[algorithm] + tlv(0x04, name_hash) + tlv(0x04, key_hash),
+        tail=tlv(0xA0, tlv(0x30, certificate_der)))
 
 
 _BY_SIGNER: dict[tuple[int, str], tuple[x509.Certificate, x509.Certificate, _Template]] = {}
@@ -202,10 +203,6 @@ def _template_for(signer: Signer, algorithm: str) -> _Template:
     return template
 
 
-def _gtime(moment: datetime) -> bytes:
-    return _tlv(0x18, moment.strftime("%Y%m%d%H%M%SZ").encode())
-
-
 def _signed_fast(signer: Signer, answer: Answer, algorithm: str, this_update: datetime,
                  next_update: datetime, nonce: bytes | None) -> bytes:
     """The same DER as cryptography's OCSPResponseBuilder (a test compares the two byte for
@@ -214,27 +211,26 @@ def _signed_fast(signer: Signer, answer: Answer, algorithm: str, this_update: da
     CA signs two responses for every certificate it issues or revokes."""
     t = _template_for(signer, algorithm)
     serial = int(answer.serial, 16)
-    cert_id = _tlv(0x30, t.cert_id_prefix + _tlv(0x02, serial.to_bytes(
-        (serial.bit_length() + 8) // 8, "big")))
+    cert_id = tlv(0x30, t.cert_id_prefix + integer(serial))
     if answer.status == CertificateStatus.REVOKED:
-        revoked_info = _gtime((answer.revoked_at or this_update).replace(microsecond=0))
+        revoked_info = generalized_time((answer.revoked_at or this_update).replace(microsecond=0))
         if answer.reason in tuple(RevocationReason):
-            revoked_info += _tlv(0xA0, _tlv(0x0A, bytes((RevocationReason(answer.reason).code,))))
-        status = _tlv(0xA1, revoked_info)
+            revoked_info += tlv(0xA0, tlv(0x0A, bytes((RevocationReason(answer.reason).code,))))
+        status = tlv(0xA1, revoked_info)
     else:
         status = b"\x80\x00"  # good: [0] IMPLICIT NULL
-    moment = _gtime(this_update.replace(microsecond=0))
-    single = _tlv(0x30, cert_id + status + moment + _tlv(0xA0, _gtime(
+    moment = generalized_time(this_update.replace(microsecond=0))
+    single = tlv(0x30, cert_id + status + moment + tlv(0xA0, generalized_time(
         next_update.replace(microsecond=0))))
     extensions = b""
     if nonce is not None:
-        extensions = _tlv(0xA1, _tlv(0x30, _tlv(0x30, _NONCE_OID + _tlv(0x04, _tlv(0x04,
+        extensions = tlv(0xA1, tlv(0x30, tlv(0x30, _NONCE_OID + tlv(0x04, tlv(0x04,
                                                                                  nonce)))))
-    tbs = _tlv(0x30, t.responder_id + moment + _tlv(0x30, single) + extensions)
+    tbs = tlv(0x30, t.responder_id + moment + tlv(0x30, single) + extensions)
     assert isinstance(signer.key, ec.EllipticCurvePrivateKey)
     signature = signer.key.sign(tbs, ec.ECDSA(hashes.SHA256()))
-    basic = _tlv(0x30, tbs + _ECDSA_SHA256 + _tlv(0x03, b"\x00" + signature) + t.tail)
-    return _tlv(0x30, b"\x0a\x01\x00" + _tlv(0xA0, _tlv(0x30, _BASIC + _tlv(0x04, basic))))
+    basic = tlv(0x30, tbs + _ECDSA_SHA256 + tlv(0x03, b"\x00" + signature) + t.tail)
+    return tlv(0x30, b"\x0a\x01\x00" + tlv(0xA0, tlv(0x30, _BASIC + tlv(0x04, basic))))
 
 
 def sign_response(signer: Signer, answer: Answer, algorithm: str, this_update: datetime,
@@ -338,19 +334,6 @@ def stored_response_findings(der: bytes, algorithm: str, expected: Answer,
 
 
 def _signed_by(response: ocsp.OCSPResponse, signer: x509.Certificate) -> bool:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-
-    public = signer.public_key()
     algorithm = response.signature_hash_algorithm
-    try:
-        if isinstance(public, ec.EllipticCurvePublicKey) and algorithm is not None:
-            public.verify(response.signature, response.tbs_response_bytes, ec.ECDSA(algorithm))
-        elif isinstance(public, rsa.RSAPublicKey) and algorithm is not None:
-            public.verify(response.signature, response.tbs_response_bytes, padding.PKCS1v15(),
-                          algorithm)
-        else:
-            return False
-    except InvalidSignature:
-        return False
-    return True
+    return algorithm is not None and bool(verifies(
+        signer.public_key(), response.signature, response.tbs_response_bytes, algorithm))

@@ -12,8 +12,6 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import event
 from eventsourcing.persistence import IntegrityError
@@ -23,7 +21,7 @@ from ca_core import messages as m
 from ca_core.certificate import (
     CertificateStatus,
     check_operator_revocation,
-    check_revocation_reason,
+    check_partner_revocation_reason,
     effective_status,
     serial_hex,
 )
@@ -62,6 +60,7 @@ from ca_core.request import (
     check_revocation_passwords,
     renewed_still_valid,
 )
+from ca_core.signatures import verifies
 from ca_core.x509profile import subject_identity
 
 _WRONG_OTP = "the user identifier or one-time password is wrong"
@@ -434,6 +433,14 @@ class Portal(MessageDrivenApplication):
         except AggregateNotFoundError:
             raise NotFound(f"no request {request_id}", code="request-unknown") from None
 
+    def owned_request(self, request_id: UUID, user_id: str) -> CertificateRequest:
+        """A request as its own user sees it: another user's answers exactly as an unknown
+        one (no answer tells which request ids exist). The one ownership check."""
+        request = self.request(request_id)
+        if request.user_id != user_id:
+            raise NotFound(f"no request {request_id}", code="request-unknown")
+        return request
+
     # -- R4 -------------------------------------------------------------------
     def pickup_token(self, request_id: UUID) -> str:
         """The single-use pickup link's token (recomputed, never stored)."""
@@ -442,10 +449,7 @@ class Portal(MessageDrivenApplication):
     @retried_on_conflict
     def pickup(self, request_id: UUID, user_id: str) -> PickedUpCertificate:
         """R4: pickup by a logged-in user (enrollment or certificate session)."""
-        request = self.request(request_id)
-        if request.user_id != user_id:
-            raise NotFound(f"no request {request_id}", code="request-unknown")
-        return self._pick_up(request, via="session")
+        return self._pick_up(self.owned_request(request_id, user_id), via="session")
 
     @retried_on_conflict
     def pickup_with_link(self, request_id: UUID, token: str) -> PickedUpCertificate:
@@ -616,7 +620,7 @@ class Portal(MessageDrivenApplication):
     def revoke(self, session: CertificateSession, revocation_password: str,
                reason: str = "unspecified") -> None:
         """R9: the logged-in user revokes with the revocation password; the CA is asked."""
-        check_revocation_reason(reason)
+        check_partner_revocation_reason(reason)
         request = self.request(session.request_id)
         now = self.clock.now()
         if not request.check_revocation_password(revocation_password, now,
@@ -803,14 +807,9 @@ class Portal(MessageDrivenApplication):
 
 
 def _verify_signature(cert: x509.Certificate, data: bytes, signature: bytes) -> None:
-    key = cert.public_key()
-    try:
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
-        elif isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            raise LoginRefused("unsupported certificate key", code="certificate-key-unsupported")
-    except InvalidSignature:
+    checked = verifies(cert.public_key(), signature, data)
+    if checked is None:
+        raise LoginRefused("unsupported certificate key", code="certificate-key-unsupported")
+    if not checked:
         raise ChallengeRefused("the challenge signature does not verify with the certificate's "
-                               "key", code="challenge-signature-invalid") from None
+                               "key", code="challenge-signature-invalid")

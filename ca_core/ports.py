@@ -8,7 +8,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
-from ca_core.x509profile import SigningKey
+from ca_core.signatures import SigningKey
 
 
 class KeyStore(Protocol):

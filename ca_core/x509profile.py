@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import (
     AuthorityInformationAccessOID,
@@ -19,8 +19,8 @@ from cryptography.x509.oid import (
 )
 
 from ca_core.policy import IssuancePolicy
+from ca_core.signatures import SigningKey, hash_for
 
-SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 SERIAL_BYTES = 16
 
 
@@ -41,12 +41,6 @@ def one_year_after(start: datetime) -> datetime:
     except ValueError:  # 29 February
         anniversary = start.replace(year=start.year + 1, day=28) + timedelta(days=1)
     return anniversary - timedelta(seconds=1)
-
-
-def _hash_for(key: SigningKey) -> hashes.SHA256 | hashes.SHA384:
-    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
-        return hashes.SHA384()
-    return hashes.SHA256()
 
 
 def ca_name(common_name: str, organization: str, country: str) -> x509.Name:
@@ -95,7 +89,7 @@ def build_root(key: SigningKey, name: x509.Name, now: datetime, years: int = 20)
         .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
         .add_extension(_ca_key_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .sign(key, _hash_for(key))
+        .sign(key, hash_for(key))
     )
 
 
@@ -120,9 +114,9 @@ def build_issuing(
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_ca_key_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(_aki(root), critical=False)
+        .add_extension(authority_key_id(root), critical=False)
         .add_extension(_policies(policy), critical=False)
-        .sign(root_key, _hash_for(root_key))
+        .sign(root_key, hash_for(root_key))
     )
 
 
@@ -153,7 +147,7 @@ def build_end_entity(
         .add_extension(_crl_distribution_points(policy.crl_url_for(serial)), critical=False)
         .add_extension(aia, critical=False)
         .add_extension(policies, critical=False)
-        .sign(issuer_key, _hash_for(issuer_key))
+        .sign(issuer_key, hash_for(issuer_key))
     )
 
 
@@ -180,7 +174,7 @@ def _issuer_extensions(issuer: x509.Certificate, policy: IssuancePolicy) -> tupl
         x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
                                x509.UniformResourceIdentifier(policy.ca_issuers_url)),
     ])
-    return _aki(issuer), aia, _policies(policy)
+    return authority_key_id(issuer), aia, _policies(policy)
 
 
 @lru_cache(maxsize=256)
@@ -203,7 +197,7 @@ def _policies(policy: IssuancePolicy) -> x509.CertificatePolicies:
     return x509.CertificatePolicies([x509.PolicyInformation(oid, None)])
 
 
-def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+def authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
     ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from eventsourcing.application import AggregateNotFoundError
 
+from adapters.periodic import run_periodically
 from adapters.storage.logreader import originator_bytes, records
 from ca_core import merkle
 from ca_core.clock import Clock, SystemClock
@@ -376,14 +377,14 @@ def run_checkpoints(app: Any, keys: KeyStore, data_dir: Path, interval: float,
     hashes are kept between runs, so each run reads only the new records."""
     key = audit_key(keys, data_dir / "keys" / "audit.pub.pem")
     leaves: list[bytes] = []
-    while not stop.wait(interval):
-        try:
-            size = checkpoint(app, key, published=data_dir / "audit" / "heads.jsonl",
-                              leaves=leaves)
-            log.debug("%s: tree head over %d events", app.name, size)
-        except Exception:
-            log.exception("%s: tree head not signed; will try again", app.name)
-            leaves = []  # start over from the store
+
+    def step() -> None:
+        size = checkpoint(app, key, published=data_dir / "audit" / "heads.jsonl",
+                          leaves=leaves)
+        log.debug("%s: tree head over %d events", app.name, size)
+
+    run_periodically(f"{app.name}: signing a tree head", step, stop, log, interval=interval,
+                     first_wait=interval, on_failure=leaves.clear)  # start over from the store
 
 
 def _topic() -> str:

@@ -42,7 +42,7 @@ from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
 from adapters.ca.keystore import KeyStoreError
 from adapters.compat.python_pkcs11 import initialise_for_threads
-from ca_core.x509profile import SigningKey
+from ca_core.signatures import SigningKey
 
 CURVES = {"secp256r1": ec.SECP256R1(), "secp384r1": ec.SECP384R1()}
 #: every call into a PKCS#11 library without OS locking holds it (see the module text)

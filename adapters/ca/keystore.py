@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from ca_core.errors import DomainError
 from ca_core.ports import KeyStore
-from ca_core.x509profile import SigningKey
+from ca_core.signatures import SigningKey
 
 KDF_ITERATIONS = 600_000  # PBKDF2-HMAC-SHA256, OWASP Password Storage Cheat Sheet (2023)
 

@@ -18,49 +18,18 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
+from adapters.ca.ocsp_signing import OcspPublisher, ocsp_publisher
 from adapters.observability import CRLS
-from adapters.relying.ocsp_http import SignerCache, ocsp_responder
+from adapters.periodic import run_periodically
 from adapters.settings import Settings
 from adapters.storage.crl_files import CrlFile, CrlFiles, served_crl, write_crls
 from adapters.storage.persistence import status_view
 from ca_core.authority import for_generation
 from ca_core.ca import CertificateAuthority, PublishedCrls
-from ca_core.certificate import serial_hex
-from ca_core.errors import DomainError
-from projections.ocsp import CA_PREFIX
 from projections.status import RevocationStatusProjection, catch_up
 
 log = logging.getLogger("partner_ca.publishing")
-
-
-def maintain_ocsp(responder: Any, ca: CertificateAuthority,
-                  root_validity: timedelta | None = None) -> int:
-    """One OCSP publishing step for ``responder``'s store: rotate the signers if due, sign
-    what is new, refresh what is old. Needs the issuing keys; the root key only to refresh
-    the root's answers about the issuing CAs — while it is offline that is skipped (with a
-    warning saying until when the current answers hold) and everything else goes on."""
-    signers = responder.projection.signer
-    if isinstance(signers, SignerCache):
-        signers.rotate()
-    responder.reload_issuers()
-    done: int = responder.projection.catch_up(ca)
-    for issuer in responder.issuers.values():
-        serial = serial_hex(issuer.serial_number)
-        try:
-            done += responder.projection.refresh_issuing_ca(serial, ca.root_signer,
-                                                            root_validity)
-        except DomainError as exc:
-            row = responder.store.get(CA_PREFIX + serial)
-            log.warning("the root key is not at hand (%s), so its OCSP answer about issuing "
-                        "CA %s is not renewed; %s — run 'partner-ca ca sign-root-answers' "
-                        "with the root token", exc.code, serial,
-                        f"the current one holds until {row.next_update.isoformat()}" if row
-                        else "there is none yet")
-    while (refreshed := responder.projection.refresh()) > 0:
-        done += refreshed
-    return done
 
 
 @dataclass(frozen=True)
@@ -157,6 +126,13 @@ class CrlPublisher:
         return False
 
 
+def ocsp_publisher_of(ca: CertificateAuthority, settings: Settings) -> OcspPublisher:
+    """The CA's OCSP publisher as the settings describe it."""
+    return ocsp_publisher(ca, settings.store_url("ca"), settings.data_dir,
+                          settings.ocsp_validity_hours, settings.ocsp_signer_days,
+                          settings.ocsp_signer_renew_days)
+
+
 def crl_publisher(ca: CertificateAuthority, settings: Settings) -> CrlPublisher:
     status = RevocationStatusProjection(status_view(settings.store_url("ca"), settings.data_dir))
     return CrlPublisher(ca, status, served_crl(settings.data_dir),
@@ -169,15 +145,15 @@ class CaPublishing:
 
     def __init__(self, ca: CertificateAuthority, settings: Settings) -> None:
         self.ca = ca
-        self.ocsp = ocsp_responder(ca, settings)
+        self.ocsp: OcspPublisher = ocsp_publisher_of(ca, settings)
         self.crl = crl_publisher(ca, settings)
         self.root_validity = timedelta(days=settings.root_ocsp_days)
 
     def step(self) -> None:
-        maintain_ocsp(self.ocsp, self.ca, self.root_validity)
+        self.ocsp.step(self.root_validity)
         self.crl.tick()
         if self.ca.retire_due():  # its last certificate expired: no CRL or OCSP any more
-            maintain_ocsp(self.ocsp, self.ca, self.root_validity)
+            self.ocsp.step(self.root_validity)
 
 
 def publish_now(ca: CertificateAuthority, settings: Settings) -> None:
@@ -199,14 +175,15 @@ def run_publishing(ca: CertificateAuthority, settings: Settings,
     publishing = CaPublishing(ca, settings)
     channel = getattr(ca.recorder, "channel_name", "")  # eventsourcing's PostgreSQL recorder
     wakeups = Wakeups(settings.store_url("ca") if channel else "", channel, stop)
+    def step() -> float:
+        try:
+            publishing.step()
+        finally:
+            woken = wakeups.wait(settings.relying_poll_seconds)
+        return MIN_STEP_SECONDS if woken else 0.0  # a burst of commits: one step for all
+
     try:
-        while not stop.is_set():
-            try:
-                publishing.step()
-            except Exception:
-                log.exception("OCSP/CRL publishing failed; will try again")
-            if wakeups.wait(settings.relying_poll_seconds):
-                stop.wait(MIN_STEP_SECONDS)  # a burst of commits: one step for all of it
+        run_periodically("OCSP/CRL publishing", step, stop, log)
     finally:
         wakeups.close()
 

@@ -2,16 +2,17 @@
 
 - ``io_wakeup``: kafka-python 3.0.12 can lose a cross-thread wake-up, and its IO thread then
   sits in select() with no timeout while ``poll()`` waits on it
-  (adapters/transport/kafka/inbox.py nudges it).
+  (adapters/transport/kafka/consumer.py nudges it).
 - ``rebalancing`` (from the public ``KafkaConsumer.group_metadata()``) and ``finish_join``
   (``KafkaConsumer._coordinator.poll``): a group join that several short ``poll()`` calls time
   out on may never complete — the member stays "rebalancing" with no partitions (reproduced
-  in tests/integration/test_kafka_groups.py). So while a rebalance is under way the inbox
-  drives the join alone with a long timeout, which returns as soon as the member has its
-  assignment (a long ``poll()`` would also wait for records that may not come).
+  in tests/integration/test_kafka_groups.py). So while a rebalance is under way our
+  consumer (adapters/transport/kafka/consumer.py) drives the join alone with a long timeout,
+  which returns as soon as the member has its assignment (a long ``poll()`` would also
+  wait for records that may not come).
 - ``join_abandoned`` / ``request_rejoin`` (``_coordinator._join_task``, ``request_rejoin``):
   a join that started inside a short ``poll()`` and finished after it returned is never
-  applied; the inbox then asks for a new join at once instead of waiting for its 30 s
+  applied; the consumer then asks for a new join at once instead of waiting for its 30 s
   stuck-rebalance watchdog.
 - ``discard_failed_fetch`` (``_fetcher._next_partition_records`` and its siblings): when
   parsing a partition's fetched records raises (a record kafka-python cannot decode), the
@@ -51,7 +52,7 @@ def rebalancing(consumer: Any) -> bool:
 
 def needs_join(consumer: Any) -> bool:
     """Whether the next poll would (re)join the group (``_coordinator.need_rejoin()``): the
-    inbox then joins with ``finish_join`` first, so no short poll times out mid-join."""
+    consumer then joins with ``finish_join`` first, so no short poll times out mid-join."""
     return bool(consumer._coordinator.need_rejoin())
 
 

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from adapters.compat.kafka_python import quiet_missing_topics
 from adapters.entrypoints.bootstrap import build_ca, build_portal, make_clock
+from adapters.periodic import run_periodically
 from adapters.settings import Settings
 from adapters.storage.migrate import apply_migrations
 from adapters.storage.persistence import opening as open_retrying
@@ -57,18 +58,13 @@ EMBEDDED_ROLES = ("portal", "all", "portal-api", "notifier", "ca")
 
 
 def _expiry_loop(ca: CertificateAuthority, interval: float) -> Callable[[threading.Event], None]:
-    def run(stop: threading.Event) -> None:
-        while not stop.wait(interval):
-            try:
-                expired = ca.expire_due()
-                if expired:
-                    log.info("recorded %d expiries", len(expired))
-            except Exception:
-                log.exception("expiry run failed; will try again")
-    return run
+    def step() -> None:
+        expired = ca.expire_due()
+        if expired:
+            log.info("recorded %d expiries", len(expired))
 
-
-WEDGED_AFTER_SECONDS = 30.0
+    return lambda stop: run_periodically("expiry run", step, stop, log, interval=interval,
+                                         first_wait=interval)
 
 
 #: seconds between tries to reach the broker: doubling from the first to the last
@@ -198,7 +194,8 @@ def _portal_threads(components: tuple[str, ...], portal: Portal, settings: Setti
         import uvicorn
 
         from adapters.compat.uvicorn import bounded_config
-        from adapters.portal.api import ATTEMPTS_PER_ADDRESS, ATTEMPTS_WINDOW, portal_api
+        from adapters.portal.app import portal_api
+        from adapters.portal.http.limits import ATTEMPTS_PER_ADDRESS, ATTEMPTS_WINDOW
         from adapters.portal.ops_auth import OpsTokens
         from adapters.sockets import listening_socket, serve_until
         from adapters.storage.attempts import shared_attempts
@@ -287,11 +284,9 @@ def _observed(settings: Settings, stop: threading.Event, portal: Portal | None,
             inbox = (inboxes or {}).get(name)
             if inbox is None:
                 raise RuntimeError("not connected to a broker yet")
-            connections = (inbox.consumer.metrics().get("consumer-metrics", {}).get(
-                "connection-count", 0) if inbox is not None else 0)
-            if not connections:
+            if not inbox.reader.connections():
                 raise RuntimeError("no connection to a broker")
-            if time.monotonic() - inbox.last_progress > WEDGED_AFTER_SECONDS:
+            if inbox.reader.wedged():
                 raise RuntimeError("poll() has not returned lately")
 
         gauges.add(f"partner_ca_{name.replace('-', '_')}_lag",
@@ -318,11 +313,8 @@ def _serve_embedded(role: str, settings: Settings, passphrase: str | None,
     _observed(settings, stop, portal=system.portal, ca=system.ca)
 
     def pump(stop: threading.Event) -> None:
-        while not stop.wait(0.2):
-            try:
-                system.pump()
-            except Exception:
-                log.exception("in-process delivery failed; will try again")
+        run_periodically("in-process delivery", lambda: (system.pump(), None)[1], stop, log,
+                         interval=0.2, first_wait=0.2)
 
     from adapters.ca.publishing import run_publishing
 
@@ -452,7 +444,7 @@ def serve(role: str, settings: Settings, passphrase: str | None,
     log.info("serving %s (%s) on %s", role, ", ".join(components), settings.kafka_bootstrap)
     while not stop.wait(5.0):
         for name, inbox in list(inboxes.items()):
-            if time.monotonic() - inbox.last_progress > WEDGED_AFTER_SECONDS:
+            if inbox.reader.wedged():
                 # kafka-python 3.0.12 occasionally wedges a consumer's IO loop (poll() never
                 # returns), and a broker away for long leaves one stalled. Positions live in
                 # our store, so a new consumer resumes exactly; the old one is abandoned and

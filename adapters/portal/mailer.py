@@ -27,6 +27,7 @@ from typing import Protocol
 from uuid import UUID
 
 from adapters.observability import MAILS
+from adapters.periodic import run_periodically
 from adapters.settings import Settings
 from adapters.storage.persistence import mail_outbox
 from ca_core.portal import Portal
@@ -229,10 +230,6 @@ def run_notifier(portal: Portal, settings: Settings, stop: threading.Event) -> N
     notifier.stopping = stop
     log.info("notifier: %s", f"SMTP {settings.smtp_host}:{settings.smtp_port}"
              if settings.smtp_host else f"maildir {settings.data_dir / 'mail'}")
-    while not stop.is_set():
-        try:
-            notifier.step()
-        except Exception:
-            log.exception("notifier step failed; will try again")
-        stop.wait(settings.relying_poll_seconds)
+    run_periodically("notifier step", lambda: (notifier.step(), None)[1], stop, log,
+                     interval=settings.relying_poll_seconds)
     transport.close()

@@ -1,6 +1,6 @@
 """What relying parties talk to: the CRL and CA certificate, the status endpoint (and the OCSP role).
 
-``serve --role ocsp`` is adapters/relying/ocsp_http.py.
+``serve --role ocsp`` is adapters/relying/ocsp_workers.py (serving ocsp_http.py).
 ``serve --role crl`` publishes a full CRL within ``crl_delay_seconds`` of a
 revocation and on schedule, and serves it at the CRL distribution point URL,
 with the issuing CA certificate (AIA caIssuers) and ``/status/<serial>`` for ops
@@ -27,7 +27,8 @@ from starlette.routing import Route
 
 from adapters.compat.uvicorn import bounded_config
 from adapters.observability import Gauges, crl_age, lag_check, serve_ops, store_check, view_lag
-from adapters.relying.ocsp_http import http_date, open_ca, responder_settings, serve_ocsp
+from adapters.relying.ca_store import http_date, open_ca, responder_settings
+from adapters.relying.ocsp_workers import serve_ocsp
 from adapters.settings import Settings
 from adapters.sockets import listening_socket, shown
 from adapters.storage.crl_files import CrlFile, CrlFiles, served_crl

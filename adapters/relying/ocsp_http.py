@@ -11,15 +11,12 @@ Layers, fastest first:
    response from the store (projections/ocsp.py). Only a request with a nonce
    is signed here, echoing the nonce; nothing else signs or touches the event
    store.
-3. The CA role (adapters/ca/publishing.py), not this one, keeps the store current:
+3. The CA role (adapters/ca/ocsp_signing.py), not this one, keeps the store current:
    signer rotation, responses for new and revoked certificates, refresh at half
    validity. This role holds no CA key and no CA passphrase; only the delegated OCSP
-   key, to sign requests with a nonce (``DelegatedKeyFiles``).
+   key, to sign requests with a nonce (adapters/relying/delegated_key.py).
 
-The parent starts ``ocsp_workers`` processes, each with its own listening socket
-on the same port (SO_REUSEPORT, TCP_NODELAY): the kernel spreads connections.
-(``uvicorn --workers`` shares one pre-bound socket, which runs at about 1,100
-requests/s here — uvicorn issue #3149.)
+The worker processes that serve this app are adapters/relying/ocsp_workers.py.
 """
 
 from __future__ import annotations
@@ -29,41 +26,23 @@ import base64
 import binascii
 import hashlib
 import logging
-import multiprocessing
-import os
-import shutil
-import signal
-import socket
-import tempfile
-import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
-import uvicorn
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
-from adapters.compat.uvicorn import bounded_config
 from adapters.observability import (
     OCSP_REQUESTS,
     OCSP_SIGNATURES,
-    Gauges,
-    oldest_ocsp_response,
-    serve_ops,
-    store_check,
 )
+from adapters.relying.ca_store import http_date
 from adapters.settings import Settings
-from adapters.sockets import inherited, listening_socket, shown
 from adapters.storage.persistence import ocsp_store
-from adapters.storage.wakeups import OCSP_CHANNEL, Wakeups
+from adapters.storage.wakeups import Wakeups
 from ca_core.ca import CertificateAuthority
 from ca_core.clock import Clock
 from ca_core.errors import DomainError
@@ -76,18 +55,15 @@ from ca_core.ocsp import (
     refusal,
     sign_response,
 )
-from ca_core.x509profile import SigningKey, from_pem
+from ca_core.x509profile import from_pem
 from projections.ocsp import CA_PREFIX, OcspResponseProjection, StoredResponse
+from projections.ocsp_signers import SignerCache
 
 log = logging.getLogger("partner_ca.ocsp")
 
 OCSP_RESPONSE = "application/ocsp-response"
 #: POST bodies are read up to this size; anything longer is answered malformedRequest.
 MAX_BODY = 64 * 1024
-
-
-def http_date(moment: datetime) -> str:
-    return format_datetime(moment.astimezone(UTC), usegmt=True)
 
 
 @dataclass
@@ -165,7 +141,7 @@ class OcspResponder:
                              answered="internal_error")
         headers = {  # RFC 5019 §6
             "Content-Type": OCSP_RESPONSE,
-            "Cache-Control": f"max-age={_max_age(row.next_update)}, public, no-transform, "
+            "Cache-Control": f"max-age={_max_age(row.next_update, self.clock.now())}, public, no-transform, "
                              "must-revalidate",
             "Last-Modified": http_date(row.this_update),
             "Expires": http_date(row.next_update),
@@ -180,8 +156,8 @@ def _etag(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
-def _max_age(next_update: datetime) -> int:
-    return max(0, int(next_update.timestamp() - time.time()))
+def _max_age(next_update: datetime, now: datetime) -> int:
+    return max(0, int((next_update - now).total_seconds()))
 
 
 def _matches(if_none_match: str, etag: str) -> bool:
@@ -357,13 +333,15 @@ class OcspAsgi:
         OCSP_REQUESTS.labels(entry.status, cache).inc()
         if method == "GET" and (inm := _header(scope, b"if-none-match")) is not None \
                 and _matches(inm, entry.etag.decode()):
-            await _send(send, 304, b"", [*entry.headers, _cache_control(entry)])
+            await _send(send, 304, b"", [*entry.headers, _cache_control(
+                entry, self.responder.clock.now().timestamp())])
             return
-        await _send(send, 200, entry.body, [*entry.headers, _cache_control(entry)])
+        await _send(send, 200, entry.body, [*entry.headers, _cache_control(
+            entry, self.responder.clock.now().timestamp())])
 
 
-def _cache_control(entry: _Cached) -> tuple[bytes, bytes]:
-    age = max(0, int(entry.expires_at - time.time()))
+def _cache_control(entry: _Cached, now: float) -> tuple[bytes, bytes]:
+    age = max(0, int(entry.expires_at - now))
     return (b"cache-control", b"max-age=%d, public, no-transform, must-revalidate" % age)
 
 
@@ -395,178 +373,9 @@ async def _send(send: Any, status: int, body: bytes, headers: list[tuple[bytes, 
     await send({"type": "http.response.body", "body": body})
 
 
-# -- signers -----------------------------------------------------------------------------
-class SignerCache:
-    """The delegated signer of each active issuing CA. The CA role ``rotate``s (may issue
-    new ones, recorded as events: it needs the issuing keys); workers only ``reload`` what is
-    recorded. Never called per request."""
-
-    def __init__(self, ca: CertificateAuthority, settings: Settings) -> None:
-        self.ca = ca
-        self.validity = timedelta(days=settings.ocsp_signer_days)
-        self.renew = timedelta(days=settings.ocsp_signer_renew_days)
-        self._current: dict[int, Signer] | None = None
-        self._generations: dict[str, int] = {}
-        self._now_current = 0
-
-    def __call__(self, generation: int | None = None) -> Signer:
-        current = self.current()
-        found = current.get(self._now_current if generation is None else generation)
-        if found is None:
-            raise DomainError(f"issuing CA {generation} is retired: no OCSP signer",
-                              code="issuing-ca-retired")
-        return found
-
-    def current(self) -> dict[int, Signer]:
-        if self._current is None:
-            self.reload()
-        assert self._current is not None
-        return self._current
-
-    def generation_of(self, signer_serial: str) -> int:
-        if not self._generations:
-            self._remember()
-        return self._generations.get(signer_serial, 0)
-
-    def rotate(self) -> None:
-        self._current = self.ca.ocsp_signers(self.validity, self.renew)
-        self._remember()
-
-    def _remember(self) -> None:
-        authority = self.ca.authority()
-        self._generations = dict(authority.signer_generations)
-        self._now_current = authority.current
-
-    def reload(self) -> None:
-        self._remember()  # which signer is whose, even where no delegated key is at hand
-        try:
-            self._current = {ca.generation: self.ca.current_ocsp_signer(ca.generation)
-                             for ca in self.ca.authority().active()}
-        except DomainError:
-            self._current = None  # no delegated key at hand; asked again on the next change
-            raise
-
-
 def ocsp_responder(ca: CertificateAuthority, settings: Settings) -> OcspResponder:
     projection = OcspResponseProjection(ocsp_store(settings.store_url("ca"), settings.data_dir))
     projection.clock = ca.clock
     projection.validity = timedelta(hours=settings.ocsp_validity_hours)
-    projection.signer = SignerCache(ca, settings)
+    projection.signer = SignerCache(ca)
     return OcspResponder(projection, ca, ca.clock)
-
-
-class DelegatedKeyFiles:
-    """Read-only access to the delegated OCSP signing keys (``<data_dir>/ocsp-keys``, written
-    by the CA role, encrypted with PARTNER_CA_OCSP_KEY_PASSPHRASE): all the responder holds."""
-
-    def __init__(self, directory: Path, passphrase: bytes) -> None:
-        self.directory = directory
-        self._passphrase = passphrase
-
-    def _path(self, name: str) -> Path:
-        return self.directory / f"{name}.key.pem"
-
-    def exists(self, name: str) -> bool:
-        return self._path(name).exists()
-
-    def load(self, name: str) -> SigningKey:
-        try:
-            key = serialization.load_pem_private_key(self._path(name).read_bytes(),
-                                                     self._passphrase)
-        except (OSError, ValueError, TypeError):
-            raise DomainError(f"cannot open the OCSP signing key {name!r} in {self.directory}",
-                              code="ocsp-key-unavailable") from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise DomainError(f"{name!r} is not an EC key", code="ocsp-key-unavailable")
-        return key
-
-    def save(self, name: str, key: SigningKey) -> str:
-        raise DomainError("the OCSP responder does not write keys", code="read-only")
-
-
-def responder_settings(settings: Settings) -> Settings:
-    """What the OCSP and CRL roles keep of the settings: never the CA key passphrase."""
-    return settings.model_copy(update={"key_passphrase": None, "hsm_pin": None,
-                                       "hsm_pin_file": None, "hsm_root_pin": None,
-                                       "hsm_root_pin_file": None, "key_store": "file",
-                                       "key_stores": {}})
-
-
-def open_ca(settings: Settings) -> CertificateAuthority:
-    """The CA's store for a relying-party role: read, no CA key; the delegated OCSP key
-    files when PARTNER_CA_OCSP_KEY_PASSPHRASE is set."""
-    from adapters.storage.persistence import open_ca_store, opening
-
-    ca = opening()(open_ca_store, settings)  # roles starting at once race on CREATE TABLE
-    if settings.ocsp_key_passphrase is not None:
-        ca.ocsp_keys = DelegatedKeyFiles(settings.ocsp_key_dir,
-                                         settings.ocsp_key_passphrase.get_secret_value().encode())
-    return ca
-
-
-# -- processes ---------------------------------------------------------------------------
-def _worker(settings: Settings, shared: socket.socket | None = None) -> None:
-    """One HTTP worker process: its own socket on the shared port (or the one inherited
-    socket, ``fd:N``, shared by all workers), its own cache; no CA key, no CA passphrase."""
-    logging.basicConfig(level=logging.WARNING, format="ocsp worker %(process)d: %(message)s")
-    ca = open_ca(settings)
-    wakeups = Wakeups(settings.store_url("ca"), OCSP_CHANNEL)
-    app = OcspAsgi(ocsp_responder(ca, settings), poll_seconds=settings.relying_poll_seconds,
-                   wakeups=wakeups, max_bytes=settings.ocsp_cache_bytes)
-    config = bounded_config(app, loop="uvloop", lifespan="on", **settings.http_limits())
-    uvicorn.Server(config).run(sockets=[shared or listening_socket(settings.ocsp_listen,
-                                                                   reuse_port=True)])
-    wakeups.close()
-    ca.close()
-
-
-def serve_ocsp(settings: Settings, stop: threading.Event) -> None:
-    """``ocsp_workers`` HTTP worker processes, restarted when one dies; until ``stop``. The
-    responses are pre-signed by the CA role (adapters/ca/publishing.py); this role holds no CA
-    key and no CA passphrase, at most the delegated OCSP key for requests with a nonce."""
-    settings = responder_settings(settings)
-    ca = open_ca(settings)
-    try:
-        ca.current_ocsp_signer()
-    except DomainError as exc:
-        log.warning("requests with a nonce get the pre-signed answer without it: %s", exc)
-    metrics_dir = None
-    if settings.metrics_listen:
-        # the workers count in prometheus-client's multiprocess mode; this process sums them
-        metrics_dir = tempfile.mkdtemp(prefix="partner-ca-ocsp-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        gauges = Gauges()
-        gauges.add("partner_ca_ocsp_oldest_response_age_seconds",
-                   "Seconds since the oldest pre-signed OCSP response was signed",
-                   oldest_ocsp_response(lambda: ocsp_store(settings.store_url("ca"),
-                                                           settings.data_dir)))
-        serve_ops(settings, [store_check(ca)], stop, gauges, multiprocess_dir=metrics_dir)
-    context = multiprocessing.get_context("spawn")  # no inherited database connections
-    shared = listening_socket(settings.ocsp_listen) if inherited(settings.ocsp_listen) else None
-
-    def start() -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=_worker, args=(settings, shared), daemon=True)
-        process.start()
-        return process
-
-    workers = [start() for _ in range(settings.ocsp_workers)]
-    log.info("serving ocsp on http://%s with %d worker(s)",
-             shown(shared) if shared else settings.ocsp_listen, len(workers))
-    while not stop.wait(settings.relying_poll_seconds):
-        for i, process in enumerate(workers):
-            if not process.is_alive():
-                log.error("OCSP worker %s exited (%s); starting another", process.pid,
-                          process.exitcode)
-                workers[i] = start()
-    for process in workers:
-        if process.pid is not None and process.is_alive():
-            os.kill(process.pid, signal.SIGTERM)
-    for process in workers:
-        process.join(timeout=10)
-        if process.is_alive():  # read-only: nothing of it needs saving; the role must end
-            log.warning("OCSP worker %s did not stop in 10 s; killing it", process.pid)
-            process.kill()
-            process.join(timeout=5)
-    ca.close()
-    if metrics_dir is not None:
-        shutil.rmtree(metrics_dir, ignore_errors=True)

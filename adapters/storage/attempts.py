@@ -19,6 +19,8 @@ from adapters.storage.persistence import private_file
 
 
 class Attempts(Protocol):
+    """Counts attempts per key; ``allow`` is False once the limit is reached."""
+
     def allow(self, key: str) -> bool: ...
 
 

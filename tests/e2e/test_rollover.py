@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from adapters.ca.publishing import CaPublishing, crl_publisher, maintain_ocsp
+from adapters.ca.publishing import CaPublishing, crl_publisher, ocsp_publisher_of
 from adapters.client import softtoken
 from adapters.entrypoints.bootstrap import PartnerCa, chain_from_file
 from adapters.relying.ocsp_http import OcspAsgi, ocsp_responder
@@ -75,7 +75,7 @@ def rolled_over(tmp_path: Path) -> Iterator[tuple[PartnerCa, dict[str, Enrolled]
         system.ca.revoke(enrolled[OLD_REVOKED].picked.serial, "keyCompromise", "ops-anna")
         app = OcspAsgi(ocsp_responder(system.ca, system.settings), poll_seconds=3600)
         server = HttpServer(app)
-        maintain_ocsp(app.responder, system.ca)
+        ocsp_publisher_of(system.ca, system.settings).step()
         app.sync()
         crl_publisher(system.ca, system.settings).publish()
         yield system, enrolled, server, before

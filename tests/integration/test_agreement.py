@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from adapters.ca.publishing import crl_publisher, maintain_ocsp
+from adapters.ca.publishing import crl_publisher, ocsp_publisher_of
 from adapters.relying.ocsp_http import OcspResponder, ocsp_responder
 from ca_core.certificate import REVOCATION_REASONS
 from ca_core.clock import ManualClock
@@ -63,7 +63,7 @@ def test_randomised_history_status_ocsp_and_crl_agree(tmp_path: Path, database_u
             continue
         system.ca.revoke(rng.choice(good), rng.choice(REVOCATION_REASONS), operator="ops")
         revocations += 1
-        maintain_ocsp(responder, system.ca)
+        ocsp_publisher_of(system.ca, system.settings).step()
         crl = x509.load_der_x509_crl(publisher.publish().crls.full)
         for serial, pem in issued.items():
             row = publisher.status.view.get(serial)
@@ -78,7 +78,7 @@ def test_randomised_history_status_ocsp_and_crl_agree(tmp_path: Path, database_u
                 assert entry.revocation_date_utc == row.changed_at.replace(microsecond=0)
     assert revocations >= 5, "the sequence exercised revocations"
 
-    maintain_ocsp(responder, system.ca)
+    ocsp_publisher_of(system.ca, system.settings).step()
     live = comparable(responder.store.rows())
     if database_url:
         with psycopg.connect(database_url, autocommit=True) as conn:

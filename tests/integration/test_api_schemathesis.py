@@ -9,7 +9,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from adapters.portal.api import portal_api
+from adapters.portal.app import portal_api
 from adapters.portal.ops_auth import OpsTokens
 from tests.support import make_system, register
 

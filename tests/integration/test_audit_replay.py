@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 
 from adapters.audit.replay import replay
-from adapters.ca.publishing import maintain_ocsp
+from adapters.ca.publishing import ocsp_publisher_of
 from adapters.portal.mailer import MaildirTransport, Notifier
 from adapters.relying.ocsp_http import ocsp_responder
 from adapters.storage.persistence import status_view
@@ -25,7 +25,7 @@ def test_replay_equals_live_and_reports_a_forged_row(tmp_path: Path, database_ur
     system.pump()
     # the live views, as the serve roles keep them
     catch_up(RevocationStatusProjection(status_view(database_url, tmp_path / "data")), system.ca)
-    maintain_ocsp(ocsp_responder(system.ca, system.settings), system.ca)
+    ocsp_publisher_of(system.ca, system.settings).step()
     Notifier(system.portal, system.settings, MaildirTransport(tmp_path / "mail")).step()
     clean = replay(system.settings, tmp_path / "scratch")
     assert clean.differences == []
@@ -81,11 +81,11 @@ def test_replay_finds_a_revoked_certificates_response_swapped_for_its_earlier_go
     register(system)
     me = enroll(system)
     responder = ocsp_responder(system.ca, system.settings)
-    maintain_ocsp(responder, system.ca)
+    ocsp_publisher_of(system.ca, system.settings).step()
     before = responder.store.get(me.picked.serial)
     assert before is not None and before.status == "good"
     system.ca.revoke(me.picked.serial, "keyCompromise", operator="ops")
-    maintain_ocsp(responder, system.ca)
+    ocsp_publisher_of(system.ca, system.settings).step()
     catch_up(RevocationStatusProjection(status_view(database_url, tmp_path / "data")), system.ca)
     assert replay(system.settings, tmp_path / "scratch").differences == []
     _write(database_url, tmp_path / "data", "ocsp_responses",
@@ -104,7 +104,7 @@ def test_replay_finds_a_response_of_another_certificate_or_signer(tmp_path: Path
     register(system)
     first, second = enroll(system), enroll(system)
     responder = ocsp_responder(system.ca, system.settings)
-    maintain_ocsp(responder, system.ca)
+    ocsp_publisher_of(system.ca, system.settings).step()
     other = responder.store.get(second.picked.serial)
     assert other is not None
     _write("", tmp_path / "data", "ocsp_responses",
@@ -140,7 +140,7 @@ def test_cli_replay_under_the_production_wiring_with_a_database_per_application(
                          ca_database_url=ca_url)
     register(system)
     enroll(system)
-    maintain_ocsp(ocsp_responder(system.ca, system.settings), system.ca)
+    ocsp_publisher_of(system.ca, system.settings).step()
     catch_up(RevocationStatusProjection(status_view(ca_url, tmp_path / "data")), system.ca)
     system.close()
     env = {**os.environ, "PARTNER_CA_DATA_DIR": str(tmp_path / "data"),

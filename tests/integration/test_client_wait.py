@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from adapters.client.token import Token
 from adapters.entrypoints.cli import app
-from adapters.portal.api import portal_api
+from adapters.portal.app import portal_api
 from tests.conftest import SoftToken
 from tests.support import MODULE, USER, HttpServer, make_system, register
 

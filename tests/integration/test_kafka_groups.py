@@ -4,7 +4,7 @@ kafka-python 3.0.12 leaves a group join unfinished for ever when the ``poll()`` 
 it keep timing out before it completes: the member stays "rebalancing" with no partitions (seen
 in the fault tests as a CA worker that never got an assignment). The first test shows the
 library doing so — when it stops failing that way, kafka-python has fixed it and the inbox's
-finish_join during a rebalance (adapters/transport/kafka/inbox.py) can go; the others show that
+finish_join during a rebalance (adapters/transport/kafka/consumer.py) can go; the others show that
 the inbox gets its partitions anyway, starts each at the position in *our* store, and hands
 them over when members come and go.
 """
@@ -20,12 +20,8 @@ import pytest
 from kafka import KafkaConsumer
 
 from adapters.compat.kafka_python import join_abandoned, rebalancing
-from adapters.transport.kafka.inbox import (
-    STUCK_REBALANCE_SECONDS,
-    KafkaInbox,
-    group_id,
-    source_name,
-)
+from adapters.transport.kafka.consumer import STUCK_REBALANCE_SECONDS
+from adapters.transport.kafka.inbox import KafkaInbox, group_id, source_name
 from adapters.transport.kafka.security import role_credentials
 from adapters.transport.kafka.topics import ensure_topics, topic_names
 from ca_core.messages import REQUESTS

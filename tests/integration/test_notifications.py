@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from adapters.entrypoints.bootstrap import PartnerCa
-from adapters.portal.api import portal_api
+from adapters.portal.app import portal_api
 from adapters.portal.mailer import MaildirTransport, Notifier, SmtpTransport
 from adapters.settings import Settings
 from ca_core.otp import OtpRefused

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
-from adapters.ca.publishing import maintain_ocsp
+from adapters.ca.ocsp_signing import OcspPublisher
+from adapters.ca.publishing import ocsp_publisher_of
 from adapters.entrypoints.bootstrap import PartnerCa
 from adapters.relying.ocsp_http import OcspAsgi, OcspResponder, ocsp_responder
 from ca_core.authority import Authority
@@ -38,10 +39,13 @@ class Ocsp:
     server: HttpServer
     tmp: Path
     app: OcspAsgi
+    publisher: OcspPublisher | None = None
 
     def maintain(self) -> int:
         """What the maintainer and each worker do every poll interval."""
-        done = maintain_ocsp(self.responder, self.system.ca)
+        if self.publisher is None:  # the CA role's: signs what the responder serves
+            self.publisher = ocsp_publisher_of(self.system.ca, self.system.settings)
+        done = self.publisher.step()
         self.app.sync()
         return done
 
@@ -372,7 +376,7 @@ def test_the_answer_cache_is_bounded_in_bytes_whatever_clients_send(service: Ocs
             assert sum(map(len, app.keys_by_serial.values())) == len(app.cache)
             # a re-signed serial still drops every cached key of it
             service.system.ca.revoke(me.picked.serial, "keyCompromise", "ops-anna")
-            maintain_ocsp(responder, service.system.ca)
+            ocsp_publisher_of(service.system.ca, service.system.settings).step()
             app.sync()
             assert me.picked.serial not in app.keys_by_serial
             revoked = ocsp.load_der_ocsp_response(client.post(

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from adapters.client import softtoken
 from adapters.entrypoints.bootstrap import PartnerCa
-from adapters.portal.api import portal_api
+from adapters.portal.app import portal_api
 from adapters.portal.ops_auth import OpsTokens
 from tests.support import MODULE, PASSWORD, USER, make_system, register, request_body
 

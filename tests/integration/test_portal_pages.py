@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from adapters.client import softtoken
-from adapters.portal.api import portal_api
+from adapters.portal.app import portal_api
 from adapters.portal.ops_auth import OpsTokens
 from ca_core.errors import DomainError
 from ca_core.eventmodel import all_events

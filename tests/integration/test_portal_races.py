@@ -17,7 +17,7 @@ import pytest
 
 from adapters.client import softtoken
 from adapters.entrypoints.bootstrap import PartnerCa
-from adapters.portal.api import portal_api
+from adapters.portal.app import portal_api
 from adapters.portal.ops_auth import OpsTokens
 from ca_core.eventmodel import all_events
 from tests.support import MODULE, PASSWORD, USER, HttpServer, make_system, register, request_body

@@ -126,19 +126,12 @@ def sign_root_answers(
     """With the root token plugged in: sign the root's OCSP answers about every issuing CA
     still answering, valid for --days, so that the root can go offline until the next
     ceremony (nginx's ssl_ocsp checks the issuing CA certificate with them)."""
-    from adapters.relying.ocsp_http import ocsp_responder
-    from ca_core.certificate import serial_hex
+    from adapters.ca.publishing import ocsp_publisher_of
 
     settings = load_settings()
     with system(need_keys=True) as s:
-        responder = ocsp_responder(s.ca, settings)
         validity = timedelta(days=days or settings.root_ocsp_days)
-        signed = []
-        for issuer in responder.issuers.values():
-            serial = serial_hex(issuer.serial_number)
-            responder.projection.refresh_issuing_ca(serial, s.ca.root_signer, validity,
-                                                    force=True)
-            signed.append(serial)
+        signed = ocsp_publisher_of(s.ca, settings).sign_root_answers(validity)
         until = (s.ca.clock.now() + validity).isoformat()
         result(as_json, f"root answers about {len(signed)} issuing CA(s) signed, valid until "
                         f"{until}", issuing_cas=signed, valid_until=until)

@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
+from adapters.transport.kafka.consumer import CaredConsumer
 from adapters.transport.kafka.envelope import MalformedMessage, ce_type, decode
 from adapters.transport.kafka.security import RoleCredentials, UnauthenticatedRecord
 from adapters.transport.kafka.topics import topic_names
-from adapters.transport.kafka.unreadable import UNREADABLE, find_unreadable
 from ca_core.messages import CA_EVENTS, PORTAL_EVENTS, TreeHeadSigned
 
 HEAD_TYPE = ce_type("TreeHeadSigned").encode()
@@ -32,34 +32,30 @@ def fetch_heads(bootstrap: str, prefix: str, credentials: RoleCredentials,
     names = topic_names(prefix)
     logical_of = {names[CA_EVENTS]: CA_EVENTS, names[PORTAL_EVENTS]: PORTAL_EVENTS}
     verifier = credentials.verifier()
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             client_id="partner-ca-audit-heads", enable_auto_commit=False,
-                             auto_offset_reset="earliest", fetch_max_wait_ms=100,
-                             **credentials.client_options)
+    done: dict[TopicPartition, int] = {}  # the next offset not yet looked at, per partition
+    reader = CaredConsumer("audit fetch-heads", bootstrap, "partner-ca-audit-heads",
+                           credentials.client_options, lambda tp: done[tp],
+                           fetch_max_wait_ms=100)
+    consumer = reader.consumer
     try:
         partitions = [TopicPartition(names[logical], p)
                       for logical in (CA_EVENTS, PORTAL_EVENTS)
                       for p in sorted(consumer.partitions_for_topic(names[logical]) or ())]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
+        done.update({tp: int(offset)
+                     for tp, offset in consumer.beginning_offsets(partitions).items()})
+        reader.assign(partitions)
         ends = consumer.end_offsets(partitions)
-        done = {tp: int(offset) for tp, offset in consumer.beginning_offsets(partitions).items()}
         heads: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while any(consumer.position(tp) < ends[tp] for tp in partitions):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read {prefix}ca-events/portal-events to their "
                                    f"end within {timeout:.0f} s")
-            try:
-                polled = consumer.poll(timeout_ms=200)
-            except UNREADABLE:  # records kafka-python cannot parse are no heads: past them
-                found = find_unreadable(consumer, done.__getitem__)
-                if found is not None:
-                    done[found.partition] = found.end
-                for tp in partitions:
-                    consumer.seek(tp, done[tp])
-                continue
-            for records in polled.values():
+            polled = reader.poll(timeout_ms=200)
+            if polled.unreadable is not None:  # records kafka-python cannot parse: no heads
+                done[polled.unreadable.partition] = polled.unreadable.end
+                reader.resume()
+            for records in polled.records.values():
                 for record in records:
                     done[TopicPartition(record.topic, record.partition)] = record.offset + 1
                     if (dict(record.headers or []).get("ce_type") or b"") != HEAD_TYPE:
@@ -75,7 +71,7 @@ def fetch_heads(bootstrap: str, prefix: str, credentials: RoleCredentials,
                             mode="json", exclude={"message_id", "type", "occurred_at"}))
         return sorted(heads, key=lambda h: (h["application"], h["tree_size"]))
     finally:
-        consumer.close()
+        reader.close()
 
 
 def write_heads(heads: list[dict[str, Any]], out: Path) -> None:

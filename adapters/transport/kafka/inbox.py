@@ -18,26 +18,18 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Tracking
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
-from adapters.compat.kafka_python import (
-    finish_join,
-    io_wakeup,
-    join_abandoned,
-    needs_join,
-    rebalancing,
-    request_rejoin,
-)
+from adapters.periodic import run_periodically
+from adapters.transport.kafka.consumer import CaredConsumer
 from adapters.transport.kafka.envelope import MalformedMessage, decode
-from adapters.transport.kafka.outage import FailureStreak
 from adapters.transport.kafka.security import RecordVerifier, UnauthenticatedRecord
-from adapters.transport.kafka.unreadable import UNREADABLE, find_unreadable
+from adapters.transport.kafka.unreadable import Unreadable
 from ca_core.messages import Message
 from ca_core.processing import MessageDrivenApplication
 
@@ -48,64 +40,9 @@ def source_name(topic: str, partition: int) -> str:
     return f"kafka:{topic}:{partition}"
 
 
-class _IoLoopNudger(threading.Thread):
-    """Wakes kafka-python's IO loop ten times a second.
-
-    kafka-python 3.0.12 can lose a cross-thread wake-up: its IO thread then sits in
-    select() with no timeout while ``poll()`` waits on it forever (seen here about
-    once in six consumer starts; stack: Fetcher.fetch_records → NetworkSelector.run).
-    A periodic wake-up ends most such waits within 100 ms; ``serve`` replaces a
-    consumer that still hangs. Remove both when kafka-python fixes it.
-    """
-
-    def __init__(self, consumer: KafkaConsumer) -> None:
-        super().__init__(name="kafka-io-nudger", daemon=True)
-        self.consumer = consumer
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        wakeup = io_wakeup(self.consumer)
-        while wakeup is not None and not self.stopped.wait(0.1):
-            wakeup()
-
-
-#: A worker that stops heartbeating leaves the group (its partitions move) after this long.
-SESSION_TIMEOUT_MS = 10_000
-HEARTBEAT_INTERVAL_MS = 2_000
-#: How long the inbox waits for a rebalance under way to finish, in one call: kafka-python
-#: 3.0.12 can leave a join that short polls keep timing out on unfinished for ever
-#: (adapters/compat/kafka_python.py). The inbox holds no partitions meanwhile.
-JOIN_WAIT_MS = 15_000
-#: A worker whose rebalance has not finished after this long is replaced by a new consumer.
-STUCK_REBALANCE_SECONDS = 30.0
-#: An inbox that applied nothing for this long checks the broker's end offsets; records it
-#: cannot fetch (kafka-python kept a dead broker as a partition's leader) → a new consumer.
-STALL_CHECK_SECONDS = 30.0
-
-
 def group_id(topic_prefix: str, app_name: str) -> str:
     """The consumer group of one application's inboxes (the ACLs grant exactly this id)."""
     return f"{topic_prefix}{app_name.lower()}-inbox"
-
-
-class _Positions(ConsumerRebalanceListener):
-    """Seeks each newly assigned partition to the position in our store, forgets revoked ones.
-
-    kafka-python 3.0.12 calls this on its IO thread (heartbeats wait meanwhile): it does one
-    indexed read per partition and ``seek``, nothing that blocks for long.
-    """
-
-    def __init__(self, inbox: KafkaInbox, consumer: KafkaConsumer) -> None:
-        self.inbox = inbox
-        self.consumer = consumer
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        if self.consumer is self.inbox.consumer:  # not a replaced consumer's last words
-            self.inbox.forget(revoked)
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        if self.consumer is self.inbox.consumer:
-            self.inbox.start_at_tracked(assigned)
 
 
 class KafkaInbox:
@@ -122,81 +59,28 @@ class KafkaInbox:
         self.max_records = max_records
         self.tracked: dict[TopicPartition, int] = {}
         self._lock = threading.Lock()  # tracked: the IO thread's listener, poll(), metrics
-        self.last_progress = time.monotonic()
-        self.abandoned = False
-        self._bootstrap, self._client_id, self._security = bootstrap, client_id, security
-        self.consumer = self._new_consumer()
-        self.consumer.subscribe([topic], listener=_Positions(self, self.consumer))
+        self.reader = CaredConsumer(
+            f"inbox {app.name}", bootstrap, client_id, security,
+            lambda tp: self._tracked(tp, fresh=True), group=group, max_records=max_records,
+            on_revoked=self.forget)
+        self.reader.subscribe(topic)
 
-    def _new_consumer(self) -> KafkaConsumer:
-        consumer = KafkaConsumer(
-            bootstrap_servers=self._bootstrap, group_id=self.group, client_id=self._client_id,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
-            max_poll_records=self.max_records, fetch_max_wait_ms=50, metadata_max_age_ms=5000,
-            **self._security,
-        )
-        self._nudger = _IoLoopNudger(consumer)
-        self._nudger.start()
-        self._rebalancing_since: float | None = None
-        self._last_applied = time.monotonic()
-        return consumer
+    @property
+    def consumer(self) -> KafkaConsumer:
+        """The kafka-python consumer in use (a stuck one is replaced: read it each time)."""
+        return self.reader.consumer
 
-    def _replace_if_stalled(self) -> None:
-        """Nothing applied for a while: are there records we should have had?"""
-        partitions = list(self.consumer.assignment())
-        if not partitions:
-            return
-        try:
-            ends = self.consumer.end_offsets(partitions, timeout_ms=5000)
-            behind = [tp for tp in partitions
-                      if ends.get(tp, 0) > self._tracked(tp)]
-        except Exception as exc:  # noqa: BLE001 - unanswered is as bad as behind
-            log.warning("inbox %s: end offsets unanswered (%s)", self.app.name, exc)
-            behind = partitions
-        if behind:
-            log.error("inbox %s: nothing fetched for %.0f s while %s have records; "
-                      "starting a new consumer", self.app.name, STALL_CHECK_SECONDS,
-                      ", ".join(str(tp.partition) for tp in sorted(behind)))
-            self._replace()
+    @property
+    def last_progress(self) -> float:
+        return self.reader.last_progress
 
-    def _replace(self) -> None:
-        """A new consumer (fresh metadata, a new member); the old one is closed aside."""
-        old, nudger = self.consumer, self._nudger
-        nudger.stopped.set()
-        threading.Thread(target=old.close, kwargs={"timeout_ms": 5000}, daemon=True,
-                         name="kafka-close-replaced").start()
-        with self._lock:
-            self.tracked.clear()
-        self.consumer = self._new_consumer()
-        self.consumer.subscribe([self.topic], listener=_Positions(self, self.consumer))
-
-    def _replace_if_stuck(self) -> None:
-        """A rebalance that has not finished in STUCK_REBALANCE_SECONDS: a new member."""
-        if not rebalancing(self.consumer):
-            self._rebalancing_since = None
-            return
-        now = time.monotonic()
-        if self._rebalancing_since is None:
-            self._rebalancing_since = now
-        elif now - self._rebalancing_since > STUCK_REBALANCE_SECONDS:
-            log.error("inbox %s: rebalance of group %s unfinished after %.0f s; "
-                      "joining again with a new consumer", self.app.name, self.group,
-                      now - self._rebalancing_since)
-            self._replace()
+    @property
+    def abandoned(self) -> bool:
+        return self.reader.abandoned
 
     def start_at_tracked(self, partitions: Any) -> None:
         """Start each partition at the next offset our store has not applied."""
-        for tp in partitions:
-            position = self._tracked(tp, fresh=True)
-            if position:
-                self.consumer.seek(tp, position)
-            else:
-                self.consumer.seek_to_beginning(tp)
-        log.info("inbox %s: assigned %s", self.app.name,
-                 ", ".join(f"{tp.partition}@{self.tracked.get(tp, 0)}"
-                           for tp in sorted(partitions)) or "nothing",
-                 extra={"topic": self.topic, "group": self.group})
+        self.reader.start_at(partitions)
 
     def forget(self, partitions: Any) -> None:
         """Revoked partitions: another worker advances them now; read them afresh if back."""
@@ -240,28 +124,12 @@ class KafkaInbox:
 
     def poll_once(self, timeout_ms: int = 100) -> int:
         """Poll once and apply what arrived; returns the number of records handled."""
-        if join_abandoned(self.consumer):  # a join that a short poll gave up on finished
-            log.warning("inbox %s: a finished join of group %s was left unapplied by "
-                        "kafka-python; joining again", self.app.name, self.group)
-            request_rejoin(self.consumer)
-        if rebalancing(self.consumer) or needs_join(self.consumer):
-            finish_join(self.consumer, JOIN_WAIT_MS)  # the whole join in one call
-        try:
-            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
-        except UNREADABLE as exc:
-            self._skip_unreadable(exc)
+        polled = self.reader.poll(timeout_ms)
+        if polled.unreadable is not None:
+            self._reject_unreadable(polled.unreadable, polled.error)
             return 0
-        self.last_progress = time.monotonic()
-        self._replace_if_stuck()
-        if polled:
-            self._last_applied = self.last_progress
-        elif self.last_progress - self._last_applied > STALL_CHECK_SECONDS:
-            self._last_applied = self.last_progress
-            self._replace_if_stalled()
-        if self.abandoned:
-            return 0  # a replacement consumer owns the partitions now
         handled = 0
-        for tp, fetched in polled.items():
+        for tp, fetched in polled.records.items():
             tracked = self._tracked(tp)
             if fetched[0].offset > tracked and tracked > 0:
                 log.error("inbox %s: offsets %d–%d of %s are gone (retention?)", self.app.name,
@@ -297,27 +165,20 @@ class KafkaInbox:
             handled += len(records)
         return handled
 
-    def _skip_unreadable(self, exc: Exception) -> None:
-        """poll() raised for records kafka-python cannot parse (unreadable.py): record them
-        as one MessageRejected naming their offsets and go on after them; readable records
-        before them are applied first, as usual."""
-        log.warning("inbox %s: kafka-python cannot read what it fetched (%s); looking for "
-                    "the records", self.app.name, exc)
-        partitions = self.consumer.assignment()
+    def _reject_unreadable(self, found: Unreadable, exc: Exception | None) -> None:
+        """Records kafka-python cannot parse (unreadable.py): one MessageRejected naming
+        their offsets, and on after them; readable records before them were applied first."""
+        tp = found.partition
+        reason = (f"unreadable records at offsets {found.first}–{found.end - 1}: "
+                  f"kafka-python cannot parse them ({exc})")
+        log.warning("%s: rejected %s", source_name(tp.topic, tp.partition), reason,
+                    extra={"topic": tp.topic, "partition": tp.partition, "offset": found.first})
         try:
-            found = find_unreadable(self.consumer, lambda tp: self._tracked(tp, fresh=True))
-            if found is not None:
-                tp = found.partition
-                reason = (f"unreadable records at offsets {found.first}–{found.end - 1}: "
-                          f"kafka-python cannot parse them ({exc})")
-                log.warning("%s: rejected %s", source_name(tp.topic, tp.partition), reason,
-                            extra={"topic": tp.topic, "partition": tp.partition,
-                                   "offset": found.first})
-                self._apply(tp, [], [(found.end, reason, "")], found.end)
-                with self._lock:
-                    self.tracked[tp] = found.end
+            self._apply(tp, [], [(found.end, reason, "")], found.end)
+            with self._lock:
+                self.tracked[tp] = found.end
         finally:
-            self.start_at_tracked(partitions)
+            self.reader.resume()
 
     def _apply(self, tp: TopicPartition, messages: list[tuple[int, Message]],
                rejected: list[tuple[int, str, str]], next_offset: int) -> None:
@@ -347,30 +208,17 @@ class KafkaInbox:
             raise RuntimeError(f"{source}: could not apply batch ending at {next_offset}") from exc
 
     def run(self, stop: threading.Event) -> None:
-        streak = FailureStreak(log, f"inbox {self.app.name}")
-        while not stop.is_set() and not self.abandoned:
-            try:
-                self.poll_once(timeout_ms=200)
-                streak.succeeded()
-            except Exception as exc:  # noqa: BLE001 - the broker away, a record, a store: retry
-                streak.failed(exc)
-                stop.wait(1.0)
-                try:  # back to recorded positions
-                    self.start_at_tracked(self.consumer.assignment())
-                except Exception:  # noqa: BLE001, S110 - the next poll says what is wrong
-                    pass
+        def step() -> float:
+            self.poll_once(timeout_ms=200)
+            return 0.0
+
+        # after a failure (the broker away, a record, a store): back to recorded positions
+        run_periodically(f"inbox {self.app.name}", step, stop, log, after_failure=1.0,
+                         on_failure=self.reader.resume, going=lambda: not self.abandoned)
 
     def abandon(self) -> None:
-        """Give this inbox up for a new one: it stops polling, and its consumer leaves the
-        group in the background. A consumer left behind would go on heartbeating without
-        ever rejoining, and every rebalance of the group would wait for it until the
-        broker's rebalance timeout (minutes) — seen after a broker outage."""
-        self.abandoned = True
-        self._nudger.stopped.set()
-        threading.Thread(target=self.consumer.close, kwargs={"timeout_ms": 5000},
-                         daemon=True, name="kafka-close-abandoned").start()
+        """Give this inbox up for a new one (``CaredConsumer.abandon``)."""
+        self.reader.abandon()
 
     def close(self) -> None:
-        self._nudger.stopped.set()
-        if not self.abandoned:  # an abandoned consumer may be wedged: leave it to exit
-            self.consumer.close()
+        self.reader.close()

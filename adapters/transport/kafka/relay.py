@@ -17,8 +17,8 @@ from typing import Any, cast
 from eventsourcing.persistence import Tracking, TrackingRecorder
 from kafka import KafkaProducer
 
+from adapters.periodic import run_periodically
 from adapters.transport.kafka.envelope import encode
-from adapters.transport.kafka.outage import FailureStreak
 from adapters.transport.kafka.security import RecordSigner
 from ca_core.eventmodel import DomainEvent
 from ca_core.messages import Message
@@ -130,16 +130,11 @@ class KafkaRelay:
 
     def run(self, stop: threading.Event, idle_wait: float = 0.05) -> None:
         self._forget()  # another process may have published since this one last ran
-        streak = FailureStreak(log, f"relay {self.app.name}: publishing")
-        while not stop.is_set():
-            try:
-                if self.run_once() == 0:
-                    stop.wait(idle_wait)
-                streak.succeeded()
-            except Exception as exc:  # noqa: BLE001 - the broker away, a store: retry
-                streak.failed(exc)
-                self._forget()  # e.g. another relay recorded a position: read it again
-                stop.wait(1.0)
+        # after a failure (the broker away, a store): what it remembers is read again (e.g.
+        # another relay recorded a position)
+        run_periodically(f"relay {self.app.name}: publishing",
+                         lambda: idle_wait if self.run_once() == 0 else 0.0, stop, log,
+                         after_failure=1.0, on_failure=self._forget)
 
     def _forget(self) -> None:
         """What this relay remembers of the store: read again at the next page."""
