@@ -183,11 +183,9 @@ def oldest_ocsp_response(store: Any) -> Callable[[], float | None]:
     opened = _Opened(store)
 
     def read() -> float | None:
-        found = opened()._query("SELECT min(this_update) FROM ocsp_responses", ())
-        if not found or found[0][0] is None:
+        oldest = opened().oldest_signing()
+        if oldest is None:
             return None
-        value = found[0][0]
-        oldest = datetime.fromisoformat(value) if isinstance(value, str) else value
         return (datetime.now(UTC) - oldest).total_seconds()
     return read
 

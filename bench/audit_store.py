@@ -49,7 +49,8 @@ from ca_core.certificate import Certificate
 from ca_core.clock import ManualClock, SystemClock
 from ca_core.eventmodel import read_log
 from ca_core.messages import CertificateRequested
-from projections.status import RevocationStatusProjection, catch_up
+from projections.feed import catch_up
+from projections.status import RevocationStatusProjection
 
 console = Console()
 PASSPHRASE = "benchmark passphrase"
@@ -100,8 +101,8 @@ def build_store(settings: Settings, events: int) -> None:
     fresh(settings)
     clock = ManualClock(datetime.now(UTC) - timedelta(days=400))
     ca = build_ca(settings, clock, PASSPHRASE)
-    ca.initialise()
-    (settings.data_dir / "ca-chain.pem").write_text(ca.chain_pem())
+    ca.hierarchy.initialise()
+    (settings.data_dir / "ca-chain.pem").write_text(ca.hierarchy.chain_pem())
     certificates = int(events / EVENTS_PER_CERTIFICATE) + 1
     first = certificates // 2
     with _progress() as progress:

@@ -37,7 +37,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         system = build(Settings(data_dir=Path(tmp), database_url=url), clock=SystemClock(),
                        passphrase="benchmark passphrase")
-        system.ca.initialise()
+        system.ca.hierarchy.initialise()
         now = SystemClock().now()
         messages = [
             CertificateRequested(message_id=str(i), occurred_at=now, request_id=uuid4(),

@@ -33,6 +33,7 @@ import re
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,7 +56,8 @@ from adapters.settings import Settings
 from adapters.storage.persistence import status_view
 from ca_core.clock import SystemClock
 from ca_core.messages import CertificateRequested
-from projections.status import RevocationStatusProjection, catch_up
+from projections.feed import catch_up
+from projections.status import RevocationStatusProjection
 
 console = Console()
 PASSPHRASE = "benchmark passphrase"
@@ -111,8 +113,8 @@ def free_port() -> int:
 
 def issue(settings: Settings, count: int) -> None:
     ca = build_ca(settings, SystemClock(), PASSPHRASE)
-    ca.initialise()
-    (settings.data_dir / "ca-chain.pem").write_text(ca.chain_pem())
+    ca.hierarchy.initialise()
+    (settings.data_dir / "ca-chain.pem").write_text(ca.hierarchy.chain_pem())
     now = SystemClock().now()
     batch: list[CertificateRequested] = []
     done = 0
@@ -153,7 +155,7 @@ def presign(settings: Settings) -> None:
 def openssl_files(settings: Settings, tmp: Path) -> None:
     """index.txt of the same certificates, and the delegated signer as PEM for openssl."""
     ca = build_ca(settings, SystemClock(), PASSPHRASE)
-    signer = ca.current_ocsp_signer()
+    signer = ca.ocsp.current()
     (tmp / "signer.pem").write_bytes(signer.certificate.public_bytes(serialization.Encoding.PEM))
     (tmp / "signer.key").write_bytes(signer.key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -233,10 +235,15 @@ def h2load(uris: Path, connections: int, total: int, body: Path | None = None
 
 def nginx_ceiling(tmp: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
     """nginx (Debian) serving one pre-signed OCSP response as a static file: what any
-    HTTP server on this machine can do at best with the same load generator."""
-    root = tmp / "nginx"
+    HTTP server on this machine can do at best with the same load generator. Its files are
+    outside the benchmark's data directory: that one is 0700, and nginx's workers (user
+    nobody) could not read it — every answer was a 403, so the "ceiling" measured error pages
+    (issue 27)."""
+    root = Path(tempfile.mkdtemp(prefix="partner-ca-bench-nginx-"))
     (root / "html").mkdir(parents=True, exist_ok=True)
     (root / "html" / "r").write_bytes(os.urandom(900))  # the size of one of our responses
+    for path, mode in ((root, 0o755), (root / "html", 0o755), (root / "html" / "r", 0o644)):
+        path.chmod(mode)
     (root / "nginx.conf").write_text(
         f"worker_processes {workers};\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n"
         "daemon off;\nevents { worker_connections 4096; }\n"
@@ -327,6 +334,7 @@ def main() -> None:
     for column in ("server", "method", "connections", "requests/s", "p50", "p99", "non-2xx",
                    "socket errors"):
         table.add_column(column)
+    failed: list[str] = []
     for name, command, run_env, paths, post_path, mode in runs:
         for method, script, script_args in (
                 ("GET", tmp / "get.lua", [str(paths), mode]),
@@ -345,18 +353,26 @@ def main() -> None:
                 result = wrk(base, script, script_args, args.seconds, args.connections)
             finally:
                 stop(server, group=run_env is None)
+            if result["errors"] not in ("-", "0"):
+                failed.append(f"{name} {method}: {result['errors']} non-2xx answers")
             table.add_row(name, method, mode, result["rps"], result["p50"], result["p99"],
                           result["errors"], result["socket"])
             console.print(f"{name} {method}: {result}")
     console.print(table)
     if not args.skip_h2load:
-        h2load_runs(args, env, ours, tmp, openssl)
+        failed += h2load_runs(args, env, ours, tmp, openssl)
     console.print(f"measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    for row in failed:
+        console.print(f"[red]not every answer was 2xx — {row}[/red]")
+    if failed:
+        raise SystemExit(1)
 
 
 def h2load_runs(args: argparse.Namespace, env: dict[str, str], ours: int, tmp: Path,
-                openssl: list[str]) -> None:
-    """Everything with h2load, including OpenSSL's single-process responder."""
+                openssl: list[str]) -> list[str]:
+    """Everything with h2load, including OpenSSL's single-process responder; returns the rows
+    where not every answer was 2xx."""
+    failed_rows: list[str] = []
     table = Table(title=f"h2load --h1, 1 thread × {args.connections} connections")
     for column in ("server", "method", "requests", "requests/s", "p50", "p99", "2xx"):
         table.add_column(column)
@@ -401,10 +417,14 @@ def h2load_runs(args: argparse.Namespace, env: dict[str, str], ours: int, tmp: P
                                 first_body if method == "POST" else None)
             finally:
                 stop(server, group=name != "partner-ca")
+            complete = result["ok"] == str(total)
+            if not complete:  # a row of error pages measures nothing
+                failed_rows.append(f"{name} {method}: {result['ok']} of {total} answered 2xx")
             table.add_row(name, method, str(total), result["rps"], result["p50"], result["p99"],
-                          result["ok"])
+                          result["ok"] if complete else f"[red]{result['ok']}[/red]")
             console.print(f"{name} {method} (h2load): {result}")
     console.print(table)
+    return failed_rows
 
 
 if __name__ == "__main__":

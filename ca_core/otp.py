@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.domain import event
@@ -163,3 +164,22 @@ def otps_a_guess_counts_against(history: list[OneTimePassword], module: str | No
     still_open = [o for o in history if o.is_open and now < o.expires_at]
     named = [o for o in still_open if o.module == module]
     return named if named else still_open
+
+
+class DueOtps:
+    """The OTPs issued, by the time they expire (R1): ``due`` names those whose time has
+    come (used, superseded or already expired ones included: the aggregate says), until
+    ``drop_due`` forgets them once they were seen to."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[datetime, UUID]] = []
+
+    def add(self, issued: Any) -> None:
+        heapq.heappush(self._heap, (issued.expires_at, issued.originator_id))
+
+    def due(self, now: datetime) -> list[UUID]:
+        return [otp_id for expires_at, otp_id in self._heap if expires_at <= now]
+
+    def drop_due(self, now: datetime) -> None:
+        while self._heap and self._heap[0][0] <= now:
+            heapq.heappop(self._heap)

@@ -15,16 +15,16 @@ from cryptography.exceptions import InvalidSignature
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import event
 from eventsourcing.persistence import IntegrityError
-from eventsourcing.utils import EnvType, get_topic
+from eventsourcing.utils import EnvType
 
 from ca_core import messages as m
 from ca_core.certificate import (
     CertificateStatus,
     check_operator_revocation,
     check_partner_revocation_reason,
-    effective_status,
     serial_hex,
 )
+from ca_core.certificate_login import CertificateLogin
 from ca_core.clock import Clock, SystemClock
 from ca_core.conflicts import retried_on_conflict
 from ca_core.credentials import (
@@ -38,15 +38,21 @@ from ca_core.credentials import (
 from ca_core.errors import (
     Conflict,
     DomainError,
-    Forbidden,
     NotAuthenticated,
     NotFound,
     NotReady,
     TooManyAttempts,
 )
-from ca_core.eventmodel import PYDANTIC_ENV, Aggregate, read_log
+from ca_core.eventmodel import PYDANTIC_ENV, Aggregate
 from ca_core.keypolicy import checked_csr, csr_fingerprint, spki_fingerprint
-from ca_core.otp import OneTimePassword, OtpRefused, SessionUsed, otps_a_guess_counts_against
+from ca_core.log_index import LogIndex
+from ca_core.otp import (
+    DueOtps,
+    OneTimePassword,
+    OtpRefused,
+    SessionUsed,
+    otps_a_guess_counts_against,
+)
 from ca_core.partner import PartnerAccount, check_email, check_user_id
 from ca_core.policy import PortalPolicy
 from ca_core.ports import StatusSource
@@ -60,25 +66,13 @@ from ca_core.request import (
     check_revocation_passwords,
     renewed_still_valid,
 )
-from ca_core.signatures import verifies
+from ca_core.sessions import PortalSessions
 from ca_core.x509profile import subject_identity
 
 _WRONG_OTP = "the user identifier or one-time password is wrong"
 _DECOY_OTP_HASH = hash_otp("decoy")
 #: requests one enrollment session may make when the CA rejects the earlier ones (R3)
 REQUESTS_PER_SESSION = 3
-
-
-class LoginRefused(Forbidden):
-    """R5: the certificate cannot log in (the code says why)."""
-
-    code = "certificate-login-refused"
-
-
-class ChallengeRefused(NotAuthenticated, LoginRefused):
-    """R5: the challenge is not ours, too old, or not signed by the certificate's key."""
-
-    code = "challenge-invalid"
 
 
 class UsedChallenge(Aggregate):
@@ -223,6 +217,11 @@ class PickedUpCertificate:
     chain_pem: str
 
 
+def _by_serial(index: dict[str, UUID], ready: Any) -> None:
+    """The request each certificate came from (a renewal's serial is new: never replaced)."""
+    index[ready.serial] = ready.originator_id
+
+
 class Portal(MessageDrivenApplication):
     """The registration authority. Holds policy; the CA only signs what the portal forwards."""
 
@@ -244,8 +243,16 @@ class Portal(MessageDrivenApplication):
         self.rules = policy or PortalPolicy()
         self.secret = secret or secrets.token_bytes(32)
         self.trust = trust
-        self._trusted: TrustChain | None = None  # the chain as last read (_issued_by_our_ca)
+        self._trusted: TrustChain | None = None  # the chain as last read (issued_by_our_ca)
         self.status_source = status_source
+        #: the collaborators: sessions (R2, R5) and certificate login (R5)
+        self.sessions = PortalSessions(self, PortalSession, OpenSession)
+        self.certificate_login = CertificateLogin(self, UsedChallenge, CertificateSession)
+        #: what three questions need from the log, kept as it grows (ca_core/log_index.py)
+        self._ready_serials: LogIndex[dict[str, UUID]] = LogIndex(
+            self, [CertificateRequest.CertificateReady], {}, _by_serial)
+        self._otp_expiries: LogIndex[DueOtps] = LogIndex(
+            self, [OneTimePassword.OtpIssued], DueOtps(), DueOtps.add)
 
     # -- partners (ops) ----------------------------------------------------
     @retried_on_conflict
@@ -272,12 +279,12 @@ class Portal(MessageDrivenApplication):
 
     # -- ops on certificates (R10) -------------------------------------------------
     def request_for_serial(self, serial: str) -> CertificateRequest:
-        """The request a certificate of this portal came from (ops look-ups; reads the log)."""
-        for _, ready in read_log(self, topics=[get_topic(CertificateRequest.CertificateReady)]):
-            assert isinstance(ready, CertificateRequest.CertificateReady)
-            if ready.serial == serial:
-                return self.request(ready.originator_id)
-        raise NotFound(f"no certificate with serial {serial}", code="certificate-unknown")
+        """The request a certificate of this portal came from (ops look-ups; an index of the
+        log's CertificateReady events, read once and then as it grows)."""
+        request_id = self._ready_serials.current().get(serial)
+        if request_id is None:
+            raise NotFound(f"no certificate with serial {serial}", code="certificate-unknown")
+        return self.request(request_id)
 
     @retried_on_conflict
     def revoke_as_operator(self, serial: str, reason: str, operator: str) -> None:
@@ -328,17 +335,18 @@ class Portal(MessageDrivenApplication):
         return self._otp(otp_id).expires_at
 
     def expire_otps(self) -> int:
-        """R1/R11: unused OTPs expire 21 days after issue."""
+        """R1/R11: unused OTPs expire 21 days after issue (an index of the OTPs issued, by
+        expiry; each is looked at once, when its time has come)."""
         now = self.clock.now()
+        expiries = self._otp_expiries.current()
         due: list[OneTimePassword] = []
-        for _, issued in read_log(self, topics=[get_topic(OneTimePassword.OtpIssued)]):
-            assert isinstance(issued, OneTimePassword.OtpIssued)
-            if issued.expires_at <= now:
-                otp = self._otp(issued.originator_id)
-                if otp.expire_if_due(now):
-                    due.append(otp)
+        for otp_id in expiries.due(now):
+            otp = self._otp(otp_id)
+            if otp.expire_if_due(now):
+                due.append(otp)
         if due:
             self.save(*due)
+        expiries.drop_due(now)  # seen to: recorded expired, or used or superseded before
         return len(due)
 
     # -- R2 -------------------------------------------------------------------
@@ -462,7 +470,7 @@ class Portal(MessageDrivenApplication):
         request.check_pickup_allowed()
         now = self.clock.now()
         assert request.serial and request.certificate_pem
-        old = (self._request_for_serial(request.user_id, request.renews_serial)
+        old = (self.certificate_request(request.user_id, request.renews_serial)
                if request.renews_serial else None)
         if old is not None:
             check_renewal_pickup_allowed(old)
@@ -485,7 +493,7 @@ class Portal(MessageDrivenApplication):
             raise NotReady("the portal has no CA chain configured", code="no-trust-anchor")
         return self.trust()
 
-    def _request_for_serial(self, user_id: str, serial: str,
+    def certificate_request(self, user_id: str, serial: str,
                             batch: Batch | None = None) -> CertificateRequest | None:
         partner = self._find(PartnerAccount.id_for(user_id), batch)
         if partner is None:
@@ -508,86 +516,6 @@ class Portal(MessageDrivenApplication):
                     and not renewal.revocation_pending):
                 found.append(cast(CertificateRequest, renewal))
         return found
-
-    # -- R5 -------------------------------------------------------------------
-    def new_challenge(self, serial: str = "") -> str:
-        """A fresh, server-authenticated challenge for certificate login, valid
-        ``challenge_lifetime`` and good for one login; with ``serial``, only for that
-        certificate."""
-        issued = str(int(self.clock.now().timestamp()))
-        nonce = secrets.token_urlsafe(18)
-        mac = keyed_token(self.secret, "challenge", issued, nonce, serial)
-        return f"{issued}.{nonce}.{serial}.{mac}"
-
-    def login_with_certificate(self, certificate_pem: str, challenge: str,
-                               signature: bytes) -> CertificateSession:
-        """R5: chains to this CA, inside validity, not revoked, and the key signed our challenge."""
-        now = self.clock.now()
-        nonce, bound_to = self._check_challenge(challenge, now)
-        cert, serial, request = self._admitted(certificate_pem, now)
-        if bound_to and bound_to != serial:
-            raise ChallengeRefused(f"the challenge was issued for certificate {bound_to}",
-                                   code="challenge-foreign")
-        _verify_signature(cert, challenge.encode(), signature)
-        try:  # single use, across every portal process (the store refuses a second record)
-            self.save(UsedChallenge.record(nonce, serial, now))
-        except IntegrityError:
-            raise ChallengeRefused("the challenge has already been used for a login",
-                                   code="challenge-used") from None
-        return CertificateSession(request.user_id, request.module, serial, request.id)
-
-    def login_with_verified_certificate(self, certificate_pem: str) -> CertificateSession:
-        """R5 through the TLS proxy: the client proved possession of the key in the TLS
-        handshake (chapter 6: the token signs it); everything else is checked here again."""
-        _, serial, request = self._admitted(certificate_pem, self.clock.now())
-        return CertificateSession(request.user_id, request.module, serial, request.id)
-
-    def _admitted(self, certificate_pem: str,
-                  now: datetime) -> tuple[x509.Certificate, str, CertificateRequest]:
-        """R5 but the key possession: ours, inside validity, known, good, not being revoked."""
-        try:
-            cert = x509.load_pem_x509_certificate(certificate_pem.encode())
-        except ValueError:
-            raise LoginRefused("the certificate is not valid PEM",
-                               code="certificate-malformed") from None
-        self._check_chains_to_issuer(cert)
-        serial = serial_hex(cert.serial_number)
-        if now < cert.not_valid_before_utc or now > cert.not_valid_after_utc:
-            raise LoginRefused(f"certificate {serial} is outside its validity",
-                               code="certificate-expired")
-        user_id, _module = subject_identity(cert)
-        request = self._request_for_serial(user_id, serial)
-        if request is None:
-            raise LoginRefused(f"certificate {serial} is unknown to the portal",
-                               code="certificate-unknown")
-        status = (self.status_source.status_of(serial) if self.status_source
-                  else CertificateStatus.GOOD)
-        if status == CertificateStatus.GOOD:
-            status = request.certificate_status or CertificateStatus.UNKNOWN
-        if status != CertificateStatus.GOOD:
-            raise LoginRefused(f"certificate {serial} is {status}", code=f"certificate-{status}")
-        if request.revocation_pending:  # the user said the key is gone: from that moment on
-            raise LoginRefused(f"certificate {serial} is being revoked",
-                               code="certificate-revoked")
-        return cert, serial, request
-
-    def _check_challenge(self, challenge: str, now: datetime) -> tuple[str, str]:
-        """(nonce, the serial it is bound to or "") of a challenge of ours still valid."""
-        try:
-            issued, nonce, serial, mac = challenge.split(".")
-            age = now.timestamp() - int(issued)
-        except ValueError:
-            raise ChallengeRefused("the challenge is malformed") from None
-        if not same_token(mac, keyed_token(self.secret, "challenge", issued, nonce, serial)):
-            raise ChallengeRefused("the challenge was not issued by this portal")
-        if age < 0 or age > self.rules.challenge_lifetime.total_seconds():
-            raise ChallengeRefused("the challenge has expired", code="challenge-expired")
-        return nonce, serial
-
-    def _check_chains_to_issuer(self, cert: x509.Certificate) -> None:
-        if not self._issued_by_our_ca(cert):
-            raise LoginRefused("the certificate was not issued by this CA",
-                               code="certificate-foreign")
 
     # -- R7 -------------------------------------------------------------------
     def request_renewal(self, session: CertificateSession, csr_pem: str,
@@ -643,69 +571,6 @@ class Portal(MessageDrivenApplication):
             self.save(request)
         return changed
 
-    # -- sessions -----------------------------------------------------------------
-    def open_session(self, session_id: str, user_id: str, kind: str, module: str,
-                     serial: str | None = None) -> None:
-        self.save(PortalSession.open(session_id, user_id, kind, module, serial,
-                                     self.clock.now(), self.rules.session_lifetime))
-
-    @retried_on_conflict
-    def end_session(self, session_id: str, by: str) -> bool:
-        """Logout, or ops ending one session: refused from now on by every portal process."""
-        found = self._find(PortalSession.id_for(session_id))
-        if found is None or found.ended_by is not None:
-            return False
-        found.end(ended_by=by, timestamp=self.clock.now())
-        self.save(found)
-        return True
-
-    @retried_on_conflict
-    def end_sessions(self, user_id: str, by: str) -> None:
-        """Ops: end every session of a user opened until now."""
-        partner = self.partner(user_id)
-        partner.end_sessions(ended_by=by, timestamp=self.clock.now())
-        self.save(partner)
-
-    def sessions_of(self, user_id: str) -> list[OpenSession]:
-        """The user's sessions still open (ops; reads the log of opened sessions)."""
-        now = self.clock.now()
-        until = self.partner(user_id).sessions_ended_at
-        found = []
-        for _, opened in read_log(self, topics=[get_topic(PortalSession.SessionOpened)]):
-            assert isinstance(opened, PortalSession.SessionOpened)
-            if opened.user_id != user_id or opened.expires_at <= now or (
-                    until is not None and opened.timestamp <= until):
-                continue
-            current = self._find(opened.originator_id)
-            if current is not None and current.ended_by is None:
-                found.append(OpenSession(opened.originator_id, user_id, opened.kind,
-                                         opened.module, opened.serial, opened.timestamp,
-                                         opened.expires_at))
-        return found
-
-    def check_session_open(self, session_id: str, user_id: str) -> None:
-        found = self._find(PortalSession.id_for(session_id))
-        ended = found is None or found.ended_by is not None or found.user_id != user_id
-        if found is not None and not ended:
-            try:
-                until = self.partner(user_id).sessions_ended_at
-            except NotFound:
-                until = None
-            ended = until is not None and found.opened_at <= until
-        if ended:
-            raise NotAuthenticated("the session has ended; log in again", code="session-ended")
-
-    def check_certificate_session(self, session: CertificateSession) -> None:
-        """A certificate session lasts only as long as its certificate: a revocation asked for,
-        confirmed, or an expiry ends it at once (R5 with R9, R11)."""
-        request = self.request(session.request_id)
-        if request.revocation_pending or effective_status(
-                request.certificate_status or CertificateStatus.GOOD, request.not_after,
-                self.clock.now()) != CertificateStatus.GOOD:
-            raise NotAuthenticated(f"the session ended with certificate {session.serial} "
-                                   "(revoked, revocation asked for, or expired)",
-                                   code="session-ended")
-
     # -- messages from the CA --------------------------------------------------
     @singledispatchmethod
     def policy(self, domain_event: Any, batch: Batch) -> None:
@@ -725,7 +590,7 @@ class Portal(MessageDrivenApplication):
         request.certificate_ready(serial=msg.serial, not_before=msg.not_before,
                                   not_after=msg.not_after, certificate_pem=msg.certificate_pem,
                                   timestamp=self.clock.now())
-        renewed = (self._request_for_serial(request.user_id, request.renews_serial, batch)
+        renewed = (self.certificate_request(request.user_id, request.renews_serial, batch)
                    if request.renews_serial else None)
         if renewed is not None and not renewed_still_valid(renewed):
             # R7 with R9/R10: the certificate it renews was revoked (or is being revoked)
@@ -772,7 +637,7 @@ class Portal(MessageDrivenApplication):
         batch.collect_events(request)
 
 
-    def _issued_by_our_ca(self, cert: x509.Certificate) -> bool:
+    def issued_by_our_ca(self, cert: x509.Certificate) -> bool:
         """Against the issuing CA last read; on a mismatch the chain is read again once (a
         new issuing CA after a rollover), so a stale copy never refuses a good certificate."""
         for fresh in (False, True):
@@ -790,7 +655,7 @@ class Portal(MessageDrivenApplication):
             cert = x509.load_pem_x509_certificate(msg.certificate_pem.encode())
         except ValueError:
             raise MessageRefused(f"certificate of {msg.request_id} is not PEM") from None
-        if not self._issued_by_our_ca(cert):
+        if not self.issued_by_our_ca(cert):
             raise MessageRefused(f"certificate {msg.serial} for request {msg.request_id} is "
                                  "not signed by our issuing CA")
         if spki_fingerprint(cert.public_key()) != csr_fingerprint(request.csr_pem):
@@ -804,12 +669,3 @@ class Portal(MessageDrivenApplication):
             raise MessageRefused(f"certificate {msg.serial} for request {msg.request_id} does "
                                  "not match the message or the request (serial, user, module "
                                  "or validity)")
-
-
-def _verify_signature(cert: x509.Certificate, data: bytes, signature: bytes) -> None:
-    checked = verifies(cert.public_key(), signature, data)
-    if checked is None:
-        raise LoginRefused("unsupported certificate key", code="certificate-key-unsupported")
-    if not checked:
-        raise ChallengeRefused("the challenge signature does not verify with the certificate's "
-                               "key", code="challenge-signature-invalid")

@@ -18,15 +18,12 @@ from functools import singledispatchmethod
 from typing import Any, Protocol
 
 from eventsourcing.persistence import Tracking, TrackingRecorder
-from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import Projection
-from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import get_topic
 
 from ca_core.certificate import Certificate, CertificateStatus
 from ca_core.clock import Clock, SystemClock
 from ca_core.errors import DomainError
-from ca_core.eventmodel import read_log
 from ca_core.ocsp import HASHES, Answer, Signer, sign_response
 
 COLUMNS = ("serial", "status", "reason", "revoked_at", "sha1_der", "sha256_der", "this_update",
@@ -60,169 +57,48 @@ CA_PREFIX = "ca:"
 
 
 class OcspStore(TrackingRecorder, ABC):
-    placeholder = "?"
+    """The pre-signed answers, in the projection's words: SQLite embedded, PostgreSQL in
+    production (adapters/storage/sql_ocsp.py), memory (adapters/storage/memory_views.py)."""
 
     @abstractmethod
     def save(self, rows: list[StoredResponse], tracking: Tracking | None) -> None:
-        """Upsert rows (and the tracking record, when given) in one transaction."""
+        """Upsert rows (and the tracking record, when given) in one transaction; a row never
+        replaces one decided by a later log position."""
 
     @abstractmethod
-    def _select(self, where: str, args: tuple[Any, ...]) -> list[StoredResponse]: ...
-
     def get(self, serial: str) -> StoredResponse | None:
-        found = self._select(f"WHERE serial = {self.placeholder}", (serial,))
-        return found[0] if found else None
+        """The answer for a serial (``CA_PREFIX`` + serial: the root's about an issuing CA)."""
 
+    @abstractmethod
     def due(self, signed_before: datetime, signer_serials: str | Sequence[str],
             limit: int) -> list[StoredResponse]:
-        """Rows signed before ``signed_before`` or by none of the current signers (one per
-        issuing CA)."""
-        p = self.placeholder
-        current = (signer_serials,) if isinstance(signer_serials, str) else tuple(signer_serials)
-        return self._select(f"WHERE (this_update < {p} OR signer_serial NOT IN "
-                            f"({', '.join([p] * len(current))})) "
-                            f"AND serial NOT LIKE {p} ORDER BY this_update LIMIT {int(limit)}",
-                            (self._time(signed_before), *current, CA_PREFIX + "%"))
-
-    def drop_signed_by(self, signer_serials: Sequence[str]) -> None:
-        """Delete the answers these signers signed (those of a retired issuing CA)."""
-        if signer_serials:
-            self._execute("DELETE FROM ocsp_responses WHERE signer_serial IN "  # noqa: S608
-                          f"({', '.join([self.placeholder] * len(signer_serials))})",
-                          tuple(signer_serials))
+        """End-entity rows signed before ``signed_before`` or by none of the current signers
+        (one per issuing CA), oldest first."""
 
     @abstractmethod
-    def _execute(self, sql: str, args: tuple[Any, ...]) -> None: ...
+    def drop_signed_by(self, signer_serials: Sequence[str]) -> None:
+        """Delete the answers these signers signed (those of a retired issuing CA)."""
 
+    @abstractmethod
     def rows(self) -> list[StoredResponse]:
         """The end-entity rows (the projection of the CA's log), by serial."""
-        return self._select(f"WHERE serial NOT LIKE {self.placeholder} ORDER BY serial",
-                            (CA_PREFIX + "%",))
 
+    @abstractmethod
     def partition(self, part: int, parts: int) -> list[StoredResponse]:
         """Every row (the root's answers about the issuing CA too) whose serial's last hex
         digit falls in partition ``part`` of ``parts``, so that processes can share them."""
-        digits = [d for i, d in enumerate("0123456789ABCDEF") if i % parts == part]
-        p = self.placeholder
-        return self._select(f"WHERE substr(serial, length(serial), 1) IN "
-                            f"({', '.join([p] * len(digits))})", tuple(digits))
 
     @abstractmethod
-    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
-
     def newest_change(self) -> datetime | None:
         """The latest signing time in the store (where a cache starts following changes)."""
-        found = self._query("SELECT max(this_update) FROM ocsp_responses", ())
-        return _moment(found[0][0]) if found and found[0][0] is not None else None
 
+    @abstractmethod
+    def oldest_signing(self) -> datetime | None:
+        """The earliest signing time in the store (how stale the oldest answer is)."""
+
+    @abstractmethod
     def changed_since(self, moment: datetime | None) -> list[tuple[str, datetime]]:
         """(serial, this_update) of rows signed after ``moment`` (all rows if None)."""
-        if moment is None:
-            found = self._query("SELECT serial, this_update FROM ocsp_responses", ())
-        else:
-            found = self._query("SELECT serial, this_update FROM ocsp_responses "  # noqa: S608
-                                f"WHERE this_update > {self.placeholder}", (self._time(moment),))
-        return [(serial, _moment(at)) for serial, at in found]
-
-    def _time(self, value: datetime) -> Any:
-        return value
-
-
-def _moment(value: Any) -> datetime:
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
-def _row(values: Any) -> StoredResponse:
-    data = dict(zip(COLUMNS, values, strict=True))
-    for key in ("revoked_at", "this_update", "next_update"):
-        if isinstance(data[key], str):
-            data[key] = datetime.fromisoformat(data[key])
-    for key in ("sha1_der", "sha256_der"):
-        data[key] = bytes(data[key])
-    return StoredResponse(**data)
-
-
-class SQLiteOcspStore(SQLiteTrackingRecorder, OcspStore):
-    def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(),
-                "CREATE TABLE IF NOT EXISTS ocsp_responses (serial TEXT PRIMARY KEY, status TEXT, "
-                "reason TEXT, revoked_at TEXT, sha1_der BLOB, sha256_der BLOB, this_update TEXT, "
-                "next_update TEXT, signer_serial TEXT, cause_position INTEGER)",
-                "CREATE INDEX IF NOT EXISTS ocsp_responses_this_update "
-                "ON ocsp_responses (this_update)"]
-
-    def _time(self, value: datetime) -> Any:
-        return value.isoformat()
-
-    def save(self, rows: list[StoredResponse], tracking: Tracking | None) -> None:
-        times: dict[datetime, str] = {}  # the rows of one save mostly share their signing times
-
-        def text(moment: datetime) -> str:
-            found = times.get(moment)
-            if found is None:
-                found = times[moment] = moment.isoformat()
-            return found
-
-        self.save_stored([(r.serial, r.status, r.reason,
-                           r.revoked_at.isoformat() if r.revoked_at is not None else None,
-                           r.sha1_der, r.sha256_der, text(r.this_update), text(r.next_update),
-                           r.signer_serial, r.cause_position) for r in rows], tracking)
-
-    def save_stored(self, values: list[tuple[Any, ...]], tracking: Tracking | None) -> None:
-        """Upsert rows given as the column values this store holds (times as ISO 8601 text)."""
-        with self.datastore.transaction(commit=True) as c:
-            c.executemany(f"INSERT OR REPLACE INTO ocsp_responses VALUES ({','.join('?' * 10)})",  # noqa: S608
-                          values)
-            if tracking is not None:
-                self._insert_tracking(c, tracking)
-
-    def _select(self, where: str, args: tuple[Any, ...]) -> list[StoredResponse]:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT {', '.join(COLUMNS)} FROM ocsp_responses {where}", args)  # noqa: S608
-            return [_row(tuple(r)) for r in c.fetchall()]
-
-    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(sql, args)
-            return [tuple(r) for r in c.fetchall()]
-
-    def _execute(self, sql: str, args: tuple[Any, ...]) -> None:
-        with self.datastore.transaction(commit=True) as c:
-            c.execute(sql, args)
-
-
-class PostgresOcspStore(PostgresTrackingRecorder, OcspStore):
-    """The ``ocsp_responses`` table from migrations/0002 (yoyo)."""
-
-    placeholder = "%s"
-
-    def save(self, rows: list[StoredResponse], tracking: Tracking | None) -> None:
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
-        with self.datastore.transaction(commit=True) as curs:
-            if rows:
-                curs.executemany(
-                    f"INSERT INTO ocsp_responses ({', '.join(COLUMNS)}) "  # noqa: S608 - fixed names
-                    f"VALUES ({', '.join(['%s'] * 10)}) ON CONFLICT (serial) DO UPDATE SET {updates} "
-                    "WHERE ocsp_responses.cause_position <= EXCLUDED.cause_position",
-                    [tuple(getattr(row, k) for k in COLUMNS) for row in rows])
-                curs.execute("NOTIFY ocsp_responses")  # wakes the OCSP workers (at commit)
-            if tracking is not None:
-                self._insert_tracking(curs, tracking)
-
-    def _select(self, where: str, args: tuple[Any, ...]) -> list[StoredResponse]:
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(f"SELECT {', '.join(COLUMNS)} FROM ocsp_responses {where}",  # noqa: S608
-                         args, prepare=False)
-            return [_row(tuple(r.values())) for r in curs.fetchall()]
-
-    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(sql, args, prepare=False)
-            return [tuple(r.values()) for r in curs.fetchall()]
-
-    def _execute(self, sql: str, args: tuple[Any, ...]) -> None:
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(sql, args, prepare=False)
 
 
 def signed(signer: Signer, answer: Answer, now: datetime, validity: timedelta,
@@ -295,25 +171,18 @@ class OcspResponseProjection(Projection[OcspStore]):
         self._save(Answer(e.serial, CertificateStatus.REVOKED, e.revoked_at, e.reason), tracking,
                    e.issuer_generation)
 
-    def catch_up(self, source: Any, batch: int = 500) -> int:
-        """Sign responses for everything of ``source`` (the CA) not yet seen, ``batch`` events per
-        transaction (a rebuild from position 0 signs every certificate once); returns the count."""
-        start = (self.view.max_tracking_id(source.name) or 0) + 1
+    def process_page(self, page: list[tuple[int, Any]], application_name: str) -> None:
+        """A page of the log (projections/feed.py) signed and saved in one transaction with
+        one signing time, tracked by its last position (a rebuild from position 0 signs
+        every certificate once)."""
         rows: dict[str, StoredResponse] = {}
-        count, last = 0, 0
         signers, now = self.signer.current(), self.clock.now()
-        for position, event in read_log(source, topics=self.topics, start=start):
+        for position, event in page:
             answer = _answer(event)
             signer = signers.get(getattr(event, "issuer_generation", 0))
             if answer is not None and signer is not None:  # none: a retired issuing CA
                 rows[answer.serial] = signed(signer, answer, now, self.validity, position)
-            count, last = count + 1, position
-            if count % batch == 0:
-                self.view.save(list(rows.values()), Tracking(source.name, last))
-                rows, now = {}, self.clock.now()
-        if last and count % batch:
-            self.view.save(list(rows.values()), Tracking(source.name, last))
-        return count
+        self.view.save(list(rows.values()), Tracking(application_name, page[-1][0]))
 
     def refresh_issuing_ca(self, issuing_serial: str, root: Callable[[], Signer],
                            validity: timedelta | None = None, force: bool = False) -> bool:

@@ -51,7 +51,7 @@ class SignerCache:
     def reload(self) -> None:
         self._remember()  # which signer is whose, even where no delegated key is at hand
         try:
-            self._current = {ca.generation: self.ca.current_ocsp_signer(ca.generation)
+            self._current = {ca.generation: self.ca.ocsp.current(ca.generation)
                              for ca in self.ca.authority().active()}
         except DomainError:
             self._current = None  # no delegated key at hand; asked again on the next change

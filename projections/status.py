@@ -16,17 +16,13 @@ from functools import singledispatchmethod
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
-from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.persistence import Tracking, TrackingRecorder
 from eventsourcing.projection import Projection
-from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import get_topic
-from psycopg.rows import tuple_row
 
 from ca_core.certificate import Certificate, CertificateStatus, effective_status
 from ca_core.clock import Clock
 from ca_core.crl import RevokedEntry
-from ca_core.eventmodel import read_log
 
 
 @dataclass(frozen=True)
@@ -59,7 +55,8 @@ COLUMNS = ("serial", "user_id", "module", "request_id", "not_before", "not_after
 
 
 class StatusView(TrackingRecorder, ABC):
-    """Where the rows live (SQLite embedded, PostgreSQL in production)."""
+    """Where the rows live, in the projection's words: SQLite embedded, PostgreSQL in
+    production (adapters/storage/sql_status.py), memory (adapters/storage/memory_views.py)."""
 
     def save_row(self, row: StatusRow, tracking: Tracking) -> None:
         """Write the row and the tracking record in one transaction."""
@@ -69,32 +66,25 @@ class StatusView(TrackingRecorder, ABC):
     def save_rows(self, rows: list[StatusRow], tracking: Tracking | None) -> None:
         """Write rows (and the tracking record, when given) in one transaction."""
 
-    #: The driver's parameter placeholder (sqlite3: ?, psycopg: %s).
-    placeholder = "?"
+    @abstractmethod
+    def get(self, serial: str) -> StatusRow | None:
+        """The row of one certificate (None: not in the view)."""
 
     @abstractmethod
-    def _select(self, where: str, args: tuple[Any, ...]) -> list[StatusRow]: ...
-
-    def get(self, serial: str) -> StatusRow | None:
-        found = self._select(f"WHERE serial = {self.placeholder}", (serial,))
-        return found[0] if found else None
-
     def for_user(self, user_id: str) -> list[StatusRow]:
-        return self._select(f"WHERE user_id = {self.placeholder} ORDER BY not_before, serial",
-                            (user_id,))
+        """A user's certificates, oldest first."""
 
+    @abstractmethod
     def rows(self) -> list[StatusRow]:
-        return self._select("ORDER BY serial", ())
+        """Every row, by serial."""
 
     @abstractmethod
     def revoked_entries(self) -> list[RevokedEntry]:
         """Every revoked certificate as a CRL entry (one query, no row objects: 10^6 rows)."""
 
+    @abstractmethod
     def revoked_position(self) -> int:
         """The log position of the newest revocation in the view (0 if none)."""
-        return max((r.cause_position for r in self._select(
-            f"WHERE status = {self.placeholder} ORDER BY cause_position DESC LIMIT 1",
-            (CertificateStatus.REVOKED.value,))), default=0)
 
 
 def status_row(values: Any) -> StatusRow:
@@ -106,86 +96,6 @@ def status_row(values: Any) -> StatusRow:
     if not isinstance(data["request_id"], UUID):
         data["request_id"] = UUID(str(data["request_id"]))
     return StatusRow(**data)
-
-
-def _params(row: StatusRow) -> tuple[Any, ...]:
-    return tuple(getattr(row, c) for c in COLUMNS)
-
-
-class SQLiteStatusView(SQLiteTrackingRecorder, StatusView):
-    """The embedded default: a table next to the tracking table in its own SQLite file."""
-
-    def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(),
-                "CREATE TABLE IF NOT EXISTS revocation_status (serial TEXT PRIMARY KEY, "
-                "user_id TEXT, module TEXT, request_id TEXT, not_before TEXT, not_after TEXT, "
-                "status TEXT, reason TEXT, changed_at TEXT, changed_by TEXT, "
-                "cause_position INTEGER)",
-                "CREATE INDEX IF NOT EXISTS revocation_status_user_id "
-                "ON revocation_status (user_id)"]
-
-    @staticmethod
-    def stored(row: StatusRow) -> tuple[Any, ...]:
-        """``row`` as this store holds it (the column values it writes and reads back)."""
-        return (row.serial, row.user_id, row.module, str(row.request_id),
-                row.not_before.isoformat(), row.not_after.isoformat(), row.status, row.reason,
-                row.changed_at.isoformat() if row.changed_at is not None else None,
-                row.changed_by, row.cause_position)
-
-    def save_rows(self, rows: list[StatusRow], tracking: Tracking | None) -> None:
-        self.save_stored([self.stored(row) for row in rows], tracking)
-
-    def save_stored(self, values: list[tuple[Any, ...]], tracking: Tracking | None) -> None:
-        """Write rows given as ``stored`` values (and the tracking record) in one transaction."""
-        with self.datastore.transaction(commit=True) as c:
-            c.executemany(f"INSERT OR REPLACE INTO revocation_status VALUES ({','.join('?' * 11)})",  # noqa: S608
-                          values)
-            if tracking is not None:
-                self._insert_tracking(c, tracking)
-
-    def _select(self, where: str, args: tuple[Any, ...]) -> list[StatusRow]:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT {', '.join(COLUMNS)} FROM revocation_status {where}", args)  # noqa: S608
-            return [status_row(tuple(r)) for r in c.fetchall()]
-
-    def revoked_entries(self) -> list[RevokedEntry]:
-        parse = datetime.fromisoformat
-        with self.datastore.transaction(commit=False) as c:
-            c.execute("SELECT serial, coalesce(changed_at, not_before), coalesce(reason, "
-                      "'unspecified') FROM revocation_status WHERE status = 'revoked'")
-            rows = iter(c.fetchone, None)  # one row at a time: no list of a million rows
-            return [RevokedEntry(serial, parse(at), reason) for serial, at, reason in rows]
-
-
-
-class PostgresStatusView(PostgresTrackingRecorder, StatusView):
-    """Production: the ``revocation_status`` table from migrations/0001 (yoyo)."""
-
-    placeholder = "%s"
-
-    def save_rows(self, rows: list[StatusRow], tracking: Tracking | None) -> None:
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
-        with self.datastore.transaction(commit=True) as curs:
-            curs.executemany(
-                f"INSERT INTO revocation_status ({', '.join(COLUMNS)}) "  # noqa: S608 - fixed names
-                f"VALUES ({', '.join(['%s'] * 11)}) ON CONFLICT (serial) DO UPDATE SET {updates}",
-                [_params(row) for row in rows])
-            if tracking is not None:
-                self._insert_tracking(curs, tracking)
-
-    def _select(self, where: str, args: tuple[Any, ...]) -> list[StatusRow]:
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(f"SELECT {', '.join(COLUMNS)} FROM revocation_status {where}",  # noqa: S608
-                         args, prepare=False)
-            return [status_row(tuple(r.values())) for r in curs.fetchall()]
-
-    def revoked_entries(self) -> list[RevokedEntry]:
-        with self.datastore.transaction(commit=False) as curs, curs.connection.cursor(
-                row_factory=tuple_row) as plain:
-            plain.execute("SELECT serial, coalesce(changed_at, not_before), coalesce(reason, "
-                          "'unspecified') FROM revocation_status WHERE status = 'revoked'")
-            return [RevokedEntry(*row) for row in plain]
-
 
 
 class RevocationStatusProjection(Projection[StatusView]):
@@ -290,41 +200,3 @@ class ViewStatusSource:
         if row is None:
             return CertificateStatus.UNKNOWN
         return effective_status(row.status, row.not_after, self.clock.now())
-
-
-#: log events per transaction when the status view catches up
-PAGE = 500
-
-
-def catch_up(projection: Projection[Any], source: Any) -> int:
-    """Feed the projection everything of ``source`` (the CA app) it has not seen; returns the count.
-
-    The status view takes a page of events per transaction; other projections one by one.
-    Another process on the same view (a running ``serve`` beside a portal process or a CLI
-    command) may record a position first: its tracking then collides with ours, the view
-    kept its rows, and we read on from where it got — nothing is applied twice.
-    """
-    count = 0
-    paged = isinstance(projection, RevocationStatusProjection)
-    while True:
-        start = (projection.view.max_tracking_id(source.name) or 0) + 1
-        position = start
-        page: list[tuple[int, Any]] = []
-        try:
-            for position, event in read_log(source, topics=projection.topics, start=start):
-                if not paged:
-                    projection.process_event(event, Tracking(source.name, position))
-                    count += 1
-                    continue
-                page.append((position, event))
-                if len(page) == PAGE:
-                    projection.process_page(page, source.name)  # type: ignore[attr-defined]
-                    count, page = count + len(page), []
-            if page:
-                projection.process_page(page, source.name)  # type: ignore[attr-defined]
-                count += len(page)
-        except IntegrityError:
-            if (projection.view.max_tracking_id(source.name) or 0) < position:
-                raise  # not another catch-up ahead of us: a real constraint violation
-        else:
-            return count

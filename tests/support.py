@@ -43,7 +43,7 @@ def make_system(data_dir: Path, database_url: str = "", initialise: bool = True,
                    clock=ManualClock(start, step=timedelta(milliseconds=1)),
                    passphrase=PASSPHRASE)
     if initialise:
-        system.ca.initialise()
+        system.ca.hierarchy.initialise()
     return system
 
 
@@ -90,8 +90,8 @@ def enroll(system: PartnerCa, user: str = USER, module: str = MODULE,
 
 def cert_login(system: PartnerCa, certificate_pem: str,
                key: softtoken.UserKey) -> CertificateSession:
-    challenge = system.portal.new_challenge()
-    return system.portal.login_with_certificate(certificate_pem, challenge,
+    challenge = system.portal.certificate_login.new_challenge()
+    return system.portal.certificate_login.with_signature(certificate_pem, challenge,
                                                 softtoken.sign_challenge(key, challenge))
 
 

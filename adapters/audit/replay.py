@@ -48,6 +48,7 @@ from eventsourcing.utils import get_topic
 from adapters.compat import singledispatch
 from adapters.settings import Settings
 from adapters.storage.logreader import Decoder, Part, records
+from adapters.storage.memory_views import MemoryMailOutbox, MemoryOcspStore, MemoryStatusView
 from adapters.storage.persistence import (
     mail_outbox,
     ocsp_store,
@@ -57,24 +58,18 @@ from adapters.storage.persistence import (
     status_view,
     store_env,
 )
+from adapters.storage.sql_status import SQLiteStatusView
 from ca_core.clock import SystemClock
 from ca_core.ocsp import Answer
 from ca_core.request import CertificateRequest
-from projections.notifications import Mail, MailOutbox, NotificationProjection, Recipient
+from projections.notifications import Mail, NotificationProjection, Recipient
 from projections.ocsp import (
     CA_PREFIX,
     OcspResponseProjection,
     OcspStore,
-    StoredResponse,
 )
 from projections.ocsp import COLUMNS as OCSP_COLUMNS
-from projections.status import (
-    COLUMNS,
-    RevocationStatusProjection,
-    SQLiteStatusView,
-    StatusRow,
-    StatusView,
-)
+from projections.status import COLUMNS, RevocationStatusProjection
 
 TICK = 10_000
 log = logging.getLogger(__name__)
@@ -104,74 +99,8 @@ class ReplayReport:
     differences: list[Difference]
 
 
-# -- in-memory views behind the projections' own code ------------------------------------
-class _Tracked:
-    def __init__(self) -> None:
-        self.positions: dict[str, int] = {}
-
-    def insert_tracking(self, tracking: Tracking) -> None:
-        self.positions[tracking.application_name] = tracking.notification_id
-
-    def max_tracking_id(self, application_name: str) -> int | None:
-        return self.positions.get(application_name)
-
-
-class _MemoryStatus(_Tracked, StatusView):
-    def __init__(self) -> None:
-        super().__init__()
-        self.by_serial: dict[str, StatusRow] = {}
-
-    def save_rows(self, rows: list[StatusRow], tracking: Tracking | None) -> None:
-        for row in rows:
-            self.by_serial[row.serial] = row
-        if tracking is not None:
-            self.insert_tracking(tracking)
-
-    def get(self, serial: str) -> StatusRow | None:
-        return self.by_serial.get(serial)
-
-    def _select(self, where: str, args: tuple[Any, ...]) -> list[StatusRow]:
-        raise NotImplementedError("in-memory replay view")
-
-    def revoked_entries(self) -> list[Any]:
-        raise NotImplementedError("in-memory replay view")
-
-
-class _MemoryOcsp(_Tracked, OcspStore):
-    """Only the tracking: ``_Answers`` keeps the answers itself."""
-
-    def save(self, rows: list[StoredResponse], tracking: Tracking | None) -> None:
-        raise NotImplementedError("in-memory replay view")
-
-    def _select(self, where: str, args: tuple[Any, ...]) -> list[StoredResponse]:
-        raise NotImplementedError("in-memory replay view")
-
-    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        raise NotImplementedError("in-memory replay view")
-
-    def _execute(self, sql: str, args: tuple[Any, ...]) -> None:
-        raise NotImplementedError("in-memory replay view")
-
-
-class _MemoryMail(_Tracked, MailOutbox):
-    def __init__(self) -> None:
-        super().__init__()
-        self.by_id: dict[str, Mail] = {}
-
-    def add(self, mails: list[Mail], tracking: Tracking | None) -> int:
-        new = [m for m in mails if m.id not in self.by_id]
-        self.by_id.update((m.id, m) for m in new)
-        if tracking is not None:
-            self.insert_tracking(tracking)
-        return len(new)
-
-    def all(self) -> list[Mail]:
-        return [self.by_id[k] for k in sorted(self.by_id)]
-
-    def _execute(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        raise NotImplementedError("in-memory replay view")
-
-
+# -- the rebuilt views: in memory (adapters/storage/memory_views.py), behind the projections'
+# own code; the OCSP answers are recorded, not signed --------------------------------------
 class _Answers(OcspResponseProjection):
     """The OCSP projection recording what it would sign, without signing (one signing time
     for all: it is not compared)."""
@@ -284,9 +213,9 @@ def _rebuild_ca(settings: Settings, scratch: Path, part: int, upto: dict[str, in
     one) into the status view and the OCSP answers, written to the scratch stores."""
     started = time.perf_counter()
     ca = _app(settings, "ca")
-    status_rows = _MemoryStatus()
+    status_rows = MemoryStatusView()
     status = RevocationStatusProjection(status_rows)
-    answers = _Answers(_MemoryOcsp())
+    answers = _Answers(MemoryOcspStore())
     decoded = _feed(ca, [(status, upto["revocation_status"]), (answers, upto["ocsp_responses"])],
                     _progress[part], part=(part, PARTS))
     ca.close()
@@ -308,7 +237,7 @@ def _rebuild_ca(settings: Settings, scratch: Path, part: int, upto: dict[str, in
 
 def _rebuild_mail(settings: Settings, scratch: Path, upto: int) -> _Result:
     portal = _app(settings, "portal")
-    mails = NotificationProjection(_MemoryMail())
+    mails = NotificationProjection(MemoryMailOutbox())
     owners: dict[UUID, str] = {}
     recipients: dict[str, Recipient] = {}
 

@@ -15,6 +15,7 @@ from ca_core.ca import CertificateAuthority
 from ca_core.certificate import serial_hex
 from ca_core.errors import DomainError
 from ca_core.x509profile import from_pem
+from projections.feed import catch_up
 from projections.ocsp import CA_PREFIX, OcspResponseProjection, OcspStore
 from projections.ocsp_signers import SignerCache
 
@@ -30,7 +31,7 @@ class SignerRotation(SignerCache):
         self.validity, self.renew = validity, renew
 
     def rotate(self) -> None:
-        self._current = self.ca.ocsp_signers(self.validity, self.renew)
+        self._current = self.ca.ocsp.signers(self.validity, self.renew)
         self._remember()
 
 
@@ -56,7 +57,7 @@ class OcspPublisher:
         """The root's answers about every active issuing CA, signed now (the root key)."""
         signed = []
         for serial in self.issuing_serials():
-            self.projection.refresh_issuing_ca(serial, self.ca.root_signer, validity, force=True)
+            self.projection.refresh_issuing_ca(serial, self.ca.ocsp.root, validity, force=True)
             signed.append(serial)
         return signed
 
@@ -66,10 +67,10 @@ class OcspPublisher:
         the issuing CAs — while it is offline that is skipped (with a warning saying until
         when the current answers hold) and everything else goes on."""
         self.signers.rotate()
-        done: int = self.projection.catch_up(self.ca)
+        done = catch_up(self.projection, self.ca)
         for serial in self.issuing_serials():
             try:
-                done += self.projection.refresh_issuing_ca(serial, self.ca.root_signer,
+                done += self.projection.refresh_issuing_ca(serial, self.ca.ocsp.root,
                                                            root_validity)
             except DomainError as exc:
                 row = self.store.get(CA_PREFIX + serial)

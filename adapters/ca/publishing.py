@@ -26,8 +26,10 @@ from adapters.settings import Settings
 from adapters.storage.crl_files import CrlFile, CrlFiles, served_crl, write_crls
 from adapters.storage.persistence import status_view
 from ca_core.authority import for_generation
-from ca_core.ca import CertificateAuthority, PublishedCrls
-from projections.status import RevocationStatusProjection, catch_up
+from ca_core.ca import CertificateAuthority
+from ca_core.crl_signing import PublishedCrls
+from projections.feed import catch_up
+from projections.status import RevocationStatusProjection
 
 log = logging.getLogger("partner_ca.publishing")
 
@@ -72,12 +74,12 @@ class CrlPublisher:
         catch_up(self.status, self.ca)
         entries = self.status.view.revoked_entries()
         position = self.status.view.max_tracking_id(self.ca.name) or 0
-        by_issuer = self.ca.generation_of(entries)
+        by_issuer = self.ca.crls.generation_of(entries)
         authority = self.ca.authority()
         done: dict[int, PublishedCrls] = {}
         for issuing in authority.active():
             g = issuing.generation
-            done[g] = self.ca.publish_crls(by_issuer.get(g, []), position, self.validity, g)
+            done[g] = self.ca.crls.publish_crls(by_issuer.get(g, []), position, self.validity, g)
             write_crls(done[g], self.target_of(g), copy if g == authority.current else None, g)
         authority = self.ca.authority()
         self._reflects = {(g, authority.issuing[g].crl_number): position for g in done}
@@ -152,7 +154,7 @@ class CaPublishing:
     def step(self) -> None:
         self.ocsp.step(self.root_validity)
         self.crl.tick()
-        if self.ca.retire_due():  # its last certificate expired: no CRL or OCSP any more
+        if self.ca.hierarchy.retire_due():  # its last certificate expired: no CRL or OCSP any more
             self.ocsp.step(self.root_validity)
 
 

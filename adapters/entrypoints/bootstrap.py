@@ -24,7 +24,8 @@ from ca_core.clock import Clock, ManualClock, SystemClock
 from ca_core.portal import Portal, TrustChain
 from ca_core.ports import KeyStore, StatusSource, Transport
 from ca_core.x509profile import split_pems
-from projections.status import RevocationStatusProjection, ViewStatusSource, catch_up
+from projections.feed import catch_up
+from projections.status import RevocationStatusProjection, ViewStatusSource
 
 T = TypeVar("T")
 

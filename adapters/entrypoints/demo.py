@@ -53,7 +53,7 @@ def run_story(system: PartnerCa, passphrase: str) -> DemoSecrets:
     otps: list[str] = []
     passwords: list[str] = []
 
-    ca.initialise()
+    ca.hierarchy.initialise()
     portal.register_partner(USER, email="partner@example.com", modules=[MODULE], language="cs")
 
     # Chapter 2 (R1): the EPAK administrator issues an OTP.
@@ -73,14 +73,14 @@ def run_story(system: PartnerCa, passphrase: str) -> DemoSecrets:
     first = portal.pickup(request_id, USER)
 
     # Chapter 6 (R5): login with the certificate.
-    challenge = portal.new_challenge()
-    cert_session = portal.login_with_certificate(
+    challenge = portal.certificate_login.new_challenge()
+    cert_session = portal.certificate_login.with_signature(
         first.certificate_pem, challenge, softtoken.sign_challenge(keys[0], challenge))
 
     # Chapter 8 (R7): renewal while valid, with a new key; the old one becomes superseded.
     clock.advance(timedelta(days=340))
-    challenge = portal.new_challenge()
-    cert_session = portal.login_with_certificate(
+    challenge = portal.certificate_login.new_challenge()
+    cert_session = portal.certificate_login.with_signature(
         first.certificate_pem, challenge, softtoken.sign_challenge(keys[0], challenge))
     keys.append(softtoken.new_key())
     renewal_password = "renewal password 2"  # noqa: S105 - a demo user typing it
@@ -94,8 +94,8 @@ def run_story(system: PartnerCa, passphrase: str) -> DemoSecrets:
 
     # Chapter 9 (R9): the user revokes the new certificate with the revocation password.
     clock.advance(timedelta(days=30))
-    challenge = portal.new_challenge()
-    new_session = portal.login_with_certificate(
+    challenge = portal.certificate_login.new_challenge()
+    new_session = portal.certificate_login.with_signature(
         renewed.certificate_pem, challenge, softtoken.sign_challenge(keys[1], challenge))
     portal.revoke(new_session, renewal_password, reason="keyCompromise")
     system.pump()

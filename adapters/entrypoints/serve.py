@@ -253,7 +253,7 @@ def _observed(settings: Settings, stop: threading.Event, portal: Portal | None,
             checks.append(store_check(app))
     if ca is not None:
         if ca.keys is not None:
-            checks.append(("ca-keys", ca.unlock))  # the issuing keys open (file or token)
+            checks.append(("ca-keys", ca.hierarchy.unlock))  # the issuing keys open (file or token)
         gauges.add("partner_ca_crl_age_seconds", "Seconds since the served CRL's thisUpdate",
                    crl_age(served_crl(settings.data_dir)))
         # the views' stores are opened at the first scrape, not here: the roles starting

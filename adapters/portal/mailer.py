@@ -31,8 +31,8 @@ from adapters.periodic import run_periodically
 from adapters.settings import Settings
 from adapters.storage.persistence import mail_outbox
 from ca_core.portal import Portal
+from projections.feed import catch_up
 from projections.notifications import Mail, MailOutbox, NotificationProjection, Recipient, remind
-from projections.status import catch_up
 
 log = logging.getLogger("partner_ca.mailer")
 

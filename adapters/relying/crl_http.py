@@ -36,7 +36,8 @@ from adapters.storage.persistence import status_view
 from ca_core.ca import CertificateAuthority
 from ca_core.certificate import CertificateStatus, SerialInvalid, effective_status, parse_serial
 from ca_core.x509profile import from_pem
-from projections.status import RevocationStatusProjection, StatusView, catch_up
+from projections.feed import catch_up
+from projections.status import RevocationStatusProjection, StatusView
 
 log = logging.getLogger("partner_ca.relying")
 SHARD_FILE = re.compile(r"shard-\d{1,4}(-g\d{1,4})?\.crl")

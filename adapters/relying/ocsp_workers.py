@@ -54,7 +54,7 @@ def serve_ocsp(settings: Settings, stop: threading.Event) -> None:
     settings = responder_settings(settings)
     ca = open_ca(settings)
     try:
-        ca.current_ocsp_signer()
+        ca.ocsp.current()
     except DomainError as exc:
         log.warning("requests with a nonce get the pre-signed answer without it: %s", exc)
     metrics_dir = None

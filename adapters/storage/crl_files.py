@@ -13,7 +13,7 @@ from pathlib import Path
 from cryptography import x509
 
 from ca_core.authority import for_generation
-from ca_core.ca import PublishedCrls
+from ca_core.crl_signing import PublishedCrls
 
 log = logging.getLogger("partner_ca.crl")
 

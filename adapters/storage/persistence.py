@@ -16,13 +16,16 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from adapters.settings import Settings
 from adapters.storage.pgrecorder import ArrayInsertApplicationRecorder, ArrayInsertProcessRecorder
+from adapters.storage.sql_mail import PostgresMailOutbox, SQLiteMailOutbox
+from adapters.storage.sql_ocsp import PostgresOcspStore, SQLiteOcspStore
+from adapters.storage.sql_status import PostgresStatusView, SQLiteStatusView
 from ca_core.ca import CertificateAuthority
 from ca_core.clock import Clock
 from ca_core.errors import NotReady
 from ca_core.portal import Portal
-from projections.notifications import MailOutbox, PostgresMailOutbox, SQLiteMailOutbox
-from projections.ocsp import OcspStore, PostgresOcspStore, SQLiteOcspStore
-from projections.status import PostgresStatusView, SQLiteStatusView, StatusView
+from projections.notifications import MailOutbox
+from projections.ocsp import OcspStore
+from projections.status import StatusView
 
 T = TypeVar("T")
 

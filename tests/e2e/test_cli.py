@@ -245,7 +245,7 @@ def test_audit_history_and_at_for_a_certificate(tmp_path: Path) -> None:
     issued_at = system.ca.certificate(me.picked.serial).modified_on
     system.clock.advance(timedelta(days=10))  # type: ignore[attr-defined]
     system.ca.revoke(me.picked.serial, "keyCompromise", operator="ops-anna")
-    system.ca.publish_crl([], 0)
+    system.ca.crls.publish_crl([], 0)
     other = enroll(system)
     system.clock.advance(timedelta(days=400))  # type: ignore[attr-defined]
     system.ca.expire_due()

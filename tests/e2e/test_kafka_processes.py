@@ -188,8 +188,8 @@ def test_the_whole_lifecycle_across_processes(env: dict[str, str], roles: Roles,
                                 "revocation pw 1", "revocation pw 1")
     wait_for("issuance", lambda: portal.request(rid).state == "ready", roles)
     first = portal.pickup(rid, "P24-000123")
-    challenge = portal.new_challenge()
-    cert_session = portal.login_with_certificate(first.certificate_pem, challenge,
+    challenge = portal.certificate_login.new_challenge()
+    cert_session = portal.certificate_login.with_signature(first.certificate_pem, challenge,
                                                  softtoken.sign_challenge(key, challenge))
     new_key = softtoken.new_key()
     renewal = portal.request_renewal(cert_session, softtoken.make_csr(new_key, "P24-000123"),
@@ -198,8 +198,8 @@ def test_the_whole_lifecycle_across_processes(env: dict[str, str], roles: Roles,
     renewed = portal.pickup(renewal, "P24-000123")
     wait_for("superseded", lambda: portal.request(rid).certificate_status == "revoked", roles)
     assert ca.status(first.serial).reason == "superseded"
-    challenge = portal.new_challenge()
-    new_session = portal.login_with_certificate(renewed.certificate_pem, challenge,
+    challenge = portal.certificate_login.new_challenge()
+    new_session = portal.certificate_login.with_signature(renewed.certificate_pem, challenge,
                                                 softtoken.sign_challenge(new_key, challenge))
     portal.revoke(new_session, "revocation pw 2", reason="keyCompromise")
     wait_for("revocation", lambda: portal.request(renewal).certificate_status == "revoked", roles)

@@ -202,7 +202,7 @@ def test_the_old_ca_retires_when_its_last_certificate_has_expired(
     system, enrolled, _server, _ = rolled_over
     publishing = CaPublishing(system.ca, system.settings)
     publishing.step()
-    assert system.ca.retire_due() == []  # its certificates are still valid
+    assert system.ca.hierarchy.retire_due() == []  # its certificates are still valid
     last = max(x509.load_pem_x509_certificate(enrolled[u].picked.certificate_pem.encode())
                .not_valid_after_utc for u in (OLD_GOOD, OLD_REVOKED))
     advance(system, last - system.clock.now() + timedelta(minutes=1))
@@ -217,4 +217,4 @@ def test_the_old_ca_retires_when_its_last_certificate_has_expired(
     store = publishing.ocsp.store
     assert store.get(enrolled[OLD_GOOD].picked.serial) is None
     assert store.get(enrolled[NEW].picked.serial) is not None
-    assert system.ca.chain_pem().count("BEGIN CERTIFICATE") == 2  # new issuing + root
+    assert system.ca.hierarchy.chain_pem().count("BEGIN CERTIFICATE") == 2  # new issuing + root

@@ -16,8 +16,8 @@ from adapters.ca.publishing import crl_publisher, ocsp_publisher_of
 from adapters.relying.ocsp_http import OcspResponder, ocsp_responder
 from ca_core.certificate import REVOCATION_REASONS
 from ca_core.clock import ManualClock
+from projections.feed import catch_up
 from projections.ocsp import StoredResponse
-from projections.status import catch_up
 from tests.support import enroll, make_system, register
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)

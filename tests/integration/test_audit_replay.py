@@ -13,7 +13,8 @@ from adapters.ca.publishing import ocsp_publisher_of
 from adapters.portal.mailer import MaildirTransport, Notifier
 from adapters.relying.ocsp_http import ocsp_responder
 from adapters.storage.persistence import status_view
-from projections.status import RevocationStatusProjection, catch_up
+from projections.feed import catch_up
+from projections.status import RevocationStatusProjection
 from tests.support import enroll, make_system, register
 
 

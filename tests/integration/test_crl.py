@@ -13,7 +13,8 @@ from adapters.storage.persistence import status_view
 from ca_core.authority import Authority
 from ca_core.crl import RevokedEntry
 from ca_core.eventmodel import all_events
-from projections.status import RevocationStatusProjection, catch_up
+from projections.feed import catch_up
+from projections.status import RevocationStatusProjection
 from tests.support import START, enroll, make_system, register
 
 
@@ -35,7 +36,7 @@ def test_r9_openssl_rejects_a_revoked_certificate_with_our_crl(tmp_path: Path) -
     entries = [RevokedEntry(r.serial, r.changed_at or r.not_before, r.reason or "unspecified")
                for r in projection.view.rows() if r.status == "revoked"]
     position = projection.view.max_tracking_id("ca") or 0
-    der = system.ca.publish_crl(entries, position)
+    der = system.ca.crls.publish_crl(entries, position)
     authority = system.ca.authority()
     (tmp_path / "root.pem").write_text(authority.root_certificate_pem)
     (tmp_path / "issuing.pem").write_text(authority.issuing_certificate_pem)
@@ -49,7 +50,7 @@ def test_r9_openssl_rejects_a_revoked_certificate_with_our_crl(tmp_path: Path) -
     accepted = openssl_verify(tmp_path, good.picked.certificate_pem, at)
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     # the next CRL has the next number, and each CrlPublished names the log position it reflects
-    system.ca.publish_crl(entries, position)
+    system.ca.crls.publish_crl(entries, position)
     published = [e for _, e in all_events(system.ca) if isinstance(e, Authority.CrlPublished)]
     assert [(e.crl_number, e.log_position, e.revoked_count) for e in published] == [
         (1, position, 1), (2, position, 1)]
@@ -75,9 +76,9 @@ def test_crl_publishers_and_ocsp_signer_rotation_in_several_processes_share_the_
         try:
             for _ in range(8):
                 if signer:
-                    ca.ocsp_signer(renew_before=timedelta(days=29, hours=23, minutes=59))  # type: ignore[attr-defined]
+                    ca.ocsp.signer(renew_before=timedelta(days=29, hours=23, minutes=59))  # type: ignore[attr-defined]
                 else:
-                    ca.publish_crl([], 0)  # type: ignore[attr-defined]
+                    ca.crls.publish_crl([], 0)  # type: ignore[attr-defined]
         except BaseException as exc:
             errors.append(exc)
 
@@ -108,10 +109,10 @@ def test_a_crl_number_taken_by_another_process_is_signed_again_with_the_next(
         found = read()
         reads += 1
         if reads == 1:
-            theirs.ca.publish_crl([], 0)  # CRL number 1 is theirs now
+            theirs.ca.crls.publish_crl([], 0)  # CRL number 1 is theirs now
         return found
 
     monkeypatch.setattr(ours.ca, "authority", read_then_lose_the_race)
-    der = ours.ca.publish_crl([], 0)
+    der = ours.ca.crls.publish_crl([], 0)
     number = x509.load_der_x509_crl(der).extensions.get_extension_for_class(x509.CRLNumber)
     assert number.value.crl_number == 2 and reads >= 2

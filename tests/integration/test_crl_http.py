@@ -17,7 +17,7 @@ from adapters.ca.publishing import CrlPublisher, crl_publisher
 from adapters.entrypoints.bootstrap import PartnerCa
 from adapters.relying.crl_http import crl_app
 from ca_core.clock import ManualClock
-from projections.status import catch_up
+from projections.feed import catch_up
 from tests.support import HttpServer, enroll, make_system, register
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
@@ -221,7 +221,7 @@ def test_a_publication_recorded_but_not_written_here_is_replaced_at_once(
     service.system.ca.revoke(me.picked.serial, "keyCompromise", operator="ops")
     catch_up(service.publisher.status, service.system.ca)
     view = service.publisher.status.view
-    service.system.ca.publish_crls(view.revoked_entries(),
+    service.system.ca.crls.publish_crls(view.revoked_entries(),
                                    view.max_tracking_id("ca") or 0)  # written nowhere here
     # this server knows what its CRL reflects: the revocation it lacks is pending, published
     # within PARTNER_CA_CRL_DELAY_SECONDS as any revocation is
@@ -268,7 +268,7 @@ def test_after_a_restart_a_served_crl_older_than_the_recorded_one_is_replaced_at
     service.system.ca.revoke(me.picked.serial, "keyCompromise", operator="ops")
     catch_up(service.publisher.status, service.system.ca)
     view = service.publisher.status.view
-    service.system.ca.publish_crls(view.revoked_entries(), view.max_tracking_id("ca") or 0)
+    service.system.ca.crls.publish_crls(view.revoked_entries(), view.max_tracking_id("ca") or 0)
     restarted = crl_publisher(service.system.ca, service.system.settings)
     assert restarted.tick(), "what the served CRL reflects is unknown: publish at once"
     crl, reply = _served(service)

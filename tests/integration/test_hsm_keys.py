@@ -19,9 +19,9 @@ from adapters.ca.keystore import KeyStoreError
 from adapters.ca.publishing import CaPublishing
 from adapters.compat import python_pkcs11
 from adapters.entrypoints.bootstrap import PartnerCa
-from ca_core.ca import ISSUING_KEY, ROOT_KEY
 from ca_core.certificate import serial_hex
 from ca_core.crl import RevokedEntry
+from ca_core.hierarchy import ISSUING_KEY, ROOT_KEY
 from ca_core.ocsp import Answer, sign_response
 from projections.ocsp import CA_PREFIX
 from tests.conftest import SoftToken
@@ -42,7 +42,7 @@ def test_the_whole_story_signed_on_the_token(tmp_path: Path, soft_token: SoftTok
     good, bad = enroll(system), enroll(system)
     system.ca.revoke(bad.picked.serial, "keyCompromise", operator="ops-anna")
     revoked = system.ca.certificate(bad.picked.serial)
-    crl = system.ca.publish_crl([RevokedEntry(bad.picked.serial, revoked.revoked_at
+    crl = system.ca.crls.publish_crl([RevokedEntry(bad.picked.serial, revoked.revoked_at
                                               or revoked.not_before, "keyCompromise")], 1)
     authority = system.ca.authority()
     assert authority.issuing_key_id.startswith("pkcs11:")
@@ -60,7 +60,7 @@ def test_the_whole_story_signed_on_the_token(tmp_path: Path, soft_token: SoftTok
         (tmp_path / name).write_text(pem)
         assert lint("lint_pkix_cert", "lint", str(tmp_path / name)) == ""
     # an OCSP response signed by the delegated signer, whose key is on the token too
-    signer = system.ca.ocsp_signer()
+    signer = system.ca.ocsp.signer()
     assert isinstance(signer.key, TokenKey)
     system.close()
 
@@ -68,9 +68,9 @@ def test_the_whole_story_signed_on_the_token(tmp_path: Path, soft_token: SoftTok
 def test_keys_on_the_token_are_sensitive_never_extractable_and_absent_from_disk(
         tmp_path: Path, soft_token: SoftToken) -> None:
     system = _system(tmp_path, soft_token)
-    system.ca.ocsp_signer()
-    system.ca.rollover()  # the next issuing key is made on the token too
-    system.ca.ocsp_signers()
+    system.ca.ocsp.signer()
+    system.ca.hierarchy.rollover()  # the next issuing key is made on the token too
+    system.ca.ocsp.signers()
     keys = system.ca.keys
     assert isinstance(keys, Pkcs11KeyStore)
     authority = system.ca.authority()
@@ -99,7 +99,7 @@ def test_openssl_checks_an_ocsp_response_the_token_signed(tmp_path: Path,
     authority = system.ca.authority()
     issuer = x509.load_pem_x509_certificate(authority.issuing_certificate_pem.encode())
     cert = x509.load_pem_x509_certificate(me.picked.certificate_pem.encode())
-    signer = system.ca.ocsp_signer()
+    signer = system.ca.ocsp.signer()
     der = sign_response(signer, Answer(me.picked.serial, "good"), "sha1", system.clock.now(),
                         timedelta(days=1))
     response = ocsp.load_der_ocsp_response(der)
@@ -174,7 +174,7 @@ def test_each_kind_of_key_in_its_own_store(tmp_path: Path, soft_token: SoftToken
     assert isinstance(keys, KeysByKind)
     register(system)
     enroll(system)
-    signer = system.ca.ocsp_signer()
+    signer = system.ca.ocsp.signer()
     audit_key(keys, tmp_path / "audit.pub.pem")
     on_token, in_files = keys.stores["root"], keys.stores["ocsp"]
     assert isinstance(on_token, Pkcs11KeyStore) and isinstance(in_files, FileKeyStore)
@@ -220,7 +220,7 @@ def test_the_root_on_its_own_token_goes_offline_and_the_ca_runs_on(
     assert publishing.ocsp.store.get(me.picked.serial) is not None  # end entities: signed
     assert (tmp_path / "data" / "crl" / "issuing.crl").exists()
     with pytest.raises(KeyStoreError) as refused:
-        offline.ca.rollover()
+        offline.ca.hierarchy.rollover()
     assert refused.value.code == "hsm-token-missing"
     offline.close()
 
@@ -230,7 +230,7 @@ def test_the_root_on_its_own_token_goes_offline_and_the_ca_runs_on(
     issuing = x509.load_pem_x509_certificate(
         plugged.ca.authority().issuing_certificate_pem.encode())
     publishing.ocsp.projection.refresh_issuing_ca(
-        serial_hex(issuing.serial_number), plugged.ca.root_signer, timedelta(days=90),
+        serial_hex(issuing.serial_number), plugged.ca.ocsp.root, timedelta(days=90),
         force=True)
     row = publishing.ocsp.store.get(CA_PREFIX + serial_hex(issuing.serial_number))
     assert row is not None and row.next_update - row.this_update == timedelta(days=90)

@@ -165,7 +165,7 @@ def test_r5_certificate_login_and_its_refusals(system: PartnerCa, tmp_path: Any)
         cert_login(system, me.picked.certificate_pem, softtoken.new_key())
     # forged challenge
     with refused("challenge-invalid"):
-        system.portal.login_with_certificate(me.picked.certificate_pem, "1.2.3", b"x")
+        system.portal.certificate_login.with_signature(me.picked.certificate_pem, "1.2.3", b"x")
     # foreign certificate (another CA)
     other = make_system(tmp_path / "other")
     register(other)

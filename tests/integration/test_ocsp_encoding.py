@@ -24,7 +24,7 @@ def test_fast_responses_are_the_builders_byte_for_byte(tmp_path: Path, algorithm
     system = make_system(tmp_path / "data")
     register(system)
     me = enroll(system)
-    signer = system.ca.ocsp_signer()
+    signer = system.ca.ocsp.signer()
     now = system.clock.now()
     answer = {"good": Answer(me.picked.serial, "good"),
               "revoked": Answer(me.picked.serial, "revoked", now - timedelta(hours=1),

@@ -27,7 +27,7 @@ def artefacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     me = enroll(system)
     system.ca.revoke(me.picked.serial, "keyCompromise", operator="ops")
     certificate = system.ca.certificate(me.picked.serial)
-    der = system.ca.publish_crl(
+    der = system.ca.crls.publish_crl(
         [RevokedEntry(me.picked.serial, certificate.revoked_at or certificate.not_before,
                       "keyCompromise")], log_position=1)
     authority = system.ca.authority()

@@ -15,15 +15,12 @@ from eventsourcing.projection import ProjectionRunner
 from adapters.entrypoints.bootstrap import PartnerCa
 from adapters.storage.migrate import apply_migrations
 from adapters.storage.persistence import status_view, store_env
+from adapters.storage.sql_status import PostgresStatusView
 from ca_core.ca import CertificateAuthority
+from ca_core.certificate_login import LoginRefused
 from ca_core.eventmodel import read_log
-from ca_core.portal import LoginRefused
-from projections.status import (
-    PostgresStatusView,
-    RevocationStatusProjection,
-    StatusView,
-    catch_up,
-)
+from projections.feed import catch_up
+from projections.status import RevocationStatusProjection, StatusView
 from tests.conftest import reset_postgres
 from tests.support import USER, advance, cert_login, enroll, make_system, register
 

@@ -46,8 +46,8 @@ def test_certificate_on_the_token_logs_in_and_pin_change_r6(soft_token: SoftToke
     on_token = dict(token.certificates())  # label → certificate; the token keeps no order
     assert set(on_token) == {"portal", "portal-chain-1", "portal-chain-2"}
     assert format(on_token["portal"].serial_number, "X").rjust(32, "0") == picked.serial
-    challenge = system.portal.new_challenge()
-    found = system.portal.login_with_certificate(picked.certificate_pem, challenge,
+    challenge = system.portal.certificate_login.new_challenge()
+    found = system.portal.certificate_login.with_signature(picked.certificate_pem, challenge,
                                                  token.sign("portal", challenge.encode()))
     assert found.serial == picked.serial
     # R6: the PIN changes on the token; the old one stops working, the new one works

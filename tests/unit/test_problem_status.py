@@ -9,11 +9,11 @@ import pytest
 from adapters.portal.ops_auth import OpsRefused
 from adapters.storage.persistence import StoreUnavailable
 from ca_core.ca import CaNotInitialised, CertificateNotFound
+from ca_core.certificate_login import ChallengeRefused, LoginRefused
 from ca_core.errors import DomainError, NotAuthenticated, TooManyAttempts
 from ca_core.keypolicy import CsrRejected
 from ca_core.otp import OtpRefused, SessionUsed
 from ca_core.partner import ModuleRefused
-from ca_core.portal import ChallengeRefused, LoginRefused
 from ca_core.request import (
     CertificateRefused,
     PickupLinkInvalid,

@@ -108,7 +108,7 @@ def audit_at(
     at = typed_instant(moment)
     with system(need_keys=False) as s:
         found = s.ca.status_at(typed_serial(serial), at) if serial else None
-        current = s.ca.issuing_ca_at(at)
+        current = s.ca.hierarchy.issuing_ca_at(at)
         issuer = current.generation if current else 0
         if serial:
             issued = next((e for e in s.ca.repository.event_store.get(

@@ -218,8 +218,8 @@ def _cert_login(s: PartnerCa, cert: Path, key: Path) -> CertificateSession:
         user_key = softtoken.load_key(_read(key, "key").encode())
     except (ValueError, TypeError) as exc:
         fail(f"cannot load key {key}: {exc}", EXIT_USAGE)
-    challenge = s.portal.new_challenge()
-    return s.portal.login_with_certificate(certificate_pem, challenge,
+    challenge = s.portal.certificate_login.new_challenge()
+    return s.portal.certificate_login.with_signature(certificate_pem, challenge,
                                            softtoken.sign_challenge(user_key, challenge))
 
 

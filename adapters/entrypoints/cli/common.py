@@ -103,9 +103,9 @@ def system(need_keys: bool = False, initialised: bool | None = True,
                      "terminal", EXIT_SETUP)
             built.ca.keys = open_keys(settings, passphrase)
             if initialised:
-                built.ca.unlock()
+                built.ca.hierarchy.unlock()
         elif in_process and initialised:
-            built.ca.unlock()  # keys from the CA role's settings: a wrong passphrase ends here
+            built.ca.hierarchy.unlock()  # keys from the CA role's settings: a wrong passphrase ends here
         before = built.ca.recorder.max_notification_id() or 0
         yield built
         built.pump()

@@ -38,7 +38,8 @@ from adapters.storage.persistence import StoreUnavailable, status_view
 from ca_core.certificate import RevocationReason
 from ca_core.errors import DomainError
 from ca_core.x509profile import from_pem
-from projections.status import RevocationStatusProjection, catch_up
+from projections.feed import catch_up
+from projections.status import RevocationStatusProjection
 
 otp_app = typer.Typer(help="One-time passwords (R1).", no_args_is_help=True)
 partner_app = typer.Typer(help="Portal users and their modules.", no_args_is_help=True)
@@ -69,9 +70,9 @@ def init(
         os.environ["PARTNER_CA_KEY_STORE"] = key_store  # what the settings read, this process
     settings = load_settings()
     with system(need_keys=True, initialised=False) as s:
-        authority = s.ca.initialise(root_name or settings.root_name,
+        authority = s.ca.hierarchy.initialise(root_name or settings.root_name,
                                     issuing_name or settings.issuing_name)
-        settings.chain_path.write_text(s.ca.chain_pem())
+        settings.chain_path.write_text(s.ca.hierarchy.chain_pem())
         apply_migrations(settings.store_url("ca"))
         from adapters.ca.publishing import publish_now  # here: keeps the CLI's start-up short
 
@@ -102,8 +103,8 @@ def rollover(
     settings = load_settings()
     with system(need_keys=True) as s:
         previous = s.ca.authority().issuing_ca
-        issuing = s.ca.rollover(issuing_name)
-        settings.chain_path.write_text(s.ca.chain_pem())
+        issuing = s.ca.hierarchy.rollover(issuing_name)
+        settings.chain_path.write_text(s.ca.hierarchy.chain_pem())
         from adapters.ca.publishing import publish_now  # here: keeps the CLI's start-up short
 
         publish_now(s.ca, settings)  # the new CA's CRL, OCSP signer and root answer at once
@@ -206,7 +207,7 @@ def serve(
                     fail("no CA key passphrase: set PARTNER_CA_KEY_PASSPHRASE or run on a "
                          "terminal", EXIT_SETUP)
                 ca.keys = open_keys(settings, passphrase)
-                ca.unlock()  # a wrong passphrase stops the role here, before it serves
+                ca.hierarchy.unlock()  # a wrong passphrase stops the role here, before it serves
             finally:
                 ca.close()
         run_role(role, settings, passphrase)

@@ -84,21 +84,21 @@ def ops_routes(portal: Portal, guards: Guards) -> APIRouter:
                       who: Annotated[OpsIdentity, Depends(ops)]) -> list[OpenSession]:
         """The user's open sessions (an operator)."""
         who.check_operator()
-        return portal.sessions_of(user_id)
+        return portal.sessions.open_of(user_id)
 
     @api.delete("/v1/ops/sessions/{session_id}", response_model=Accepted, tags=["ops"])
     def end_one_session(session_id: UUID,
                         who: Annotated[OpsIdentity, Depends(ops)]) -> Accepted:
         """End one session (an operator)."""
         who.check_operator()
-        ended = portal.end_session(str(session_id), f"operator:{who.name}")
+        ended = portal.sessions.end(str(session_id), f"operator:{who.name}")
         return Accepted(status="session ended" if ended else "no such open session")
 
     @api.delete("/v1/ops/partners/{user_id}/sessions", response_model=Accepted, tags=["ops"])
     def end_sessions(user_id: str, who: Annotated[OpsIdentity, Depends(ops)]) -> Accepted:
         """End every session of a user opened until now (an operator)."""
         who.check_operator()
-        portal.end_sessions(user_id, f"operator:{who.name}")
+        portal.sessions.end_all(user_id, f"operator:{who.name}")
         return Accepted(status="sessions ended")
 
     return api

@@ -29,8 +29,9 @@ from adapters.portal.api.schemas import (
 from adapters.portal.http.claims import SessionClaims
 from adapters.portal.refusal import floored_login
 from ca_core.certificate import parse_serial
+from ca_core.certificate_login import ChallengeRefused
 from ca_core.errors import NotAuthenticated
-from ca_core.portal import CertificateSession, ChallengeRefused, EnrollmentSession, Portal
+from ca_core.portal import CertificateSession, EnrollmentSession, Portal
 
 
 def partner_routes(portal: Portal, guards: Guards, otp_refusal_seconds: float) -> APIRouter:
@@ -113,12 +114,13 @@ def partner_routes(portal: Portal, guards: Guards, otp_refusal_seconds: float) -
     def challenge(serial: str | None = None) -> Challenge:
         """A fresh challenge to sign with the token key: valid 5 minutes, good for one login;
         with ``serial``, only for that certificate."""
-        return Challenge(challenge=portal.new_challenge(parse_serial(serial) if serial else ""))
+        return Challenge(challenge=portal.certificate_login.new_challenge(
+            parse_serial(serial) if serial else ""))
 
     @api.delete("/v1/session", status_code=204, tags=["login"], response_class=Response)
     def logout(data: Annotated[SessionClaims, Depends(session)]) -> Response:
         """End this session (either kind); the token is refused from now on."""
-        portal.end_session(data.session_id, f"user:{data.user}")
+        portal.sessions.end(data.session_id, f"user:{data.user}")
         return Response(status_code=204)
 
     @api.post("/v1/sessions/certificate", response_model=SessionOut, status_code=201,
@@ -131,7 +133,7 @@ def partner_routes(portal: Portal, guards: Guards, otp_refusal_seconds: float) -
             raise ChallengeRefused("signature_b64 is not base64",
                                    code="challenge-signature-invalid") from None
         return certificate_session(
-            portal.login_with_certificate(body.certificate_pem, body.challenge, signature))
+            portal.certificate_login.with_signature(body.certificate_pem, body.challenge, signature))
 
     @api.post("/v1/sessions/tls-client", response_model=SessionOut, status_code=201,
               tags=["login"], dependencies=[Depends(check_address)])
@@ -146,7 +148,7 @@ def partner_routes(portal: Portal, guards: Guards, otp_refusal_seconds: float) -
         if request.headers.get("x-client-verify") != "SUCCESS" or not pem:
             raise NotAuthenticated("the TLS proxy verified no client certificate",
                                    code="tls-client-missing")
-        found = portal.login_with_verified_certificate(pem)
+        found = portal.certificate_login.verified_by_proxy(pem)
         return certificate_session(found)
 
     # chapters 7, 8: renewal and revocation ---------------------------------------------------

@@ -83,7 +83,7 @@ class Sessions:
     def open(self, claims: SessionClaims) -> str:
         """A new session, recorded (``SessionOpened``), and its token."""
         session_id = str(uuid4())
-        self.portal.open_session(session_id, claims.user, claims.kind, claims.module,
+        self.portal.sessions.open(session_id, claims.user, claims.kind, claims.module,
                                  claims.serial)
         return self.serializer.dumps({**claims.signed_form(), "i": session_id})
 
@@ -106,7 +106,7 @@ class Sessions:
             raise NotAuthenticated("the session token is not valid",
                                    code="session-required") from None
         claims = SessionClaims.of(data)
-        self.portal.check_session_open(claims.session_id, claims.user)
+        self.portal.sessions.check_open(claims.session_id, claims.user)
         return claims
 
     def partner(self, token: str) -> SessionClaims:
@@ -116,7 +116,7 @@ class Sessions:
         if not claims.is_partner:
             raise NotAuthenticated("the session token is not valid", code="session-required")
         if claims.kind == "certificate":
-            self.portal.check_certificate_session(claims.certificate())
+            self.portal.sessions.check_certificate(claims.certificate())
         return claims
 
     def enrollment(self, token: str) -> SessionClaims:

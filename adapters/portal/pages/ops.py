@@ -87,7 +87,7 @@ def ops_pages(kit: PageKit) -> APIRouter:
         await kit.form(request, kit.page(request))
         found = await run_in_threadpool(kit.ops, request)
         if found is not None:  # ended for every portal process, not only this browser
-            await run_in_threadpool(portal.end_session, found[1].session_id,
+            await run_in_threadpool(portal.sessions.end, found[1].session_id,
                                     f"ops:{found[0].name}")
         return kit.redirect(request, "/ops", (OPS_COOKIE, None))
 

@@ -96,7 +96,7 @@ def partner_pages(kit: PageKit, otp_refusal_seconds: float) -> APIRouter:
                           error=page.t("no_client_certificate"), code="tls-client-missing")
         try:
             kit.limit.check(request)
-            found = portal.login_with_verified_certificate(pem)
+            found = portal.certificate_login.verified_by_proxy(pem)
         except DomainError as exc:
             return kit.problem(page, "login.html", exc, tab="hardware",
                            modules=portal.rules.modules, message=None)
@@ -109,7 +109,7 @@ def partner_pages(kit: PageKit, otp_refusal_seconds: float) -> APIRouter:
         await kit.form(request, page)
         data = await run_in_threadpool(kit.partner, request)
         if data is not None:
-            await run_in_threadpool(portal.end_session, data.session_id, f"user:{data.user}")
+            await run_in_threadpool(portal.sessions.end, data.session_id, f"user:{data.user}")
         return kit.redirect(request, "/?message=logged_out", (SESSION_COOKIE, None))
 
     # -- chapter 4: request, waiting, result ----------------------------------------------
@@ -246,7 +246,7 @@ def partner_pages(kit: PageKit, otp_refusal_seconds: float) -> APIRouter:
         except DomainError as exc:
             return manager(page, found[0], exc.http_status, error=str(exc), code=exc.code,
                            form="revocation", error_field=field_of(exc.code))
-        await run_in_threadpool(portal.end_session, found[1].session_id, f"user:{found[0].user_id}")
+        await run_in_threadpool(portal.sessions.end, found[1].session_id, f"user:{found[0].user_id}")
         return kit.redirect(request, "/?message=revocation_done", (SESSION_COOKIE, None))
 
     return web
