@@ -1,4 +1,12 @@
-"""The Portal (registration authority): OTPs, sessions, requests, pickup, login, renewal, revocation."""
+"""The Portal (registration authority): OTPs, requests, pickup, renewal, revocation, and the
+CA's answers; its sessions (ca_core/sessions.py) and certificate login
+(ca_core/certificate_login.py) are collaborators.
+
+Why it stays one module of about 650 lines: it is one eventsourcing application, and its
+aggregates (PortalSession, UsedChallenge and the events of both) must stay where the stored
+events' topics name them (``ca_core.portal:…``) — moving a class renames every event of it
+already recorded. Every command here also works on the same aggregates in one transaction
+(a request, its partner, its OTP), so splitting the commands apart would split that."""
 
 from __future__ import annotations
 

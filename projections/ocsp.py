@@ -121,7 +121,8 @@ def _answer(event: Any) -> Answer | None:
 
 
 class Signers(Protocol):
-    """The delegated OCSP signer of each active issuing CA (adapters: ``SignerCache``)."""
+    """The delegated OCSP signer of each active issuing CA (``SignerCache`` in
+    projections/ocsp_signers.py; the CA role's ``SignerRotation`` rotates them)."""
 
     def __call__(self, generation: int | None = None) -> Signer:
         """The signer of issuing CA ``generation`` (None: the current one); DomainError

@@ -1,5 +1,8 @@
 """`partner-ca audit replay`: rebuild every projection from position 0 into a scratch store and
-compare it row by row with the live one.
+compare it row by row with the live one. (One module of about 540 lines on purpose: it is one
+command whose three stages — rebuild in worker processes, write the scratch store, compare
+in the database — share their table layouts and the progress shown; the views themselves
+are the projections' own code and the in-memory stores of adapters/storage.)
 
 The logs are read with plain cursors (``adapters.storage.logreader``: SQLite in pages of
 10,000, PostgreSQL as one query through a server-side cursor); the records a

@@ -22,14 +22,17 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
-from ca_core.errors import DomainError
+from ca_core.errors import NotReady
 from ca_core.ports import KeyStore
 from ca_core.signatures import SigningKey
 
 KDF_ITERATIONS = 600_000  # PBKDF2-HMAC-SHA256, OWASP Password Storage Cheat Sheet (2023)
 
 
-class KeyStoreError(DomainError):
+class KeyStoreError(NotReady):
+    """A key store that cannot answer (a missing key, a wrong passphrase): infrastructure,
+    not a rule."""
+
     code = "key-store"
 
 

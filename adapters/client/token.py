@@ -26,12 +26,14 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_ec_public_key, encode_ecdsa_signature, encode_named_curve_parameters
 
 from adapters.compat.python_pkcs11 import initialise_for_threads
-from ca_core.errors import DomainError
+from ca_core.errors import NotReady
 
 DEFAULT_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 
 
-class TokenError(DomainError):
+class TokenError(NotReady):
+    """The token cannot do what was asked (not plugged in, a wrong PIN, no such key)."""
+
     code = "token-error"
 
 

@@ -1,4 +1,6 @@
 """`partner-ca token …` and the token-based `partner-ca client …` flows (over the portal API).
+One module for the partner's machine (about 400 lines of thin commands over the token and
+the portal client; adapters/client/token.py and portal_client.py do the work).
 
 PINs: ``PARTNER_CA_TOKEN_PIN`` (and ``PARTNER_CA_TOKEN_NEW_PIN`` for change-pin), or
 ``--pin-fd N`` (a line read from file descriptor N), else a hidden prompt on a

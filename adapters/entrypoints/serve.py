@@ -8,6 +8,12 @@ processes of their own. ``--role ocsp`` and ``--role crl`` serve relying parties
 over HTTP (adapters/relying/) and need no broker, no CA key and no passphrase.
 SIGTERM or SIGINT stops a role cleanly; SIGKILL loses nothing either (positions are
 recorded with the effects).
+
+This is the wiring room for the long-running roles (about 470 lines, one reason to change:
+which role runs which component, and how they start and stop): the role table, the leases
+of the singletons, the broker connections made in the background, the watchdog that replaces
+a wedged consumer, and the /metrics checks of each role. What each component does is in
+its own module.
 """
 
 from __future__ import annotations

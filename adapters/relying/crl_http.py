@@ -137,7 +137,7 @@ def _loop(step: Any, interval: float, stop: threading.Event, name: str) -> None:
 
 
 def serve_relying(role: str, settings: Settings, stop: threading.Event) -> None:
-    """Run ``ocsp`` (adapters/relying/ocsp_http.py) or ``crl`` until ``stop`` is set. Neither holds
+    """Run ``ocsp`` (adapters/relying/ocsp_workers.py) or ``crl`` until ``stop`` is set. Neither holds
     a CA key or the CA passphrase: the CA role signs what they serve (adapters/ca/publishing.py).
     """
     settings = responder_settings(settings)

@@ -43,7 +43,7 @@ from cryptography.x509.oid import NameOID
 
 from adapters.transport.kafka.service_pki import PRINCIPALS
 from ca_core import merkle
-from ca_core.errors import DomainError
+from ca_core.errors import NotReady
 from ca_core.messages import CA_EVENTS, PORTAL_EVENTS, REQUESTS
 
 SIGNATURE, SIGNER, PROOF = "ce_signature", "ce_signer", "ce_proof"
@@ -58,9 +58,8 @@ UNSIGNED = (SIGNATURE, PROOF)
 PUBLISHER = {REQUESTS: "portal", PORTAL_EVENTS: "portal", CA_EVENTS: "ca"}
 
 
-class KafkaCredentialsError(DomainError):
+class KafkaCredentialsError(NotReady):
     code = "kafka-credentials"
-    http_status = 503
 
 
 class UnauthenticatedRecord(ValueError):
