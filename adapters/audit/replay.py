@@ -185,8 +185,11 @@ MAX_DIFFERENCES = 1000  # per view: enough to see what is wrong
 
 def _app(settings: Settings, which: str) -> Any:
     """An application to read: the audit role opens no key and no portal secret."""
-    return opening()(open_ca_store if which == "ca" else open_portal_store, settings,
-                     SystemClock())
+    if which == "ca":
+        return opening()(open_ca_store, settings.store_url("ca"), settings.data_dir,
+                         settings.issuance_policy(), SystemClock())
+    return opening()(open_portal_store, settings.store_url("portal"), settings.data_dir,
+                     settings.portal_policy(), SystemClock())
 
 
 _STORES: dict[str, Callable[[str, Path], Any]] = {

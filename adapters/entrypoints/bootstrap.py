@@ -116,7 +116,7 @@ def _pkcs11(module: str, label: str, pin: str) -> KeyStore:
 def build_ca(settings: Settings, clock: Clock, passphrase: str | None = None
              ) -> CertificateAuthority:
     keys = key_store(settings, passphrase)
-    ca = open_store("ca", settings, lambda: CertificateAuthority(
+    ca = open_store("ca", settings.store_url("ca"), settings.data_dir, lambda: CertificateAuthority(
         store_env(settings.store_url("ca"), settings.data_dir, "ca"),
         keys=keys, clock=clock, policy=settings.issuance_policy()))
     if settings.ocsp_key_passphrase is not None:  # delegated OCSP keys apart from the CA keys
@@ -131,7 +131,7 @@ def build_portal(settings: Settings, clock: Clock,
                  trust: Callable[[], TrustChain] | None = None,
                  status_source: StatusSource | None = None) -> Portal:
     secret = portal_secret(settings)
-    portal = open_store("portal", settings, lambda: Portal(
+    portal = open_store("portal", settings.store_url("portal"), settings.data_dir, lambda: Portal(
         store_env(settings.store_url("portal"), settings.data_dir, "portal"),
         clock=clock, policy=settings.portal_policy(), secret=secret,
         trust=trust or (lambda: chain_from_file(settings.chain_path)),
@@ -195,7 +195,7 @@ def _link(settings: Settings, clock: Clock, ca: CertificateAuthority,
     if transport is None:
         link = NoTransport()
     elif transport == "kafka" or (transport == "auto" and settings.kafka_bootstrap):
-        from adapters.transport.kafka.transport import KafkaTransport
+        from adapters.entrypoints.kafka_wiring import KafkaTransport
 
         link = KafkaTransport(portal, ca, settings)
     else:

@@ -28,13 +28,7 @@ from typing import Any, TypeVar
 
 from adapters.compat.kafka_python import quiet_missing_topics
 from adapters.entrypoints.bootstrap import build_ca, build_portal, make_clock
-from adapters.periodic import run_periodically
-from adapters.settings import Settings
-from adapters.storage.migrate import apply_migrations
-from adapters.storage.persistence import opening as open_retrying
-from adapters.transport.kafka.inbox import KafkaInbox
-from adapters.transport.kafka.relay import KafkaRelay
-from adapters.transport.kafka.transport import (
+from adapters.entrypoints.kafka_wiring import (
     ca_inbox,
     ca_relay,
     credentials,
@@ -42,6 +36,12 @@ from adapters.transport.kafka.transport import (
     portal_inbox,
     portal_relay,
 )
+from adapters.periodic import run_periodically
+from adapters.settings import Settings
+from adapters.storage.migrate import apply_migrations
+from adapters.storage.persistence import opening as open_retrying
+from adapters.transport.kafka.inbox import KafkaInbox
+from adapters.transport.kafka.relay import KafkaRelay
 from ca_core.ca import CertificateAuthority
 from ca_core.portal import Portal
 
@@ -59,8 +59,13 @@ ROLES: dict[str, tuple[str, ...]] = {
     "ca-relay": ("ca-relay",),
     "ca-inbox": ("ca-inbox", "ca-expiry", "ca-publish"),
 }
-#: Roles that run without a broker: both applications in one process (``ca``: no portal API).
-EMBEDDED_ROLES = ("portal", "all", "portal-api", "notifier", "ca")
+#: Without a broker: both applications in one process, linked in-process (the pump, the expiry
+#: timer and the CA's publishing always run), and of the components above only these
+#: (``ca``: no portal API). The one table of what an embedded role runs.
+EMBEDDED: dict[str, tuple[str, ...]] = {
+    "portal": ("portal-api", "notifier"), "all": ("portal-api", "notifier"), "ca": (),
+    "portal-api": ("portal-api",), "notifier": ("notifier",)}
+EMBEDDED_ROLES = tuple(EMBEDDED)
 
 
 def _expiry_loop(ca: CertificateAuthority, interval: float) -> Callable[[threading.Event], None]:
@@ -324,8 +329,7 @@ def _serve_embedded(role: str, settings: Settings, passphrase: str | None,
 
     from adapters.ca.publishing import run_publishing
 
-    components = {"portal": ("portal-api", "notifier"), "all": ("portal-api", "notifier"),
-                  "ca": ()}.get(role, ROLES[role])
+    components = EMBEDDED[role]
     threads = [threading.Thread(target=pump, args=(stop,), name="pump", daemon=True),
                threading.Thread(target=_expiry_loop(system.ca, settings.expiry_interval_seconds),
                                 args=(stop,), name="ca-expiry", daemon=True),

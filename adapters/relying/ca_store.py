@@ -8,6 +8,7 @@ from email.utils import format_datetime
 
 from adapters.relying.delegated_key import DelegatedKeyFiles
 from adapters.settings import Settings
+from adapters.storage.persistence import open_ca_store, opening
 from ca_core.ca import CertificateAuthority
 
 
@@ -27,9 +28,9 @@ def responder_settings(settings: Settings) -> Settings:
 def open_ca(settings: Settings) -> CertificateAuthority:
     """The CA's store for a relying-party role: read, no CA key; the delegated OCSP key
     files when PARTNER_CA_OCSP_KEY_PASSPHRASE is set."""
-    from adapters.storage.persistence import open_ca_store, opening
-
-    ca = opening()(open_ca_store, settings)  # roles starting at once race on CREATE TABLE
+    # roles starting at once race on CREATE TABLE: opened with retries
+    ca = opening()(open_ca_store, settings.store_url("ca"), settings.data_dir,
+                   settings.issuance_policy())
     if settings.ocsp_key_passphrase is not None:
         ca.ocsp_keys = DelegatedKeyFiles(settings.ocsp_key_dir,
                                          settings.ocsp_key_passphrase.get_secret_value().encode())

@@ -14,7 +14,6 @@ from eventsourcing.persistence import InfrastructureFactory, PersistenceError, T
 from eventsourcing.utils import Environment, get_topic
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
 
-from adapters.settings import Settings
 from adapters.storage.pgrecorder import ArrayInsertApplicationRecorder, ArrayInsertProcessRecorder
 from adapters.storage.sql_mail import PostgresMailOutbox, SQLiteMailOutbox
 from adapters.storage.sql_ocsp import PostgresOcspStore, SQLiteOcspStore
@@ -22,6 +21,7 @@ from adapters.storage.sql_status import PostgresStatusView, SQLiteStatusView
 from ca_core.ca import CertificateAuthority
 from ca_core.clock import Clock
 from ca_core.errors import NotReady
+from ca_core.policy import IssuancePolicy, PortalPolicy
 from ca_core.portal import Portal
 from projections.notifications import MailOutbox
 from projections.ocsp import OcspStore
@@ -88,10 +88,9 @@ class RawLog:
     recorder: Any
 
 
-def raw_log(settings: Settings, app_name: str) -> RawLog:
-    env = Environment(app_name, store_env(settings.store_url(app_name), settings.data_dir,
-                                          app_name))
-    return open_store(app_name, settings, lambda: RawLog(
+def raw_log(url: str, data_dir: Path, app_name: str) -> RawLog:
+    env = Environment(app_name, store_env(url, data_dir, app_name))
+    return open_store(app_name, url, data_dir, lambda: RawLog(
         app_name, InfrastructureFactory[Any].construct(env).application_recorder()))
 
 
@@ -151,23 +150,23 @@ def _why_unreachable(url: str, exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def open_store(app_name: str, settings: Settings, make: Callable[[], T]) -> T:
-    """``make()`` an application on its store, or StoreUnavailable naming the store."""
+def open_store(app_name: str, url: str, data_dir: Path, make: Callable[[], T]) -> T:
+    """``make()`` an application on its store (``url``; SQLite under ``data_dir`` when
+    empty), or StoreUnavailable naming the store."""
     try:
         return make()
     except (psycopg.Error, PersistenceError, OSError, ValueError) as exc:
-        url = settings.store_url(app_name)
         what = {"ca": "the CA's", "portal": "the portal's"}.get(app_name, app_name)
         raise StoreUnavailable(
-            f"cannot open {what} event store ({describe_store(url, settings.data_dir, app_name)}"
+            f"cannot open {what} event store ({describe_store(url, data_dir, app_name)}"
             f"): {_why_unreachable(url, exc)}", code="store-unavailable") from exc
 
 
-def open_ca_store(settings: Settings, clock: Clock | None = None) -> CertificateAuthority:
+def open_ca_store(url: str, data_dir: Path, policy: IssuancePolicy,
+                  clock: Clock | None = None) -> CertificateAuthority:
     """The CA application on its store without any key (what read-only roles open)."""
-    return open_store("ca", settings, lambda: CertificateAuthority(
-        store_env(settings.store_url("ca"), settings.data_dir, "ca"), clock=clock,
-        policy=settings.issuance_policy()))
+    return open_store("ca", url, data_dir, lambda: CertificateAuthority(
+        store_env(url, data_dir, "ca"), clock=clock, policy=policy))
 
 
 def opening() -> Retrying:
@@ -179,9 +178,9 @@ def opening() -> Retrying:
                     reraise=True)
 
 
-def open_portal_store(settings: Settings, clock: Clock | None = None) -> Portal:
+def open_portal_store(url: str, data_dir: Path, policy: PortalPolicy,
+                      clock: Clock | None = None) -> Portal:
     """The portal application on its store, for reading (audit): without the portal secret,
     so it can check no login and sign no pickup link."""
-    return open_store("portal", settings, lambda: Portal(
-        store_env(settings.store_url("portal"), settings.data_dir, "portal"), clock=clock,
-        policy=settings.portal_policy()))
+    return open_store("portal", url, data_dir, lambda: Portal(
+        store_env(url, data_dir, "portal"), clock=clock, policy=policy))

@@ -26,10 +26,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from adapters.client import softtoken
 from adapters.entrypoints.bootstrap import build_ca, build_portal
+from adapters.entrypoints.kafka_wiring import ensure_role_topics
 from adapters.settings import Settings
 from adapters.transport.kafka.inbox import source_name
 from adapters.transport.kafka.security import role_credentials
-from adapters.transport.kafka.transport import ensure_role_topics
 from bench.workload import make_csrs, submit_requests, submit_revocations
 from ca_core.clock import SystemClock
 from ca_core.eventmodel import all_events

@@ -281,7 +281,7 @@ def audit_verify(which: AppOpt = "all", heads_files: HeadsOpt = None,
     unverified = 0
     for name in [n for n in ("ca", "portal") if which in ("all", n)]:
         try:
-            log = raw_log(settings, name)
+            log = raw_log(settings.store_url(name), settings.data_dir, name)
         except DomainError as exc:
             fail(f"{exc} [{exc.code}]", EXIT_SETUP)
         checked = verify(log, public, [settings.data_dir / "audit" / "heads.jsonl",

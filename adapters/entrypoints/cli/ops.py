@@ -195,7 +195,8 @@ def serve(
     passphrase: str | None = None
     try:
         if role in HTTP_ROLES:
-            probe = opening()(open_ca_store, settings)  # serve roles start at once
+            probe = opening()(open_ca_store, settings.store_url("ca"),  # roles start at once
+                              settings.data_dir, settings.issuance_policy())
             try:
                 probe.authority()  # not initialised: said at once
             finally:

@@ -1,7 +1,9 @@
-"""Kafka as a Transport: both relays and both inboxes driven from one process (tests, tools).
+"""The Kafka parts wired from the settings (the wiring room: nothing below the entrypoints
+reads ``Settings``): each role's credentials, relays, inboxes and topics, and Kafka as a
+Transport — both relays and both inboxes driven from one process (tests, tools).
 
 ``serve`` runs the same relays and inboxes in long-running threads and processes;
-this class lets the shared transport contract tests drive them step by step.
+``KafkaTransport`` lets the shared transport contract tests drive them step by step.
 """
 
 from __future__ import annotations
