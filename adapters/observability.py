@@ -154,7 +154,7 @@ class Gauges:
 
 def crl_age(path: Path) -> Callable[[], float | None]:
     """Seconds since the served CRL's thisUpdate."""
-    from adapters.storage.crl_files import CrlFiles
+    from adapters.storage.crl_files import CrlFiles  # only the roles that serve a CRL
 
     files = CrlFiles()
 
@@ -226,6 +226,7 @@ class _Everything:
 def ops_app(checks: Sequence[Check], gauges: Gauges | None = None,
             multiprocess_dir: str | None = None) -> Any:
     """The ops listener: /metrics, /healthz, /readyz (Starlette)."""
+    # here: a process without PARTNER_CA_METRICS_LISTEN never loads the web stack for it
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
@@ -276,7 +277,7 @@ def serve_ops(settings: Any, checks: Sequence[Check], stop: threading.Event,
     """Start the ops listener when ``PARTNER_CA_METRICS_LISTEN`` is set; None otherwise."""
     if not settings.metrics_listen:
         return None
-    import uvicorn
+    import uvicorn  # here: only a process that serves its metrics loads the HTTP server
 
     from adapters.compat.uvicorn import bounded_config
     from adapters.sockets import listening_socket, serve_until

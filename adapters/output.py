@@ -85,7 +85,7 @@ def configure_logging(role: str | None = None) -> None:
     if os.environ.get("PARTNER_CA_LOG_FORMAT", "text").lower() == "json":
         # one JSON object per line: time, level, role, logger, message, and what the line is
         # about where the code says it (serial, request_id, log_position, topic, offset, …)
-        from pythonjsonlogger.json import JsonFormatter
+        from pythonjsonlogger.json import JsonFormatter  # only when JSON logs are asked for
 
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter(

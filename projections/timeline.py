@@ -9,7 +9,9 @@ from uuid import UUID
 
 from eventsourcing.application import Application
 
+from ca_core.certificate import SigningRequest
 from ca_core.eventmodel import DomainEvent, all_events
+from ca_core.partner import PartnerAccount
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,6 @@ def history(entries: list[TimelineEntry], user_id: str | None = None,
             for key in ("request_id", "otp_id"):
                 if fields.get(key):  # public fields give ids as text
                     wanted_requests.add(UUID(str(fields[key])))
-    from ca_core.certificate import SigningRequest
-    from ca_core.partner import PartnerAccount
 
     if user_id is not None:
         ids.add(PartnerAccount.id_for(user_id))

@@ -62,9 +62,12 @@ from adapters.storage.persistence import (
     store_env,
 )
 from adapters.storage.sql_status import SQLiteStatusView
+from ca_core.authority import Authority
+from ca_core.certificate import serial_hex
 from ca_core.clock import SystemClock
-from ca_core.ocsp import Answer
+from ca_core.ocsp import HASHES, Answer, stored_response_findings
 from ca_core.request import CertificateRequest
+from ca_core.x509profile import from_pem
 from projections.notifications import Mail, NotificationProjection, Recipient
 from projections.ocsp import (
     CA_PREFIX,
@@ -412,10 +415,6 @@ def _copy(url: str, table: str, columns: tuple[str, ...], rows: Iterable[tuple[A
 def _signers(ca: Any) -> dict[str, Any]:
     """Every certificate that ever signed stored OCSP responses: the delegated signers the
     CA's log records, and the root (its answers about the issuing CA)."""
-    from ca_core.authority import Authority
-    from ca_core.certificate import serial_hex
-    from ca_core.x509profile import from_pem
-
     root = from_pem(ca.authority().root_certificate_pem)
     found = {serial_hex(root.serial_number): root}
     decode = Decoder(ca)
@@ -431,8 +430,6 @@ def _check_responses(settings: Settings, part: int, verify_signatures: bool
     hashes) say what its row says — the row being what ``_compare_ca_view`` checks against
     the rebuilt view? A row whose bytes were swapped for an earlier, validly signed answer
     (``good`` for a revoked certificate) is found here. (rows checked, findings)"""
-    from ca_core.ocsp import HASHES, stored_response_findings
-    from ca_core.x509profile import from_pem
 
     started = time.perf_counter()
     ca = _app(settings, "ca")

@@ -29,6 +29,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -135,8 +136,8 @@ def problems() -> list[str]:
     if version("kafka-python") != PINNED:
         found.append(f"kafka-python {version('kafka-python')} is installed, not {PINNED}: "
                      "check whether the lost wake-up is fixed and the nudger can go")
-    import inspect
-
+    # here, not at the top: the rest of this module names kafka-python's parts on objects it
+    # is handed, and importing the package costs start-up time to processes without Kafka
     import kafka.cluster
     from kafka import KafkaConsumer
 

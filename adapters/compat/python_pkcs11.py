@@ -42,6 +42,8 @@ class _FunctionList(ctypes.Structure):
                 ("C_Initialize", _Call), ("C_Finalize", _Call)]
 
 
+# ``import pkcs11`` is inside the functions: loading python-pkcs11 (and its native library)
+# is for processes that use a token, not for every one that imports the key stores.
 #: modules this process has initialised for threads (by path)
 _threaded: set[str] = set()
 

@@ -12,6 +12,7 @@ It relies on uvicorn's protocol callbacks (``connection_made``, ``on_message_beg
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
 import uvicorn
@@ -95,8 +96,6 @@ def problems() -> list[str]:
     missing = [name for name in ("connection_made", "on_message_begin", "on_headers_complete",
                                  "on_message_complete", "connection_lost")
                if not callable(getattr(HttpToolsProtocol, name, None))]
-    import inspect
-
     source = inspect.getsource(HttpToolsProtocol)
     missing += [attr for attr in ("self.loop", "self.transport") if attr not in source]
     return missing

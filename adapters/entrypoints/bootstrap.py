@@ -70,7 +70,7 @@ def key_store(settings: Settings, passphrase: str | None) -> KeyStore | None:
     stores: dict[str, KeyStore | None] = {}
     if "pkcs11" in settings.key_store_kinds:
         pin = settings.hsm_user_pin()
-        from adapters.ca.hsm import Pkcs11KeyStore
+        from adapters.ca.hsm import Pkcs11KeyStore  # the PKCS#11 library only with a token
 
         stores["pkcs11"] = None if pin is None else Pkcs11KeyStore(
             settings.hsm_module, settings.hsm_token_label, pin)
@@ -108,7 +108,7 @@ def audit_key_store(settings: Settings, ca_keys: KeyStore | None = None) -> KeyS
 
 
 def _pkcs11(module: str, label: str, pin: str) -> KeyStore:
-    from adapters.ca.hsm import Pkcs11KeyStore
+    from adapters.ca.hsm import Pkcs11KeyStore  # the PKCS#11 library only with a token
 
     return Pkcs11KeyStore(module, label, pin)
 

@@ -13,7 +13,9 @@ This is the wiring room for the long-running roles (about 470 lines, one reason 
 which role runs which component, and how they start and stop): the role table, the leases
 of the singletons, the broker connections made in the background, the watchdog that replaces
 a wedged consumer, and the /metrics checks of each role. What each component does is in
-its own module.
+its own module. Imports inside the functions are on purpose: a role imports only the code
+of the components it runs (no CA role code, and none of the secrets it reads, in a portal
+process), and starts sooner.
 """
 
 from __future__ import annotations

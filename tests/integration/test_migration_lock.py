@@ -56,7 +56,14 @@ def test_a_living_holder_is_waited_for(postgres_url: str) -> None:
     with migration_lock(postgres_url):
         waiter = subprocess.Popen([sys.executable, "-c", HOLDER.replace("600", "0"),
                                    postgres_url], stdout=subprocess.PIPE, text=True)
-        time.sleep(0.5)
+        # evidence, not a pause: the server shows the waiter's advisory lock not granted
+        deadline = time.monotonic() + 30
+        with psycopg.connect(postgres_url, autocommit=True) as watcher:
+            while watcher.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                  "AND NOT granted").fetchone() == (0,):
+                assert time.monotonic() < deadline, "the waiter never asked for the lock"
+                assert waiter.poll() is None, "the waiter got the lock we hold"
+                time.sleep(0.05)
         assert waiter.poll() is None  # still waiting for us
     assert waiter.stdout is not None and waiter.stdout.readline().strip() == "held"
     waiter.wait(timeout=10)

@@ -1,5 +1,8 @@
 """Commands for auditors: history, point-in-time status, replay, signed tree heads and
-proofs. They read; none of them asks for a CA secret."""
+proofs. They read; none of them asks for a CA secret.
+
+Imports inside the commands are on purpose: they keep ``--help`` and every other command's
+start-up short."""
 
 from __future__ import annotations
 

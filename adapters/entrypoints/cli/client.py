@@ -1,5 +1,8 @@
 """Commands for partners (the user's side, embedded wiring): request, pickup, login,
-renewal, revocation with key files. They never ask for a CA secret (``system(user_side=True)``)."""
+renewal, revocation with key files. They never ask for a CA secret (``system(user_side=True)``).
+
+Imports inside the commands are on purpose: they keep ``--help`` and every other command's
+start-up short."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event.")] = False,
 ) -> None:
     """Run the manual's whole story on a throw-away embedded system and print its timeline."""
-    from adapters.entrypoints.demo import demo_system, run_story
+    from adapters.entrypoints.demo import demo_system, run_story  # keeps --help fast
 
     started = time.perf_counter()
     with demo_system() as (s, passphrase):

@@ -1,5 +1,8 @@
 """Commands for the operators of a secured Kafka cluster: the service hierarchy's
-credentials, record-signing key rotation, and the ACLs per principal (docs/kafka.md)."""
+credentials, record-signing key rotation, and the ACLs per principal (docs/kafka.md).
+
+Imports inside the commands are on purpose: they keep ``--help`` and every other command's
+start-up short."""
 
 from __future__ import annotations
 

@@ -1,7 +1,10 @@
 """Commands for the CA's operators and module administrators: set-up, the long-lived
 roles, users and OTPs, revocation (R10), status, CRL, chain (R12). One module for one
 audience (about 420 lines of thin commands over the applications), as the CLI is split by
-audience (docs/architecture.md)."""
+audience (docs/architecture.md).
+
+Imports inside the commands are on purpose: they keep ``--help`` and every other command's
+start-up short."""
 
 from __future__ import annotations
 

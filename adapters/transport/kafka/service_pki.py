@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -207,7 +208,5 @@ def add_reader(out: Path, name: str, days: int = 365, now: datetime | None = Non
     return folder
 
 if __name__ == "__main__":  # deploy/kafka/start.sh, before the package may be installed
-    import sys
-
     generate(Path(sys.argv[1]))
     print(f"service hierarchy written to {sys.argv[1]}")
