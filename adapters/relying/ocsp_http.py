@@ -26,7 +26,9 @@ import base64
 import binascii
 import hashlib
 import logging
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,7 +46,7 @@ from adapters.settings import Settings
 from adapters.storage.persistence import ocsp_store
 from adapters.storage.wakeups import Wakeups
 from ca_core.ca import CertificateAuthority
-from ca_core.clock import Clock
+from ca_core.clock import Clock, SystemClock
 from ca_core.errors import DomainError
 from ca_core.ocsp import (
     MAX_REQUEST_BYTES,
@@ -211,6 +213,11 @@ class OcspAsgi:
         self.cache: OrderedDict[bytes, _Cached] = OrderedDict()
         self.keys_by_serial: dict[str, set[bytes]] = {}
         self.watermark: datetime | None = responder.store.newest_change()
+        #: seconds since the epoch for the cache's max-age: the responder's clock (tests
+        #: inject theirs); the system clock read as ``time.time`` (0.05 µs, not 0.45 µs)
+        clock = responder.clock
+        self.now: Callable[[], float] = time.time if isinstance(clock, SystemClock) else (
+            lambda: clock.now().timestamp())
 
     # cache maintenance -------------------------------------------------------------
     def sync(self) -> int:
@@ -333,11 +340,9 @@ class OcspAsgi:
         OCSP_REQUESTS.labels(entry.status, cache).inc()
         if method == "GET" and (inm := _header(scope, b"if-none-match")) is not None \
                 and _matches(inm, entry.etag.decode()):
-            await _send(send, 304, b"", [*entry.headers, _cache_control(
-                entry, self.responder.clock.now().timestamp())])
+            await _send(send, 304, b"", [*entry.headers, _cache_control(entry, self.now())])
             return
-        await _send(send, 200, entry.body, [*entry.headers, _cache_control(
-            entry, self.responder.clock.now().timestamp())])
+        await _send(send, 200, entry.body, [*entry.headers, _cache_control(entry, self.now())])
 
 
 def _cache_control(entry: _Cached, now: float) -> tuple[bytes, bytes]:
