@@ -39,9 +39,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from adapters.audit.replay import replay, total_positions
 from adapters.audit.tree_heads import audit_key, checkpoint, verify
-from adapters.ca.publishing import ocsp_publisher_of
 from adapters.client import softtoken
 from adapters.entrypoints.bootstrap import build_ca, build_portal
+from adapters.entrypoints.ca_wiring import ocsp_publisher_of
 from adapters.settings import Settings
 from adapters.storage.migrate import apply_migrations
 from adapters.storage.persistence import status_view

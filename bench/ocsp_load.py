@@ -49,9 +49,9 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from adapters.ca.publishing import ocsp_publisher_of
 from adapters.client import softtoken
 from adapters.entrypoints.bootstrap import build_ca
+from adapters.entrypoints.ca_wiring import ocsp_publisher_of
 from adapters.settings import Settings
 from adapters.storage.persistence import status_view
 from ca_core.clock import SystemClock

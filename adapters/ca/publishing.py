@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from adapters.ca.ocsp_signing import OcspPublisher, ocsp_publisher
+from adapters.ca.ocsp_signing import OcspPublisher
 from adapters.observability import CRLS
 from adapters.periodic import run_periodically
-from adapters.settings import Settings
-from adapters.storage.crl_files import CrlFile, CrlFiles, served_crl, write_crls
-from adapters.storage.persistence import status_view
+from adapters.storage.crl_files import CrlFile, CrlFiles, write_crls
+from adapters.storage.wakeups import Wakeups
 from ca_core.authority import for_generation
 from ca_core.ca import CertificateAuthority
 from ca_core.crl_signing import PublishedCrls
@@ -128,28 +127,12 @@ class CrlPublisher:
         return False
 
 
-def ocsp_publisher_of(ca: CertificateAuthority, settings: Settings) -> OcspPublisher:
-    """The CA's OCSP publisher as the settings describe it."""
-    return ocsp_publisher(ca, settings.store_url("ca"), settings.data_dir,
-                          settings.ocsp_validity_hours, settings.ocsp_signer_days,
-                          settings.ocsp_signer_renew_days)
-
-
-def crl_publisher(ca: CertificateAuthority, settings: Settings) -> CrlPublisher:
-    status = RevocationStatusProjection(status_view(settings.store_url("ca"), settings.data_dir))
-    return CrlPublisher(ca, status, served_crl(settings.data_dir),
-                        timedelta(seconds=settings.crl_delay_seconds),
-                        timedelta(hours=settings.crl_validity_hours))
-
-
 class CaPublishing:
     """OCSP responses and CRLs kept current from the CA's log, in the CA role's process."""
 
-    def __init__(self, ca: CertificateAuthority, settings: Settings) -> None:
-        self.ca = ca
-        self.ocsp: OcspPublisher = ocsp_publisher_of(ca, settings)
-        self.crl = crl_publisher(ca, settings)
-        self.root_validity = timedelta(days=settings.root_ocsp_days)
+    def __init__(self, ca: CertificateAuthority, ocsp: OcspPublisher, crl: CrlPublisher,
+                 root_validity: timedelta) -> None:
+        self.ca, self.ocsp, self.crl, self.root_validity = ca, ocsp, crl, root_validity
 
     def step(self) -> None:
         self.ocsp.step(self.root_validity)
@@ -158,30 +141,16 @@ class CaPublishing:
             self.ocsp.step(self.root_validity)
 
 
-def publish_now(ca: CertificateAuthority, settings: Settings) -> None:
-    """What relying parties need, signed at once by a command that holds the CA keys (``init``,
-    ``ca rollover``, a CLI that signed in-process): every active issuing CA's CRL, its
-    delegated OCSP signer, the root's answers about the issuing CAs and an answer for every
-    certificate — so a CDP or an OCSP responder pointed here never answers 404 or
-    ``unauthorized`` while no ``serve --role ca`` has run yet (issue 26, item 14)."""
-    CaPublishing(ca, settings).step()
-
-
-def run_publishing(ca: CertificateAuthority, settings: Settings,
+def run_publishing(publishing: CaPublishing, wakeups: Wakeups, poll_seconds: float,
                    stop: threading.Event) -> None:
     """``serve``'s publishing thread: a step at once (relying parties get answers as soon as
-    they start), then whenever the CA's log grows (PostgreSQL NOTIFY, adapters/storage/
-    wakeups.py) and at least every ``relying_poll_seconds``, until ``stop``."""
-    from adapters.storage.wakeups import Wakeups
-
-    publishing = CaPublishing(ca, settings)
-    channel = getattr(ca.recorder, "channel_name", "")  # eventsourcing's PostgreSQL recorder
-    wakeups = Wakeups(settings.store_url("ca") if channel else "", channel, stop)
+    they start), then whenever the CA's log grows (``wakeups``: PostgreSQL NOTIFY,
+    adapters/storage/wakeups.py) and at least every ``poll_seconds``, until ``stop``."""
     def step() -> float:
         try:
             publishing.step()
         finally:
-            woken = wakeups.wait(settings.relying_poll_seconds)
+            woken = wakeups.wait(poll_seconds)
         return MIN_STEP_SECONDS if woken else 0.0  # a burst of commits: one step for all
 
     try:

@@ -182,7 +182,7 @@ def _notifier(components: tuple[str, ...], portal: Portal,
               settings: Settings) -> list[tuple[str, Runner]]:
     """The e-mail notifier, when the role has it."""
     if "notifier" in components and (settings.notifier_in_portal or components == ("notifier",)):
-        from adapters.portal.mailer import run_notifier
+        from adapters.entrypoints.mail_wiring import run_notifier
 
         return [("notifier", lambda stop: run_notifier(portal, settings, stop))]
     return []
@@ -325,17 +325,20 @@ def _serve_embedded(role: str, settings: Settings, passphrase: str | None,
     _on_signals(stop)
     _observed(settings, stop, portal=system.portal, ca=system.ca)
 
-    def pump(stop: threading.Event) -> None:
-        run_periodically("in-process delivery", lambda: (system.pump(), None)[1], stop, log,
-                         interval=0.2, first_wait=0.2)
+    def deliver() -> None:
+        system.pump()
 
-    from adapters.ca.publishing import run_publishing
+    def pump(stop: threading.Event) -> None:
+        run_periodically("in-process delivery", deliver, stop, log, interval=0.2,
+                         first_wait=0.2)
+
+    from adapters.entrypoints.ca_wiring import publishing_loop
 
     components = EMBEDDED[role]
     threads = [threading.Thread(target=pump, args=(stop,), name="pump", daemon=True),
                threading.Thread(target=_expiry_loop(system.ca, settings.expiry_interval_seconds),
                                 args=(stop,), name="ca-expiry", daemon=True),
-               threading.Thread(target=run_publishing, args=(system.ca, settings, stop),
+               threading.Thread(target=publishing_loop, args=(system.ca, settings, stop),
                                 name="ca-publish", daemon=True),
                *_portal_threads(components, system.portal, settings, stop, system.ca),
                *_threads([*_notifier(components, system.portal, settings),
@@ -432,9 +435,9 @@ def serve(role: str, settings: Settings, passphrase: str | None,
         elif name == "ca-expiry" and ca is not None:
             singletons.append((name, "ca", _expiry_loop(ca, settings.expiry_interval_seconds)))
         elif name == "ca-publish" and ca is not None:
-            from adapters.ca.publishing import run_publishing  # OCSP responses and CRLs
+            from adapters.entrypoints.ca_wiring import publishing_loop  # OCSP responses and CRLs
 
-            singletons.append((name, "ca", lambda s: run_publishing(ca, settings, s)))
+            singletons.append((name, "ca", lambda s: publishing_loop(ca, settings, s)))
     if portal is not None:
         singletons.extend((n, "portal", r) for n, r in _notifier(components, portal, settings))
     if portal is not None and "portal-relay" in components:

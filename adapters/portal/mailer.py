@@ -18,6 +18,7 @@ import smtplib
 import ssl
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -26,10 +27,9 @@ from string import Template
 from typing import Protocol
 from uuid import UUID
 
+from pydantic import SecretStr
+
 from adapters.observability import MAILS
-from adapters.periodic import run_periodically
-from adapters.settings import Settings
-from adapters.storage.persistence import mail_outbox
 from ca_core.portal import Portal
 from projections.feed import catch_up
 from projections.notifications import Mail, MailOutbox, NotificationProjection, Recipient, remind
@@ -87,25 +87,46 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class SmtpServer:
+    """Where mail is handed over: host, port, TLS (implicit or STARTTLS), login."""
+
+    host: str
+    port: int = 25
+    ssl: bool = False
+    starttls: bool = False
+    username: str = ""
+    password: SecretStr | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Letters:
+    """What every mail needs: the sender, the portal's public address (links), and how many
+    attempts a mail gets before it is given up."""
+
+    mail_from: str
+    public_url: str
+    max_attempts: int = 8
+
+
 class SmtpTransport:
     """smtplib, one connection kept open while there is mail to send."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, server: SmtpServer) -> None:
+        self.server = server
         self.connection: smtplib.SMTP | None = None
 
     def deliver(self, message: EmailMessage) -> None:
         if self.connection is None:
-            s = self.settings
+            s = self.server
             context = ssl.create_default_context()
-            self.connection = (smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, timeout=30,
-                                                context=context) if s.smtp_ssl
-                               else smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=30))
-            if s.smtp_starttls and not s.smtp_ssl:
+            self.connection = (smtplib.SMTP_SSL(s.host, s.port, timeout=30, context=context)
+                               if s.ssl else smtplib.SMTP(s.host, s.port, timeout=30))
+            if s.starttls and not s.ssl:
                 self.connection.starttls(context=context)
-            if s.smtp_username:
-                password = s.smtp_password.get_secret_value() if s.smtp_password else ""
-                self.connection.login(s.smtp_username, password)
+            if s.username:
+                password = s.password.get_secret_value() if s.password else ""
+                self.connection.login(s.username, password)
         try:
             self.connection.send_message(message)
         except (smtplib.SMTPServerDisconnected, OSError):
@@ -134,7 +155,7 @@ class MaildirTransport:
         self.box.close()
 
 
-def render(mail: Mail, settings: Settings, pickup_token: Callable[[UUID], str]) -> EmailMessage:
+def render(mail: Mail, letters: Letters, pickup_token: Callable[[UUID], str]) -> EmailMessage:
     """Plain text plus HTML in the user's language (Czech by default, English otherwise)."""
     language = mail.language if mail.language in ("cs", "en") else "en"
     subject, body = TEMPLATES[mail.kind][language]
@@ -142,11 +163,11 @@ def render(mail: Mail, settings: Settings, pickup_token: Callable[[UUID], str]) 
     if mail.kind == "pickup-link":  # the token is recomputed here, never stored
         request_id = UUID(params["request_id"])
         # a page with a button: fetching the link (a mail scanner does) uses nothing up
-        params["link"] = (f"{settings.portal_public_url.rstrip('/')}/pickup/{request_id}"
+        params["link"] = (f"{letters.public_url.rstrip('/')}/pickup/{request_id}"
                           f"?token={pickup_token(request_id)}")
     text = Template(body).safe_substitute(params)
     message = EmailMessage()
-    message["From"] = settings.mail_from
+    message["From"] = letters.mail_from
     message["To"] = mail.recipient
     message["Subject"] = subject
     message["Date"] = formatdate(localtime=False)
@@ -166,12 +187,12 @@ def render(mail: Mail, settings: Settings, pickup_token: Callable[[UUID], str]) 
 class Notifier:
     """Outbox in, mail out: ``step`` follows the portal's log, adds reminders, sends what is due."""
 
-    def __init__(self, portal: Portal, settings: Settings, transport: Transport,
-                 outbox: MailOutbox | None = None) -> None:
+    def __init__(self, portal: Portal, letters: Letters, transport: Transport,
+                 outbox: MailOutbox) -> None:
         self.portal = portal
-        self.settings = settings
+        self.letters = letters
         self.transport = transport
-        self.outbox = outbox or mail_outbox(settings.store_url("portal"), settings.data_dir)
+        self.outbox = outbox
         self.projection = NotificationProjection(self.outbox)
         self.projection.owner = lambda request_id: portal.request(request_id).user_id
         self.projection.recipient = self.recipient
@@ -194,10 +215,10 @@ class Notifier:
             if self.stopping.is_set():
                 break  # a restart resumes with the rest; nothing is half-sent
             try:
-                self.transport.deliver(render(mail, self.settings, self.portal.pickup_token))
+                self.transport.deliver(render(mail, self.letters, self.portal.pickup_token))
             except Exception as exc:  # noqa: BLE001 - any delivery failure is retried
                 attempts = mail.attempts + 1
-                give_up = attempts >= self.settings.mail_max_attempts
+                give_up = attempts >= self.letters.max_attempts
                 delay = timedelta(seconds=min(10 * 2 ** (attempts - 1), 3600))
                 MAILS.labels("failed").inc()
                 self.outbox.mark_failed(mail.id, attempts, self.portal.clock.now() + delay,
@@ -215,21 +236,3 @@ class Notifier:
     def step(self) -> int:
         self.collect()
         return self.send_due()
-
-
-def transport_for(settings: Settings) -> Transport:
-    if settings.smtp_host:
-        return SmtpTransport(settings)
-    return MaildirTransport(settings.data_dir / "mail")
-
-
-def run_notifier(portal: Portal, settings: Settings, stop: threading.Event) -> None:
-    """``serve --role notifier``: a step every ``relying_poll_seconds`` until stopped."""
-    transport = transport_for(settings)
-    notifier = Notifier(portal, settings, transport)
-    notifier.stopping = stop
-    log.info("notifier: %s", f"SMTP {settings.smtp_host}:{settings.smtp_port}"
-             if settings.smtp_host else f"maildir {settings.data_dir / 'mail'}")
-    run_periodically("notifier step", lambda: (notifier.step(), None)[1], stop, log,
-                     interval=settings.relying_poll_seconds)
-    transport.close()

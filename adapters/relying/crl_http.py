@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from adapters.compat.uvicorn import bounded_config
 from adapters.observability import Gauges, crl_age, lag_check, serve_ops, store_check, view_lag
+from adapters.periodic import run_periodically
 from adapters.relying.ca_store import http_date, open_ca, responder_settings
 from adapters.relying.ocsp_workers import serve_ocsp
 from adapters.settings import Settings
@@ -127,15 +128,6 @@ def _public(serial: str, status: str, reason: str | None, revoked_at: datetime |
 
 
 # -- the two roles --------------------------------------------------------------------
-def _loop(step: Any, interval: float, stop: threading.Event, name: str) -> None:
-    while not stop.is_set():
-        try:
-            step()
-        except Exception:
-            log.exception("%s maintenance failed; will try again", name)
-        stop.wait(interval)
-
-
 def serve_relying(role: str, settings: Settings, stop: threading.Event) -> None:
     """Run ``ocsp`` (adapters/relying/ocsp_workers.py) or ``crl`` until ``stop`` is set. Neither holds
     a CA key or the CA passphrase: the CA role signs what they serve (adapters/ca/publishing.py).
@@ -155,9 +147,12 @@ def serve_relying(role: str, settings: Settings, stop: threading.Event) -> None:
     web.start()
     log.info("serving crl on http://%s", shown(sock))
     # the status view behind /status/<serial> follows the CA's log (a read model, no key)
-    maintainer = threading.Thread(target=_loop, args=(lambda: catch_up(status, ca),
-                                                      settings.relying_poll_seconds, stop, role),
-                                  name="crl-status-view", daemon=True)
+    def follow() -> None:
+        catch_up(status, ca)
+
+    maintainer = threading.Thread(target=run_periodically, args=(
+        "the CRL server's status view", follow, stop, log),
+        kwargs={"interval": settings.relying_poll_seconds}, name="crl-status-view", daemon=True)
     maintainer.start()
     gauges = Gauges()
     gauges.add("partner_ca_crl_age_seconds", "Seconds since the served CRL's thisUpdate",

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from adapters.ca.publishing import CaPublishing, crl_publisher, ocsp_publisher_of
 from adapters.client import softtoken
 from adapters.entrypoints.bootstrap import PartnerCa, chain_from_file
+from adapters.entrypoints.ca_wiring import ca_publishing, crl_publisher, ocsp_publisher_of
 from adapters.relying.ocsp_http import OcspAsgi, ocsp_responder
 from ca_core.authority import Authority
 from ca_core.eventmodel import all_events
@@ -200,7 +200,7 @@ def test_the_old_ca_retires_when_its_last_certificate_has_expired(
         tmp_path: Path, rolled_over: tuple[PartnerCa, dict[str, Enrolled], HttpServer,
                                            datetime]) -> None:
     system, enrolled, _server, _ = rolled_over
-    publishing = CaPublishing(system.ca, system.settings)
+    publishing = ca_publishing(system.ca, system.settings)
     publishing.step()
     assert system.ca.hierarchy.retire_due() == []  # its certificates are still valid
     last = max(x509.load_pem_x509_certificate(enrolled[u].picked.certificate_pem.encode())

@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from adapters.ca.publishing import crl_publisher, ocsp_publisher_of
+from adapters.entrypoints.ca_wiring import crl_publisher, ocsp_publisher_of
 from adapters.relying.ocsp_http import OcspResponder, ocsp_responder
 from ca_core.certificate import REVOCATION_REASONS
 from ca_core.clock import ManualClock

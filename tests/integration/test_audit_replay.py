@@ -9,8 +9,9 @@ from pathlib import Path
 import psycopg
 
 from adapters.audit.replay import replay
-from adapters.ca.publishing import ocsp_publisher_of
-from adapters.portal.mailer import MaildirTransport, Notifier
+from adapters.entrypoints.ca_wiring import ocsp_publisher_of
+from adapters.entrypoints.mail_wiring import notifier_for
+from adapters.portal.mailer import MaildirTransport
 from adapters.relying.ocsp_http import ocsp_responder
 from adapters.storage.persistence import status_view
 from projections.feed import catch_up
@@ -27,7 +28,7 @@ def test_replay_equals_live_and_reports_a_forged_row(tmp_path: Path, database_ur
     # the live views, as the serve roles keep them
     catch_up(RevocationStatusProjection(status_view(database_url, tmp_path / "data")), system.ca)
     ocsp_publisher_of(system.ca, system.settings).step()
-    Notifier(system.portal, system.settings, MaildirTransport(tmp_path / "mail")).step()
+    notifier_for(system.portal, system.settings, MaildirTransport(tmp_path / "mail")).step()
     clean = replay(system.settings, tmp_path / "scratch")
     assert clean.differences == []
     assert clean.compared == {"revocation_status": 2, "ocsp_responses": 2, "mail_outbox": 3,

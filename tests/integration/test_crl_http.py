@@ -13,8 +13,9 @@ import httpx
 import pytest
 from cryptography import x509
 
-from adapters.ca.publishing import CrlPublisher, crl_publisher
+from adapters.ca.publishing import CrlPublisher
 from adapters.entrypoints.bootstrap import PartnerCa
+from adapters.entrypoints.ca_wiring import crl_publisher
 from adapters.relying.crl_http import crl_app
 from ca_core.clock import ManualClock
 from projections.feed import catch_up

@@ -16,9 +16,9 @@ from cryptography.x509 import ocsp
 
 from adapters.ca.hsm import Pkcs11KeyStore, TokenKey
 from adapters.ca.keystore import KeyStoreError
-from adapters.ca.publishing import CaPublishing
 from adapters.compat import python_pkcs11
 from adapters.entrypoints.bootstrap import PartnerCa
+from adapters.entrypoints.ca_wiring import ca_publishing
 from ca_core.certificate import serial_hex
 from ca_core.crl import RevokedEntry
 from ca_core.hierarchy import ISSUING_KEY, ROOT_KEY
@@ -213,7 +213,7 @@ def test_the_root_on_its_own_token_goes_offline_and_the_ca_runs_on(
                           hsm_root_token_label="unplugged-root-token", **tokens)
     register(offline)
     me = enroll(offline)
-    publishing = CaPublishing(offline.ca, offline.settings)
+    publishing = ca_publishing(offline.ca, offline.settings)
     with caplog.at_level(logging.WARNING, logger="partner_ca.publishing"):
         publishing.step()
     assert "the root key is not at hand (hsm-token-missing)" in caplog.text
@@ -226,7 +226,7 @@ def test_the_root_on_its_own_token_goes_offline_and_the_ca_runs_on(
 
     plugged = make_system(tmp_path / "data", initialise=False,
                           hsm_root_token_label=root_token.label, **tokens)
-    publishing = CaPublishing(plugged.ca, plugged.settings)
+    publishing = ca_publishing(plugged.ca, plugged.settings)
     issuing = x509.load_pem_x509_certificate(
         plugged.ca.authority().issuing_certificate_pem.encode())
     publishing.ocsp.projection.refresh_issuing_ca(

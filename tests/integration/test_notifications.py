@@ -18,8 +18,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from adapters.entrypoints.bootstrap import PartnerCa
+from adapters.entrypoints.mail_wiring import notifier_for as wired
+from adapters.entrypoints.mail_wiring import transport_for
 from adapters.portal.app import portal_api
-from adapters.portal.mailer import MaildirTransport, Notifier, SmtpTransport
+from adapters.portal.mailer import MaildirTransport, Notifier
 from adapters.settings import Settings
 from ca_core.otp import OtpRefused
 from tests.support import (
@@ -67,7 +69,7 @@ def notifier_for(system: PartnerCa, port: int, **extra: Any) -> Notifier:
     settings = Settings(data_dir=system.settings.data_dir,
                         database_url=system.settings.database_url, smtp_host="127.0.0.1",
                         smtp_port=port, **extra)
-    return Notifier(system.portal, settings, SmtpTransport(settings))
+    return wired(system.portal, settings, transport_for(settings))
 
 
 def text_of(message: Message) -> str:
@@ -197,6 +199,6 @@ def test_the_embedded_default_writes_a_maildir(tmp_path: Path) -> None:
     register(system)
     _request_only(system, USER)
     transport = MaildirTransport(tmp_path / "mail")
-    Notifier(system.portal, system.settings, transport).step()
+    wired(system.portal, system.settings, transport).step()
     assert len(list((tmp_path / "mail" / "new").iterdir())) == 1
     system.close()

@@ -21,8 +21,8 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
 from adapters.ca.ocsp_signing import OcspPublisher
-from adapters.ca.publishing import ocsp_publisher_of
 from adapters.entrypoints.bootstrap import PartnerCa
+from adapters.entrypoints.ca_wiring import ocsp_publisher_of
 from adapters.relying.ocsp_http import OcspAsgi, OcspResponder, ocsp_responder
 from ca_core.authority import Authority
 from ca_core.clock import ManualClock

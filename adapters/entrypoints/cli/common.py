@@ -127,7 +127,7 @@ def _publish(built: PartnerCa, settings: Any) -> None:
     ``serve`` would, so a relying party never meets a certificate the OCSP responder calls
     ``unauthorized`` (issue 26, item 14). A running ``serve`` publishes too; if the two meet,
     this one leaves it to ``serve``."""
-    from adapters.ca.publishing import publish_now  # here: keeps the CLI's start-up short
+    from adapters.entrypoints.ca_wiring import publish_now  # here: keeps the CLI's start-up short
 
     try:
         publish_now(built.ca, settings)

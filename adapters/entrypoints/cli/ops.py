@@ -79,7 +79,7 @@ def init(
                                     issuing_name or settings.issuing_name)
         settings.chain_path.write_text(s.ca.hierarchy.chain_pem())
         apply_migrations(settings.store_url("ca"))
-        from adapters.ca.publishing import publish_now  # here: keeps the CLI's start-up short
+        from adapters.entrypoints.ca_wiring import publish_now  # here: keeps the CLI's start-up short
 
         publish_now(s.ca, settings)  # relying parties get a CRL and OCSP answers at once
         keys = settings.data_dir / "keys" if settings.key_store == "file" else \
@@ -110,7 +110,7 @@ def rollover(
         previous = s.ca.authority().issuing_ca
         issuing = s.ca.hierarchy.rollover(issuing_name)
         settings.chain_path.write_text(s.ca.hierarchy.chain_pem())
-        from adapters.ca.publishing import publish_now  # here: keeps the CLI's start-up short
+        from adapters.entrypoints.ca_wiring import publish_now  # here: keeps the CLI's start-up short
 
         publish_now(s.ca, settings)  # the new CA's CRL, OCSP signer and root answer at once
         subject = from_pem(issuing.certificate_pem).subject.rfc4514_string()
@@ -132,7 +132,7 @@ def sign_root_answers(
     """With the root token plugged in: sign the root's OCSP answers about every issuing CA
     still answering, valid for --days, so that the root can go offline until the next
     ceremony (nginx's ssl_ocsp checks the issuing CA certificate with them)."""
-    from adapters.ca.publishing import ocsp_publisher_of
+    from adapters.entrypoints.ca_wiring import ocsp_publisher_of
 
     settings = load_settings()
     with system(need_keys=True) as s:
@@ -367,7 +367,7 @@ def crl(
     CrlPublished, and put it where ``serve --role crl`` serves it
     (<data_dir>/crl/issuing.crl, shards beside it; --out writes a copy too). Files are
     replaced atomically."""
-    from adapters.ca.publishing import crl_publisher
+    from adapters.entrypoints.ca_wiring import crl_publisher
 
     settings = load_settings()
     with system(need_keys=True) as s:
