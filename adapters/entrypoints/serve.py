@@ -356,7 +356,7 @@ def _serve_embedded(role: str, settings: Settings, passphrase: str | None,
 
 def _serve_relying(role: str, settings: Settings, stop: threading.Event) -> None:
     """``ocsp`` or ``crl``: no CA key, no passphrase (adapters/relying/crl_http.py)."""
-    from adapters.relying.crl_http import serve_relying
+    from adapters.entrypoints.relying_wiring import serve_relying
 
     apply_migrations(settings.store_url("ca"))
     _on_signals(stop)

@@ -1,6 +1,7 @@
 """What relying parties talk to: the CRL and CA certificate, the status endpoint (and the OCSP role).
 
-``serve --role ocsp`` is adapters/relying/ocsp_workers.py (serving ocsp_http.py).
+``serve --role ocsp`` serves ocsp_http.py; both roles are started by
+adapters/entrypoints/relying_wiring.py.
 ``serve --role crl`` publishes a full CRL within ``crl_delay_seconds`` of a
 revocation and on schedule, and serves it at the CRL distribution point URL,
 with the issuing CA certificate (AIA caIssuers) and ``/status/<serial>`` for ops
@@ -13,32 +14,22 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from cryptography.hazmat.primitives.serialization import Encoding
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapters.compat.uvicorn import bounded_config
-from adapters.observability import Gauges, crl_age, lag_check, serve_ops, store_check, view_lag
-from adapters.periodic import run_periodically
-from adapters.relying.ca_store import http_date, open_ca, responder_settings
-from adapters.relying.ocsp_workers import serve_ocsp
-from adapters.settings import Settings
-from adapters.sockets import listening_socket, shown
-from adapters.storage.crl_files import CrlFile, CrlFiles, served_crl
-from adapters.storage.persistence import status_view
+from adapters.relying.http_date import http_date
+from adapters.storage.crl_files import CrlFile, CrlFiles
 from ca_core.ca import CertificateAuthority
 from ca_core.certificate import CertificateStatus, SerialInvalid, effective_status, parse_serial
 from ca_core.x509profile import from_pem
-from projections.feed import catch_up
-from projections.status import RevocationStatusProjection, StatusView
+from projections.status import StatusView
 
 log = logging.getLogger("partner_ca.relying")
 SHARD_FILE = re.compile(r"shard-\d{1,4}(-g\d{1,4})?\.crl")
@@ -128,43 +119,3 @@ def _public(serial: str, status: str, reason: str | None, revoked_at: datetime |
 
 
 # -- the two roles --------------------------------------------------------------------
-def serve_relying(role: str, settings: Settings, stop: threading.Event) -> None:
-    """Run ``ocsp`` (adapters/relying/ocsp_workers.py) or ``crl`` until ``stop`` is set. Neither holds
-    a CA key or the CA passphrase: the CA role signs what they serve (adapters/ca/publishing.py).
-    """
-    settings = responder_settings(settings)
-    if role == "ocsp":
-        serve_ocsp(settings, stop)
-        return
-    ca = open_ca(settings)
-    ca.authority()  # refuse to start before 'partner-ca init'
-    status = RevocationStatusProjection(status_view(settings.store_url("ca"), settings.data_dir))
-    sock = listening_socket(settings.crl_listen)
-    server = uvicorn.Server(bounded_config(
-        crl_app(ca, served_crl(settings.data_dir), status.view), **settings.http_limits()))
-    web = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="crl-http",
-                           daemon=True)
-    web.start()
-    log.info("serving crl on http://%s", shown(sock))
-    # the status view behind /status/<serial> follows the CA's log (a read model, no key)
-    def follow() -> None:
-        catch_up(status, ca)
-
-    maintainer = threading.Thread(target=run_periodically, args=(
-        "the CRL server's status view", follow, stop, log),
-        kwargs={"interval": settings.relying_poll_seconds}, name="crl-status-view", daemon=True)
-    maintainer.start()
-    gauges = Gauges()
-    gauges.add("partner_ca_crl_age_seconds", "Seconds since the served CRL's thisUpdate",
-               crl_age(served_crl(settings.data_dir)))
-    lag = view_lag(status.view, ca)
-    gauges.add("partner_ca_status_view_lag", "CA log positions the status view has not read",
-               lag)
-    serve_ops(settings, [store_check(ca), lag_check("status-view", lag,
-                                                    settings.ready_lag_bound)], stop, gauges)
-    stop.wait()
-    server.should_exit = True
-    web.join(timeout=10)
-    maintainer.join(timeout=10)
-    sock.close()
-    ca.close()

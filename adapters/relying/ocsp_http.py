@@ -16,7 +16,7 @@ Layers, fastest first:
    validity. This role holds no CA key and no CA passphrase; only the delegated OCSP
    key, to sign requests with a nonce (adapters/relying/delegated_key.py).
 
-The worker processes that serve this app are adapters/relying/ocsp_workers.py.
+The worker processes that serve this app are started by adapters/entrypoints/relying_wiring.py.
 """
 
 from __future__ import annotations
@@ -41,9 +41,7 @@ from adapters.observability import (
     OCSP_REQUESTS,
     OCSP_SIGNATURES,
 )
-from adapters.relying.ca_store import http_date
-from adapters.settings import Settings
-from adapters.storage.persistence import ocsp_store
+from adapters.relying.http_date import http_date
 from adapters.storage.wakeups import Wakeups
 from ca_core.ca import CertificateAuthority
 from ca_core.clock import Clock, SystemClock
@@ -58,7 +56,7 @@ from ca_core.ocsp import (
     sign_response,
 )
 from ca_core.x509profile import from_pem
-from projections.ocsp import CA_PREFIX, OcspResponseProjection, StoredResponse
+from projections.ocsp import CA_PREFIX, OcspResponseProjection, OcspStore, StoredResponse
 from projections.ocsp_signers import SignerCache
 
 log = logging.getLogger("partner_ca.ocsp")
@@ -378,9 +376,12 @@ async def _send(send: Any, status: int, body: bytes, headers: list[tuple[bytes, 
     await send({"type": "http.response.body", "body": body})
 
 
-def ocsp_responder(ca: CertificateAuthority, settings: Settings) -> OcspResponder:
-    projection = OcspResponseProjection(ocsp_store(settings.store_url("ca"), settings.data_dir))
+def ocsp_responder(ca: CertificateAuthority, store: OcspStore,
+                   validity: timedelta) -> OcspResponder:
+    """A responder over ``store`` (the CA's pre-signed answers); ``validity``: of the answers
+    it signs itself (requests with a nonce)."""
+    projection = OcspResponseProjection(store)
     projection.clock = ca.clock
-    projection.validity = timedelta(hours=settings.ocsp_validity_hours)
+    projection.validity = validity
     projection.signer = SignerCache(ca)
     return OcspResponder(projection, ca, ca.clock)

@@ -18,7 +18,8 @@ from cryptography import x509
 from adapters.client import softtoken
 from adapters.entrypoints.bootstrap import PartnerCa, chain_from_file
 from adapters.entrypoints.ca_wiring import ca_publishing, crl_publisher, ocsp_publisher_of
-from adapters.relying.ocsp_http import OcspAsgi, ocsp_responder
+from adapters.entrypoints.relying_wiring import responder_of
+from adapters.relying.ocsp_http import OcspAsgi
 from ca_core.authority import Authority
 from ca_core.eventmodel import all_events
 from tests.support import (
@@ -73,7 +74,7 @@ def rolled_over(tmp_path: Path) -> Iterator[tuple[PartnerCa, dict[str, Enrolled]
         advance(system, timedelta(seconds=2))
         enrolled[NEW] = enroll(system, NEW)  # the running CA follows at its next batch
         system.ca.revoke(enrolled[OLD_REVOKED].picked.serial, "keyCompromise", "ops-anna")
-        app = OcspAsgi(ocsp_responder(system.ca, system.settings), poll_seconds=3600)
+        app = OcspAsgi(responder_of(system.ca, system.settings), poll_seconds=3600)
         server = HttpServer(app)
         ocsp_publisher_of(system.ca, system.settings).step()
         app.sync()

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from adapters.entrypoints.ca_wiring import crl_publisher, ocsp_publisher_of
-from adapters.relying.ocsp_http import OcspResponder, ocsp_responder
+from adapters.entrypoints.relying_wiring import responder_of
+from adapters.relying.ocsp_http import OcspResponder
 from ca_core.certificate import REVOCATION_REASONS
 from ca_core.clock import ManualClock
 from projections.feed import catch_up
@@ -41,7 +42,7 @@ def test_randomised_history_status_ocsp_and_crl_agree(tmp_path: Path, database_u
     system = make_system(tmp_path / "data", database_url, start=NOW)
     clock = system.clock
     assert isinstance(clock, ManualClock)
-    responder = ocsp_responder(system.ca, system.settings)
+    responder = responder_of(system.ca, system.settings)
     publisher = crl_publisher(system.ca, system.settings)
     issuer = system.ca.authority().issuing_certificate_pem
     rng = random.Random(4711)
@@ -84,10 +85,10 @@ def test_randomised_history_status_ocsp_and_crl_agree(tmp_path: Path, database_u
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("DELETE FROM ocsp_responses")
             conn.execute("DROP TABLE ocsp_responses_tracking")  # eventsourcing recreates it
-        rebuilt_responder = ocsp_responder(system.ca, system.settings)
+        rebuilt_responder = responder_of(system.ca, system.settings)
     else:
         system.settings.data_dir = tmp_path / "rebuilt"
-        rebuilt_responder = ocsp_responder(system.ca, system.settings)
+        rebuilt_responder = responder_of(system.ca, system.settings)
     assert rebuilt_responder.store.rows() == []
     catch_up(rebuilt_responder.projection, system.ca)
     assert comparable(rebuilt_responder.store.rows()) == live

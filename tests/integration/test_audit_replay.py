@@ -11,8 +11,8 @@ import psycopg
 from adapters.audit.replay import replay
 from adapters.entrypoints.ca_wiring import ocsp_publisher_of
 from adapters.entrypoints.mail_wiring import notifier_for
+from adapters.entrypoints.relying_wiring import responder_of
 from adapters.portal.mailer import MaildirTransport
-from adapters.relying.ocsp_http import ocsp_responder
 from adapters.storage.persistence import status_view
 from projections.feed import catch_up
 from projections.status import RevocationStatusProjection
@@ -82,7 +82,7 @@ def test_replay_finds_a_revoked_certificates_response_swapped_for_its_earlier_go
     system = make_system(tmp_path / "data", database_url)
     register(system)
     me = enroll(system)
-    responder = ocsp_responder(system.ca, system.settings)
+    responder = responder_of(system.ca, system.settings)
     ocsp_publisher_of(system.ca, system.settings).step()
     before = responder.store.get(me.picked.serial)
     assert before is not None and before.status == "good"
@@ -105,7 +105,7 @@ def test_replay_finds_a_response_of_another_certificate_or_signer(tmp_path: Path
     system = make_system(tmp_path / "data")
     register(system)
     first, second = enroll(system), enroll(system)
-    responder = ocsp_responder(system.ca, system.settings)
+    responder = responder_of(system.ca, system.settings)
     ocsp_publisher_of(system.ca, system.settings).step()
     other = responder.store.get(second.picked.serial)
     assert other is not None

@@ -23,7 +23,8 @@ from cryptography.x509.oid import NameOID
 from adapters.ca.ocsp_signing import OcspPublisher
 from adapters.entrypoints.bootstrap import PartnerCa
 from adapters.entrypoints.ca_wiring import ocsp_publisher_of
-from adapters.relying.ocsp_http import OcspAsgi, OcspResponder, ocsp_responder
+from adapters.entrypoints.relying_wiring import responder_of
+from adapters.relying.ocsp_http import OcspAsgi, OcspResponder
 from ca_core.authority import Authority
 from ca_core.clock import ManualClock
 from ca_core.eventmodel import all_events
@@ -68,7 +69,7 @@ class Ocsp:
 @pytest.fixture
 def service(tmp_path: Path, database_url: str) -> Iterator[Ocsp]:
     system = make_system(tmp_path / "data", database_url, start=NOW)
-    responder = ocsp_responder(system.ca, system.settings)
+    responder = responder_of(system.ca, system.settings)
     app = OcspAsgi(responder, poll_seconds=3600)  # the test syncs explicitly
     server = HttpServer(app)
     yield Ocsp(system, responder, server, tmp_path, app)
@@ -353,7 +354,7 @@ def test_the_answer_cache_is_bounded_in_bytes_whatever_clients_send(service: Ocs
     me, other = enroll(service.system), enroll(service.system)
     service.maintain()
     issuer = service.system.ca.authority().issuing_certificate_pem
-    responder = ocsp_responder(service.system.ca, service.system.settings)
+    responder = responder_of(service.system.ca, service.system.settings)
     responder._nonce_signer = lambda generation: None  # type: ignore[method-assign]
     limit = 60_000
     app = OcspAsgi(responder, poll_seconds=3600, max_bytes=limit)
