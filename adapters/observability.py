@@ -271,20 +271,21 @@ def ops_app(checks: Sequence[Check], gauges: Gauges | None = None,
                              Route("/readyz", readyz)])
 
 
-def serve_ops(settings: Any, checks: Sequence[Check], stop: threading.Event,
-              gauges: Gauges | None = None, multiprocess_dir: str | None = None
-              ) -> threading.Thread | None:
-    """Start the ops listener when ``PARTNER_CA_METRICS_LISTEN`` is set; None otherwise."""
-    if not settings.metrics_listen:
+def serve_ops(listen: str, limits: dict[str, Any], checks: Sequence[Check],
+              stop: threading.Event, gauges: Gauges | None = None,
+              multiprocess_dir: str | None = None) -> threading.Thread | None:
+    """Start the ops listener on ``listen`` (``PARTNER_CA_METRICS_LISTEN``; empty: none) with
+    the HTTP ``limits`` of every listener; None when there is none."""
+    if not listen:
         return None
     import uvicorn  # here: only a process that serves its metrics loads the HTTP server
 
     from adapters.compat.uvicorn import bounded_config
     from adapters.sockets import listening_socket, serve_until
 
-    sock = listening_socket(settings.metrics_listen)
+    sock = listening_socket(listen)
     server = uvicorn.Server(bounded_config(ops_app(checks, gauges, multiprocess_dir),
-                                           lifespan="off", **settings.http_limits()))
+                                           lifespan="off", **limits))
 
     thread = threading.Thread(target=serve_until, name="ops-listener", daemon=True,
                               args=(server, sock, stop, "ops-http", "metrics and health"))

@@ -40,6 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from adapters.audit.replay import replay, total_positions
 from adapters.audit.tree_heads import audit_key, checkpoint, verify
 from adapters.client import softtoken
+from adapters.entrypoints.audit_wiring import live_stores
 from adapters.entrypoints.bootstrap import build_ca, build_portal
 from adapters.entrypoints.ca_wiring import ocsp_publisher_of
 from adapters.settings import Settings
@@ -155,7 +156,7 @@ def measure(settings: Settings, repeat: int = 3) -> None:
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as scratch, _progress() as progress:
             task = progress.add_task("audit replay", total=total_positions(ca, portal))
-            report = replay(settings, Path(scratch),
+            report = replay(live_stores(settings), Path(scratch),
                             tick=lambda n, task=task: progress.advance(task, n))  # type: ignore[misc]
         rates.append(report.events / report.seconds)
         console.print(f"audit replay: {report.events:,} logged events covered, "

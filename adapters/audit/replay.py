@@ -49,7 +49,6 @@ from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
 from adapters.compat import singledispatch
-from adapters.settings import Settings
 from adapters.storage.logreader import Decoder, Part, records
 from adapters.storage.memory_views import MemoryMailOutbox, MemoryOcspStore, MemoryStatusView
 from adapters.storage.persistence import (
@@ -66,6 +65,7 @@ from ca_core.authority import Authority
 from ca_core.certificate import serial_hex
 from ca_core.clock import SystemClock
 from ca_core.ocsp import HASHES, Answer, stored_response_findings
+from ca_core.policy import IssuancePolicy, PortalPolicy
 from ca_core.request import CertificateRequest
 from ca_core.x509profile import from_pem
 from projections.notifications import Mail, NotificationProjection, Recipient
@@ -103,6 +103,27 @@ class ReplayReport:
     seconds: float
     compared: dict[str, int]
     differences: list[Difference]
+
+
+@dataclass(frozen=True)
+class LiveStores:
+    """Where the logs and the live views to check are, and the policies to read them with:
+    the values the audit role needs (its wiring builds them from the settings)."""
+
+    ca_url: str
+    portal_url: str
+    data_dir: Path
+    issuance: IssuancePolicy
+    portal_rules: PortalPolicy
+
+    def store_url(self, app: str) -> str:
+        return self.ca_url if app == "ca" else self.portal_url
+
+    def issuance_policy(self) -> IssuancePolicy:
+        return self.issuance
+
+    def portal_policy(self) -> PortalPolicy:
+        return self.portal_rules
 
 
 # -- the rebuilt views: in memory (adapters/storage/memory_views.py), behind the projections'
@@ -186,13 +207,13 @@ PARTS = 2  # the CA's log is rebuilt in this many processes, split by aggregate
 MAX_DIFFERENCES = 1000  # per view: enough to see what is wrong
 
 
-def _app(settings: Settings, which: str) -> Any:
+def _app(stores: LiveStores, which: str) -> Any:
     """An application to read: the audit role opens no key and no portal secret."""
     if which == "ca":
-        return opening()(open_ca_store, settings.store_url("ca"), settings.data_dir,
-                         settings.issuance_policy(), SystemClock())
-    return opening()(open_portal_store, settings.store_url("portal"), settings.data_dir,
-                     settings.portal_policy(), SystemClock())
+        return opening()(open_ca_store, stores.store_url("ca"), stores.data_dir,
+                         stores.issuance_policy(), SystemClock())
+    return opening()(open_portal_store, stores.store_url("portal"), stores.data_dir,
+                     stores.portal_policy(), SystemClock())
 
 
 _STORES: dict[str, Callable[[str, Path], Any]] = {
@@ -203,10 +224,10 @@ def _scratch(which: str, scratch: Path) -> Any:
     return _STORES[which]("", scratch)
 
 
-def _live(settings: Settings, which: str) -> Any:
+def _live(stores: LiveStores, which: str) -> Any:
     return opening()(_STORES[which],
-                     settings.store_url("portal" if which == "mail_outbox" else "ca"),
-                     settings.data_dir)
+                     stores.store_url("portal" if which == "mail_outbox" else "ca"),
+                     stores.data_dir)
 
 
 _progress: list[Any] = []  # in a worker: the shared log positions reached (``_share``)
@@ -217,11 +238,11 @@ def _share(positions: list[Any]) -> None:
     gc.disable()  # a worker builds hundreds of thousands of objects that live until it ends
 
 
-def _rebuild_ca(settings: Settings, scratch: Path, part: int, upto: dict[str, int]) -> int:
+def _rebuild_ca(stores: LiveStores, scratch: Path, part: int, upto: dict[str, int]) -> int:
     """Partition ``part`` of the CA's log (``PARTS`` in all: every certificate's events fall in
     one) into the status view and the OCSP answers, written to the scratch stores."""
     started = time.perf_counter()
-    ca = _app(settings, "ca")
+    ca = _app(stores, "ca")
     status_rows = MemoryStatusView()
     status = RevocationStatusProjection(status_rows)
     answers = _Answers(MemoryOcspStore())
@@ -229,10 +250,10 @@ def _rebuild_ca(settings: Settings, scratch: Path, part: int, upto: dict[str, in
                     _progress[part], part=(part, PARTS))
     ca.close()
     fed = time.perf_counter()
-    if settings.store_url("ca"):
-        _copy(settings.store_url("ca"), "revocation_status", COLUMNS,
+    if stores.store_url("ca"):
+        _copy(stores.store_url("ca"), "revocation_status", COLUMNS,
               map(attrgetter(*COLUMNS), status_rows.by_serial.values()))
-        _copy(settings.store_url("ca"), "ocsp_responses", OCSP_COLUMNS, answers.rows(False))
+        _copy(stores.store_url("ca"), "ocsp_responses", OCSP_COLUMNS, answers.rows(False))
     else:
         writes = [("revocation_status", sorted(map(SQLiteStatusView.stored,
                                                    status_rows.by_serial.values()))),
@@ -244,8 +265,8 @@ def _rebuild_ca(settings: Settings, scratch: Path, part: int, upto: dict[str, in
     return decoded
 
 
-def _rebuild_mail(settings: Settings, scratch: Path, upto: int) -> _Result:
-    portal = _app(settings, "portal")
+def _rebuild_mail(stores: LiveStores, scratch: Path, upto: int) -> _Result:
+    portal = _app(stores, "portal")
     mails = NotificationProjection(MemoryMailOutbox())
     owners: dict[UUID, str] = {}
     recipients: dict[str, Recipient] = {}
@@ -270,7 +291,7 @@ def _rebuild_mail(settings: Settings, scratch: Path, upto: int) -> _Result:
         return (mail.kind, mail.recipient, mail.language, mail.params)
 
     differences: list[Difference] = []
-    live = _live(settings, "mail_outbox")
+    live = _live(stores, "mail_outbox")
     compared = _compare(
         "mail_outbox", {m.id: content(m) for m in live.all() if "." in m.id
                         and not m.id.startswith("reminder.")},
@@ -424,7 +445,7 @@ def _signers(ca: Any) -> dict[str, Any]:
     return found
 
 
-def _check_responses(settings: Settings, part: int, verify_signatures: bool
+def _check_responses(stores: LiveStores, part: int, verify_signatures: bool
                      ) -> tuple[int, list[Difference]]:
     """Partition ``part`` of the live OCSP store: does each stored response (both CertID
     hashes) say what its row says — the row being what ``_compare_ca_view`` checks against
@@ -432,7 +453,7 @@ def _check_responses(settings: Settings, part: int, verify_signatures: bool
     (``good`` for a revoked certificate) is found here. (rows checked, findings)"""
 
     started = time.perf_counter()
-    ca = _app(settings, "ca")
+    ca = _app(stores, "ca")
     authority = ca.authority()
     issuing = {ca.generation: from_pem(ca.certificate_pem)  # every issuing CA, by generation
                for ca in authority.issuing.values()}
@@ -440,7 +461,7 @@ def _check_responses(settings: Settings, part: int, verify_signatures: bool
     issuer_of = authority.signer_generations
     signers = _signers(ca)
     ca.close()
-    store = _live(settings, "ocsp_responses")
+    store = _live(stores, "ocsp_responses")
     rows = store.partition(part, PARTS)
     differences: list[Difference] = []
     for row in rows:
@@ -460,14 +481,14 @@ def _check_responses(settings: Settings, part: int, verify_signatures: bool
     return len(rows), differences[:MAX_DIFFERENCES]
 
 
-def _compare_ca_view(settings: Settings, scratch: Path, view: str
+def _compare_ca_view(stores: LiveStores, scratch: Path, view: str
                      ) -> tuple[int, list[Difference]]:
     started = time.perf_counter()
-    if settings.store_url("ca"):
-        found = _pg_compare(settings.store_url("ca"), _TABLES[view])
+    if stores.store_url("ca"):
+        found = _pg_compare(stores.store_url("ca"), _TABLES[view])
     else:
         found = _sql_compare(_TABLES[view], _sqlite_file(view, scratch),
-                             _sqlite_file(view, settings.data_dir))
+                             _sqlite_file(view, stores.data_dir))
     log.debug("replay compared %s in %.2f s", view, time.perf_counter() - started)
     return found
 
@@ -480,7 +501,7 @@ def total_positions(ca: Any, portal: Any) -> int:
         portal.recorder.max_notification_id() or 0)
 
 
-def replay(settings: Settings, scratch: Path | None = None,
+def replay(stores: LiveStores, scratch: Path | None = None,
            tick: Callable[[int], None] | None = None, processes: int = 2,
            verify_signatures: bool = False) -> ReplayReport:
     """Rebuild the views in ``processes`` worker processes (the CA's log split by aggregate
@@ -494,12 +515,12 @@ def replay(settings: Settings, scratch: Path | None = None,
     context = multiprocessing.get_context("fork")
     positions = [context.Value("q", 0, lock=False) for _ in range(PARTS + 1)]
     pool = context.Pool(processes, _share, (positions,))  # starting while we look at the views
-    upto = {view: _live(settings, view).max_tracking_id(
+    upto = {view: _live(stores, view).max_tracking_id(
         "portal" if view == "mail_outbox" else "ca") or 0 for view in _TABLES | {"mail_outbox": 0}}
     # the scratch tables exist before the workers write
     _scratch("mail_outbox", scratch)
-    if settings.store_url("ca"):
-        _pg_scratch(settings.store_url("ca"))
+    if stores.store_url("ca"):
+        _pg_scratch(stores.store_url("ca"))
     else:
         for view in _TABLES:
             _scratch(view, scratch)
@@ -520,13 +541,13 @@ def replay(settings: Settings, scratch: Path | None = None,
         return [job.get() for job in jobs]
 
     with pool:
-        parts = [pool.apply_async(_rebuild_ca, (settings, scratch, k, upto))
+        parts = [pool.apply_async(_rebuild_ca, (stores, scratch, k, upto))
                  for k in range(PARTS)]
-        mail = pool.apply_async(_rebuild_mail, (settings, scratch, upto["mail_outbox"]))
+        mail = pool.apply_async(_rebuild_mail, (stores, scratch, upto["mail_outbox"]))
         decoded = sum(wait(parts))
-        checks = [pool.apply_async(_compare_ca_view, (settings, scratch, view))
+        checks = [pool.apply_async(_compare_ca_view, (stores, scratch, view))
                   for view in _TABLES]
-        responses = [pool.apply_async(_check_responses, (settings, k, verify_signatures))
+        responses = [pool.apply_async(_check_responses, (stores, k, verify_signatures))
                      for k in range(PARTS)]
         results = [_Result(view, upto[view], decoded if view == "revocation_status" else 0,
                            compared, differences)

@@ -109,7 +109,8 @@ def serve_ocsp(settings: Settings, stop: threading.Event) -> None:
                    "Seconds since the oldest pre-signed OCSP response was signed",
                    oldest_ocsp_response(lambda: ocsp_store(settings.store_url("ca"),
                                                            settings.data_dir)))
-        serve_ops(settings, [store_check(ca)], stop, gauges, multiprocess_dir=metrics_dir)
+        serve_ops(settings.metrics_listen, settings.http_limits(), [store_check(ca)], stop,
+                  gauges, multiprocess_dir=metrics_dir)
     context = multiprocessing.get_context("spawn")  # no inherited database connections
     shared = listening_socket(settings.ocsp_listen) if inherited(settings.ocsp_listen) else None
 
@@ -173,8 +174,8 @@ def serve_relying(role: str, settings: Settings, stop: threading.Event) -> None:
     lag = view_lag(status.view, ca)
     gauges.add("partner_ca_status_view_lag", "CA log positions the status view has not read",
                lag)
-    serve_ops(settings, [store_check(ca), lag_check("status-view", lag,
-                                                    settings.ready_lag_bound)], stop, gauges)
+    checks = [store_check(ca), lag_check("status-view", lag, settings.ready_lag_bound)]
+    serve_ops(settings.metrics_listen, settings.http_limits(), checks, stop, gauges)
     stop.wait()
     server.should_exit = True
     web.join(timeout=10)

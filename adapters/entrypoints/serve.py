@@ -306,7 +306,7 @@ def _observed(settings: Settings, stop: threading.Event, portal: Portal | None,
                    f"Records on the {name}'s partitions not yet applied", inbox_lag)
         checks.append((f"{name}-broker", broker))
         checks.append(lag_check(f"{name}-lag", inbox_lag, settings.ready_lag_bound))
-    serve_ops(settings, checks, stop, gauges)
+    serve_ops(settings.metrics_listen, settings.http_limits(), checks, stop, gauges)
 
 
 def _serve_embedded(role: str, settings: Settings, passphrase: str | None,

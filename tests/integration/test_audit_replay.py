@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 
 from adapters.audit.replay import replay
+from adapters.entrypoints.audit_wiring import live_stores
 from adapters.entrypoints.ca_wiring import ocsp_publisher_of
 from adapters.entrypoints.mail_wiring import notifier_for
 from adapters.entrypoints.relying_wiring import responder_of
@@ -29,7 +30,7 @@ def test_replay_equals_live_and_reports_a_forged_row(tmp_path: Path, database_ur
     catch_up(RevocationStatusProjection(status_view(database_url, tmp_path / "data")), system.ca)
     ocsp_publisher_of(system.ca, system.settings).step()
     notifier_for(system.portal, system.settings, MaildirTransport(tmp_path / "mail")).step()
-    clean = replay(system.settings, tmp_path / "scratch")
+    clean = replay(live_stores(system.settings), tmp_path / "scratch")
     assert clean.differences == []
     assert clean.compared == {"revocation_status": 2, "ocsp_responses": 2, "mail_outbox": 3,
                               "ocsp_signed_responses": 3}  # with the root's about the issuing CA
@@ -51,7 +52,7 @@ def test_replay_equals_live_and_reports_a_forged_row(tmp_path: Path, database_ur
             with db:
                 db.execute(statement, args)
             db.close()
-    report = replay(system.settings, tmp_path / "scratch2")
+    report = replay(live_stores(system.settings), tmp_path / "scratch2")
     assert sorted((d.view, d.key) for d in report.differences) == sorted([
         ("revocation_status", bad.picked.serial), ("revocation_status", "FEED"),
         ("ocsp_responses", good.picked.serial)])
@@ -89,11 +90,11 @@ def test_replay_finds_a_revoked_certificates_response_swapped_for_its_earlier_go
     system.ca.revoke(me.picked.serial, "keyCompromise", operator="ops")
     ocsp_publisher_of(system.ca, system.settings).step()
     catch_up(RevocationStatusProjection(status_view(database_url, tmp_path / "data")), system.ca)
-    assert replay(system.settings, tmp_path / "scratch").differences == []
+    assert replay(live_stores(system.settings), tmp_path / "scratch").differences == []
     _write(database_url, tmp_path / "data", "ocsp_responses",
            "UPDATE ocsp_responses SET sha1_der = ?, sha256_der = ? WHERE serial = ?",
            (before.sha1_der, before.sha256_der, me.picked.serial))
-    report = replay(system.settings, tmp_path / "scratch2")
+    report = replay(live_stores(system.settings), tmp_path / "scratch2")
     found = [str(d) for d in report.differences]
     assert found and all(me.picked.serial in line for line in found), found
     assert any("sha1 response says good, its row revoked" in line for line in found), found
@@ -115,7 +116,7 @@ def test_replay_finds_a_response_of_another_certificate_or_signer(tmp_path: Path
     _write("", tmp_path / "data", "ocsp_responses",
            "UPDATE ocsp_responses SET signer_serial = 'abcdef' WHERE serial = ?",
            (second.picked.serial,))
-    found = [str(d) for d in replay(system.settings, tmp_path / "scratch").differences]
+    found = [str(d) for d in replay(live_stores(system.settings), tmp_path / "scratch").differences]
     assert any(f"{first.picked.serial}: sha256 response is about serial "
                f"{second.picked.serial}" in line for line in found), found
     assert any(second.picked.serial in line and "a signer the CA never recorded" in line

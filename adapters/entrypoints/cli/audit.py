@@ -171,6 +171,7 @@ def audit_replay(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from adapters.audit.replay import replay, total_positions
+    from adapters.entrypoints.audit_wiring import live_stores
 
     settings = load_settings()
     with system(need_keys=False) as s:
@@ -179,7 +180,7 @@ def audit_replay(
                   TextColumn("log positions"), console=Console(stderr=True),
                   transient=True) as progress:
         task = progress.add_task("replay", total=total)
-        report = replay(settings, scratch, tick=lambda n: progress.advance(task, n),
+        report = replay(live_stores(settings), scratch, tick=lambda n: progress.advance(task, n),
                         verify_signatures=signatures)
     for difference in report.differences:
         sys.stderr.write(f"error: {difference}\n")
