@@ -12,8 +12,8 @@ from typing import Any
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
-from eventsourcing.sqlite import SQLiteTrackingRecorder
 
+from adapters.storage.sqlite_rows import SQLiteRows
 from projections.ocsp import CA_PREFIX, COLUMNS, OcspStore, StoredResponse
 
 TABLE = "ocsp_responses"
@@ -96,7 +96,9 @@ class _SqlOcspStore(OcspStore):
         return [(serial, _moment(at)) for serial, at in found]
 
 
-class SQLiteOcspStore(SQLiteTrackingRecorder, _SqlOcspStore):
+class SQLiteOcspStore(SQLiteRows, _SqlOcspStore):
+    table, width = TABLE, len(COLUMNS)
+
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(),
                 "CREATE TABLE IF NOT EXISTS ocsp_responses (serial TEXT PRIMARY KEY, status TEXT, "
@@ -121,14 +123,6 @@ class SQLiteOcspStore(SQLiteTrackingRecorder, _SqlOcspStore):
                            r.revoked_at.isoformat() if r.revoked_at is not None else None,
                            r.sha1_der, r.sha256_der, text(r.this_update), text(r.next_update),
                            r.signer_serial, r.cause_position) for r in rows], tracking)
-
-    def save_stored(self, values: list[tuple[Any, ...]], tracking: Tracking | None) -> None:
-        """Upsert rows given as the column values this store holds (times as ISO 8601 text)."""
-        with self.datastore.transaction(commit=True) as c:
-            c.executemany(f"INSERT OR REPLACE INTO ocsp_responses VALUES ({','.join('?' * 10)})",  # noqa: S608
-                          values)
-            if tracking is not None:
-                self._insert_tracking(c, tracking)
 
     def _select(self, where: str, args: tuple[Any, ...]) -> list[StoredResponse]:
         with self.datastore.transaction(commit=False) as c:

@@ -11,9 +11,9 @@ from typing import Any
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
-from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.rows import tuple_row
 
+from adapters.storage.sqlite_rows import SQLiteRows
 from ca_core.certificate import CertificateStatus
 from ca_core.crl import RevokedEntry
 from projections.status import COLUMNS, StatusRow, StatusView, status_row
@@ -46,8 +46,10 @@ class _SqlStatusView(StatusView):
             (CertificateStatus.REVOKED.value,))), default=0)
 
 
-class SQLiteStatusView(SQLiteTrackingRecorder, _SqlStatusView):
+class SQLiteStatusView(SQLiteRows, _SqlStatusView):
     """The embedded default: a table next to the tracking table in its own SQLite file."""
+
+    table, width = TABLE, len(COLUMNS)
 
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(),
@@ -68,14 +70,6 @@ class SQLiteStatusView(SQLiteTrackingRecorder, _SqlStatusView):
 
     def save_rows(self, rows: list[StatusRow], tracking: Tracking | None) -> None:
         self.save_stored([self.stored(row) for row in rows], tracking)
-
-    def save_stored(self, values: list[tuple[Any, ...]], tracking: Tracking | None) -> None:
-        """Write rows given as ``stored`` values (and the tracking record) in one transaction."""
-        with self.datastore.transaction(commit=True) as c:
-            c.executemany(f"INSERT OR REPLACE INTO revocation_status VALUES ({','.join('?' * 11)})",  # noqa: S608
-                          values)
-            if tracking is not None:
-                self._insert_tracking(c, tracking)
 
     def _select(self, where: str, args: tuple[Any, ...]) -> list[StatusRow]:
         with self.datastore.transaction(commit=False) as c:
